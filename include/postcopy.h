@@ -1,0 +1,307 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * postcopy.h - demand-page guest memory from a source with userfaultfd.
+ *
+ * A region is guest memory whose contents live somewhere else (a snapshot
+ * file, a migration source).  Every page starts missing; the first access
+ * to a missing page is caught with userfaultfd, the page is fetched from the
+ * region's source, installed, and the access is retried.  A background
+ * filler brings over what nobody asked for; when every page is present the
+ * region unregisters from userfaultfd and runs at native speed.
+ *
+ * Two fault delivery modes exist side by side:
+ *
+ *   PC_MODE_WAIT  classic: the faulting thread sleeps on the userfaultfd
+ *                 while handler threads read the fault, fetch, install and
+ *                 wake it (QEMU, Firecracker, the KVM selftest).
+ *   PC_MODE_EXIT  the faulting thread resolves its own fault: the
+ *                 userfaultfd uses UFFD_FEATURE_SIGBUS, the SIGBUS handler
+ *                 (or the VMM calling pc_resolve() after KVM_RUN returned
+ *                 KVM_EXIT_MEMORY_FAULT) fetches and installs the page and
+ *                 returns to retry the access.  No handler thread, no shared
+ *                 queue, no lock shared between faulting threads.
+ *
+ * Conventions: every function that can fail returns 0 or a negative errno.
+ * Handles are opaque.  Sizes are in bytes and must be multiples of the
+ * region's page size.
+ *
+ * THE KERNEL-ACCESS RULE (exit mode).  A system call that reads or writes a
+ * missing page of an exit-mode region (read() into it, write()/send() from
+ * it, O_DIRECT I/O, ...) does not raise SIGBUS: it fails with EFAULT, and
+ * nothing is fetched.  A thread that hands guest memory to the kernel must
+ * first call pc_populate() on that range.  Wait-mode regions have no such
+ * rule: the kernel access sleeps until a handler thread serves it.
+ */
+#ifndef POSTCOPY_H
+#define POSTCOPY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pc_source pc_source;
+typedef struct pc_region pc_region;
+
+/* ------------------------------------------------------------------ */
+/* Sources: where page contents come from.                             */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Operations of a page source.  Pages are numbered from 0 in units of the
+ * source's page granularity (4 KiB); a region with larger pages asks for
+ * the matching runs.
+ *
+ * fetch     write @npages pages starting at @first into @dst.  Returns 0 or
+ *           a negative errno.  In exit mode it runs inside a SIGBUS handler
+ *           on the faulting thread, so it must be async-signal-safe (raw
+ *           system calls such as pread() are; malloc, stdio and locks are
+ *           not) and it must not touch memory of an exit-mode region.
+ * is_zero   optional: true when page @page is known to be all zeroes, so it
+ *           is installed as a zero page without a fetch.  Same rules.
+ * destroy   optional: release @ctx.
+ */
+struct pc_source_ops {
+	int (*fetch)(void *ctx, uint64_t first, uint64_t npages, void *dst);
+	bool (*is_zero)(void *ctx, uint64_t page);
+	void (*destroy)(void *ctx);
+};
+
+/* Granularity in which sources count pages. */
+#define PC_SOURCE_PAGE_SIZE 4096u
+
+/*
+ * A source of @size bytes with caller-provided operations.  On success
+ * *out owns @ctx (ops->destroy is called by pc_source_destroy()).
+ */
+int pc_source_custom(const struct pc_source_ops *ops, void *ctx,
+		     uint64_t size, pc_source **out);
+
+/*
+ * An in-memory source that generates a verifiable pattern: every page's
+ * contents are a function of (@seed, page number), and about one page in
+ * sixteen is all zeroes (reported by is_zero).  Costs no memory.
+ */
+int pc_source_pattern(uint64_t size, uint64_t seed, pc_source **out);
+
+/*
+ * A raw snapshot image file.  The file must exist, be readable and its size
+ * must be a multiple of 4 KiB; holes (SEEK_HOLE) are reported as zero
+ * pages.  Errors: -ENOENT, -EACCES, -EINVAL (size not a page multiple or
+ * zero), or another negative errno from open/fstat.
+ */
+int pc_source_file(const char *path, pc_source **out);
+
+/* True when page @page of @src is known to be all zeroes. */
+bool pc_source_is_zero(pc_source *src, uint64_t page);
+
+/* Size of the source in bytes. */
+uint64_t pc_source_size(const pc_source *src);
+
+/*
+ * Write the expected contents of pages [@first, @first + @npages) into
+ * @dst (a plain fetch, without the injected delay): what tests and
+ * `restore` compare guest memory with.
+ */
+int pc_source_read(pc_source *src, uint64_t first, uint64_t npages,
+		   void *dst);
+
+enum pc_delay_kind {
+	PC_DELAY_SLEEP = 0, /* nanosleep: the thread gives up its CPU */
+	PC_DELAY_BUSY = 1,  /* spin on the clock: the CPU stays busy */
+};
+
+/*
+ * Add @usec microseconds to every fetch, to emulate network latency on a
+ * machine without netem.  0 disables.  Set it before the source is used.
+ */
+void pc_source_set_delay(pc_source *src, unsigned usec,
+			 enum pc_delay_kind kind);
+
+/* Destroy a source that is not attached to a region.  NULL is a no-op. */
+void pc_source_destroy(pc_source *src);
+
+/* ------------------------------------------------------------------ */
+/* Regions: guest memory demand-paged from a source.                   */
+/* ------------------------------------------------------------------ */
+
+enum pc_backend {
+	PC_BACKEND_SHMEM = 0,	/* memfd, 4 KiB pages (default) */
+	PC_BACKEND_HUGETLB = 1, /* memfd with 2 MiB huge pages */
+	PC_BACKEND_ANON = 2,	/* private anonymous memory */
+};
+
+enum pc_mode {
+	PC_MODE_EXIT = 0, /* faulting thread resolves its fault (default) */
+	PC_MODE_WAIT = 1, /* handler threads resolve, faulting thread sleeps */
+};
+
+/*
+ * Region options.  Zero-initialise and set what you need; zero means the
+ * default given.
+ *
+ * size        bytes of guest memory; must equal the source's size and be a
+ *             multiple of the backend's page size (required).
+ * uffds       wait mode: number of userfaultfds the region is split into,
+ *             each covering an equal slice (default 1).
+ * readers     wait mode: handler threads per userfaultfd (default 1).
+ * window      pages resolved per fault, aligned around the faulting page
+ *             (default 1: one page per fault).
+ * max_threads threads that may be attached with pc_thread_attach()
+ *             (default 64).
+ * prealloc    shared backends: allocate every page-cache page and map the
+ *             alias before start, so the fault path only copies contents
+ *             and installs (the KVM selftest's MINOR setup).
+ */
+struct pc_region_opts {
+	uint64_t size;
+	enum pc_backend backend;
+	enum pc_mode mode;
+	unsigned uffds;
+	unsigned readers;
+	unsigned window;
+	unsigned max_threads;
+	bool prealloc;
+};
+
+/*
+ * Create a region over @src (the region takes ownership of @src, also on
+ * failure).  Maps the memory and checks the configuration; nothing is
+ * registered with userfaultfd yet.  Errors: -EINVAL (bad size or size
+ * mismatch with the source), -ENOMEM with the hugetlb backend when too few
+ * huge pages are reserved (see /proc/sys/vm/nr_hugepages), -ENOSYS or
+ * -EPERM when userfaultfd is unavailable, other negative errnos from the
+ * kernel.  When @why is not NULL, a one-line human-readable reason is
+ * written there on failure (truncated to @why_len).
+ */
+int pc_region_create(const struct pc_region_opts *opts, pc_source *src,
+		     pc_region **out, char *why, size_t why_len);
+
+/* The guest view: where the guest's memory lives. */
+void *pc_region_addr(const pc_region *r);
+uint64_t pc_region_size(const pc_region *r);
+/* Page size of the backend: 4096 or 2 MiB. */
+uint64_t pc_region_page_size(const pc_region *r);
+
+/*
+ * Register the guest view with userfaultfd and start delivering faults
+ * (handler threads in wait mode; the process-wide SIGBUS handler in exit
+ * mode, installed on first use).  From now on every page is missing until
+ * fetched.  On failure pc_region_error() says why.
+ */
+int pc_region_start(pc_region *r);
+
+/*
+ * Start the background filler: a thread that installs pages nobody asked
+ * for in batches of up to 2 MiB, continuing sequentially after the most
+ * recent demand fault, then the rest.  Demand faults never wait for a
+ * fill batch's fetch.
+ */
+int pc_region_start_fill(pc_region *r);
+
+/*
+ * Wait until every page is present (or an error stopped the pager).
+ * @timeout_ms < 0 waits forever.  Returns 0 when complete, -ETIMEDOUT,
+ * or the negative errno of the error that stopped the pager.
+ */
+int pc_region_wait(pc_region *r, int timeout_ms);
+
+/* True once every page is present and the region is unregistered. */
+bool pc_region_complete(const pc_region *r);
+
+/* Pages present so far. */
+uint64_t pc_region_present(const pc_region *r);
+
+/*
+ * Stop delivery (handler threads, filler), unregister, unmap and free,
+ * including the source.  Threads must no longer touch the memory.
+ */
+void pc_region_destroy(pc_region *r);
+
+/*
+ * Bind the calling thread to per-thread slot @id (< max_threads) of region
+ * @r, so its faults are counted per vCPU.  Unattached threads are counted
+ * together as "other".  Returns -EINVAL for a bad id.
+ */
+int pc_thread_attach(pc_region *r, unsigned id);
+void pc_thread_detach(pc_region *r);
+
+/*
+ * Exit mode: resolve the fault at @addr on the calling thread: fetch and
+ * install the page (and its window) if it is missing, wait for it if
+ * another thread is fetching it, and if it is already present populate it
+ * (MADV_POPULATE_WRITE) for faults the pager did not cause (swap, COW,
+ * KSM), reinstalling it if the page tables lost it.  This is what a VMM
+ * calls when KVM_RUN returns KVM_EXIT_MEMORY_FAULT for a guest address it
+ * translated to @addr; the SIGBUS handler calls the same code.
+ * Async-signal-safe.  Errors: -EFAULT when @addr is in no region, the
+ * source's error otherwise.
+ */
+int pc_resolve(void *addr);
+
+/*
+ * Make [@addr, @addr + @len) present, for threads about to hand that guest
+ * memory to a system call (see THE KERNEL-ACCESS RULE above).  Works in
+ * both modes.  Errors: -EFAULT when the range is not inside one region.
+ */
+int pc_populate(void *addr, size_t len);
+
+/* ------------------------------------------------------------------ */
+/* Statistics.                                                         */
+/* ------------------------------------------------------------------ */
+
+/* Latency percentiles of a histogram, in nanoseconds. */
+struct pc_latency {
+	uint64_t count;
+	uint64_t p50, p90, p99, p999, max;
+};
+
+struct pc_thread_stats {
+	uint64_t faults;     /* demand faults taken by this thread */
+	uint64_t blocked_ns; /* time spent resolving or waiting on them */
+};
+
+struct pc_stats {
+	uint64_t pages;		   /* pages in the region */
+	uint64_t page_size;
+	uint64_t present;	   /* pages present */
+	uint64_t faults;	   /* demand faults, all threads */
+	uint64_t pages_demand;	   /* installed on demand (faulting page) */
+	uint64_t pages_prefetch;   /* installed as part of a fault's window */
+	uint64_t pages_fill;	   /* installed by the background filler */
+	uint64_t zero_pages;	   /* installed as zero pages, no fetch */
+	uint64_t duplicate_fetches_avoided; /* faults that waited for a fetch in flight */
+	uint64_t refaults;	   /* faults on pages already present */
+	uint64_t bytes_fetched;	   /* bytes read from the source */
+	uint64_t fetches;	   /* source fetch calls */
+	uint64_t blocked_ns;	   /* all threads */
+	uint64_t elapsed_ns;	   /* from start to completion (or now) */
+	struct pc_latency latency; /* per-fault resolution latency */
+	unsigned nthreads;	   /* entries in thread[] */
+	struct pc_thread_stats thread[]; /* per attached slot; last is "other" */
+};
+
+/*
+ * Snapshot the statistics.  *out is malloc'ed, free() it.  Counters are
+ * read without stopping the faulting threads, so a snapshot taken while
+ * they run is approximate.
+ */
+int pc_region_stats(const pc_region *r, struct pc_stats **out);
+
+/* Print stats as text. */
+void pc_stats_print(const struct pc_stats *s, FILE *f);
+
+/*
+ * A human-readable reason for the error that stopped the region (a failed
+ * pc_region_start(), a source that failed during a fetch), or "" if none.
+ */
+const char *pc_region_error(const pc_region *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* POSTCOPY_H */

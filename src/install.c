@@ -1,0 +1,288 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * install.c - claim, fetch, install, publish: the one path by which a page
+ * becomes present, shared by the SIGBUS handler, pc_resolve(), the
+ * wait-mode handler threads, pc_populate() and the filler.
+ *
+ * A page is MISSING, INFLIGHT (exactly one thread owns it and is fetching
+ * and installing it) or PRESENT.  Claiming is a compare-and-swap, so when
+ * several threads fault on one page only the winner fetches; the others
+ * sleep on the page's state word as a futex until it is published.
+ *
+ * Everything here runs inside the SIGBUS handler in exit mode, so it uses
+ * only atomics, raw system calls (futex, pwrite, fallocate, madvise, ioctl)
+ * and the source's fetch (which is required to be async-signal-safe):
+ * no locks, no malloc, no stdio.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+static void stat_add(_Atomic uint64_t *c, uint64_t n)
+{
+	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+bool page_try_claim(struct pc_region *r, uint64_t p)
+{
+	uint32_t missing = PAGE_MISSING;
+	return atomic_compare_exchange_strong_explicit(
+		&r->state[p], &missing, PAGE_INFLIGHT, memory_order_acquire,
+		memory_order_relaxed);
+}
+
+uint32_t page_wait(struct pc_region *r, uint64_t p)
+{
+	_Atomic uint32_t *word = &r->state[p];
+	for (;;) {
+		uint32_t s = atomic_load_explicit(word, memory_order_acquire);
+		if (!(s & PAGE_INFLIGHT))
+			return s;
+		if (!(s & PAGE_WAITERS) &&
+		    !atomic_compare_exchange_weak(word, &s, s | PAGE_WAITERS))
+			continue;
+		syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE,
+			PAGE_INFLIGHT | PAGE_WAITERS, NULL, NULL, 0);
+	}
+}
+
+/* Set pages to @to (PRESENT or back to MISSING), waking their sleepers. */
+static void pages_settle(struct pc_region *r, uint64_t first, uint64_t n,
+			 uint32_t to)
+{
+	for (uint64_t p = first; p < first + n; p++) {
+		uint32_t old = atomic_exchange_explicit(&r->state[p], to,
+							memory_order_release);
+		if (old & PAGE_WAITERS)
+			syscall(SYS_futex, &r->state[p], FUTEX_WAKE_PRIVATE,
+				INT_MAX, NULL, NULL, 0);
+	}
+}
+
+void claim_around(struct pc_region *r, uint64_t p, uint64_t lo, uint64_t hi,
+		  uint64_t *first, uint64_t *n)
+{
+	uint64_t a = p, b = p + 1;
+	while (a > lo && page_try_claim(r, a - 1))
+		a--;
+	while (b < hi && page_try_claim(r, b))
+		b++;
+	*first = a;
+	*n = b - a;
+}
+
+/* Copy source pages into the page cache of a shared backend. */
+static int write_shared(const struct install_ctx *ic, uint64_t first,
+			uint64_t n, const char *from)
+{
+	struct pc_region *r = ic->r;
+	uint64_t per = r->page_size / PC_SOURCE_PAGE_SIZE;
+	uint64_t bytes = n * r->page_size;
+	uint64_t off = first * r->page_size;
+
+	if (r->write_direct) {
+		/* The alias is mapped (or cheap to fault): write in place. */
+		if (from) {
+			memcpy(r->alias + off, from, bytes);
+			return 0;
+		}
+		return r->src->ops.fetch(r->src->ctx, first * per, n * per,
+					 r->alias + off);
+	}
+	/* Through a bounce buffer and pwrite(): no page faults on the alias. */
+	uint64_t chunk_pages = ic->scratch_len / r->page_size;
+	while (bytes) {
+		uint64_t len = bytes;
+		const char *data = from;
+		if (!from) {
+			if (len > chunk_pages * r->page_size)
+				len = chunk_pages * r->page_size;
+			int ret = r->src->ops.fetch(r->src->ctx,
+						    off / PC_SOURCE_PAGE_SIZE,
+						    len / PC_SOURCE_PAGE_SIZE,
+						    ic->scratch);
+			if (ret < 0)
+				return ret;
+			data = ic->scratch;
+		}
+		ssize_t put = pwrite(r->memfd, data, len, (off_t)off);
+		if (put < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		off += (uint64_t)put;
+		bytes -= (uint64_t)put;
+		if (from)
+			from += put;
+	}
+	return 0;
+}
+
+/* Fetch (unless given) and UFFDIO_COPY pages of an anonymous region. */
+static int copy_anon(const struct install_ctx *ic, uint64_t first,
+		     uint64_t n, const char *from)
+{
+	struct pc_region *r = ic->r;
+	if (from)
+		return region_uffd_copy(r, first, n, from, ic->wake);
+	uint64_t chunk = ic->scratch_len / r->page_size;
+	while (n) {
+		uint64_t k = n < chunk ? n : chunk;
+		int ret = r->src->ops.fetch(r->src->ctx, first, k, ic->scratch);
+		if (ret < 0)
+			return ret;
+		ret = region_uffd_copy(r, first, k, ic->scratch, ic->wake);
+		if (ret < 0)
+			return ret;
+		first += k;
+		n -= k;
+	}
+	return 0;
+}
+
+/* Put zero pages in place without fetching them. */
+static int place_zero(const struct install_ctx *ic, uint64_t first,
+		      uint64_t n)
+{
+	struct pc_region *r = ic->r;
+	if (!r->shared)
+		return region_uffd_zeropage(r, first, n, ic->wake);
+	/* A page-cache page is needed for CONTINUE; fallocate makes a
+	 * zeroed one (or keeps the one prealloc made, still zero). */
+	if (fallocate(r->memfd, FALLOC_FL_KEEP_SIZE,
+		      (off_t)(first * r->page_size),
+		      (off_t)(n * r->page_size)) < 0)
+		return -errno;
+	return 0;
+}
+
+static int place_data(const struct install_ctx *ic, uint64_t first,
+		      uint64_t n, const char *from)
+{
+	if (ic->r->shared)
+		return write_shared(ic, first, n, from);
+	return copy_anon(ic, first, n, from);
+}
+
+int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
+		const void *prefetched, enum origin origin)
+{
+	struct pc_region *r = ic->r;
+	const char *from = prefetched;
+	uint64_t zeros = 0, end = first + n;
+	int ret = 0;
+
+	if (!from)
+		source_delay(r->src); /* one request per run */
+	/* Split the run where pages switch between zero and data. */
+	for (uint64_t p = first; p < end && ret == 0;) {
+		bool zero = page_is_zero(r, p);
+		uint64_t q = p + 1;
+		while (q < end && page_is_zero(r, q) == zero)
+			q++;
+		if (zero) {
+			ret = place_zero(ic, p, q - p);
+			zeros += q - p;
+		} else {
+			ret = place_data(ic, p, q - p,
+					 from ? from + (p - first) * r->page_size :
+						NULL);
+		}
+		p = q;
+	}
+	if (ret == 0 && r->shared)
+		ret = region_uffd_continue(r, first, n, ic->wake);
+	if (ret < 0) {
+		pages_settle(r, first, n, PAGE_MISSING);
+		return ret;
+	}
+
+	struct thread_slot *slot = ic->slot;
+	if (!from) {
+		stat_add(&slot->fetches, 1);
+		stat_add(&slot->bytes_fetched, (n - zeros) * r->page_size);
+	}
+	stat_add(&slot->zero_pages, zeros);
+	if (origin == ORIGIN_DEMAND) {
+		stat_add(&slot->pages[ORIGIN_DEMAND], 1);
+		stat_add(&slot->pages[ORIGIN_PREFETCH], n - 1);
+	} else {
+		stat_add(&slot->pages[origin], n);
+	}
+
+	pages_settle(r, first, n, PAGE_PRESENT);
+	uint64_t total = atomic_fetch_add(&r->present, n) + n;
+	if (total == r->npages)
+		region_complete(r);
+	return 0;
+}
+
+/*
+ * A fault on a page we already installed: a racing install that finished
+ * after the fault was raised, or a fault the pager did not cause (the
+ * kernel swapped the page, broke COW or KSM sharing, or zapped the
+ * mapping).  Let the kernel populate it the ordinary way; if the mapping
+ * is gone, userfaultfd intercepts that too (EFAULT in SIGBUS mode), and we
+ * reinstall from what we hold: the page cache for shared backends, and for
+ * anonymous memory that was discarded, a zero page as the kernel would.
+ */
+static int resolve_present(const struct install_ctx *ic, uint64_t p)
+{
+	struct pc_region *r = ic->r;
+	stat_add(&ic->slot->refaults, 1);
+	if (atomic_load(&r->done) == 1)
+		return 0; /* unregistered: the retry is an ordinary fault */
+	if (r->opts.mode == PC_MODE_EXIT &&
+	    madvise(r->guest + p * r->page_size, r->page_size,
+		    MADV_POPULATE_WRITE) == 0)
+		return 0;
+	int ret = r->shared ? region_uffd_continue(r, p, 1, false) :
+			      region_uffd_zeropage(r, p, 1, false);
+	if (ret == 0 && ic->wake)
+		ret = region_uffd_wake(r, p, 1);
+	return ret;
+}
+
+int resolve_page(const struct install_ctx *ic, uint64_t p)
+{
+	struct pc_region *r = ic->r;
+
+	for (;;) {
+		uint32_t s = atomic_load_explicit(&r->state[p],
+						  memory_order_acquire);
+		if (s == PAGE_PRESENT)
+			return resolve_present(ic, p);
+		if (s & PAGE_INFLIGHT) {
+			stat_add(&ic->slot->dups_avoided, 1);
+			/* Wait mode: the owner's install wakes our sleeper;
+			 * the handler thread need not wait. */
+			if (ic->wake)
+				return 0;
+			if (page_wait(r, p) == PAGE_PRESENT)
+				return 0;
+			continue; /* the owner failed: try ourselves */
+		}
+		if (page_try_claim(r, p))
+			break;
+	}
+
+	atomic_store_explicit(&r->last_fault, p + 1, memory_order_relaxed);
+	uint64_t w = r->opts.window;
+	uint64_t lo = p - p % w;
+	uint64_t hi = lo + w < r->npages ? lo + w : r->npages;
+	uint64_t first, n;
+	claim_around(r, p, lo, hi, &first, &n);
+	return install_run(ic, first, n, NULL, ORIGIN_DEMAND);
+}

@@ -1,0 +1,200 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * internal.h - what the library's files share and nobody else sees.
+ *
+ * The one idea: a region has exactly one page-state table.  Every path that
+ * installs memory (a SIGBUS on a vCPU, a wait-mode handler thread, the
+ * filler, pc_populate) claims pages in that table before fetching them and
+ * publishes them after installing, so each page is fetched once no matter
+ * who asks for it or how many ask at once.
+ */
+#ifndef PC_INTERNAL_H
+#define PC_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "hist.h"
+#include "postcopy.h"
+
+#define PC_HUGE_PAGE_SIZE (2ul << 20)
+#define PC_DEFAULT_MAX_THREADS 64
+#define PC_MAX_REGIONS 64
+/* Largest run one fault or fill step installs: 2 MiB of 4 KiB pages. */
+#define PC_MAX_RUN_BYTES (2ul << 20)
+/* Bounce buffer on the faulting thread's stack (signal handler). */
+#define PC_STACK_SCRATCH (64u << 10)
+
+/* ---- sources (source.c) ---- */
+
+struct pc_source {
+	struct pc_source_ops ops;
+	void *ctx;
+	uint64_t size;
+	unsigned delay_us;
+	enum pc_delay_kind delay_kind;
+};
+
+/* One request's worth of injected latency.  Async-signal-safe. */
+void source_delay(const struct pc_source *src);
+
+/* Monotonic clock in ns.  Async-signal-safe (vDSO clock_gettime). */
+uint64_t now_ns(void);
+
+/* ---- page state ---- */
+
+enum page_state {
+	PAGE_MISSING = 0,
+	PAGE_INFLIGHT = 1, /* claimed: one thread is fetching/installing */
+	PAGE_PRESENT = 2,
+	PAGE_WAITERS = 4,  /* flag on INFLIGHT: someone sleeps on the futex */
+};
+
+/* Where an installed page came from, for the stats. */
+enum origin {
+	ORIGIN_DEMAND,
+	ORIGIN_PREFETCH,
+	ORIGIN_FILL,
+};
+
+/*
+ * Per-thread counters.  Only the owning thread writes its slot (except the
+ * shared "other" slot), so the relaxed atomic adds never contend; they are
+ * atomic only so that a concurrent pc_region_stats() reads whole values.
+ * Cache-line aligned so neighbouring vCPUs do not share a line.
+ */
+struct thread_slot {
+	_Atomic int32_t tid; /* wait mode: maps a fault's ptid to this slot */
+	_Atomic uint64_t faults;
+	_Atomic uint64_t blocked_ns;
+	_Atomic uint64_t pages[3]; /* by enum origin */
+	_Atomic uint64_t zero_pages;
+	_Atomic uint64_t dups_avoided;
+	_Atomic uint64_t refaults;
+	_Atomic uint64_t bytes_fetched;
+	_Atomic uint64_t fetches;
+	struct hist latency;
+} __attribute__((aligned(64)));
+
+struct uffd_slice {
+	int fd;
+	uint64_t first; /* first page covered */
+	uint64_t npages;
+};
+
+struct pc_region {
+	struct pc_region_opts opts;
+	struct pc_source *src;
+	uint64_t page_size;
+	uint64_t npages;
+	bool shared;	   /* shmem or hugetlb: MINOR + CONTINUE */
+	bool write_direct; /* contents go straight into the alias mapping */
+
+	int memfd;	/* shared backends */
+	char *guest;	/* the view the guest uses, registered */
+	char *alias;	/* shared backends: unregistered second view */
+
+	_Atomic uint32_t *state; /* enum page_state per page */
+	/* Pages published PRESENT; a cached count of the table so that the
+	 * thread that installs the last page knows it without a scan. */
+	_Atomic uint64_t present;
+
+	unsigned nslices;
+	struct uffd_slice *slices;
+	bool registered;
+
+	/* Wait mode handler threads. */
+	pthread_t *handlers;
+	unsigned nhandlers;
+	int stop_fd; /* eventfd: tells handler threads and filler to quit */
+
+	/* Filler. */
+	pthread_t filler;
+	bool filler_started;
+	_Atomic uint64_t last_fault; /* page + 1 of the latest demand fault */
+	_Atomic bool stopping;
+
+	/* Completion: futex word, 0 while running, 1 complete, 2 failed. */
+	_Atomic uint32_t done;
+	_Atomic int error;
+	char errmsg[256];
+
+	uint64_t start_ns;
+	_Atomic uint64_t end_ns;
+
+	unsigned nslots; /* max_threads + 1: the last one is "other" */
+	struct thread_slot *slots;
+};
+
+/* ---- region.c ---- */
+void region_set_error(struct pc_region *r, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Find the region whose guest view contains [addr, addr+len).  AS-safe. */
+struct pc_region *region_lookup(const void *addr, size_t len);
+struct thread_slot *region_current_slot(struct pc_region *r);
+struct thread_slot *region_slot_by_tid(struct pc_region *r, int32_t tid);
+bool page_is_zero(struct pc_region *r, uint64_t page);
+
+/* ---- uffd.c: every userfaultfd ioctl goes through here ---- */
+int uffd_open(uint64_t features, int *fd_out);
+int uffd_register(int fd, void *addr, uint64_t len, bool minor);
+int uffd_unregister(int fd, void *addr, uint64_t len);
+/* Install helpers over a page range of a region: split per slice, retry
+ * EAGAIN, count EEXIST as done.  @wake false = DONTWAKE. */
+int region_uffd_copy(struct pc_region *r, uint64_t first, uint64_t n,
+		     const void *from, bool wake);
+int region_uffd_zeropage(struct pc_region *r, uint64_t first, uint64_t n,
+			 bool wake);
+int region_uffd_continue(struct pc_region *r, uint64_t first, uint64_t n,
+			 bool wake);
+int region_uffd_wake(struct pc_region *r, uint64_t first, uint64_t n);
+
+/* ---- install.c: claim, fetch, install, publish ---- */
+struct install_ctx {
+	struct pc_region *r;
+	struct thread_slot *slot;
+	bool wake;	    /* wait mode: wake sleepers on install */
+	void *scratch;	    /* bounce buffer */
+	size_t scratch_len;
+};
+
+/* Try to claim page @p (MISSING -> INFLIGHT). */
+bool page_try_claim(struct pc_region *r, uint64_t p);
+/* Sleep until page @p is no longer INFLIGHT; returns its state. */
+uint32_t page_wait(struct pc_region *r, uint64_t p);
+/*
+ * Claim the longest run of missing pages in [lo, hi) that contains @p,
+ * which the caller has already claimed.  Returns the run in *first, *n.
+ */
+void claim_around(struct pc_region *r, uint64_t p, uint64_t lo, uint64_t hi,
+		  uint64_t *first, uint64_t *n);
+/*
+ * Install claimed pages [first, first+n) and publish them.  Data comes
+ * from @prefetched (n pages, already fetched) or, when NULL, from one
+ * source request.  On failure the pages go back to MISSING.
+ */
+int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
+		const void *prefetched, enum origin origin);
+/*
+ * Resolve a demand fault on page @p: claim it and its window, fetch,
+ * install; or wait for the thread fetching it; or handle a fault on a page
+ * that is already present.
+ */
+int resolve_page(const struct install_ctx *ic, uint64_t p);
+/* Called when the last page is published: unregister and signal. */
+void region_complete(struct pc_region *r);
+void region_fail(struct pc_region *r, int err);
+
+/* ---- fault_exit.c / fault_wait.c / fill.c ---- */
+int exit_mode_install_handler(void);
+int wait_mode_start(struct pc_region *r);
+void wait_mode_stop(struct pc_region *r);
+void *fill_main(void *arg);
+
+/* ---- registry (fault_exit.c): the SIGBUS handler's view of regions ---- */
+int registry_add(struct pc_region *r);
+void registry_remove(struct pc_region *r);
+
+#endif

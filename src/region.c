@@ -1,0 +1,494 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * region.c - guest memory: the backends (shmem and hugetlb memfds mapped
+ * twice, private anonymous memory), the page-state table, registration
+ * with userfaultfd, completion and teardown.
+ *
+ * Shared backends are mapped twice.  The guest view is registered in MINOR
+ * mode (plus MISSING, for holes), so touching a page whose contents are not
+ * yet mapped faults even if the page cache has it; contents go into the
+ * page cache through the memfd (pwrite) or the unregistered alias view, and
+ * UFFDIO_CONTINUE maps them into the guest view.  Anonymous memory has no page cache: it
+ * registers MISSING and installs with UFFDIO_COPY / UFFDIO_ZEROPAGE.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <linux/userfaultfd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#ifndef MFD_HUGE_2MB
+#define MFD_HUGE_2MB (21 << 26)
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/*
+ * The SIGBUS handler must find the faulting thread's stats slot without a
+ * lock or an allocation.  Initial-exec TLS is a fixed offset from the
+ * thread pointer, safe to read in a signal handler; that is why this
+ * per-thread binding exists rather than a lookup table.
+ */
+static __thread struct {
+	struct pc_region *r;
+	unsigned id;
+} binding __attribute__((tls_model("initial-exec")));
+
+void region_set_error(struct pc_region *r, int err, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(r->errmsg, sizeof(r->errmsg), fmt, ap);
+	va_end(ap);
+	atomic_store(&r->error, err);
+}
+
+static int why(char *buf, size_t len, int err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int why(char *buf, size_t len, int err, const char *fmt, ...)
+{
+	if (buf && len) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(buf, len, fmt, ap);
+		va_end(ap);
+	}
+	return err;
+}
+
+static uint64_t features_for(const struct pc_region *r)
+{
+	uint64_t f = r->opts.mode == PC_MODE_EXIT ? UFFD_FEATURE_SIGBUS :
+						     UFFD_FEATURE_THREAD_ID;
+	if (r->opts.backend == PC_BACKEND_SHMEM)
+		f |= UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM;
+	else if (r->opts.backend == PC_BACKEND_HUGETLB)
+		f |= UFFD_FEATURE_MINOR_HUGETLBFS |
+		     UFFD_FEATURE_MISSING_HUGETLBFS;
+	return f;
+}
+
+static const char *backend_name(enum pc_backend b)
+{
+	return b == PC_BACKEND_HUGETLB ? "hugetlb" :
+	       b == PC_BACKEND_ANON    ? "anon" :
+					 "shmem";
+}
+
+static int check_opts(struct pc_region_opts *o, const pc_source *src,
+		      uint64_t page_size, char *buf, size_t len)
+{
+	if (o->backend > PC_BACKEND_ANON)
+		return why(buf, len, -EINVAL, "unknown backend %d", o->backend);
+	if (o->mode > PC_MODE_WAIT)
+		return why(buf, len, -EINVAL, "unknown mode %d", o->mode);
+	if (!o->size || o->size % page_size)
+		return why(buf, len, -EINVAL,
+			   "region size %llu is not a positive multiple of the %s page size (%llu bytes)",
+			   (unsigned long long)o->size,
+			   backend_name(o->backend),
+			   (unsigned long long)page_size);
+	if (o->size != src->size)
+		return why(buf, len, -EINVAL,
+			   "region size %llu does not match the source size %llu",
+			   (unsigned long long)o->size,
+			   (unsigned long long)src->size);
+	uint64_t npages = o->size / page_size;
+	if (!o->uffds)
+		o->uffds = 1;
+	if (o->uffds > npages || o->uffds > 4096)
+		return why(buf, len, -EINVAL,
+			   "%u userfaultfds for %llu pages: at most one per page and 4096",
+			   o->uffds, (unsigned long long)npages);
+	if (!o->readers)
+		o->readers = 1;
+	if (o->readers > 256)
+		return why(buf, len, -EINVAL, "%u readers: at most 256",
+			   o->readers);
+	if (!o->window)
+		o->window = 1;
+	if (o->window > PC_MAX_RUN_BYTES / PC_SOURCE_PAGE_SIZE)
+		return why(buf, len, -EINVAL, "window %u: at most %lu pages",
+			   o->window, PC_MAX_RUN_BYTES / PC_SOURCE_PAGE_SIZE);
+	if (!o->max_threads)
+		o->max_threads = PC_DEFAULT_MAX_THREADS;
+	if (o->max_threads > 65536)
+		return why(buf, len, -EINVAL, "max_threads %u: at most 65536",
+			   o->max_threads);
+	return 0;
+}
+
+/* Map the backend's memory: guest view, and alias for shared backends. */
+static int map_memory(struct pc_region *r, char *buf, size_t len)
+{
+	uint64_t size = r->opts.size;
+
+	if (!r->shared) {
+		void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			       -1, 0);
+		if (p == MAP_FAILED)
+			return why(buf, len, -errno,
+				   "mmap of %llu bytes of anonymous memory: %s",
+				   (unsigned long long)size, strerror(errno));
+		/* THP would install 2 MiB at a time behind our back. */
+		madvise(p, size, MADV_NOHUGEPAGE);
+		r->guest = p;
+		return 0;
+	}
+
+	bool huge = r->opts.backend == PC_BACKEND_HUGETLB;
+	unsigned flags = MFD_CLOEXEC | (huge ? MFD_HUGETLB | MFD_HUGE_2MB : 0);
+	r->memfd = memfd_create("postcopy-guest", flags);
+	if (r->memfd < 0)
+		return why(buf, len, -errno, "memfd_create(%s): %s",
+			   backend_name(r->opts.backend), strerror(errno));
+	if (ftruncate(r->memfd, (off_t)size) < 0)
+		return why(buf, len, -errno, "ftruncate of the guest memfd: %s",
+			   strerror(errno));
+	/* hugetlb reserves its pages at mmap time: this is where a shortage
+	 * shows up, as ENOMEM. */
+	void *guest = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			   r->memfd, 0);
+	if (guest == MAP_FAILED) {
+		int err = errno;
+		if (huge && err == ENOMEM)
+			return why(buf, len, -ENOMEM,
+				   "not enough 2 MiB huge pages for %llu MiB: reserve them with 'echo N > /proc/sys/vm/nr_hugepages' (as root)",
+				   (unsigned long long)(size >> 20));
+		return why(buf, len, -err, "mmap of the guest view: %s",
+			   strerror(err));
+	}
+	r->guest = guest;
+	void *alias = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			   r->memfd, 0);
+	if (alias == MAP_FAILED)
+		return why(buf, len, -errno, "mmap of the alias view: %s",
+			   strerror(errno));
+	r->alias = alias;
+	return 0;
+}
+
+/* Allocate every page-cache page and map the alias, outside any clock. */
+static int preallocate(struct pc_region *r, char *buf, size_t len)
+{
+	if (fallocate(r->memfd, 0, 0, (off_t)r->opts.size) < 0)
+		return why(buf, len, -errno,
+			   "fallocate of %llu bytes of guest memory: %s",
+			   (unsigned long long)r->opts.size, strerror(errno));
+	if (madvise(r->alias, r->opts.size, MADV_POPULATE_WRITE) < 0)
+		return why(buf, len, -errno, "populating the alias view: %s",
+			   strerror(errno));
+	return 0;
+}
+
+/* Fail early, with a reason, where userfaultfd cannot do what we need. */
+static int probe_userfaultfd(const struct pc_region *r, char *buf, size_t len)
+{
+	int fd;
+	int ret = uffd_open(features_for(r), &fd);
+	if (ret == -EOPNOTSUPP)
+		return why(buf, len, ret,
+			   "this kernel's userfaultfd lacks a feature for %s memory in %s mode",
+			   backend_name(r->opts.backend),
+			   r->opts.mode == PC_MODE_EXIT ? "exit" : "wait");
+	if (ret < 0)
+		return why(buf, len, ret,
+			   "userfaultfd unavailable: %s (needs /dev/userfaultfd access or vm.unprivileged_userfaultfd=1)",
+			   strerror(-ret));
+	close(fd);
+	return 0;
+}
+
+int pc_region_create(const struct pc_region_opts *opts, pc_source *src,
+		     pc_region **out, char *buf, size_t len)
+{
+	int ret;
+
+	if (buf && len)
+		buf[0] = '\0';
+	if (!opts || !src || !out) {
+		pc_source_destroy(src);
+		return why(buf, len, -EINVAL, "missing argument");
+	}
+	struct pc_region *r = calloc(1, sizeof(*r));
+	if (!r) {
+		pc_source_destroy(src);
+		return -ENOMEM;
+	}
+	r->src = src;
+	r->memfd = -1;
+	r->stop_fd = -1;
+	r->opts = *opts;
+	r->page_size = opts->backend == PC_BACKEND_HUGETLB ? PC_HUGE_PAGE_SIZE :
+							    PC_SOURCE_PAGE_SIZE;
+	ret = check_opts(&r->opts, src, r->page_size, buf, len);
+	if (ret < 0)
+		goto err;
+	r->npages = r->opts.size / r->page_size;
+	r->shared = r->opts.backend != PC_BACKEND_ANON;
+	/* Without the alias mapped, a page-by-page write into it would pay a
+	 * page fault per page; pwrite() into the memfd does not.  hugetlbfs
+	 * has no write(), and one fault per 2 MiB is cheap. */
+	r->write_direct = r->opts.backend == PC_BACKEND_HUGETLB ||
+			  (r->shared && r->opts.prealloc);
+
+	ret = probe_userfaultfd(r, buf, len);
+	if (ret < 0)
+		goto err;
+	ret = map_memory(r, buf, len);
+	if (ret < 0)
+		goto err;
+	if (r->shared && r->opts.prealloc) {
+		ret = preallocate(r, buf, len);
+		if (ret < 0)
+			goto err;
+	}
+
+	size_t state_len = r->npages * sizeof(*r->state);
+	void *state = mmap(NULL, state_len, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (state == MAP_FAILED) {
+		ret = why(buf, len, -ENOMEM, "no memory for the page table");
+		goto err;
+	}
+	r->state = state;
+	r->nslots = r->opts.max_threads + 1;
+	r->slots = aligned_alloc(64, r->nslots * sizeof(*r->slots));
+	if (!r->slots) {
+		ret = why(buf, len, -ENOMEM, "no memory for thread stats");
+		goto err;
+	}
+	memset(r->slots, 0, r->nslots * sizeof(*r->slots));
+	r->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (r->stop_fd < 0) {
+		ret = why(buf, len, -errno, "eventfd: %s", strerror(errno));
+		goto err;
+	}
+	ret = registry_add(r);
+	if (ret < 0) {
+		why(buf, len, ret, "too many regions (at most %d)",
+		    PC_MAX_REGIONS);
+		goto err;
+	}
+	*out = r;
+	return 0;
+err:
+	pc_region_destroy(r);
+	return ret;
+}
+
+int pc_region_start(pc_region *r)
+{
+	if (r->nslices)
+		return -EBUSY;
+	unsigned n = r->opts.mode == PC_MODE_WAIT ? r->opts.uffds : 1;
+	r->slices = calloc(n, sizeof(*r->slices));
+	if (!r->slices)
+		return -ENOMEM;
+	uint64_t per = r->npages / n;
+	for (unsigned i = 0; i < n; i++) {
+		struct uffd_slice *s = &r->slices[i];
+		s->first = i * per;
+		s->npages = i == n - 1 ? r->npages - s->first : per;
+		int ret = uffd_open(features_for(r), &s->fd);
+		if (ret < 0) {
+			region_set_error(r, ret, "userfaultfd: %s",
+					 strerror(-ret));
+			return ret;
+		}
+		r->nslices = i + 1;
+		ret = uffd_register(s->fd, r->guest + s->first * r->page_size,
+				    s->npages * r->page_size, r->shared);
+		if (ret < 0) {
+			region_set_error(r, ret, "UFFDIO_REGISTER: %s",
+					 strerror(-ret));
+			return ret;
+		}
+	}
+	r->registered = true;
+	r->start_ns = now_ns();
+
+	int ret = r->opts.mode == PC_MODE_EXIT ? exit_mode_install_handler() :
+						 wait_mode_start(r);
+	if (ret < 0)
+		region_set_error(r, ret, "starting fault delivery: %s",
+				 strerror(-ret));
+	return ret;
+}
+
+static void signal_stop(struct pc_region *r)
+{
+	uint64_t one = 1;
+	/* write() on an eventfd is async-signal-safe. */
+	if (write(r->stop_fd, &one, sizeof(one)) < 0) {
+		/* Only fails if the counter would overflow: already set. */
+	}
+}
+
+static void futex_wake_all(_Atomic uint32_t *word)
+{
+	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+/* Runs on whichever thread published the last page, maybe in a signal
+ * handler: ioctl, clock_gettime, futex and write only. */
+void region_complete(struct pc_region *r)
+{
+	for (unsigned i = 0; i < r->nslices; i++)
+		uffd_unregister(r->slices[i].fd,
+				r->guest + r->slices[i].first * r->page_size,
+				r->slices[i].npages * r->page_size);
+	atomic_store(&r->end_ns, now_ns());
+	uint32_t running = 0;
+	if (atomic_compare_exchange_strong(&r->done, &running, 1))
+		futex_wake_all(&r->done);
+	signal_stop(r);
+}
+
+void region_fail(struct pc_region *r, int err)
+{
+	int none = 0;
+	atomic_compare_exchange_strong(&r->error, &none, err);
+	uint32_t running = 0;
+	if (atomic_compare_exchange_strong(&r->done, &running, 2))
+		futex_wake_all(&r->done);
+	signal_stop(r);
+}
+
+int pc_region_wait(pc_region *r, int timeout_ms)
+{
+	uint64_t deadline = timeout_ms < 0 ? 0 :
+			    now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	uint32_t d;
+	while ((d = atomic_load(&r->done)) == 0) {
+		struct timespec ts, *tsp = NULL;
+		if (timeout_ms >= 0) {
+			uint64_t now = now_ns();
+			if (now >= deadline)
+				return -ETIMEDOUT;
+			uint64_t left = deadline - now;
+			ts.tv_sec = (time_t)(left / 1000000000ull);
+			ts.tv_nsec = (long)(left % 1000000000ull);
+			tsp = &ts;
+		}
+		syscall(SYS_futex, &r->done, FUTEX_WAIT_PRIVATE, 0, tsp, NULL,
+			0);
+	}
+	return d == 1 ? 0 : atomic_load(&r->error);
+}
+
+bool pc_region_complete(const pc_region *r)
+{
+	return atomic_load(&r->done) == 1;
+}
+
+uint64_t pc_region_present(const pc_region *r)
+{
+	return atomic_load(&r->present);
+}
+
+void *pc_region_addr(const pc_region *r)
+{
+	return r->guest;
+}
+
+uint64_t pc_region_size(const pc_region *r)
+{
+	return r->opts.size;
+}
+
+uint64_t pc_region_page_size(const pc_region *r)
+{
+	return r->page_size;
+}
+
+const char *pc_region_error(const pc_region *r)
+{
+	int err = atomic_load(&r->error);
+	if (r->errmsg[0])
+		return r->errmsg;
+	return err ? strerror(-err) : "";
+}
+
+void pc_region_destroy(pc_region *r)
+{
+	if (!r)
+		return;
+	atomic_store(&r->stopping, true);
+	if (r->stop_fd >= 0)
+		signal_stop(r);
+	if (r->filler_started)
+		pthread_join(r->filler, NULL);
+	wait_mode_stop(r);
+	registry_remove(r);
+	for (unsigned i = 0; i < r->nslices; i++)
+		close(r->slices[i].fd); /* closing also unregisters */
+	free(r->slices);
+	if (r->stop_fd >= 0)
+		close(r->stop_fd);
+	if (r->guest)
+		munmap(r->guest, r->opts.size);
+	if (r->alias)
+		munmap(r->alias, r->opts.size);
+	if (r->memfd >= 0)
+		close(r->memfd);
+	if (r->state)
+		munmap((void *)r->state, r->npages * sizeof(*r->state));
+	free(r->slots);
+	pc_source_destroy(r->src);
+	free(r);
+}
+
+int pc_thread_attach(pc_region *r, unsigned id)
+{
+	if (id >= r->opts.max_threads)
+		return -EINVAL;
+	binding.r = r;
+	binding.id = id;
+	atomic_store(&r->slots[id].tid, (int32_t)gettid());
+	return 0;
+}
+
+void pc_thread_detach(pc_region *r)
+{
+	if (binding.r == r)
+		binding.r = NULL;
+}
+
+struct thread_slot *region_current_slot(struct pc_region *r)
+{
+	if (binding.r == r)
+		return &r->slots[binding.id];
+	return &r->slots[r->nslots - 1];
+}
+
+struct thread_slot *region_slot_by_tid(struct pc_region *r, int32_t tid)
+{
+	for (unsigned i = 0; i + 1 < r->nslots; i++)
+		if (atomic_load_explicit(&r->slots[i].tid,
+					 memory_order_relaxed) == tid)
+			return &r->slots[i];
+	return &r->slots[r->nslots - 1];
+}
+
+bool page_is_zero(struct pc_region *r, uint64_t page)
+{
+	uint64_t per = r->page_size / PC_SOURCE_PAGE_SIZE;
+	for (uint64_t i = 0; i < per; i++)
+		if (!pc_source_is_zero(r->src, page * per + i))
+			return false;
+	return true;
+}

@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * source_file.c - a raw snapshot image.  Validated when opened (a short or
+ * unreadable file is an error before any region is registered).  Holes
+ * found with SEEK_DATA/SEEK_HOLE at open are zero pages, so a sparse image
+ * restores its zero pages without reading them.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct image_file {
+	int fd;
+	uint64_t npages;
+	uint64_t *zero_bits; /* one bit per page: inside a hole */
+};
+
+static bool file_is_zero(void *ctx, uint64_t page)
+{
+	const struct image_file *img = ctx;
+	return (img->zero_bits[page / 64] >> (page % 64)) & 1;
+}
+
+/* pread is async-signal-safe. */
+static int file_fetch(void *ctx, uint64_t first, uint64_t npages, void *dst)
+{
+	const struct image_file *img = ctx;
+	char *to = dst;
+	uint64_t len = npages * PC_SOURCE_PAGE_SIZE;
+	off_t off = (off_t)(first * PC_SOURCE_PAGE_SIZE);
+
+	while (len) {
+		ssize_t got = pread(img->fd, to, len, off);
+		if (got < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (got == 0) /* the file shrank under us */
+			return -EIO;
+		to += got;
+		off += got;
+		len -= (uint64_t)got;
+	}
+	return 0;
+}
+
+static void file_destroy(void *ctx)
+{
+	struct image_file *img = ctx;
+	close(img->fd);
+	free(img->zero_bits);
+	free(img);
+}
+
+/* Mark the pages wholly inside holes.  A filesystem without SEEK_HOLE
+ * reports one data extent, which is correct, just not sparse. */
+static void find_holes(struct image_file *img, uint64_t size)
+{
+	off_t pos = 0;
+	while ((uint64_t)pos < size) {
+		off_t hole = lseek(img->fd, pos, SEEK_HOLE);
+		if (hole < 0 || (uint64_t)hole >= size)
+			return;
+		off_t data = lseek(img->fd, hole, SEEK_DATA);
+		if (data < 0)
+			data = (off_t)size; /* ENXIO: hole runs to the end */
+		uint64_t first = ((uint64_t)hole + PC_SOURCE_PAGE_SIZE - 1) /
+				 PC_SOURCE_PAGE_SIZE;
+		uint64_t end = (uint64_t)data / PC_SOURCE_PAGE_SIZE;
+		for (uint64_t p = first; p < end; p++)
+			img->zero_bits[p / 64] |= 1ull << (p % 64);
+		pos = data;
+	}
+}
+
+int pc_source_file(const char *path, pc_source **out)
+{
+	static const struct pc_source_ops ops = {
+		.fetch = file_fetch,
+		.is_zero = file_is_zero,
+		.destroy = file_destroy,
+	};
+	struct stat st;
+	int ret;
+
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		goto err_close;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		ret = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+		goto err_close;
+	}
+	uint64_t size = (uint64_t)st.st_size;
+	if (size == 0 || size % PC_SOURCE_PAGE_SIZE) {
+		ret = -EINVAL;
+		goto err_close;
+	}
+	/* Prove it is readable now rather than at the first fault. */
+	char probe;
+	if (pread(fd, &probe, 1, (off_t)size - 1) != 1) {
+		ret = errno ? -errno : -EIO;
+		goto err_close;
+	}
+
+	struct image_file *img = calloc(1, sizeof(*img));
+	if (!img) {
+		ret = -ENOMEM;
+		goto err_close;
+	}
+	img->fd = fd;
+	img->npages = size / PC_SOURCE_PAGE_SIZE;
+	img->zero_bits = calloc((img->npages + 63) / 64, sizeof(uint64_t));
+	if (!img->zero_bits) {
+		free(img);
+		ret = -ENOMEM;
+		goto err_close;
+	}
+	find_holes(img, size);
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+
+	ret = pc_source_custom(&ops, img, size, out);
+	if (ret < 0)
+		file_destroy(img);
+	return ret;
+
+err_close:
+	close(fd);
+	return ret;
+}

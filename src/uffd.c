@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uffd.c - every userfaultfd ioctl goes through here, and so does the
+ * policy for their errors: EAGAIN (the mm is changing) is retried from
+ * where the kernel stopped, EEXIST (someone installed the page first, or it
+ * was never unmapped) counts as done.  All of it is plain ioctl(), so it is
+ * async-signal-safe and callable from the SIGBUS handler.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* Linux 6.1 headers lack the /dev/userfaultfd ioctl (6.1 has the device,
+ * but the define moved around). */
+#ifndef USERFAULTFD_IOC
+#define USERFAULTFD_IOC 0xAA
+#endif
+#ifndef USERFAULTFD_IOC_NEW
+#define USERFAULTFD_IOC_NEW _IO(USERFAULTFD_IOC, 0x00)
+#endif
+
+int uffd_open(uint64_t features, int *fd_out)
+{
+	int flags = O_CLOEXEC | O_NONBLOCK;
+	int fd = -1;
+
+	/* /dev/userfaultfd needs no vm.unprivileged_userfaultfd for
+	 * user-mode faults; fall back to the syscall where it is absent. */
+	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev >= 0) {
+		fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
+		close(dev);
+	}
+	if (fd < 0)
+		fd = (int)syscall(SYS_userfaultfd, flags);
+	if (fd < 0)
+		return -errno;
+
+	struct uffdio_api api = { .api = UFFD_API, .features = features };
+	if (ioctl(fd, UFFDIO_API, &api) < 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	if ((api.features & features) != features) {
+		close(fd);
+		return -EOPNOTSUPP;
+	}
+	*fd_out = fd;
+	return 0;
+}
+
+int uffd_register(int fd, void *addr, uint64_t len, bool minor)
+{
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)addr, .len = len },
+		/* Shared memory needs MISSING too: MINOR only traps pages the
+		 * page cache already holds, and a hole would otherwise be
+		 * filled with zeroes by the kernel. */
+		.mode = UFFDIO_REGISTER_MODE_MISSING |
+			(minor ? UFFDIO_REGISTER_MODE_MINOR : 0),
+	};
+	if (ioctl(fd, UFFDIO_REGISTER, &reg) < 0)
+		return -errno;
+	uint64_t need = minor ? (1ull << _UFFDIO_CONTINUE) :
+				(1ull << _UFFDIO_COPY) |
+					(1ull << _UFFDIO_ZEROPAGE);
+	if ((reg.ioctls & need) != need) {
+		uffd_unregister(fd, addr, len);
+		return -EOPNOTSUPP;
+	}
+	return 0;
+}
+
+int uffd_unregister(int fd, void *addr, uint64_t len)
+{
+	struct uffdio_range range = { .start = (uintptr_t)addr, .len = len };
+	return ioctl(fd, UFFDIO_UNREGISTER, &range) < 0 ? -errno : 0;
+}
+
+enum fill_op { OP_COPY, OP_ZEROPAGE, OP_CONTINUE };
+
+/*
+ * One install ioctl over [dst, dst+len).  Returns bytes the kernel handled
+ * (> 0), or a negative errno; EEXIST on the first page reports that page
+ * as handled.
+ */
+static int64_t fill_once(int fd, enum fill_op op, uint64_t dst,
+			 const char *from, uint64_t len, uint64_t page_size,
+			 bool wake)
+{
+	int ret;
+	int64_t done;
+
+	switch (op) {
+	case OP_COPY: {
+		struct uffdio_copy c = {
+			.dst = dst, .src = (uintptr_t)from, .len = len,
+			.mode = wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE,
+		};
+		ret = ioctl(fd, UFFDIO_COPY, &c);
+		done = c.copy;
+		break;
+	}
+	case OP_ZEROPAGE: {
+		struct uffdio_zeropage z = {
+			.range = { .start = dst, .len = len },
+			.mode = wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE,
+		};
+		ret = ioctl(fd, UFFDIO_ZEROPAGE, &z);
+		done = z.zeropage;
+		break;
+	}
+	default: {
+		struct uffdio_continue c = {
+			.range = { .start = dst, .len = len },
+			.mode = wake ? 0 : UFFDIO_CONTINUE_MODE_DONTWAKE,
+		};
+		ret = ioctl(fd, UFFDIO_CONTINUE, &c);
+		done = c.mapped;
+		break;
+	}
+	}
+	if (ret == 0)
+		return (int64_t)len;
+	int err = errno;
+	if (done > 0) /* partial progress: the caller goes on from there */
+		return done;
+	if (err == EEXIST)
+		return (int64_t)page_size;
+	if (err == EAGAIN)
+		return 0;
+	return -err;
+}
+
+static int fill_range(int fd, enum fill_op op, uint64_t dst,
+		      const char *from, uint64_t len, uint64_t page_size,
+		      bool wake)
+{
+	while (len) {
+		int64_t done = fill_once(fd, op, dst, from, len, page_size,
+					 wake);
+		if (done < 0)
+			return (int)done;
+		if (done == 0) { /* EAGAIN: mm changing under us, try again */
+			sched_yield();
+			continue;
+		}
+		dst += (uint64_t)done;
+		if (from)
+			from += done;
+		len -= (uint64_t)done;
+	}
+	return 0;
+}
+
+/* Run @op over pages [first, first+n), one slice (userfaultfd) at a time. */
+static int region_fill(struct pc_region *r, enum fill_op op, uint64_t first,
+		       uint64_t n, const char *from, bool wake)
+{
+	while (n) {
+		const struct uffd_slice *s = &r->slices[0];
+		for (unsigned i = 1; i < r->nslices; i++)
+			if (first >= r->slices[i].first)
+				s = &r->slices[i];
+		uint64_t here = s->first + s->npages - first;
+		if (here > n)
+			here = n;
+		uint64_t dst = (uintptr_t)r->guest + first * r->page_size;
+		int ret = fill_range(s->fd, op, dst, from, here * r->page_size,
+				     r->page_size, wake);
+		if (ret < 0)
+			return ret;
+		first += here;
+		n -= here;
+		if (from)
+			from += here * r->page_size;
+	}
+	return 0;
+}
+
+int region_uffd_copy(struct pc_region *r, uint64_t first, uint64_t n,
+		     const void *from, bool wake)
+{
+	return region_fill(r, OP_COPY, first, n, from, wake);
+}
+
+int region_uffd_zeropage(struct pc_region *r, uint64_t first, uint64_t n,
+			 bool wake)
+{
+	return region_fill(r, OP_ZEROPAGE, first, n, NULL, wake);
+}
+
+int region_uffd_continue(struct pc_region *r, uint64_t first, uint64_t n,
+			 bool wake)
+{
+	return region_fill(r, OP_CONTINUE, first, n, NULL, wake);
+}
+
+int region_uffd_wake(struct pc_region *r, uint64_t first, uint64_t n)
+{
+	for (unsigned i = 0; i < r->nslices; i++) {
+		const struct uffd_slice *s = &r->slices[i];
+		uint64_t lo = first > s->first ? first : s->first;
+		uint64_t hi = first + n < s->first + s->npages ?
+				      first + n :
+				      s->first + s->npages;
+		if (lo >= hi)
+			continue;
+		struct uffdio_range range = {
+			.start = (uintptr_t)r->guest + lo * r->page_size,
+			.len = (hi - lo) * r->page_size,
+		};
+		if (ioctl(s->fd, UFFDIO_WAKE, &range) < 0)
+			return -errno;
+	}
+	return 0;
+}
