@@ -18,8 +18,9 @@
 
 #include "internal.h"
 
-/* Pages claimed and installed at a time (256 KiB of 4 KiB pages). */
-#define FILL_STEP_BYTES (256u << 10)
+/* Pages claimed and installed at a time (64 KiB of 4 KiB pages): the
+ * longest a demand fault can wait behind the filler. */
+#define FILL_STEP_BYTES (64u << 10)
 
 /* First missing page at or after @from, wrapping; npages if none. */
 static uint64_t next_missing(struct pc_region *r, uint64_t from)

@@ -25,7 +25,7 @@ static uint64_t bucket_low(unsigned b)
 	return (1ull << top) | (sub << (top - HIST_SUB_BITS));
 }
 
-static uint64_t bucket_mid(unsigned b)
+uint64_t hist_bucket_value(unsigned b)
 {
 	if (b < (1u << HIST_SUB_BITS))
 		return b;
@@ -86,7 +86,7 @@ uint64_t hist_percentile(const struct hist *h, unsigned permille)
 		seen += atomic_load_explicit(&h->bucket[b],
 					     memory_order_relaxed);
 		if (seen >= rank) {
-			uint64_t v = bucket_mid(b);
+			uint64_t v = hist_bucket_value(b);
 			uint64_t m = hist_max(h);
 			return v > m ? m : v;
 		}

@@ -34,4 +34,7 @@ uint64_t hist_percentile(const struct hist *h, unsigned permille);
 
 uint64_t hist_max(const struct hist *h);
 
+/* The value a sample in bucket @b is reported as (for CDF output). */
+uint64_t hist_bucket_value(unsigned b);
+
 #endif

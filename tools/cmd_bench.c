@@ -1,0 +1,608 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd_bench.c - `postcopy bench`: the KVM demand_paging_test, for threads.
+ *
+ * V vCPU threads each write one word to every 4 KiB page of their slice
+ * (or of all memory with -o); the clock starts when all are ready.  The
+ * same run first measures the no-userfaultfd baseline on the same kind of
+ * memory, then the chosen mode, and reports the mode as a ratio to it.
+ * Every byte is verified afterwards, and a counting wrapper around the
+ * source proves that no page was fetched twice.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <json-c/json.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "tools.h"
+
+#ifndef MFD_HUGE_2MB
+#define MFD_HUGE_2MB (21 << 26)
+#endif
+
+struct bench_opts {
+	unsigned vcpus;
+	uint64_t per_vcpu;
+	enum pc_backend backend;
+	enum pc_mode mode;
+	unsigned readers;
+	bool one_uffd;
+	bool overlap;
+	unsigned delay_us;
+	enum pc_delay_kind delay_kind;
+	enum access_order order;
+	unsigned window;
+	bool cold;
+	bool json, csv;
+	uint64_t seed;
+	const char *cdf_path;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: postcopy bench [options]\n"
+		"\n"
+		"Demand-paging benchmark after the KVM selftest demand_paging_test: vCPU\n"
+		"threads write one word to every 4 KiB page of their slice; the clock\n"
+		"starts when all are ready.  Each run measures the no-userfaultfd\n"
+		"baseline first and reports the mode as a ratio to it; every byte is\n"
+		"verified against the source afterwards.\n"
+		"\n"
+		"  -v N          vCPU threads (default 1)\n"
+		"  -b SIZE       memory per vCPU (default 64M; K, M, G suffixes)\n"
+		"  -s BACKEND    shmem | hugetlb | anon (default shmem)\n"
+		"  -m MODE       exit: the faulting thread resolves its fault (SIGBUS);\n"
+		"                wait: it sleeps while handler threads resolve (default exit)\n"
+		"  -r N          wait mode: reader threads per userfaultfd (default 1)\n"
+		"  -a            wait mode: one userfaultfd for all memory (default: one\n"
+		"                per vCPU slice, like the selftest)\n"
+		"  -o            overlap: every vCPU touches all memory\n"
+		"  -d US         injected latency per fetch, microseconds (default 0)\n"
+		"  --delay-kind sleep|busy   how the delay waits (default sleep)\n"
+		"  -w N          pages resolved per fault, aligned window (default 1)\n"
+		"  --pattern seq|random      access order within a slice (default seq)\n"
+		"  --cold        put page-cache allocation in the timed path (shared\n"
+		"                backends; by default it happens before the clock)\n"
+		"  --seed N      source pattern seed (default 1)\n"
+		"  --json        one JSON object per run\n"
+		"  --csv         one CSV header and row\n"
+		"  --cdf FILE    write the per-access latency CDF (us, fraction) to FILE\n"
+		"  -h, --help    this text\n"
+		"\n"
+		"Exit status: 0 measured and verified, 1 error or verification failure,\n"
+		"2 bad arguments.\n");
+}
+
+static int bad(const char *what, const char *arg)
+{
+	complain("bench", "bad %s '%s' (see --help)", what, arg);
+	return EXIT_USAGE;
+}
+
+static int parse(int argc, char **argv, struct bench_opts *o)
+{
+	static const struct option longopts[] = {
+		{ "delay-kind", required_argument, NULL, 'K' },
+		{ "pattern", required_argument, NULL, 'P' },
+		{ "cold", no_argument, NULL, 'C' },
+		{ "seed", required_argument, NULL, 'S' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "csv", no_argument, NULL, 'c' },
+		{ "cdf", required_argument, NULL, 'F' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	int c;
+
+	*o = (struct bench_opts){ .vcpus = 1, .per_vcpu = 64 << 20,
+				  .readers = 1, .window = 1, .seed = 1 };
+	while ((c = getopt_long(argc, argv, "v:b:s:m:r:aod:w:h", longopts,
+				NULL)) != -1) {
+		switch (c) {
+		case 'v':
+			if (parse_uint(optarg, 1, 4096, &o->vcpus) < 0)
+				return bad("vCPU count (1..4096)", optarg);
+			break;
+		case 'b':
+			if (parse_size(optarg, &o->per_vcpu) < 0 || !o->per_vcpu)
+				return bad("size", optarg);
+			break;
+		case 's':
+			if (parse_backend(optarg, &o->backend) < 0)
+				return bad("backend", optarg);
+			break;
+		case 'm':
+			if (parse_mode(optarg, &o->mode) < 0)
+				return bad("mode", optarg);
+			break;
+		case 'r':
+			if (parse_uint(optarg, 1, 256, &o->readers) < 0)
+				return bad("reader count (1..256)", optarg);
+			break;
+		case 'a':
+			o->one_uffd = true;
+			break;
+		case 'o':
+			o->overlap = true;
+			break;
+		case 'd':
+			if (parse_uint(optarg, 0, 10000000, &o->delay_us) < 0)
+				return bad("delay", optarg);
+			break;
+		case 'K':
+			if (!strcmp(optarg, "sleep"))
+				o->delay_kind = PC_DELAY_SLEEP;
+			else if (!strcmp(optarg, "busy"))
+				o->delay_kind = PC_DELAY_BUSY;
+			else
+				return bad("delay kind", optarg);
+			break;
+		case 'w':
+			if (parse_uint(optarg, 1, 512, &o->window) < 0)
+				return bad("window (1..512)", optarg);
+			break;
+		case 'P':
+			if (!strcmp(optarg, "seq"))
+				o->order = ORDER_SEQ;
+			else if (!strcmp(optarg, "random"))
+				o->order = ORDER_RANDOM;
+			else
+				return bad("pattern", optarg);
+			break;
+		case 'C':
+			o->cold = true;
+			break;
+		case 'S': {
+			char *end;
+			o->seed = strtoull(optarg, &end, 0);
+			if (*end || !*optarg)
+				return bad("seed", optarg);
+			break;
+		}
+		case 'j':
+			o->json = true;
+			break;
+		case 'c':
+			o->csv = true;
+			break;
+		case 'F':
+			o->cdf_path = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return -1;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		complain("bench", "unexpected argument '%s'", argv[optind]);
+		return EXIT_USAGE;
+	}
+	uint64_t unit = o->backend == PC_BACKEND_HUGETLB ? 2u << 20 : 4096;
+	if (o->per_vcpu % unit) {
+		complain("bench", "-b must be a multiple of %s for %s memory",
+			 unit == 4096 ? "4 KiB" : "2 MiB", backend_str(o->backend));
+		return EXIT_USAGE;
+	}
+	if (o->json && o->csv) {
+		complain("bench", "--json and --csv are exclusive");
+		return EXIT_USAGE;
+	}
+	return EXIT_OK;
+}
+
+/* ---- a source wrapper that counts fetches per page ---- */
+
+struct counting {
+	pc_source *inner;
+	_Atomic uint32_t *fetched; /* per 4 KiB page */
+	uint64_t npages;
+};
+
+/* Atomics and the pattern source only: async-signal-safe. */
+static int counting_fetch(void *ctx, uint64_t first, uint64_t n, void *dst)
+{
+	struct counting *c = ctx;
+	for (uint64_t p = first; p < first + n; p++)
+		atomic_fetch_add_explicit(&c->fetched[p], 1, memory_order_relaxed);
+	return pc_source_read(c->inner, first, n, dst);
+}
+
+static bool counting_is_zero(void *ctx, uint64_t page)
+{
+	struct counting *c = ctx;
+	return pc_source_is_zero(c->inner, page);
+}
+
+static void counting_destroy(void *ctx)
+{
+	struct counting *c = ctx;
+	pc_source_destroy(c->inner);
+	munmap((void *)c->fetched, c->npages * sizeof(*c->fetched));
+	free(c);
+}
+
+static uint64_t duplicates(const struct counting *c)
+{
+	uint64_t dup = 0;
+	for (uint64_t p = 0; p < c->npages; p++) {
+		uint32_t n = atomic_load(&c->fetched[p]);
+		if (n > 1)
+			dup += n - 1;
+	}
+	return dup;
+}
+
+static int counting_source(uint64_t size, uint64_t seed, struct counting **cp,
+			   pc_source **out)
+{
+	static const struct pc_source_ops ops = {
+		.fetch = counting_fetch,
+		.is_zero = counting_is_zero,
+		.destroy = counting_destroy,
+	};
+	struct counting *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->npages = size / PC_SOURCE_PAGE_SIZE;
+	void *m = mmap(NULL, c->npages * sizeof(*c->fetched),
+		       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	int ret = m == MAP_FAILED ? -ENOMEM : pc_source_pattern(size, seed, &c->inner);
+	if (ret < 0) {
+		if (m != MAP_FAILED)
+			munmap(m, c->npages * sizeof(*c->fetched));
+		free(c);
+		return ret;
+	}
+	c->fetched = m;
+	ret = pc_source_custom(&ops, c, size, out);
+	if (ret < 0) {
+		counting_destroy(c);
+		return ret;
+	}
+	*cp = c;
+	return 0;
+}
+
+/* ---- the baseline: same memory, contents already local ---- */
+
+struct run_result {
+	double seconds;
+	double rate;
+	double *vcpu_rate;
+	struct hist *latency;
+	bool verified;
+};
+
+static int zero_fetch(void *ctx, uint64_t first, uint64_t n, void *dst)
+{
+	(void)ctx;
+	(void)first;
+	memset(dst, 0, n * PC_SOURCE_PAGE_SIZE);
+	return 0;
+}
+
+/*
+ * Shared backends: a memfd holding the contents, mapped fresh, so every
+ * first touch is a minor fault on a page-cache page: what a guest touching
+ * local memory pays.  Anonymous memory has no such state; its baseline is
+ * a first-touch fault on fresh anonymous memory (allocate and zero).
+ */
+static int run_baseline(const struct bench_opts *o, uint64_t size,
+			pc_source *ref, struct run_result *out)
+{
+	int fd = -1, ret = 0;
+	char *mem = MAP_FAILED;
+	bool huge = o->backend == PC_BACKEND_HUGETLB;
+
+	if (o->backend == PC_BACKEND_ANON) {
+		mem = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (mem == MAP_FAILED)
+			return -errno;
+		madvise(mem, size, MADV_NOHUGEPAGE);
+	} else {
+		fd = memfd_create("postcopy-baseline",
+				  MFD_CLOEXEC | (huge ? MFD_HUGETLB | MFD_HUGE_2MB : 0));
+		if (fd < 0 || ftruncate(fd, (off_t)size) < 0)
+			goto err;
+		/* Fill the page cache through a throwaway mapping (hugetlbfs
+		 * has no write()), then map it afresh for the vCPUs. */
+		char *fill = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (fill == MAP_FAILED)
+			goto err;
+		pc_source_read(ref, 0, size / PC_SOURCE_PAGE_SIZE, fill);
+		munmap(fill, size);
+		mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (mem == MAP_FAILED)
+			goto err;
+	}
+
+	struct workload w = {
+		.mem = mem, .size = size, .vcpus = o->vcpus,
+		.overlap = o->overlap, .write = true, .order = o->order,
+	};
+	struct workload_result res;
+	ret = workload_run(&w, &res);
+	if (ret == 0) {
+		uint64_t first_bad = 0, nbad;
+		if (o->backend == PC_BACKEND_ANON) {
+			static const struct pc_source_ops zero_ops = { .fetch = zero_fetch };
+			pc_source *zero;
+			ret = pc_source_custom(&zero_ops, NULL, size, &zero);
+			nbad = ret ? 1 : verify_memory(mem, size, zero, true, &first_bad);
+			pc_source_destroy(zero);
+		} else {
+			nbad = verify_memory(mem, size, ref, true, &first_bad);
+		}
+		out->seconds = res.seconds;
+		out->rate = (double)res.accesses / res.seconds;
+		out->vcpu_rate = res.vcpu_rate;
+		out->latency = res.latency;
+		out->verified = nbad == 0;
+	}
+	munmap(mem, size);
+	if (fd >= 0)
+		close(fd);
+	return ret;
+err:
+	ret = -errno;
+	if (huge && ret == -ENOMEM)
+		complain("bench", "not enough 2 MiB huge pages for the baseline: reserve them with 'echo N > /proc/sys/vm/nr_hugepages'");
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
+static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
+		    struct run_result *out, struct pc_stats **stats,
+		    uint64_t *dups)
+{
+	struct counting *counter;
+	pc_source *src;
+	int ret = counting_source(size, o->seed, &counter, &src);
+	if (ret < 0)
+		return ret;
+	pc_source_set_delay(src, o->delay_us, o->delay_kind);
+
+	struct pc_region_opts ro = {
+		.size = size,
+		.backend = o->backend,
+		.mode = o->mode,
+		.uffds = o->mode == PC_MODE_WAIT && !o->one_uffd ? o->vcpus : 1,
+		.readers = o->readers,
+		.window = o->window,
+		.max_threads = o->vcpus,
+		.prealloc = !o->cold,
+	};
+	pc_region *r;
+	char why[256];
+	ret = pc_region_create(&ro, src, &r, why, sizeof(why));
+	if (ret < 0) {
+		complain("bench", "%s", why);
+		return ret;
+	}
+	ret = pc_region_start(r);
+	if (ret < 0) {
+		complain("bench", "%s", pc_region_error(r));
+		pc_region_destroy(r);
+		return ret;
+	}
+	struct workload w = {
+		.mem = pc_region_addr(r), .size = size, .vcpus = o->vcpus,
+		.overlap = o->overlap, .write = true, .order = o->order,
+		.region = r,
+	};
+	struct workload_result res;
+	ret = workload_run(&w, &res);
+	if (ret == 0) {
+		/* Every page was touched, so the region completes itself. */
+		ret = pc_region_wait(r, 60000);
+		if (ret < 0)
+			complain("bench", "region did not complete: %s",
+				 ret == -ETIMEDOUT ? "timed out" : pc_region_error(r));
+		uint64_t first_bad = 0;
+		uint64_t nbad = verify_memory(pc_region_addr(r), size, ref, true,
+					      &first_bad);
+		if (nbad)
+			complain("bench", "%llu pages differ from the source (first: page %llu)",
+				 (unsigned long long)nbad,
+				 (unsigned long long)first_bad);
+		out->seconds = res.seconds;
+		out->rate = (double)res.accesses / res.seconds;
+		out->vcpu_rate = res.vcpu_rate;
+		out->latency = res.latency;
+		out->verified = nbad == 0 && ret == 0;
+		*dups = duplicates(counter);
+		pc_region_stats(r, stats);
+	}
+	pc_region_destroy(r);
+	return ret;
+}
+
+static double mean(const double *v, unsigned n)
+{
+	double s = 0;
+	for (unsigned i = 0; i < n; i++)
+		s += v[i];
+	return n ? s / n : 0;
+}
+
+static const char *delivery(const struct bench_opts *o, char *buf, size_t len)
+{
+	if (o->mode == PC_MODE_EXIT)
+		snprintf(buf, len, "exit (SIGBUS, no handler thread)");
+	else
+		snprintf(buf, len, "wait (%u userfaultfd%s x %u reader%s)",
+			 o->one_uffd ? 1 : o->vcpus,
+			 o->one_uffd || o->vcpus == 1 ? "" : "s", o->readers,
+			 o->readers == 1 ? "" : "s");
+	return buf;
+}
+
+static void print_text(const struct bench_opts *o, uint64_t size,
+		       const struct run_result *base, const struct run_result *m,
+		       const struct pc_stats *st, uint64_t dups)
+{
+	char how[96];
+	printf("backend %s, mode %s, %u vCPUs x %llu MiB%s, %s access, window %u, "
+	       "delay %u us (%s), %s page cache\n",
+	       backend_str(o->backend), delivery(o, how, sizeof(how)), o->vcpus,
+	       (unsigned long long)(o->per_vcpu >> 20),
+	       o->overlap ? " (overlapping)" : "",
+	       o->order == ORDER_RANDOM ? "random" : "sequential", o->window,
+	       o->delay_us, o->delay_kind == PC_DELAY_BUSY ? "busy" : "sleep",
+	       o->backend == PC_BACKEND_ANON ? "no" : o->cold ? "cold" : "warm");
+	printf("baseline   %s\n",
+	       o->backend == PC_BACKEND_ANON ?
+		       "no userfaultfd; first touch of fresh anonymous memory (allocate + zero, no contents)" :
+		       "no userfaultfd; contents already in the page cache, minor faults only");
+	printf("  %.3f s, %.0f pages/s total, %.0f pages/s per vCPU\n",
+	       base->seconds, base->rate, mean(base->vcpu_rate, o->vcpus));
+	printf("%-10s %.3f s, %.0f pages/s total, %.0f pages/s per vCPU, %.2fx baseline\n",
+	       mode_str(o->mode), m->seconds, m->rate, mean(m->vcpu_rate, o->vcpus),
+	       m->rate / base->rate);
+	printf("latency    per access as the vCPU saw it: p50 %.1f us, p90 %.1f, p99 %.1f, "
+	       "p99.9 %.1f, max %.1f (baseline p50 %.1f us)\n",
+	       hist_percentile(m->latency, 500) / 1e3,
+	       hist_percentile(m->latency, 900) / 1e3,
+	       hist_percentile(m->latency, 990) / 1e3,
+	       hist_percentile(m->latency, 999) / 1e3, hist_max(m->latency) / 1e3,
+	       hist_percentile(base->latency, 500) / 1e3);
+	pc_stats_print(st, stdout);
+	printf("duplicates %llu pages fetched more than once\n",
+	       (unsigned long long)dups);
+	printf("verified   %s (%llu bytes)\n",
+	       m->verified && base->verified ? "every byte matches the source" : "NO",
+	       (unsigned long long)size);
+}
+
+static void print_json(const struct bench_opts *o, uint64_t size,
+		       const struct run_result *base, const struct run_result *m,
+		       const struct pc_stats *st, uint64_t dups)
+{
+	struct json_object *j = json_object_new_object();
+	json_object_object_add(j, "mode", json_object_new_string(mode_str(o->mode)));
+	json_object_object_add(j, "backend", json_object_new_string(backend_str(o->backend)));
+	json_object_object_add(j, "vcpus", json_object_new_int((int)o->vcpus));
+	json_object_object_add(j, "uffds", json_object_new_int(o->mode == PC_MODE_EXIT || o->one_uffd ? 1 : (int)o->vcpus));
+	json_object_object_add(j, "readers", json_object_new_int(o->mode == PC_MODE_EXIT ? 0 : (int)o->readers));
+	json_object_object_add(j, "bytes", json_object_new_int64((int64_t)size));
+	json_object_object_add(j, "pages", json_object_new_int64((int64_t)(size / PC_SOURCE_PAGE_SIZE)));
+	json_object_object_add(j, "overlap", json_object_new_boolean(o->overlap));
+	json_object_object_add(j, "pattern", json_object_new_string(o->order == ORDER_RANDOM ? "random" : "seq"));
+	json_object_object_add(j, "window", json_object_new_int((int)o->window));
+	json_object_object_add(j, "delay_us", json_object_new_int((int)o->delay_us));
+	json_object_object_add(j, "delay_kind", json_object_new_string(o->delay_kind == PC_DELAY_BUSY ? "busy" : "sleep"));
+	json_object_object_add(j, "cold", json_object_new_boolean(o->cold));
+	json_object_object_add(j, "seconds", json_object_new_double(m->seconds));
+	json_object_object_add(j, "pages_per_sec", json_object_new_double(m->rate));
+	struct json_object *per = json_object_new_array();
+	for (unsigned i = 0; i < o->vcpus; i++)
+		json_object_array_add(per, json_object_new_double(m->vcpu_rate[i]));
+	json_object_object_add(j, "per_vcpu_pages_per_sec", per);
+	json_object_object_add(j, "baseline_pages_per_sec", json_object_new_double(base->rate));
+	json_object_object_add(j, "baseline_kind", json_object_new_string(
+		o->backend == PC_BACKEND_ANON ? "anon-first-touch" : "page-cache-minor-faults"));
+	json_object_object_add(j, "ratio_to_baseline", json_object_new_double(m->rate / base->rate));
+	json_object_object_add(j, "faults", json_object_new_int64((int64_t)st->faults));
+	json_object_object_add(j, "duplicate_fetches", json_object_new_int64((int64_t)dups));
+	json_object_object_add(j, "latency_us", latency_json_us(m->latency));
+	json_object_object_add(j, "baseline_latency_us", latency_json_us(base->latency));
+	json_object_object_add(j, "verified", json_object_new_boolean(m->verified && base->verified));
+	json_object_object_add(j, "stats", stats_json(st));
+	printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+	json_object_put(j);
+}
+
+static void print_csv(const struct bench_opts *o, const struct run_result *base,
+		      const struct run_result *m, const struct pc_stats *st,
+		      uint64_t dups)
+{
+	printf("mode,backend,vcpus,uffds,readers,window,delay_us,pages_per_sec,"
+	       "baseline_pages_per_sec,ratio_to_baseline,per_vcpu_pages_per_sec,"
+	       "faults,duplicate_fetches,p50_us,p99_us,verified\n");
+	printf("%s,%s,%u,%u,%u,%u,%u,%.0f,%.0f,%.3f,%.0f,%llu,%llu,%.1f,%.1f,%s\n",
+	       mode_str(o->mode), backend_str(o->backend), o->vcpus,
+	       o->mode == PC_MODE_EXIT || o->one_uffd ? 1 : o->vcpus,
+	       o->mode == PC_MODE_EXIT ? 0 : o->readers, o->window, o->delay_us,
+	       m->rate, base->rate, m->rate / base->rate,
+	       mean(m->vcpu_rate, o->vcpus), (unsigned long long)st->faults,
+	       (unsigned long long)dups, hist_percentile(m->latency, 500) / 1e3,
+	       hist_percentile(m->latency, 990) / 1e3,
+	       m->verified && base->verified ? "true" : "false");
+}
+
+static int write_cdf(const char *path, const struct hist *h)
+{
+	FILE *f = fopen(path, "w");
+	if (!f) {
+		complain("bench", "%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	uint64_t total = hist_count(h), seen = 0;
+	fprintf(f, "# latency_us fraction_at_or_below\n");
+	for (unsigned b = 0; b < HIST_BUCKETS && total; b++) {
+		uint64_t n = atomic_load(&h->bucket[b]);
+		if (!n)
+			continue;
+		seen += n;
+		fprintf(f, "%.3f %.6f\n", hist_bucket_value(b) / 1e3,
+			(double)seen / (double)total);
+	}
+	return fclose(f) ? -errno : 0;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+	struct bench_opts o;
+	int ret = parse(argc, argv, &o);
+	if (ret < 0)
+		return EXIT_OK; /* --help */
+	if (ret != EXIT_OK)
+		return ret;
+
+	uint64_t size = o.per_vcpu * o.vcpus;
+	pc_source *ref;
+	if (pc_source_pattern(size, o.seed, &ref) < 0)
+		return EXIT_FAIL;
+	struct run_result base = { 0 }, m = { 0 };
+	struct pc_stats *st = NULL;
+	uint64_t dups = 0;
+	int status = EXIT_FAIL;
+
+	ret = run_baseline(&o, size, ref, &base);
+	if (ret < 0) {
+		complain("bench", "baseline run failed: %s", strerror(-ret));
+		goto out;
+	}
+	ret = run_mode(&o, size, ref, &m, &st, &dups);
+	if (ret < 0 || !st)
+		goto out;
+	if (o.json)
+		print_json(&o, size, &base, &m, st, dups);
+	else if (o.csv)
+		print_csv(&o, &base, &m, st, dups);
+	else
+		print_text(&o, size, &base, &m, st, dups);
+	status = m.verified && base.verified && dups == 0 ? EXIT_OK : EXIT_FAIL;
+	if (o.cdf_path && write_cdf(o.cdf_path, m.latency) < 0)
+		status = EXIT_FAIL;
+out:
+	free(st);
+	free(base.vcpu_rate);
+	free(base.latency);
+	free(m.vcpu_rate);
+	free(m.latency);
+	pc_source_destroy(ref);
+	return status;
+}

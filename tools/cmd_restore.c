@@ -1,0 +1,352 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd_restore.c - `postcopy restore`: a lazy snapshot restore you can
+ * watch.  Maps a region, starts demand paging from the image, runs vCPU
+ * threads reading their slices while the filler completes the rest, then
+ * checks every byte of guest memory against the image file (read again
+ * through its own descriptor, not through the pager) and prints stats.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tools.h"
+
+struct restore_opts {
+	const char *image;
+	enum pc_mode mode;
+	enum pc_backend backend;
+	unsigned vcpus;
+	enum access_order order;
+	bool json;
+	bool fill;
+	unsigned delay_us;
+	unsigned timeout_s;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: postcopy restore --image FILE [options]\n"
+		"\n"
+		"Lazily restore FILE (a raw memory image) into fresh guest memory while\n"
+		"vCPU threads read it and a background filler completes it; then verify\n"
+		"every byte against FILE and print statistics.\n"
+		"\n"
+		"  --image FILE          raw image to restore (required; size a multiple\n"
+		"                        of 4 KiB, of 2 MiB for hugetlb)\n"
+		"  -m, --mode exit|wait  fault delivery (default exit)\n"
+		"  -s, --backend shmem|hugetlb|anon   guest memory (default shmem)\n"
+		"  --vcpus N             vCPU threads running the workload (default 2)\n"
+		"  --workload seq|random order in which vCPUs touch their pages\n"
+		"                        (default seq)\n"
+		"  -d, --delay US        injected latency per fetch, microseconds\n"
+		"  --no-fill             no background filler: only touched pages load\n"
+		"  --timeout S           give up if not complete after S seconds\n"
+		"                        (default 600)\n"
+		"  --json                one JSON object on stdout instead of text\n"
+		"  -h, --help            this text\n"
+		"\n"
+		"Exit status: 0 restored and verified, 1 error or mismatch, 2 bad\n"
+		"arguments.\n");
+}
+
+static int parse(int argc, char **argv, struct restore_opts *o)
+{
+	static const struct option longopts[] = {
+		{ "image", required_argument, NULL, 'i' },
+		{ "mode", required_argument, NULL, 'm' },
+		{ "backend", required_argument, NULL, 's' },
+		{ "vcpus", required_argument, NULL, 'v' },
+		{ "workload", required_argument, NULL, 'W' },
+		{ "delay", required_argument, NULL, 'd' },
+		{ "no-fill", no_argument, NULL, 'F' },
+		{ "timeout", required_argument, NULL, 'T' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	int c;
+
+	*o = (struct restore_opts){ .vcpus = 2, .fill = true,
+				    .timeout_s = 600 };
+	while ((c = getopt_long(argc, argv, "m:s:d:v:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'i':
+			o->image = optarg;
+			break;
+		case 'm':
+			if (parse_mode(optarg, &o->mode) < 0) {
+				complain("restore", "mode must be exit or wait, not '%s'", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 's':
+			if (parse_backend(optarg, &o->backend) < 0) {
+				complain("restore", "backend must be shmem, hugetlb or anon, not '%s'", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'v':
+			if (parse_uint(optarg, 1, 1024, &o->vcpus) < 0) {
+				complain("restore", "--vcpus must be 1..1024, not '%s'", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'W':
+			if (!strcmp(optarg, "seq")) {
+				o->order = ORDER_SEQ;
+			} else if (!strcmp(optarg, "random")) {
+				o->order = ORDER_RANDOM;
+			} else {
+				complain("restore", "--workload must be seq or random, not '%s'", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'd':
+			if (parse_uint(optarg, 0, 10000000, &o->delay_us) < 0) {
+				complain("restore", "bad delay '%s' (microseconds)", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'F':
+			o->fill = false;
+			break;
+		case 'T':
+			if (parse_uint(optarg, 1, 1000000, &o->timeout_s) < 0) {
+				complain("restore", "bad timeout '%s' (seconds)", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'j':
+			o->json = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return -1;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		complain("restore", "unexpected argument '%s'", argv[optind]);
+		return EXIT_USAGE;
+	}
+	if (!o->image) {
+		complain("restore", "--image FILE is required");
+		return EXIT_USAGE;
+	}
+	return EXIT_OK;
+}
+
+/* Compare guest memory with the image, read independently of the pager. */
+static int verify_against_file(const char *path, const char *mem,
+			       uint64_t size, uint64_t *bad_pages,
+			       uint64_t *first_bad)
+{
+	enum { CHUNK = 1 << 20 };
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	char *buf = malloc(CHUNK);
+	int ret = 0;
+
+	*bad_pages = 0;
+	if (fd < 0 || !buf) {
+		ret = fd < 0 ? -errno : -ENOMEM;
+		goto out;
+	}
+	for (uint64_t off = 0; off < size; off += CHUNK) {
+		size_t len = size - off < CHUNK ? size - off : CHUNK;
+		if (pread(fd, buf, len, (off_t)off) != (ssize_t)len) {
+			ret = -EIO;
+			goto out;
+		}
+		if (!memcmp(buf, mem + off, len))
+			continue;
+		for (size_t p = 0; p < len; p += PC_SOURCE_PAGE_SIZE)
+			if (memcmp(buf + p, mem + off + p, PC_SOURCE_PAGE_SIZE)) {
+				if (!*bad_pages)
+					*first_bad = (off + p) / PC_SOURCE_PAGE_SIZE;
+				(*bad_pages)++;
+			}
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return ret;
+}
+
+struct progress {
+	pc_region *r;
+	_Atomic bool stop;
+	double t0;
+};
+
+/* A progress bar on a terminal: pages present, rate, ETA. */
+static void *progress_main(void *arg)
+{
+	struct progress *pr = arg;
+	uint64_t total = pc_region_size(pr->r) / pc_region_page_size(pr->r);
+	uint64_t psz = pc_region_page_size(pr->r);
+	for (;;) {
+		bool last = atomic_load(&pr->stop) || pc_region_complete(pr->r);
+		uint64_t have = pc_region_present(pr->r);
+		double dt = seconds_now() - pr->t0;
+		double rate = dt > 0 ? (double)(have * psz) / dt : 0;
+		double eta = rate > 0 ? (double)((total - have) * psz) / rate : 0;
+		int width = 30, fill = (int)(width * have / total);
+		fprintf(stderr, "\r[%.*s%*s] %3d%% %llu/%llu pages  %.0f MiB/s  ETA %.1fs ",
+			fill, "##############################", width - fill, "",
+			(int)(100 * have / total), (unsigned long long)have,
+			(unsigned long long)total, rate / (1 << 20), eta);
+		if (last)
+			break;
+		usleep(100000);
+	}
+	fputc('\n', stderr);
+	return NULL;
+}
+
+static int run(const struct restore_opts *o)
+{
+	pc_source *src;
+	int ret = pc_source_file(o->image, &src);
+	if (ret < 0) {
+		if (ret == -EINVAL)
+			complain("restore", "%s: empty, or size not a multiple of 4096 bytes", o->image);
+		else
+			complain("restore", "%s: %s", o->image, strerror(-ret));
+		return EXIT_FAIL;
+	}
+	uint64_t size = pc_source_size(src);
+	pc_source_set_delay(src, o->delay_us, PC_DELAY_SLEEP);
+
+	struct pc_region_opts ro = {
+		.size = size,
+		.backend = o->backend,
+		.mode = o->mode,
+		.max_threads = o->vcpus,
+	};
+	pc_region *r;
+	char why[256];
+	ret = pc_region_create(&ro, src, &r, why, sizeof(why));
+	if (ret < 0) {
+		complain("restore", "%s: %s", o->image, why);
+		return EXIT_FAIL;
+	}
+	double t0 = seconds_now();
+	ret = pc_region_start(r);
+	if (ret == 0 && o->fill)
+		ret = pc_region_start_fill(r);
+	if (ret < 0) {
+		complain("restore", "%s", pc_region_error(r));
+		pc_region_destroy(r);
+		return EXIT_FAIL;
+	}
+
+	struct progress pr = { .r = r, .t0 = t0 };
+	pthread_t progress;
+	bool show = !o->json && isatty(STDERR_FILENO);
+	if (show && pthread_create(&progress, NULL, progress_main, &pr))
+		show = false;
+
+	struct workload w = {
+		.mem = pc_region_addr(r),
+		.size = size,
+		.vcpus = o->vcpus,
+		.order = o->order,
+		.region = r,
+	};
+	struct workload_result res;
+	int status = EXIT_OK;
+	ret = workload_run(&w, &res);
+	if (ret == 0)
+		ret = pc_region_wait(r, (int)(o->timeout_s * 1000));
+	double restored = seconds_now() - t0;
+	if (show) {
+		atomic_store(&pr.stop, true);
+		pthread_join(progress, NULL);
+	}
+	if (ret < 0) {
+		complain("restore", "%s", ret == -ETIMEDOUT ?
+			 "timed out before every page arrived" :
+			 pc_region_error(r));
+		status = EXIT_FAIL;
+	}
+
+	uint64_t bad = 0, first_bad = 0;
+	bool verified = false;
+	if (status == EXIT_OK) {
+		ret = verify_against_file(o->image, pc_region_addr(r), size,
+					  &bad, &first_bad);
+		verified = ret == 0 && bad == 0;
+		if (ret < 0)
+			complain("restore", "verifying against %s: %s", o->image,
+				 strerror(-ret));
+		else if (bad)
+			complain("restore", "%llu pages differ from %s (first: page %llu)",
+				 (unsigned long long)bad, o->image,
+				 (unsigned long long)first_bad);
+		if (!verified)
+			status = EXIT_FAIL;
+	}
+
+	struct pc_stats *st = NULL;
+	pc_region_stats(r, &st);
+	double wl_rate = res.seconds > 0 ? (double)res.accesses / res.seconds : 0;
+	if (o->json) {
+		struct json_object *j = json_object_new_object();
+		json_object_object_add(j, "image", json_object_new_string(o->image));
+		json_object_object_add(j, "size", json_object_new_int64((int64_t)size));
+		json_object_object_add(j, "mode", json_object_new_string(mode_str(o->mode)));
+		json_object_object_add(j, "backend", json_object_new_string(backend_str(o->backend)));
+		json_object_object_add(j, "vcpus", json_object_new_int((int)o->vcpus));
+		json_object_object_add(j, "workload", json_object_new_string(o->order == ORDER_RANDOM ? "random" : "seq"));
+		json_object_object_add(j, "fill", json_object_new_boolean(o->fill));
+		json_object_object_add(j, "seconds", json_object_new_double(restored));
+		json_object_object_add(j, "workload_pages_per_sec", json_object_new_double(wl_rate));
+		json_object_object_add(j, "verified", json_object_new_boolean(verified));
+		json_object_object_add(j, "mismatched_pages", json_object_new_int64((int64_t)bad));
+		if (st)
+			json_object_object_add(j, "stats", stats_json(st));
+		if (res.latency)
+			json_object_object_add(j, "latency_us", latency_json_us(res.latency));
+		printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY));
+		json_object_put(j);
+	} else {
+		printf("restore: %s, %.1f MiB, %s memory, %s mode, %u vCPUs (%s reads)%s\n",
+		       o->image, (double)size / (1 << 20), backend_str(o->backend),
+		       mode_str(o->mode), o->vcpus,
+		       o->order == ORDER_RANDOM ? "random" : "sequential",
+		       o->fill ? ", background fill" : "");
+		printf("restored   %.3f s to every page present; workload %.0f pages/s\n",
+		       restored, wl_rate);
+		if (st)
+			pc_stats_print(st, stdout);
+		printf("verified   %s\n", verified ? "every byte matches the image" :
+		       "NO: see the message above");
+	}
+	free(st);
+	workload_result_free(&res);
+	pc_region_destroy(r);
+	return status;
+}
+
+int cmd_restore(int argc, char **argv)
+{
+	struct restore_opts o;
+	int ret = parse(argc, argv, &o);
+	if (ret < 0)
+		return EXIT_OK; /* --help */
+	if (ret != EXIT_OK)
+		return ret;
+	return run(&o);
+}

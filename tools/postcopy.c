@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * postcopy.c - the command-line front end: dispatches subcommands.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "tools.h"
+
+int cmd_bench(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+int cmd_mkimage(int argc, char **argv);
+
+static const struct command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *what;
+} commands[] = {
+	{ "bench", cmd_bench,
+	  "measure demand paging like the KVM demand_paging_test" },
+	{ "restore", cmd_restore,
+	  "lazily restore a snapshot image under a live workload, verified" },
+	{ "mkimage", cmd_mkimage, "write a verifiable test image" },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: postcopy COMMAND [OPTIONS]\n"
+		"\n"
+		"Demand-page memory from a snapshot or a migration source with\n"
+		"userfaultfd; in exit mode a faulting thread resolves its own fault.\n"
+		"\n"
+		"Commands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].what);
+	fprintf(f,
+		"\n"
+		"'postcopy COMMAND --help' describes each command.\n"
+		"Exit status: 0 success, 1 failure (error or verification\n"
+		"mismatch), 2 bad command line.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
+	    !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return EXIT_OK;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].run(argc - 1, argv + 1);
+	fprintf(stderr, "postcopy: unknown command '%s'\n\n", argv[1]);
+	usage(stderr);
+	return EXIT_USAGE;
+}

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tools.h - what the CLI's subcommands share: option parsing helpers, the
+ * vCPU workload, verification, and output.
+ */
+#ifndef PC_TOOLS_H
+#define PC_TOOLS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "hist.h"
+#include "postcopy.h"
+
+/* Exit codes of every subcommand (documented in --help). */
+enum {
+	EXIT_OK = 0,
+	EXIT_FAIL = 1,	/* runtime error or verification failure */
+	EXIT_USAGE = 2, /* bad command line */
+};
+
+/* ---- util.c ---- */
+/* Parse "4096", "64K", "16M", "1G" (binary units).  0 on success. */
+int parse_size(const char *s, uint64_t *out);
+/* Parse an unsigned integer in [min, max].  0 on success. */
+int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
+int parse_backend(const char *s, enum pc_backend *out);
+const char *backend_str(enum pc_backend b);
+int parse_mode(const char *s, enum pc_mode *out);
+const char *mode_str(enum pc_mode m);
+/* "postcopy <cmd>: <message>" on stderr. */
+void complain(const char *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+double seconds_now(void);
+
+/* ---- workload.c: vCPU threads touching guest memory ---- */
+enum access_order { ORDER_SEQ, ORDER_RANDOM };
+
+struct workload {
+	char *mem;
+	uint64_t size;
+	unsigned vcpus;
+	bool overlap; /* every vCPU touches all memory, not its slice */
+	bool write;   /* write one word per page (bench) or read (restore) */
+	enum access_order order;
+	pc_region *region; /* attach threads to it; NULL for a baseline */
+};
+
+struct workload_result {
+	double seconds;		/* from all-ready to the last join */
+	uint64_t accesses;	/* 4 KiB pages touched, all vCPUs */
+	double *vcpu_rate;	/* pages/s of each vCPU (malloc'ed) */
+	struct hist *latency;	/* per access, ns (malloc'ed) */
+};
+
+int workload_run(const struct workload *w, struct workload_result *res);
+void workload_result_free(struct workload_result *res);
+
+/* Offset and value of the word the write workload puts in 4 KiB page p. */
+static inline uint64_t written_offset(uint64_t p)
+{
+	return (p % 512) * 8;
+}
+static inline uint64_t written_value(uint64_t p)
+{
+	return (p * 0x9e3779b97f4a7c15ull) ^ 0x706f7374636f7079ull;
+}
+
+/*
+ * Compare every byte of @mem against @src (pages of 4 KiB).  With
+ * @written, each page's workload word must hold written_value() instead.
+ * Returns the number of pages that differ; the first is reported in
+ * *first_bad.
+ */
+uint64_t verify_memory(const char *mem, uint64_t size, pc_source *src,
+		       bool written, uint64_t *first_bad);
+
+/* ---- util.c: JSON output (json-c) ---- */
+struct json_object;
+struct json_object *stats_json(const struct pc_stats *s);
+/* {p50, p90, p99, p999, max} in microseconds. */
+struct json_object *latency_json_us(const struct hist *h);
+
+#endif

@@ -1,0 +1,171 @@
+/* SPDX-License-Identifier: MIT */
+/* util.c - small parsing and reporting helpers for the CLI. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+#include "tools.h"
+
+int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	if (!s || !*s || *s == '-')
+		return -EINVAL;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	unsigned shift = 0;
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	default: break;
+	}
+	if (*end == 'i' && shift)
+		end++;
+	if ((*end == 'B' || *end == 'b') && (shift || end[1] == '\0'))
+		end++;
+	if (*end || (shift && v > (UINT64_MAX >> shift)))
+		return -EINVAL;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
+{
+	char *end;
+	errno = 0;
+	if (!s || !*s || *s == '-')
+		return -EINVAL;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || *end || end == s || v < min || v > max)
+		return -EINVAL;
+	*out = (unsigned)v;
+	return 0;
+}
+
+int parse_backend(const char *s, enum pc_backend *out)
+{
+	if (!strcmp(s, "shmem"))
+		*out = PC_BACKEND_SHMEM;
+	else if (!strcmp(s, "hugetlb"))
+		*out = PC_BACKEND_HUGETLB;
+	else if (!strcmp(s, "anon"))
+		*out = PC_BACKEND_ANON;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+const char *backend_str(enum pc_backend b)
+{
+	return b == PC_BACKEND_HUGETLB ? "hugetlb" :
+	       b == PC_BACKEND_ANON    ? "anon" :
+					 "shmem";
+}
+
+int parse_mode(const char *s, enum pc_mode *out)
+{
+	if (!strcmp(s, "exit"))
+		*out = PC_MODE_EXIT;
+	else if (!strcmp(s, "wait"))
+		*out = PC_MODE_WAIT;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+const char *mode_str(enum pc_mode m)
+{
+	return m == PC_MODE_WAIT ? "wait" : "exit";
+}
+
+void complain(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "postcopy %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+double seconds_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static struct json_object *jdouble(double v)
+{
+	return json_object_new_double(v);
+}
+
+static struct json_object *jint(uint64_t v)
+{
+	return json_object_new_int64((int64_t)v);
+}
+
+struct json_object *latency_json_us(const struct hist *h)
+{
+	struct json_object *o = json_object_new_object();
+	json_object_object_add(o, "p50", jdouble(hist_percentile(h, 500) / 1e3));
+	json_object_object_add(o, "p90", jdouble(hist_percentile(h, 900) / 1e3));
+	json_object_object_add(o, "p99", jdouble(hist_percentile(h, 990) / 1e3));
+	json_object_object_add(o, "p999", jdouble(hist_percentile(h, 999) / 1e3));
+	json_object_object_add(o, "max", jdouble(hist_max(h) / 1e3));
+	return o;
+}
+
+struct json_object *stats_json(const struct pc_stats *s)
+{
+	struct json_object *o = json_object_new_object();
+	json_object_object_add(o, "pages", jint(s->pages));
+	json_object_object_add(o, "page_size", jint(s->page_size));
+	json_object_object_add(o, "present", jint(s->present));
+	json_object_object_add(o, "faults", jint(s->faults));
+	json_object_object_add(o, "refaults", jint(s->refaults));
+	json_object_object_add(o, "pages_demand", jint(s->pages_demand));
+	json_object_object_add(o, "pages_prefetch", jint(s->pages_prefetch));
+	json_object_object_add(o, "pages_fill", jint(s->pages_fill));
+	json_object_object_add(o, "zero_pages", jint(s->zero_pages));
+	json_object_object_add(o, "duplicate_fetches_avoided",
+			       jint(s->duplicate_fetches_avoided));
+	json_object_object_add(o, "bytes_fetched", jint(s->bytes_fetched));
+	json_object_object_add(o, "fetches", jint(s->fetches));
+	json_object_object_add(o, "blocktime_ms", jdouble(s->blocked_ns / 1e6));
+	json_object_object_add(o, "elapsed_s", jdouble(s->elapsed_ns / 1e9));
+	struct json_object *lat = json_object_new_object();
+	json_object_object_add(lat, "p50", jdouble(s->latency.p50 / 1e3));
+	json_object_object_add(lat, "p90", jdouble(s->latency.p90 / 1e3));
+	json_object_object_add(lat, "p99", jdouble(s->latency.p99 / 1e3));
+	json_object_object_add(lat, "p999", jdouble(s->latency.p999 / 1e3));
+	json_object_object_add(lat, "max", jdouble(s->latency.max / 1e3));
+	json_object_object_add(o, "resolve_latency_us", lat);
+	struct json_object *threads = json_object_new_array();
+	for (unsigned i = 0; i < s->nthreads; i++) {
+		const struct pc_thread_stats *t = &s->thread[i];
+		bool other = i + 1 == s->nthreads;
+		if (!t->faults && !other)
+			continue;
+		struct json_object *j = json_object_new_object();
+		json_object_object_add(j, "thread",
+				       other ? json_object_new_string("other") :
+					       jint(i));
+		json_object_object_add(j, "faults", jint(t->faults));
+		json_object_object_add(j, "blocktime_ms",
+				       jdouble(t->blocked_ns / 1e6));
+		json_object_array_add(threads, j);
+	}
+	json_object_object_add(o, "per_thread", threads);
+	return o;
+}

@@ -1,0 +1,228 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * workload.c - vCPU threads, after the KVM selftest's memstress guest:
+ * each thread touches one word of every 4 KiB page of its slice (or of all
+ * memory with overlap), in order or in a random permutation.  The clock
+ * starts when every thread is ready and stops at the last join.  Each
+ * access is timed, so the latency a vCPU sees (trap, delivery, fetch,
+ * install, retry) is measured the same way in every mode and the baseline.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tools.h"
+
+#define PAGE 4096ull
+
+/* Start line: vCPUs report ready, the clock starts when all are. */
+struct start_gate {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned ready;
+	int go; /* 1 run, -1 give up (a thread could not be created) */
+};
+
+struct vcpu {
+	const struct workload *w;
+	unsigned id;
+	uint64_t first, npages;
+	uint64_t *order;
+	struct start_gate *gate;
+	double seconds;
+	uint64_t sink;
+	struct hist *latency;
+};
+
+static uint64_t ns_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static int make_order(struct vcpu *v)
+{
+	v->order = malloc(v->npages * sizeof(*v->order));
+	if (!v->order)
+		return -ENOMEM;
+	for (uint64_t i = 0; i < v->npages; i++)
+		v->order[i] = v->first + i;
+	if (v->w->order == ORDER_RANDOM) {
+		uint64_t seed = 0x9e3779b97f4a7c15ull * (v->id + 1);
+		for (uint64_t i = v->npages - 1; i > 0; i--) {
+			uint64_t j = xorshift(&seed) % (i + 1);
+			uint64_t t = v->order[i];
+			v->order[i] = v->order[j];
+			v->order[j] = t;
+		}
+	}
+	return 0;
+}
+
+static void *vcpu_main(void *arg)
+{
+	struct vcpu *v = arg;
+	const struct workload *w = v->w;
+	struct start_gate *g = v->gate;
+	if (w->region)
+		pc_thread_attach(w->region, v->id);
+	pthread_mutex_lock(&g->lock);
+	g->ready++;
+	pthread_cond_broadcast(&g->cond);
+	while (!g->go)
+		pthread_cond_wait(&g->cond, &g->lock);
+	int go = g->go;
+	pthread_mutex_unlock(&g->lock);
+	if (go < 0)
+		return NULL;
+
+	uint64_t t0 = ns_now(), prev = t0, sink = 0;
+	for (uint64_t i = 0; i < v->npages; i++) {
+		uint64_t p = v->order[i];
+		volatile uint64_t *word =
+			(volatile uint64_t *)(w->mem + p * PAGE +
+					      written_offset(p));
+		if (w->write)
+			*word = written_value(p);
+		else
+			sink += *word;
+		uint64_t t = ns_now();
+		hist_record(v->latency, t - prev);
+		prev = t;
+	}
+	v->seconds = (double)(prev - t0) / 1e9;
+	v->sink = sink;
+	if (w->region)
+		pc_thread_detach(w->region);
+	return NULL;
+}
+
+int workload_run(const struct workload *w, struct workload_result *res)
+{
+	uint64_t pages = w->size / PAGE;
+	struct vcpu *v = calloc(w->vcpus, sizeof(*v));
+	pthread_t *tids = calloc(w->vcpus, sizeof(*tids));
+	struct start_gate gate = {
+		.lock = PTHREAD_MUTEX_INITIALIZER,
+		.cond = PTHREAD_COND_INITIALIZER,
+	};
+	int ret = 0;
+	unsigned started = 0;
+
+	memset(res, 0, sizeof(*res));
+	res->vcpu_rate = calloc(w->vcpus, sizeof(double));
+	res->latency = calloc(1, sizeof(*res->latency));
+	if (!v || !tids || !res->vcpu_rate || !res->latency) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (unsigned i = 0; i < w->vcpus; i++) {
+		v[i].w = w;
+		v[i].id = i;
+		v[i].first = w->overlap ? 0 : pages * i / w->vcpus;
+		v[i].npages = w->overlap ? pages :
+				pages * (i + 1) / w->vcpus - v[i].first;
+		v[i].gate = &gate;
+		v[i].latency = calloc(1, sizeof(struct hist));
+		if (!v[i].latency || make_order(&v[i]) < 0) {
+			ret = -ENOMEM;
+			goto out;
+		}
+	}
+	for (; started < w->vcpus; started++) {
+		int err = pthread_create(&tids[started], NULL, vcpu_main,
+					 &v[started]);
+		if (err) {
+			ret = -err;
+			break;
+		}
+	}
+	pthread_mutex_lock(&gate.lock);
+	while (gate.ready < started)
+		pthread_cond_wait(&gate.cond, &gate.lock);
+	gate.go = ret < 0 ? -1 : 1;
+	pthread_cond_broadcast(&gate.cond);
+	pthread_mutex_unlock(&gate.lock);
+	double t0 = seconds_now();
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(tids[i], NULL);
+	res->seconds = seconds_now() - t0;
+	if (ret < 0)
+		goto out;
+	for (unsigned i = 0; i < w->vcpus; i++) {
+		res->accesses += v[i].npages;
+		res->vcpu_rate[i] = v[i].seconds > 0 ?
+					    (double)v[i].npages / v[i].seconds :
+					    0;
+		hist_merge(res->latency, v[i].latency);
+	}
+out:
+	if (v)
+		for (unsigned i = 0; i < w->vcpus; i++) {
+			free(v[i].order);
+			free(v[i].latency);
+		}
+	free(v);
+	free(tids);
+	if (ret < 0)
+		workload_result_free(res);
+	return ret;
+}
+
+void workload_result_free(struct workload_result *res)
+{
+	free(res->vcpu_rate);
+	free(res->latency);
+	res->vcpu_rate = NULL;
+	res->latency = NULL;
+}
+
+uint64_t verify_memory(const char *mem, uint64_t size, pc_source *src,
+		       bool written, uint64_t *first_bad)
+{
+	enum { CHUNK = 256 };
+	char *expect = malloc(CHUNK * PAGE);
+	uint64_t bad = 0, pages = size / PAGE;
+
+	if (!expect) {
+		*first_bad = 0;
+		return pages; /* cannot say it matched */
+	}
+	for (uint64_t p = 0; p < pages; p += CHUNK) {
+		uint64_t n = pages - p < CHUNK ? pages - p : CHUNK;
+		if (pc_source_read(src, p, n, expect) < 0) {
+			if (!bad)
+				*first_bad = p;
+			bad += n;
+			continue;
+		}
+		if (written)
+			for (uint64_t i = 0; i < n; i++) {
+				uint64_t v = written_value(p + i);
+				memcpy(expect + i * PAGE + written_offset(p + i),
+				       &v, sizeof(v));
+			}
+		if (!memcmp(expect, mem + p * PAGE, n * PAGE))
+			continue;
+		for (uint64_t i = 0; i < n; i++)
+			if (memcmp(expect + i * PAGE, mem + (p + i) * PAGE,
+				   PAGE)) {
+				if (!bad)
+					*first_bad = p + i;
+				bad++;
+			}
+	}
+	free(expect);
+	return bad;
+}
