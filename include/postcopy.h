@@ -75,8 +75,9 @@ struct pc_source_ops {
 #define PC_SOURCE_PAGE_SIZE 4096u
 
 /*
- * A source of @size bytes with caller-provided operations.  On success
- * *out owns @ctx (ops->destroy is called by pc_source_destroy()).
+ * A source of @size bytes (a positive multiple of 4 KiB) with
+ * caller-provided operations.  On success *out owns @ctx (ops->destroy is
+ * called by pc_source_destroy()); on failure @ctx stays the caller's.
  */
 int pc_source_custom(const struct pc_source_ops *ops, void *ctx,
 		     uint64_t size, pc_source **out);
@@ -150,7 +151,8 @@ enum pc_mode {
  *             each covering an equal slice (default 1).
  * readers     wait mode: handler threads per userfaultfd (default 1).
  * window      pages resolved per fault, aligned around the faulting page
- *             (default 1: one page per fault).
+ *             (default 1: one page per fault; at most 512, and at most
+ *             2 MiB of memory: hugetlb resolves one huge page).
  * max_threads threads that may be attached with pc_thread_attach()
  *             (default 64).
  * prealloc    shared backends: allocate every page-cache page and map the

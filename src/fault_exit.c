@@ -85,10 +85,10 @@ static int resolve_here(struct pc_region *r, void *addr)
 	};
 	uint64_t t0 = now_ns();
 	uint64_t page = ((uintptr_t)addr - (uintptr_t)r->guest) / r->page_size;
+	atomic_fetch_add_explicit(&ic.slot->faults, 1, memory_order_relaxed);
 	int ret = resolve_page(&ic, page);
 	uint64_t dt = now_ns() - t0;
 
-	atomic_fetch_add_explicit(&ic.slot->faults, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&ic.slot->blocked_ns, dt,
 				  memory_order_relaxed);
 	hist_record(&ic.slot->latency, dt);

@@ -42,6 +42,9 @@ static void serve(struct pc_region *r, const struct uffd_msg *m,
 		.scratch_len = scratch_len,
 	};
 	uint64_t page = (addr - (uintptr_t)r->guest) / r->page_size;
+	/* Count before installing: the install may complete the region and
+	 * let the caller read final stats. */
+	atomic_fetch_add_explicit(&ic.slot->faults, 1, memory_order_relaxed);
 	int ret = resolve_page(&ic, page);
 	if (ret < 0) {
 		region_set_error(r, ret, "fetching page %llu for a fault: %s",
@@ -50,7 +53,6 @@ static void serve(struct pc_region *r, const struct uffd_msg *m,
 		return;
 	}
 	uint64_t dt = now_ns() - t0;
-	atomic_fetch_add_explicit(&ic.slot->faults, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&ic.slot->blocked_ns, dt,
 				  memory_order_relaxed);
 	hist_record(&ic.slot->latency, dt);

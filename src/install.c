@@ -70,6 +70,11 @@ static void pages_settle(struct pc_region *r, uint64_t first, uint64_t n,
 	}
 }
 
+void release_pages(struct pc_region *r, uint64_t first, uint64_t n)
+{
+	pages_settle(r, first, n, PAGE_MISSING);
+}
+
 void claim_around(struct pc_region *r, uint64_t p, uint64_t lo, uint64_t hi,
 		  uint64_t *first, uint64_t *n)
 {
@@ -82,50 +87,81 @@ void claim_around(struct pc_region *r, uint64_t p, uint64_t lo, uint64_t hi,
 	*n = b - a;
 }
 
-/* Copy source pages into the page cache of a shared backend. */
-static int write_shared(const struct install_ctx *ic, uint64_t first,
-			uint64_t n, const char *from)
+int fetch_pages(const struct install_ctx *ic, uint64_t first, uint64_t n,
+		void *dst)
 {
 	struct pc_region *r = ic->r;
 	uint64_t per = r->page_size / PC_SOURCE_PAGE_SIZE;
-	uint64_t bytes = n * r->page_size;
-	uint64_t off = first * r->page_size;
-
-	if (r->write_direct) {
-		/* The alias is mapped (or cheap to fault): write in place. */
-		if (from) {
-			memcpy(r->alias + off, from, bytes);
-			return 0;
-		}
-		return r->src->ops.fetch(r->src->ctx, first * per, n * per,
-					 r->alias + off);
+	int ret = r->src->ops.fetch(r->src->ctx, first * per, n * per, dst);
+	if (ret == 0) {
+		stat_add(&ic->slot->fetches, 1);
+		stat_add(&ic->slot->bytes_fetched, n * r->page_size);
 	}
-	/* Through a bounce buffer and pwrite(): no page faults on the alias. */
-	uint64_t chunk_pages = ic->scratch_len / r->page_size;
-	while (bytes) {
-		uint64_t len = bytes;
-		const char *data = from;
-		if (!from) {
-			if (len > chunk_pages * r->page_size)
-				len = chunk_pages * r->page_size;
-			int ret = r->src->ops.fetch(r->src->ctx,
-						    off / PC_SOURCE_PAGE_SIZE,
-						    len / PC_SOURCE_PAGE_SIZE,
-						    ic->scratch);
+	return ret;
+}
+
+int fetch_data_pages(const struct install_ctx *ic, uint64_t first,
+		     uint64_t n, char *dst)
+{
+	struct pc_region *r = ic->r;
+	for (uint64_t p = first; p < first + n;) {
+		uint64_t q = p;
+		while (q < first + n && !page_is_zero(r, q))
+			q++;
+		if (q > p) {
+			int ret = fetch_pages(ic, p, q - p,
+					      dst + (p - first) * r->page_size);
 			if (ret < 0)
 				return ret;
-			data = ic->scratch;
 		}
-		ssize_t put = pwrite(r->memfd, data, len, (off_t)off);
+		p = q + 1;
+	}
+	return 0;
+}
+
+static int pwrite_all(int fd, const char *data, uint64_t len, uint64_t off)
+{
+	while (len) {
+		ssize_t put = pwrite(fd, data, len, (off_t)off);
 		if (put < 0) {
 			if (errno == EINTR)
 				continue;
 			return -errno;
 		}
+		data += put;
 		off += (uint64_t)put;
-		bytes -= (uint64_t)put;
-		if (from)
-			from += put;
+		len -= (uint64_t)put;
+	}
+	return 0;
+}
+
+/* Put source pages into the page cache of a shared backend. */
+static int write_shared(const struct install_ctx *ic, uint64_t first,
+			uint64_t n, const char *from)
+{
+	struct pc_region *r = ic->r;
+	char *alias = r->alias + first * r->page_size;
+
+	if (r->write_direct) {
+		/* The alias is mapped (or cheap to fault): write in place. */
+		if (!from)
+			return fetch_pages(ic, first, n, alias);
+		memcpy(alias, from, n * r->page_size);
+		return 0;
+	}
+	/* pwrite() through a bounce buffer: no page faults on the alias. */
+	if (from)
+		return pwrite_all(r->memfd, from, n * r->page_size,
+				  first * r->page_size);
+	uint64_t chunk = ic->scratch_len / r->page_size;
+	for (uint64_t p = first; p < first + n; p += chunk) {
+		uint64_t k = first + n - p < chunk ? first + n - p : chunk;
+		int ret = fetch_pages(ic, p, k, ic->scratch);
+		if (ret == 0)
+			ret = pwrite_all(r->memfd, ic->scratch,
+					 k * r->page_size, p * r->page_size);
+		if (ret < 0)
+			return ret;
 	}
 	return 0;
 }
@@ -138,16 +174,13 @@ static int copy_anon(const struct install_ctx *ic, uint64_t first,
 	if (from)
 		return region_uffd_copy(r, first, n, from, ic->wake);
 	uint64_t chunk = ic->scratch_len / r->page_size;
-	while (n) {
-		uint64_t k = n < chunk ? n : chunk;
-		int ret = r->src->ops.fetch(r->src->ctx, first, k, ic->scratch);
+	for (uint64_t p = first; p < first + n; p += chunk) {
+		uint64_t k = first + n - p < chunk ? first + n - p : chunk;
+		int ret = fetch_pages(ic, p, k, ic->scratch);
+		if (ret == 0)
+			ret = region_uffd_copy(r, p, k, ic->scratch, ic->wake);
 		if (ret < 0)
 			return ret;
-		ret = region_uffd_copy(r, first, k, ic->scratch, ic->wake);
-		if (ret < 0)
-			return ret;
-		first += k;
-		n -= k;
 	}
 	return 0;
 }
@@ -205,15 +238,11 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 	if (ret == 0 && r->shared)
 		ret = region_uffd_continue(r, first, n, ic->wake);
 	if (ret < 0) {
-		pages_settle(r, first, n, PAGE_MISSING);
+		release_pages(r, first, n);
 		return ret;
 	}
 
 	struct thread_slot *slot = ic->slot;
-	if (!from) {
-		stat_add(&slot->fetches, 1);
-		stat_add(&slot->bytes_fetched, (n - zeros) * r->page_size);
-	}
 	stat_add(&slot->zero_pages, zeros);
 	if (origin == ORIGIN_DEMAND) {
 		stat_add(&slot->pages[ORIGIN_DEMAND], 1);

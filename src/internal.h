@@ -162,6 +162,8 @@ struct install_ctx {
 
 /* Try to claim page @p (MISSING -> INFLIGHT). */
 bool page_try_claim(struct pc_region *r, uint64_t p);
+/* Give claimed pages back (MISSING), waking whoever waits on them. */
+void release_pages(struct pc_region *r, uint64_t first, uint64_t n);
 /* Sleep until page @p is no longer INFLIGHT; returns its state. */
 uint32_t page_wait(struct pc_region *r, uint64_t p);
 /*
@@ -170,6 +172,13 @@ uint32_t page_wait(struct pc_region *r, uint64_t p);
  */
 void claim_around(struct pc_region *r, uint64_t p, uint64_t lo, uint64_t hi,
 		  uint64_t *first, uint64_t *n);
+/* Fetch pages [first, first+n) into @dst with one source call; counted. */
+int fetch_pages(const struct install_ctx *ic, uint64_t first, uint64_t n,
+		void *dst);
+/* Fetch only the non-zero pages of [first, first+n) into their places in
+ * @dst (n pages long); zero pages are left alone, never fetched. */
+int fetch_data_pages(const struct install_ctx *ic, uint64_t first,
+		     uint64_t n, char *dst);
 /*
  * Install claimed pages [first, first+n) and publish them.  Data comes
  * from @prefetched (n pages, already fetched) or, when NULL, from one

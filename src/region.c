@@ -122,6 +122,8 @@ static int check_opts(struct pc_region_opts *o, const pc_source *src,
 	if (o->window > PC_MAX_RUN_BYTES / PC_SOURCE_PAGE_SIZE)
 		return why(buf, len, -EINVAL, "window %u: at most %lu pages",
 			   o->window, PC_MAX_RUN_BYTES / PC_SOURCE_PAGE_SIZE);
+	if (o->window * page_size > PC_MAX_RUN_BYTES)
+		o->window = 1; /* a huge page is window enough */
 	if (!o->max_threads)
 		o->max_threads = PC_DEFAULT_MAX_THREADS;
 	if (o->max_threads > 65536)

@@ -1,0 +1,84 @@
+# SPDX-License-Identifier: MIT
+#
+# The front door.  Two commands matter:
+#   make run     install what is missing, build, run the demo restore
+#   make check   build normal, ASan+UBSan and TSan configurations and run the
+#                test suite on each; ends with "N passed, N failed, N skipped"
+# Also: make build, make bench, make clean.  Compiling is meson's and ninja's
+# job (meson.build); this file only strings the steps together.
+
+SHELL := /bin/bash
+
+PKGS := meson ninja-build pkg-config gcc libjson-c-dev gnuplot-nox
+
+BUILDS := build build-asan build-tsan
+OPTS_build      :=
+OPTS_build-asan := -Db_sanitize=address,undefined -Db_lundef=false
+OPTS_build-tsan := -Db_sanitize=thread -Db_lundef=false
+
+# The library's exit mode catches SIGBUS itself: no sanitizer may take it over.
+export ASAN_OPTIONS  := handle_sigbus=0:handle_segv=1:detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS := halt_on_error=1:print_stacktrace=1
+export TSAN_OPTIONS  := halt_on_error=1:handle_sigbus=0:report_signal_unsafe=0
+
+# gcc 12's sanitizer runtimes predate the 32 bits of mmap ASLR entropy newer
+# kernels allow (vm.mmap_rnd_bits=32, as on 6.18): TSan then dies at start-up
+# with "FATAL: ThreadSanitizer: unexpected memory mapping", and ASan segfaults
+# at start-up in about one run in three.  Both are fine with ASLR off, so the
+# sanitizer suites run under `setarch -R`, which turns it off for those
+# processes only and leaves the machine alone.  Where setarch -R is not
+# allowed (some container seccomp profiles), lower the entropy instead:
+# `sysctl -w vm.mmap_rnd_bits=28`; the TSan probe below says so.
+NOASLR = $(shell setarch $$(uname -m) -R true 2>/dev/null && echo setarch $$(uname -m) -R)
+
+.PHONY: build run check bench clean deps tsan-probe
+
+build: deps build/build.ninja
+	ninja -C build
+
+# Debian packages: install the missing ones when root, else say what is needed.
+deps:
+	@command -v dpkg >/dev/null || exit 0; \
+	missing=$$(for p in $(PKGS); do \
+	  dpkg -s $$p 2>/dev/null | grep -q '^Status: install ok installed' || echo $$p; done); \
+	[ -z "$$missing" ] && exit 0; missing=$$(echo $$missing); \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "Missing Debian packages: $$missing (as root: apt-get install $$missing)" >&2; exit 1; fi; \
+	echo "Installing: $$missing"; \
+	apt-get update -q && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
+
+# Configure a build directory once; ninja re-runs meson itself after that.
+$(BUILDS:%=%/build.ninja): %/build.ninja: | deps
+	rm -rf $*
+	meson setup $* $(OPTS_$*)
+
+run: deps build
+	test -e build/demo.img || build/postcopy mkimage build/demo.img 1G
+	build/postcopy restore --image build/demo.img -m exit --vcpus 2
+
+check: deps $(BUILDS:%=%/build.ninja) tsan-probe
+	@for d in $(BUILDS); do ninja -C $$d || exit; done
+	@rm -f $(BUILDS:%=%/suite-counts)
+	bash tests/run-suite.sh build || true
+	$(NOASLR) bash tests/run-suite.sh build-asan || true
+	$(NOASLR) bash tests/run-suite.sh build-tsan threaded || true
+	@p=0 f=0 s=0; for d in $(BUILDS); do \
+	  read -r dp df ds 2>/dev/null <$$d/suite-counts || { dp=0 df=1 ds=0; }; \
+	  p=$$((p + dp)) f=$$((f + df)) s=$$((s + ds)); done; \
+	echo "$$p passed, $$f failed, $$s skipped"; [ $$f -eq 0 ]
+
+# A tiny threaded program: does TSan start at all on this machine?
+tsan-probe: build-tsan/build.ninja
+	@printf '%s\n' '#include <pthread.h>' 'static void *f(void *a) { return a; }' \
+	  'int main(void) { pthread_t t; return pthread_create(&t, 0, f, 0) || pthread_join(t, 0); }' \
+	  | gcc -fsanitize=thread -pthread -x c - -o build-tsan/tsan-probe
+	@$(NOASLR) build-tsan/tsan-probe || { echo "TSan cannot start here;" \
+	  "as root try: sysctl -w vm.mmap_rnd_bits=28" >&2; exit 1; }
+
+bench: deps build
+	@if [ -f bench/run-matrix.sh ]; then bash bench/run-matrix.sh build/postcopy; \
+	else echo "bench/run-matrix.sh does not exist yet"; fi
+
+clean:
+	rm -rf $(BUILDS)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# The standard benchmark matrix: vCPUs 1..32 x {wait, 1 uffd, 1 reader;
+# wait, one uffd per vCPU; exit} x fetch delay {0, 30 us sleeping}, plus
+# windowed exit runs.  Each bench run measures its own no-userfaultfd
+# baseline, so every figure is a ratio taken within one run.
+# Writes OUT/results.jsonl, OUT/tables.md, OUT/*.png (gnuplot).
+#
+# usage: bench/run-matrix.sh POSTCOPY_CLI [OUT_DIR]
+set -euo pipefail
+cli=${1:?usage: run-matrix.sh POSTCOPY_CLI [OUT_DIR]}
+out=${2:-$(dirname "$cli")/bench}
+here=$(cd "$(dirname "$0")" && pwd)
+per_vcpu=${BENCH_PER_VCPU:-16M}
+vcpus=${BENCH_VCPUS:-"1 2 4 8 16 32"}
+mkdir -p "$out"
+: > "$out/results.jsonl"
+
+run() { # name, then bench args
+	local name=$1; shift
+	echo "bench: $name $*" >&2
+	"$cli" bench --json --cdf "$out/cdf-$name.dat" "$@" >> "$out/results.jsonl"
+}
+
+for d in 0 30; do
+	for v in $vcpus; do
+		run "wait1-v$v-d$d" -v "$v" -b "$per_vcpu" -m wait -a -r 1 -d "$d"
+		run "waitper-v$v-d$d" -v "$v" -b "$per_vcpu" -m wait -r 1 -d "$d"
+		run "exit-v$v-d$d" -v "$v" -b "$per_vcpu" -m exit -d "$d"
+	done
+done
+for v in $vcpus; do
+	run "exitw16-v$v-d0" -v "$v" -b "$per_vcpu" -m exit -w 16
+done
+
+python3 "$here/tables.py" "$out/results.jsonl" > "$out/tables.md"
+if command -v gnuplot > /dev/null; then
+	gnuplot -e "dir='$out'" "$here/plots.gp"
+else
+	echo "bench: gnuplot not found; no plots" >&2
+fi
+echo "bench: results in $out (tables.md, *.png)" >&2

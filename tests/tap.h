@@ -1,0 +1,562 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tap.h - a tiny Test Anything Protocol helper for the postcopy tests, plus
+ * the few helpers every postcopy test program shares.
+ *
+ * Part 1 (always): plan(), ok(), skip(), diag(), bail_out(), done() and a
+ * watchdog.  Each test program prints "1..N" and one "ok"/"not ok" line per
+ * check; done() returns the exit status (0 only when every planned check
+ * ran and passed or was skipped).
+ *
+ * Part 2 (only when postcopy.h was included first): a counting source that
+ * records how often each 4 KiB page was fetched, byte-for-byte verification
+ * of a region against a reference source, and huge page reservation.
+ */
+#ifndef POSTCOPY_TESTS_TAP_H
+#define POSTCOPY_TESTS_TAP_H
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ */
+/* Part 1: TAP                                                         */
+/* ------------------------------------------------------------------ */
+
+static struct {
+	unsigned planned;
+	unsigned run;
+	unsigned failed;
+} tap_state;
+
+static inline void plan(unsigned n)
+{
+	tap_state.planned = n;
+	printf("1..%u\n", n);
+	fflush(stdout);
+}
+
+static inline void diag(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+static inline void diag(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("# ", stdout);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	fputc('\n', stdout);
+	fflush(stdout);
+}
+
+/* Report one check; returns @cond so callers can react to a failure. */
+static inline bool ok(bool cond, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static inline bool ok(bool cond, const char *fmt, ...)
+{
+	va_list ap;
+
+	tap_state.run++;
+	if (!cond)
+		tap_state.failed++;
+	printf("%sok %u - ", cond ? "" : "not ", tap_state.run);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	fputc('\n', stdout);
+	fflush(stdout);
+	return cond;
+}
+
+/* A check that could not run here: "ok N - name # SKIP reason". */
+static inline void skip(const char *reason, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static inline void skip(const char *reason, const char *fmt, ...)
+{
+	va_list ap;
+
+	tap_state.run++;
+	printf("ok %u - ", tap_state.run);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf(" # SKIP %s\n", reason);
+	fflush(stdout);
+}
+
+static inline void bail_out(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2), noreturn));
+static inline void bail_out(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("Bail out! ", stdout);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	fputc('\n', stdout);
+	fflush(stdout);
+	exit(1);
+}
+
+/* Exit status for main(): 0 when every planned check ran and none failed. */
+static inline int done(void)
+{
+	if (tap_state.run != tap_state.planned) {
+		diag("planned %u checks but ran %u", tap_state.planned,
+		     tap_state.run);
+		return 1;
+	}
+	if (tap_state.failed)
+		diag("%u of %u checks failed", tap_state.failed, tap_state.run);
+	return tap_state.failed ? 1 : 0;
+}
+
+static inline void tap_watchdog_fired(int sig)
+{
+	static const char msg[] = "Bail out! watchdog: test hung\n";
+	ssize_t n;
+
+	(void)sig;
+	n = write(STDOUT_FILENO, msg, sizeof(msg) - 1);
+	(void)n;
+	_exit(1);
+}
+
+/*
+ * A hung pager must fail the test, not stall the runner: after @seconds the
+ * program bails out.  Call again to re-arm; 0 disarms.
+ */
+static inline void tap_watchdog(unsigned seconds)
+{
+	signal(SIGALRM, tap_watchdog_fired);
+	alarm(seconds);
+}
+
+/* ------------------------------------------------------------------ */
+/* Part 2: helpers shared by the postcopy tests                        */
+/* ------------------------------------------------------------------ */
+#ifdef POSTCOPY_H
+
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define KIB 1024ull
+#define MIB (1024ull * 1024)
+#define SRC_PAGE ((uint64_t)PC_SOURCE_PAGE_SIZE)
+#define HUGE_PAGE (2 * MIB)
+
+static inline const char *backend_name(enum pc_backend b)
+{
+	switch (b) {
+	case PC_BACKEND_SHMEM:
+		return "shmem";
+	case PC_BACKEND_HUGETLB:
+		return "hugetlb";
+	case PC_BACKEND_ANON:
+		return "anon";
+	}
+	return "?";
+}
+
+static inline const char *mode_name(enum pc_mode m)
+{
+	return m == PC_MODE_WAIT ? "wait" : "exit";
+}
+
+/*
+ * A counting source: a pattern source wrapped in a custom source whose
+ * fetch counts, per 4 KiB page, how often the region asked for it.  The
+ * fetch may run inside a SIGBUS handler (exit mode), so it only uses
+ * atomics and pc_source_read() of a pattern source.
+ *
+ * The struct belongs to the test, not to the region: the region's destroy
+ * only releases the inner pattern source and sets @destroyed, so counters
+ * can still be read after pc_region_destroy().  Free with counting_free().
+ */
+struct counting_src {
+	pc_source *inner;
+	uint64_t npages;		/* 4 KiB pages */
+	_Atomic uint32_t *fetched;	/* per 4 KiB page */
+	_Atomic uint64_t calls;		/* fetch calls */
+	_Atomic uint64_t fetch_max_pages;	/* largest single fetch */
+	_Atomic int64_t fail_page;	/* fetch of this page fails, or -1 */
+	_Atomic bool destroyed;
+};
+
+static inline int counting_fetch(void *ctx, uint64_t first, uint64_t npages,
+				 void *dst)
+{
+	struct counting_src *cs = ctx;
+	int64_t fail = atomic_load(&cs->fail_page);
+	uint64_t max = atomic_load(&cs->fetch_max_pages);
+
+	atomic_fetch_add(&cs->calls, 1);
+	while (npages > max &&
+	       !atomic_compare_exchange_weak(&cs->fetch_max_pages, &max,
+					     npages))
+		;
+	if (first + npages > cs->npages || npages == 0)
+		return -ERANGE;
+	if (fail >= 0 && (uint64_t)fail >= first &&
+	    (uint64_t)fail < first + npages)
+		return -EIO;
+	for (uint64_t p = first; p < first + npages; p++)
+		atomic_fetch_add(&cs->fetched[p], 1);
+	return pc_source_read(cs->inner, first, npages, dst);
+}
+
+static inline bool counting_is_zero(void *ctx, uint64_t page)
+{
+	struct counting_src *cs = ctx;
+
+	return pc_source_is_zero(cs->inner, page);
+}
+
+static inline void counting_destroy(void *ctx)
+{
+	struct counting_src *cs = ctx;
+
+	pc_source_destroy(cs->inner);
+	cs->inner = NULL;
+	atomic_store(&cs->destroyed, true);
+}
+
+static const struct pc_source_ops counting_ops = {
+	.fetch = counting_fetch,
+	.is_zero = counting_is_zero,
+	.destroy = counting_destroy,
+};
+
+/* Set up @cs over pattern(@size, @seed); *out is the source to hand over. */
+static inline int counting_new(struct counting_src *cs, uint64_t size,
+			       uint64_t seed, pc_source **out)
+{
+	int ret;
+
+	memset(cs, 0, sizeof(*cs));
+	atomic_store(&cs->fail_page, -1);
+	cs->npages = size / SRC_PAGE;
+	cs->fetched = calloc(cs->npages ? cs->npages : 1,
+			     sizeof(*cs->fetched));
+	if (!cs->fetched)
+		return -ENOMEM;
+	ret = pc_source_pattern(size, seed, &cs->inner);
+	if (ret)
+		goto fail;
+	ret = pc_source_custom(&counting_ops, cs, size, out);
+	if (ret) {
+		pc_source_destroy(cs->inner);
+		goto fail;
+	}
+	return 0;
+fail:
+	free(cs->fetched);
+	cs->fetched = NULL;
+	return ret;
+}
+
+static inline void counting_free(struct counting_src *cs)
+{
+	free(cs->fetched);
+	cs->fetched = NULL;
+}
+
+static inline uint64_t counting_total(struct counting_src *cs)
+{
+	uint64_t sum = 0;
+
+	for (uint64_t p = 0; p < cs->npages; p++)
+		sum += atomic_load(&cs->fetched[p]);
+	return sum;
+}
+
+/*
+ * Check fetch counts against @ref (a pattern source with the same seed):
+ * no page fetched twice; every non-zero page fetched exactly once when
+ * @complete; zero pages never fetched when the region pages are 4 KiB
+ * (a 2 MiB page is fetched as a run that may include zero pages).
+ * Returns true when fine, else describes the first offender in @why.
+ */
+static inline bool counting_check(struct counting_src *cs, pc_source *ref,
+				  uint64_t region_page, bool complete,
+				  char *why, size_t len)
+{
+	uint64_t twice = 0, zero_fetched = 0, never = 0;
+	uint64_t first_twice = 0, first_zero = 0, first_never = 0;
+	uint32_t most = 0;
+
+	why[0] = 0;
+	for (uint64_t p = 0; p < cs->npages; p++) {
+		uint32_t n = atomic_load(&cs->fetched[p]);
+		bool zero = pc_source_is_zero(ref, p);
+
+		if (n > 1 && !twice++)
+			first_twice = p;
+		most = n > most ? n : most;
+		if (zero && n && region_page == SRC_PAGE && !zero_fetched++)
+			first_zero = p;
+		if (complete && !zero && n == 0 && !never++)
+			first_never = p;
+	}
+	if (twice)
+		snprintf(why, len,
+			 "%llu pages fetched more than once (first %llu, up to %u times); ",
+			 (unsigned long long)twice,
+			 (unsigned long long)first_twice, most);
+	if (zero_fetched)
+		snprintf(why + strlen(why), len - strlen(why),
+			 "%llu zero pages fetched (first %llu); ",
+			 (unsigned long long)zero_fetched,
+			 (unsigned long long)first_zero);
+	if (never)
+		snprintf(why + strlen(why), len - strlen(why),
+			 "%llu data pages never fetched (first %llu); ",
+			 (unsigned long long)never,
+			 (unsigned long long)first_never);
+	return why[0] == 0;
+}
+
+/* Number of region pages of @ref whose source pages are all zero. */
+static inline uint64_t zero_region_pages(pc_source *ref, uint64_t region_page)
+{
+	uint64_t per = region_page / SRC_PAGE, n = 0;
+	uint64_t pages = pc_source_size(ref) / SRC_PAGE;
+
+	for (uint64_t p = 0; p < pages; p += per) {
+		uint64_t i = 0;
+
+		while (i < per && pc_source_is_zero(ref, p + i))
+			i++;
+		n += i == per;
+	}
+	return n;
+}
+
+/*
+ * Expected writes: a test that wrote into the region patches the expected
+ * contents of 4 KiB page @page in @buf.  NULL: the region is untouched.
+ */
+typedef void (*patch_fn)(void *ctx, uint64_t page, void *buf);
+
+/*
+ * Compare EVERY byte of [mem, mem + size) with @ref (patched by @patch):
+ * returns the number of 4 KiB pages that differ and describes the first
+ * few with diag().  Reading a missing page faults it in, so check fetch
+ * counts before calling this.
+ */
+static inline uint64_t verify_mem(const void *mem, uint64_t size,
+				  pc_source *ref, patch_fn patch, void *pctx)
+{
+	unsigned char *want = malloc(SRC_PAGE);
+	const unsigned char *have = mem;
+	uint64_t bad = 0;
+
+	if (!want)
+		bail_out("out of memory");
+	for (uint64_t p = 0; p < size / SRC_PAGE; p++) {
+		const unsigned char *h = have + p * SRC_PAGE;
+		int ret = pc_source_read(ref, p, 1, want);
+
+		if (ret) {
+			diag("pc_source_read(ref, %llu) = %d",
+			     (unsigned long long)p, ret);
+			bad++;
+			continue;
+		}
+		if (patch)
+			patch(pctx, p, want);
+		if (memcmp(h, want, SRC_PAGE) == 0)
+			continue;
+		if (bad++ < 4) {
+			uint64_t off = 0;
+			bool all_zero = true;
+
+			while (off < SRC_PAGE && h[off] == want[off])
+				off++;
+			for (uint64_t i = 0; i < SRC_PAGE; i++)
+				all_zero &= h[i] == 0;
+			diag("page %llu differs at byte %llu: have 0x%02x want 0x%02x%s",
+			     (unsigned long long)p, (unsigned long long)off,
+			     h[off], want[off],
+			     all_zero ? " (page is all zero)" : "");
+		}
+	}
+	free(want);
+	return bad;
+}
+
+/* The sum of per-slot fault counters (the last slot is "other"). */
+static inline uint64_t stats_thread_faults(const struct pc_stats *s)
+{
+	uint64_t sum = 0;
+
+	for (unsigned i = 0; i < s->nthreads; i++)
+		sum += s->thread[i].faults;
+	return sum;
+}
+
+/*
+ * Stats invariants every complete region must satisfy: the page counts add
+ * up, and what the region says it fetched is what the source saw
+ * (@bytes_fetched and @fetch_calls, as counted by a counting source).
+ */
+static inline bool stats_consistent(const struct pc_stats *s, uint64_t pages,
+				    uint64_t page_size, uint64_t bytes_fetched,
+				    uint64_t fetch_calls, char *why, size_t len)
+{
+	const struct pc_latency *l = &s->latency;
+
+	why[0] = 0;
+	if (s->pages != pages || s->page_size != page_size)
+		snprintf(why, len, "pages %llu page_size %llu, want %llu %llu",
+			 (unsigned long long)s->pages,
+			 (unsigned long long)s->page_size,
+			 (unsigned long long)pages,
+			 (unsigned long long)page_size);
+	else if (s->present != pages)
+		snprintf(why, len, "present %llu of %llu",
+			 (unsigned long long)s->present,
+			 (unsigned long long)pages);
+	else if (s->pages_demand + s->pages_prefetch + s->pages_fill != pages)
+		snprintf(why, len,
+			 "demand %llu + prefetch %llu + fill %llu != pages %llu",
+			 (unsigned long long)s->pages_demand,
+			 (unsigned long long)s->pages_prefetch,
+			 (unsigned long long)s->pages_fill,
+			 (unsigned long long)pages);
+	else if (s->zero_pages > pages)
+		snprintf(why, len, "zero_pages %llu > pages",
+			 (unsigned long long)s->zero_pages);
+	else if (s->faults < s->pages_demand)
+		snprintf(why, len, "faults %llu < pages_demand %llu",
+			 (unsigned long long)s->faults,
+			 (unsigned long long)s->pages_demand);
+	else if (s->bytes_fetched != bytes_fetched)
+		snprintf(why, len, "bytes_fetched %llu, source saw %llu",
+			 (unsigned long long)s->bytes_fetched,
+			 (unsigned long long)bytes_fetched);
+	else if (stats_thread_faults(s) != s->faults)
+		snprintf(why, len, "per-thread faults sum %llu != faults %llu",
+			 (unsigned long long)stats_thread_faults(s),
+			 (unsigned long long)s->faults);
+	else if (l->count && !(l->p50 <= l->p90 && l->p90 <= l->p99 &&
+			       l->p99 <= l->p999 && l->p999 <= l->max))
+		snprintf(why, len, "latency percentiles not ordered");
+	else if (s->fetches != fetch_calls)
+		snprintf(why, len, "fetches %llu, source saw %llu calls",
+			 (unsigned long long)s->fetches,
+			 (unsigned long long)fetch_calls);
+	return why[0] == 0;
+}
+
+/*
+ * What a case found, one reason per reported check; empty means it passed.
+ * A case that cannot get that far fails all three with the same reason.
+ */
+struct verdict {
+	char data[256];		/* complete, every byte right */
+	char fetch[256];	/* each page fetched once, zero pages never */
+	char stats[256];	/* counters add up */
+};
+
+static inline void fail_all(struct verdict *v, const char *why)
+{
+	snprintf(v->data, sizeof(v->data), "%.240s", why);
+	snprintf(v->fetch, sizeof(v->fetch), "not checked: %.200s", why);
+	snprintf(v->stats, sizeof(v->stats), "not checked: %.200s", why);
+}
+
+/*
+ * 2 MiB huge pages for the hugetlb backend.  hugepages_reserve() raises
+ * nr_hugepages when fewer than @need are free (root only);
+ * hugepages_restore() puts the original value back.
+ */
+#define HUGEPAGES_DIR "/sys/kernel/mm/hugepages/hugepages-2048kB/"
+
+struct hugepages {
+	long orig;
+	bool changed;
+	char why[160];
+};
+
+static inline long hugepages_read(const char *name)
+{
+	char path[256], buf[32];
+	long v = -1;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), HUGEPAGES_DIR "%s", name);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	if (n > 0) {
+		buf[n] = 0;
+		v = strtol(buf, NULL, 10);
+	}
+	close(fd);
+	return v;
+}
+
+static inline bool hugepages_write(long nr)
+{
+	char buf[32];
+	int fd, len;
+	bool good;
+
+	fd = open(HUGEPAGES_DIR "nr_hugepages", O_WRONLY);
+	if (fd < 0)
+		return false;
+	len = snprintf(buf, sizeof(buf), "%ld\n", nr);
+	good = write(fd, buf, len) == len;
+	close(fd);
+	return good;
+}
+
+static inline long hugepages_available(void)
+{
+	long free_ = hugepages_read("free_hugepages");
+	long resv = hugepages_read("resv_hugepages");
+
+	if (free_ < 0 || resv < 0)
+		return -1;
+	return free_ - resv;
+}
+
+static inline bool hugepages_reserve(struct hugepages *h, long need)
+{
+	long avail;
+
+	memset(h, 0, sizeof(*h));
+	h->orig = hugepages_read("nr_hugepages");
+	avail = hugepages_available();
+	if (h->orig >= 0 && avail >= 0 && avail < need) {
+		h->changed = hugepages_write(h->orig + need - avail);
+		avail = hugepages_available();
+	}
+	if (avail >= need)
+		return true;
+	snprintf(h->why, sizeof(h->why),
+		 "no 2 MiB huge pages (nr_hugepages %ld, available %ld, need %ld)",
+		 hugepages_read("nr_hugepages"), avail, need);
+	return false;
+}
+
+static inline void hugepages_restore(struct hugepages *h)
+{
+	if (h->changed && !hugepages_write(h->orig))
+		diag("could not restore nr_hugepages to %ld", h->orig);
+	h->changed = false;
+}
+
+#endif /* POSTCOPY_H */
+#endif /* POSTCOPY_TESTS_TAP_H */

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# test_cli.sh POSTCOPY - the command-line tool, end to end.  Prints TAP.
+#
+# Pins: --help lists the subcommands; bad command lines exit 2 with a
+# message on stderr; a missing image exits 1 naming the file; mkimage
+# rejects a size that is not a multiple of 4 KiB; mkimage + restore (exit
+# and wait mode, shmem and anon) verify the restored memory; bench prints
+# the documented JSON with verified == true.
+set -u
+
+cli=${1:-${POSTCOPY_CLI:-}}
+if [[ -z $cli || ! -x $cli ]]; then
+	echo "1..0 # SKIP no postcopy CLI given (usage: $0 PATH_TO_POSTCOPY)"
+	exit 0
+fi
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/postcopy-test-cli.XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT
+
+n=0 failed=0
+out=$tmp/stdout err=$tmp/stderr rc=0
+
+# run ARGS...: run the CLI (bounded in time), keep stdout, stderr and status.
+run() {
+	timeout -k 5 120 "$cli" "$@" >"$out" 2>"$err"
+	rc=$?
+}
+
+# check NAME CONDITION-STATUS: one TAP line; on failure show what happened.
+check() {
+	local name=$1 status=$2
+	n=$((n + 1))
+	if ((status == 0)); then
+		echo "ok $n - $name"
+		return
+	fi
+	failed=$((failed + 1))
+	echo "not ok $n - $name"
+	echo "# exit status $rc"
+	sed -n '1,15s/^/# stdout: /p' "$out"
+	sed -n '1,15s/^/# stderr: /p' "$err"
+}
+
+# json_check PYTHON-EXPR: every JSON object in stdout satisfies EXPR (with
+# the object as d) and there is at least one; prints the reason otherwise.
+json_check() {
+	python3 - "$1" "$out" <<'EOF'
+import json, sys
+expr, path = sys.argv[1], sys.argv[2]
+text = open(path).read()
+dec, i, objs = json.JSONDecoder(), 0, []
+while True:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    if i >= len(text):
+        break
+    try:
+        d, i = dec.raw_decode(text, i)
+    except ValueError as e:
+        print("# stdout is not JSON: %s" % e)
+        sys.exit(1)
+    objs.append(d)
+if not objs:
+    print("# no JSON object on stdout")
+    sys.exit(1)
+for d in objs:
+    try:
+        good = eval("(" + expr + ")", {"d": d})
+    except Exception as e:
+        print("# %r on %s" % (e, json.dumps(d)[:400]))
+        sys.exit(1)
+    if not good:
+        print("# fails %s: %s" % (expr, json.dumps(d)[:400]))
+        sys.exit(1)
+EOF
+}
+
+echo "1..18"
+
+# Each check below is a command list whose status is the verdict.
+nonempty_err() { [[ -s $err ]]; }
+
+# ---- help and bad command lines --------------------------------------------
+run --help
+((rc == 0)) && grep -q bench "$out" && grep -q restore "$out" && grep -q mkimage "$out"
+check "cli_help_exits_0_and_lists_bench_restore_mkimage" $?
+
+run no-such-command
+((rc == 2)) && nonempty_err
+check "cli_unknown_subcommand_exits_2_with_message" $?
+
+for sub in bench restore mkimage; do
+	run "$sub" --no-such-flag
+	((rc == 2)) && nonempty_err
+	check "cli_${sub}_unknown_flag_exits_2_with_message" $?
+done
+
+run bench -v 0
+((rc == 2)) && nonempty_err
+check "cli_bench_zero_vcpus_exits_2" $?
+
+run restore
+((rc == 2)) && nonempty_err
+check "cli_restore_without_image_exits_2" $?
+
+# ---- images -----------------------------------------------------------------
+run restore --image "$tmp/nonexistent.img"
+((rc == 1)) && grep -q "nonexistent.img" "$err"
+check "cli_restore_missing_image_exits_1_naming_the_file" $?
+
+run mkimage "$tmp/bad.img" 12345
+((rc != 0)) && grep -Eqi 'multiple|4096|4 ?KiB|page' "$err"
+check "cli_mkimage_size_not_page_multiple_fails_with_clear_message" $?
+
+run mkimage "$tmp/img" 8M
+((rc == 0)) && [[ $(stat -c %s "$tmp/img" 2>/dev/null) == 8388608 ]]
+check "cli_mkimage_8M_makes_an_8_MiB_image" $?
+
+run restore --image "$tmp/img" --vcpus 2 -m exit --json
+((rc == 0)) && json_check 'd.get("verified") is True'
+check "cli_restore_exit_mode_2_vcpus_json_verified" $?
+
+run restore --image "$tmp/img" --vcpus 2 -m wait -s anon --json
+((rc == 0)) && json_check 'd.get("verified") is True'
+check "cli_restore_wait_mode_anon_json_verified" $?
+
+run restore --image "$tmp/img" --vcpus 2 -m exit -s anon --json
+((rc == 0)) && json_check 'd.get("verified") is True'
+check "cli_restore_exit_mode_anon_json_verified" $?
+
+run restore --image "$tmp/img" --vcpus 1 -m wait --no-fill --workload random --json
+((rc == 0)) && json_check 'd.get("verified") is True'
+check "cli_restore_wait_mode_no_fill_random_json_verified" $?
+
+run restore --image "$tmp/img" --vcpus 2
+((rc == 0)) && [[ -s $out ]]
+check "cli_restore_text_output_exits_0" $?
+
+# restore compares the guest with the image itself, whatever its seed.
+run mkimage --seed 99 "$tmp/img99" 4M
+((rc == 0)) && run restore --image "$tmp/img99" --vcpus 2 -m exit --json &&
+	((rc == 0)) && json_check 'd.get("verified") is True'
+check "cli_restore_of_other_seed_image_json_verified" $?
+
+# ---- bench ------------------------------------------------------------------
+# -b is memory per vCPU (as in demand_paging_test): 2 x 4 MiB = 2048 pages.
+bench_keys='all(k in d for k in ("mode", "backend", "vcpus", "pages", "seconds",
+  "pages_per_sec", "per_vcpu_pages_per_sec", "baseline_pages_per_sec",
+  "ratio_to_baseline", "faults", "duplicate_fetches", "latency_us", "verified"))
+  and all(k in d["latency_us"] for k in ("p50", "p90", "p99", "p999", "max"))
+  and d["latency_us"]["p50"] <= d["latency_us"]["p90"] <= d["latency_us"]["p99"]
+      <= d["latency_us"]["p999"] <= d["latency_us"]["max"]
+  and d["verified"] is True and d["vcpus"] == 2 and d["pages"] == 2048
+  and (not isinstance(d["per_vcpu_pages_per_sec"], list)
+       or len(d["per_vcpu_pages_per_sec"]) == 2)
+  and d["pages_per_sec"] > 0 and d["baseline_pages_per_sec"] > 0'
+run bench -v 2 -b 4M -m exit --json
+((rc == 0)) && json_check "$bench_keys and d['mode'] == 'exit'"
+check "cli_bench_exit_mode_json_has_every_key_and_verified" $?
+
+run bench -v 2 -b 4M -m wait --json
+((rc == 0)) && json_check "$bench_keys and d['mode'] == 'wait'"
+check "cli_bench_wait_mode_json_has_every_key_and_verified" $?
+
+exit $((failed != 0))

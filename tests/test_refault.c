@@ -1,0 +1,301 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_refault - faults the pager did not cause, and pc_resolve().
+ *
+ * shmem: MADV_DONTNEED on present pages of the guest view zaps the mapping
+ * but the page-cache page survives, so the next access must see the same
+ * bytes (including what the guest wrote), must not fetch again, and is
+ * counted as a refault; in both modes.
+ * anon: after MADV_DONTNEED the next access must neither hang nor crash
+ * (the contents are then either the source's or zeros; both are reported).
+ * pc_resolve(): makes a missing page present with one fetch, does not fetch
+ * an already present page again, accepts an address inside the page, does
+ * not fetch a zero page, restores a zapped shmem mapping without a fetch,
+ * and is -EFAULT outside every region.
+ */
+#include <inttypes.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#include "postcopy.h"
+#include "tap.h"
+
+#define REGION_PAGES 256
+#define REGION_SIZE (REGION_PAGES * SRC_PAGE)
+#define FIRST 16		/* the DONTNEED range: pages [FIRST, LAST) */
+#define LAST 80
+
+struct fixture {
+	struct counting_src cs;
+	pc_source *ref;
+	pc_region *r;
+	char *mem;
+};
+
+static int setup(struct fixture *f, enum pc_backend backend,
+		 enum pc_mode mode, uint64_t seed)
+{
+	struct pc_region_opts opts = {
+		.size = REGION_SIZE, .backend = backend, .mode = mode,
+	};
+	pc_source *src;
+	char why[200] = "";
+	int ret;
+
+	memset(f, 0, sizeof(*f));
+	if (counting_new(&f->cs, REGION_SIZE, seed, &src) ||
+	    pc_source_pattern(REGION_SIZE, seed, &f->ref))
+		return -ENOMEM;
+	ret = pc_region_create(&opts, src, &f->r, why, sizeof(why));
+	if (ret) {
+		diag("pc_region_create = %d (%s)", ret, why);
+		return ret;
+	}
+	ret = pc_region_start(f->r);
+	if (ret) {
+		diag("pc_region_start = %d (%s)", ret, pc_region_error(f->r));
+		return ret;
+	}
+	f->mem = pc_region_addr(f->r);
+	return 0;
+}
+
+static void teardown(struct fixture *f)
+{
+	pc_region_destroy(f->r);
+	pc_source_destroy(f->ref);
+	counting_free(&f->cs);
+}
+
+static uint32_t fetched(struct fixture *f, uint64_t p)
+{
+	return atomic_load(&f->cs.fetched[p]);
+}
+
+static uint64_t mark(uint64_t p)
+{
+	return 0xdeadbeef00000000ull | p;
+}
+
+static void patch_marks(void *ctx, uint64_t p, void *buf)
+{
+	(void)ctx;
+	if (p >= FIRST && p < LAST)
+		memcpy((char *)buf + 8 * (p % 512), &(uint64_t){ mark(p) }, 8);
+}
+
+static uint64_t refaults(pc_region *r)
+{
+	struct pc_stats *st;
+	uint64_t n;
+
+	if (pc_region_stats(r, &st))
+		bail_out("pc_region_stats failed");
+	n = st->refaults;
+	free(st);
+	return n;
+}
+
+/* Fault in [FIRST, LAST) with one write each. */
+static void touch_range(struct fixture *f)
+{
+	for (uint64_t p = FIRST; p < LAST; p++)
+		memcpy(f->mem + p * SRC_PAGE + 8 * (p % 512),
+		       &(uint64_t){ mark(p) }, 8);
+}
+
+static bool fetched_once_each(struct fixture *f, uint64_t *bad)
+{
+	for (uint64_t p = FIRST; p < LAST; p++) {
+		if (fetched(f, p) != (pc_source_is_zero(f->ref, p) ? 0u : 1u)) {
+			*bad = p;
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Same bytes as before, no new fetch, and a refault counted. */
+static void shmem_dontneed(enum pc_mode mode)
+{
+	const char *m = mode_name(mode);
+	uint64_t before, after, bad = 0, differ;
+	struct fixture f;
+	int ret;
+
+	tap_watchdog(60);
+	if (setup(&f, PC_BACKEND_SHMEM, mode, 31 + mode))
+		bail_out("setup failed");
+	touch_range(&f);
+	before = refaults(f.r);
+	ret = madvise(f.mem + FIRST * SRC_PAGE, (LAST - FIRST) * SRC_PAGE,
+		      MADV_DONTNEED);
+	if (ret)
+		bail_out("madvise(MADV_DONTNEED): %s", strerror(errno));
+
+	/* Compare the whole DONTNEED range (and only it: the rest is missing). */
+	differ = 0;
+	for (uint64_t p = FIRST; p < LAST; p++) {
+		char want[SRC_PAGE];
+
+		pc_source_read(f.ref, p, 1, want);
+		patch_marks(NULL, p, want);
+		if (memcmp(f.mem + p * SRC_PAGE, want, SRC_PAGE) && !differ++)
+			diag("page %" PRIu64 " differs after MADV_DONTNEED", p);
+	}
+	after = refaults(f.r);
+	if (!ok(differ == 0 && fetched_once_each(&f, &bad),
+		"%s_mode_shmem_dontneed_then_access_sees_same_bytes_without_refetch",
+		m))
+		diag("%" PRIu64 " pages differ; page %" PRIu64 " fetched %u times",
+		     differ, bad, fetched(&f, bad));
+	if (!ok(after > before, "%s_mode_shmem_dontneed_access_counted_as_refault",
+		m))
+		diag("refaults %" PRIu64 " -> %" PRIu64, before, after);
+	teardown(&f);
+}
+
+/* Child exit codes for the anon DONTNEED liveness check. */
+enum { SAW_SOURCE = 0, SAW_ZERO = 1, SAW_OTHER = 2, SETUP_FAILED = 3 };
+
+static void anon_dontneed(enum pc_mode mode)
+{
+	const char *m = mode_name(mode);
+	int status = 0;
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0)
+		bail_out("fork: %s", strerror(errno));
+	if (pid == 0) {
+		struct fixture f;
+		char want[SRC_PAGE], zero[SRC_PAGE] = { 0 };
+		uint64_t p = FIRST;
+
+		alarm(10);
+		if (setup(&f, PC_BACKEND_ANON, mode, 41 + mode))
+			_exit(SETUP_FAILED);
+		while (pc_source_is_zero(f.ref, p))
+			p++;
+		pc_source_read(f.ref, p, 1, want);
+		if (memcmp(f.mem + p * SRC_PAGE, want, SRC_PAGE))
+			_exit(SAW_OTHER);
+		madvise(f.mem + p * SRC_PAGE, SRC_PAGE, MADV_DONTNEED);
+		if (memcmp(f.mem + p * SRC_PAGE, want, SRC_PAGE) == 0)
+			_exit(SAW_SOURCE);
+		_exit(memcmp(f.mem + p * SRC_PAGE, zero, SRC_PAGE) ? SAW_OTHER :
+								       SAW_ZERO);
+	}
+	if (waitpid(pid, &status, 0) != pid)
+		bail_out("waitpid: %s", strerror(errno));
+	if (ok(WIFEXITED(status) && WEXITSTATUS(status) <= SAW_ZERO,
+	       "%s_mode_anon_dontneed_then_access_neither_hangs_nor_crashes", m)) {
+		diag("%s/anon: after MADV_DONTNEED the page reads as %s", m,
+		     WEXITSTATUS(status) == SAW_SOURCE ? "the source" : "zeros");
+	} else if (WIFSIGNALED(status)) {
+		diag("child died by signal %d (%s)%s", WTERMSIG(status),
+		     strsignal(WTERMSIG(status)),
+		     WTERMSIG(status) == SIGALRM ? ": the access hung" : "");
+	} else {
+		diag("child exited %d (%s)", WEXITSTATUS(status),
+		     WEXITSTATUS(status) == SAW_OTHER ? "page has other bytes" :
+							 "setup failed");
+	}
+}
+
+static void resolve(enum pc_backend backend)
+{
+	const char *b = backend_name(backend);
+	uint64_t p = 100, q = 120, z = 0, present;
+	char want[SRC_PAGE], zero[SRC_PAGE] = { 0 };
+	struct fixture f;
+	int ret, ret2;
+
+	tap_watchdog(60);
+	if (setup(&f, backend, PC_MODE_EXIT, 51 + backend))
+		bail_out("setup failed");
+	while (pc_source_is_zero(f.ref, p))
+		p++;
+	while (pc_source_is_zero(f.ref, q))
+		q++;
+	while (z < REGION_PAGES && !pc_source_is_zero(f.ref, z))
+		z++;
+
+	present = pc_region_present(f.r);
+	ret = pc_resolve(f.mem + p * SRC_PAGE);
+	pc_source_read(f.ref, p, 1, want);
+	if (!ok(ret == 0 && fetched(&f, p) == 1 &&
+		pc_region_present(f.r) == present + 1 &&
+		memcmp(f.mem + p * SRC_PAGE, want, SRC_PAGE) == 0 &&
+		fetched(&f, p) == 1,
+		"exit_mode_%s_resolve_before_touch_fetches_page_once", b))
+		diag("pc_resolve = %d, fetched %u, present %" PRIu64 " -> %" PRIu64,
+		     ret, fetched(&f, p), present, pc_region_present(f.r));
+
+	ret = pc_resolve(f.mem + p * SRC_PAGE);
+	ret2 = pc_resolve(f.mem + p * SRC_PAGE + 4000);
+	if (!ok(ret == 0 && ret2 == 0 && fetched(&f, p) == 1 &&
+		memcmp(f.mem + p * SRC_PAGE, want, SRC_PAGE) == 0,
+		"exit_mode_%s_resolve_of_present_page_does_not_fetch_again", b))
+		diag("pc_resolve = %d, %d, fetched %u", ret, ret2,
+		     fetched(&f, p));
+
+	ret = pc_resolve(f.mem + q * SRC_PAGE + 1234);
+	pc_source_read(f.ref, q, 1, want);
+	if (!ok(ret == 0 && fetched(&f, q) == 1 &&
+		fetched(&f, q - 1) == 0 && fetched(&f, q + 1) == 0 &&
+		memcmp(f.mem + q * SRC_PAGE, want, SRC_PAGE) == 0,
+		"exit_mode_%s_resolve_address_inside_page_resolves_that_page", b))
+		diag("pc_resolve = %d, fetched %u (neighbours %u %u)", ret,
+		     fetched(&f, q), fetched(&f, q - 1), fetched(&f, q + 1));
+
+	if (z == REGION_PAGES) {
+		skip("the source has no zero page",
+		     "exit_mode_%s_resolve_of_zero_page_fetches_nothing", b);
+	} else {
+		present = pc_region_present(f.r);
+		ret = pc_resolve(f.mem + z * SRC_PAGE);
+		if (!ok(ret == 0 && fetched(&f, z) == 0 &&
+			pc_region_present(f.r) == present + 1 &&
+			memcmp(f.mem + z * SRC_PAGE, zero, SRC_PAGE) == 0,
+			"exit_mode_%s_resolve_of_zero_page_fetches_nothing", b))
+			diag("pc_resolve = %d, fetched %u, present %" PRIu64
+			     " -> %" PRIu64, ret, fetched(&f, z), present,
+			     pc_region_present(f.r));
+	}
+
+	if (backend == PC_BACKEND_SHMEM) {
+		/* Zap the mapping of p; pc_resolve must restore it, no fetch. */
+		memcpy(f.mem + p * SRC_PAGE, "guest wrote this", 16);
+		memcpy(want, f.mem + p * SRC_PAGE, SRC_PAGE);
+		madvise(f.mem + p * SRC_PAGE, SRC_PAGE, MADV_DONTNEED);
+		ret = pc_resolve(f.mem + p * SRC_PAGE);
+		if (!ok(ret == 0 && fetched(&f, p) == 1 &&
+			memcmp(f.mem + p * SRC_PAGE, want, SRC_PAGE) == 0,
+			"exit_mode_shmem_resolve_after_dontneed_reinstalls_without_fetch"))
+			diag("pc_resolve = %d, fetched %u", ret,
+			     fetched(&f, p));
+	}
+	teardown(&f);
+}
+
+int main(void)
+{
+	int local;
+
+	plan(16);
+	tap_watchdog(60);
+	/* Forked children first, while this process has no threads. */
+	anon_dontneed(PC_MODE_EXIT);
+	anon_dontneed(PC_MODE_WAIT);
+	shmem_dontneed(PC_MODE_EXIT);
+	shmem_dontneed(PC_MODE_WAIT);
+	resolve(PC_BACKEND_SHMEM);
+	resolve(PC_BACKEND_ANON);
+	if (!ok(pc_resolve(&local) == -EFAULT && pc_resolve(NULL) == -EFAULT,
+		"resolve_outside_every_region_is_efault"))
+		diag("pc_resolve(stack) = %d, pc_resolve(NULL) = %d",
+		     pc_resolve(&local), pc_resolve(NULL));
+	return done();
+}
