@@ -8,16 +8,17 @@ set logscale x 2
 set output dir.'/rate-d0.png'
 set title 'Total pages/s against vCPUs, no injected delay'
 set xlabel 'vCPU threads'; set ylabel 'pages/s'
-plot dir.'/rate-exit-d0.dat' u 1:2 w lp t 'exit', \
-     dir.'/rate-exit_-w_16-d0.dat' u 1:2 w lp t 'exit -w 16', \
-     dir.'/rate-wait_1_uffd_1_reader-d0.dat' u 1:2 w lp t 'wait, 1 uffd, 1 reader', \
-     dir.'/rate-wait_1_uffdpervCPU-d0.dat' u 1:2 w lp t 'wait, 1 uffd per vCPU'
+plot dir.'/rate-exit-d0.dat' u 1:4 w lp dt 2 t 'baseline (no userfaultfd)', \
+     dir.'/rate-exit-d0.dat' u 1:2 w lp t 'exit', \
+     dir.'/rate-exitw16-d0.dat' u 1:2 w lp t 'exit -w 16', \
+     dir.'/rate-wait1-d0.dat' u 1:2 w lp t 'wait, 1 uffd, 1 reader', \
+     dir.'/rate-waitper-d0.dat' u 1:2 w lp t 'wait, 1 uffd per vCPU'
 
 set output dir.'/rate-d30.png'
 set title 'Total pages/s against vCPUs, 30 us sleeping delay per fetch'
 plot dir.'/rate-exit-d30.dat' u 1:2 w lp t 'exit', \
-     dir.'/rate-wait_1_uffd_1_reader-d30.dat' u 1:2 w lp t 'wait, 1 uffd, 1 reader', \
-     dir.'/rate-wait_1_uffdpervCPU-d30.dat' u 1:2 w lp t 'wait, 1 uffd per vCPU'
+     dir.'/rate-wait1-d30.dat' u 1:2 w lp t 'wait, 1 uffd, 1 reader', \
+     dir.'/rate-waitper-d30.dat' u 1:2 w lp t 'wait, 1 uffd per vCPU'
 
 set output dir.'/latency-cdf-v8.png'
 set title 'Per-access latency seen by the vCPU, 8 vCPUs (CDF)'

@@ -4,7 +4,8 @@
 # The standard benchmark matrix: vCPUs 1..32 x {wait, 1 uffd, 1 reader;
 # wait, one uffd per vCPU; exit} x fetch delay {0, 30 us sleeping}, plus
 # windowed exit runs.  Each bench run measures its own no-userfaultfd
-# baseline, so every figure is a ratio taken within one run.
+# baseline, so every figure is a ratio taken within one run; each point is
+# run BENCH_REPS times (default 3) and the tables show the median run.
 # Writes OUT/results.jsonl, OUT/tables.md, OUT/*.png (gnuplot).
 #
 # usage: bench/run-matrix.sh POSTCOPY_CLI [OUT_DIR]
@@ -14,13 +15,16 @@ out=${2:-$(dirname "$cli")/bench}
 here=$(cd "$(dirname "$0")" && pwd)
 per_vcpu=${BENCH_PER_VCPU:-16M}
 vcpus=${BENCH_VCPUS:-"1 2 4 8 16 32"}
+reps=${BENCH_REPS:-3}
 mkdir -p "$out"
 : > "$out/results.jsonl"
 
 run() { # name, then bench args
 	local name=$1; shift
-	echo "bench: $name $*" >&2
-	"$cli" bench --json --cdf "$out/cdf-$name.dat" "$@" >> "$out/results.jsonl"
+	for rep in $(seq "$reps"); do
+		echo "bench: $name ($rep/$reps) $*" >&2
+		"$cli" bench --json --cdf "$out/cdf-$name-r$rep.dat" "$@" >> "$out/results.jsonl"
+	done
 }
 
 for d in 0 30; do

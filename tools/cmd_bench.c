@@ -496,6 +496,7 @@ static void print_json(const struct bench_opts *o, uint64_t size,
 	json_object_object_add(j, "vcpus", json_object_new_int((int)o->vcpus));
 	json_object_object_add(j, "uffds", json_object_new_int(o->mode == PC_MODE_EXIT || o->one_uffd ? 1 : (int)o->vcpus));
 	json_object_object_add(j, "readers", json_object_new_int(o->mode == PC_MODE_EXIT ? 0 : (int)o->readers));
+	json_object_object_add(j, "one_uffd", json_object_new_boolean(o->mode == PC_MODE_EXIT || o->one_uffd));
 	json_object_object_add(j, "bytes", json_object_new_int64((int64_t)size));
 	json_object_object_add(j, "pages", json_object_new_int64((int64_t)(size / PC_SOURCE_PAGE_SIZE)));
 	json_object_object_add(j, "overlap", json_object_new_boolean(o->overlap));

@@ -151,10 +151,12 @@ int workload_run(const struct workload *w, struct workload_result *res)
 	pthread_mutex_lock(&gate.lock);
 	while (gate.ready < started)
 		pthread_cond_wait(&gate.cond, &gate.lock);
+	/* Read the clock before the release: once released, the vCPUs may
+	 * run to the end before this thread is scheduled again. */
+	double t0 = seconds_now();
 	gate.go = ret < 0 ? -1 : 1;
 	pthread_cond_broadcast(&gate.cond);
 	pthread_mutex_unlock(&gate.lock);
-	double t0 = seconds_now();
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(tids[i], NULL);
 	res->seconds = seconds_now() - t0;
