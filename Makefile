@@ -9,7 +9,7 @@
 
 SHELL := /bin/bash
 
-PKGS := meson ninja-build pkg-config gcc libjson-c-dev gnuplot-nox
+PKGS := meson ninja-build pkg-config gcc libjson-c-dev gnuplot-nox python3
 
 BUILDS := build build-asan build-tsan
 OPTS_build      :=

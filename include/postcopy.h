@@ -117,8 +117,10 @@ enum pc_delay_kind {
 };
 
 /*
- * Add @usec microseconds to every fetch, to emulate network latency on a
- * machine without netem.  0 disables.  Set it before the source is used.
+ * Add @usec microseconds to every request for data (one per fault, per
+ * window or per fill step, however many fetch calls it takes; runs of
+ * zero pages need no request), to emulate network latency on a machine
+ * without netem.  0 disables.  Set it before the source is used.
  */
 void pc_source_set_delay(pc_source *src, unsigned usec,
 			 enum pc_delay_kind kind);
@@ -199,9 +201,10 @@ int pc_region_start(pc_region *r);
 
 /*
  * Start the background filler: a thread that installs pages nobody asked
- * for in batches of up to 2 MiB, continuing sequentially after the most
- * recent demand fault, then the rest.  Demand faults never wait for a
- * fill batch's fetch.
+ * for, continuing sequentially after the most recent demand fault, then
+ * the rest.  It claims pages like a fault does (no page is fetched twice)
+ * but in steps of 64 KiB (one huge page for hugetlb), so a demand fault
+ * that lands on a page the filler holds waits for at most one step.
  */
 int pc_region_start_fill(pc_region *r);
 
@@ -279,10 +282,14 @@ struct pc_stats {
 	uint64_t duplicate_fetches_avoided; /* faults that waited for a fetch in flight */
 	uint64_t refaults;	   /* faults on pages already present */
 	uint64_t bytes_fetched;	   /* bytes read from the source */
-	uint64_t fetches;	   /* source fetch calls */
+	uint64_t fetches;	   /* calls to the source's fetch */
 	uint64_t blocked_ns;	   /* all threads */
 	uint64_t elapsed_ns;	   /* from start to completion (or now) */
-	struct pc_latency latency; /* per-fault resolution latency */
+	/* Per-fault resolution time as the pager measures it: in exit mode
+	 * from handler entry to return on the faulting thread, in wait mode
+	 * from reading the message to the page installed (the sleeper's wait
+	 * in the queue before that is not included). */
+	struct pc_latency latency;
 	unsigned nthreads;	   /* entries in thread[] */
 	struct pc_thread_stats thread[]; /* per attached slot; last is "other" */
 };

@@ -29,11 +29,19 @@
 
 #include "internal.h"
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
 
-static _Atomic(struct pc_region *) registry[PC_MAX_REGIONS];
+/*
+ * The registry keeps each region's bounds beside its pointer, so a lookup
+ * for one region never reads another region's struct (which a concurrent
+ * pc_region_destroy() may be freeing).  A slot's bounds are written before
+ * its pointer is published and stay until the slot is reused.
+ */
+static struct registry_slot {
+	_Atomic(struct pc_region *) region;
+	_Atomic uintptr_t base;
+	_Atomic uint64_t size;
+} registry[PC_MAX_REGIONS];
+static _Atomic(struct pc_region *) registry_claim[PC_MAX_REGIONS];
 static struct sigaction previous_action;
 static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
 static int handler_error;
@@ -42,8 +50,14 @@ int registry_add(struct pc_region *r)
 {
 	for (unsigned i = 0; i < PC_MAX_REGIONS; i++) {
 		struct pc_region *empty = NULL;
-		if (atomic_compare_exchange_strong(&registry[i], &empty, r))
-			return 0;
+		if (!atomic_compare_exchange_strong(&registry_claim[i], &empty,
+						    r))
+			continue;
+		atomic_store(&registry[i].base, (uintptr_t)r->guest);
+		atomic_store(&registry[i].size, r->opts.size);
+		atomic_store_explicit(&registry[i].region, r,
+				      memory_order_release);
+		return 0;
 	}
 	return -ENOSPC;
 }
@@ -51,8 +65,10 @@ int registry_add(struct pc_region *r)
 void registry_remove(struct pc_region *r)
 {
 	for (unsigned i = 0; i < PC_MAX_REGIONS; i++) {
-		struct pc_region *self = r;
-		atomic_compare_exchange_strong(&registry[i], &self, NULL);
+		if (atomic_load(&registry_claim[i]) != r)
+			continue;
+		atomic_store(&registry[i].region, NULL);
+		atomic_store(&registry_claim[i], NULL);
 	}
 }
 
@@ -61,38 +77,51 @@ struct pc_region *region_lookup(const void *addr, size_t len)
 	uintptr_t a = (uintptr_t)addr;
 	for (unsigned i = 0; i < PC_MAX_REGIONS; i++) {
 		struct pc_region *r = atomic_load_explicit(
-			&registry[i], memory_order_acquire);
+			&registry[i].region, memory_order_acquire);
 		if (!r)
 			continue;
-		uintptr_t base = (uintptr_t)r->guest;
-		if (a >= base && a - base < r->opts.size &&
-		    len <= r->opts.size - (a - base))
+		uintptr_t base = atomic_load_explicit(&registry[i].base,
+						      memory_order_relaxed);
+		uint64_t size = atomic_load_explicit(&registry[i].size,
+						     memory_order_relaxed);
+		if (a >= base && a - base < size && len <= size - (a - base))
 			return r;
 	}
 	return NULL;
 }
 
-/* Resolve on the calling thread with a bounce buffer on its stack. */
+/* Count, time and resolve one fault on the calling thread. */
+static int resolve_counted(const struct install_ctx *ic, uint64_t page)
+{
+	uint64_t t0 = now_ns();
+	atomic_fetch_add_explicit(&ic->slot->faults, 1, memory_order_relaxed);
+	int ret = resolve_page(ic, page);
+	uint64_t dt = now_ns() - t0;
+	atomic_fetch_add_explicit(&ic->slot->blocked_ns, dt,
+				  memory_order_relaxed);
+	hist_record(&ic->slot->latency, dt);
+	return ret;
+}
+
+/*
+ * Resolve on the calling thread.  Backends that write straight into the
+ * alias need no bounce buffer; the others take 64 KiB of this thread's
+ * stack, and only they do.
+ */
 static int resolve_here(struct pc_region *r, void *addr)
 {
-	char scratch[PC_STACK_SCRATCH] __attribute__((aligned(64)));
+	size_t scratch_len = r->write_direct ? 0 : PC_STACK_SCRATCH;
+	char scratch[scratch_len ? scratch_len : 1] __attribute__((aligned(64)));
 	struct install_ctx ic = {
 		.r = r,
 		.slot = region_current_slot(r),
 		.wake = r->opts.mode == PC_MODE_WAIT,
 		.scratch = scratch,
-		.scratch_len = sizeof(scratch),
+		.scratch_len = scratch_len,
 	};
-	uint64_t t0 = now_ns();
 	uint64_t page = ((uintptr_t)addr - (uintptr_t)r->guest) / r->page_size;
-	atomic_fetch_add_explicit(&ic.slot->faults, 1, memory_order_relaxed);
-	int ret = resolve_page(&ic, page);
-	uint64_t dt = now_ns() - t0;
-
-	atomic_fetch_add_explicit(&ic.slot->blocked_ns, dt,
-				  memory_order_relaxed);
-	hist_record(&ic.slot->latency, dt);
-	return ret;
+	int ret = resolve_counted(&ic, page);
+	return ret == RESOLVE_SKIPPED ? 0 : ret;
 }
 
 int pc_resolve(void *addr)
@@ -106,24 +135,32 @@ int pc_resolve(void *addr)
 	return ret;
 }
 
-/* The default action of SIGBUS, as if we had never been installed. */
+/* Synchronous faults repeat when the access is retried. */
+static bool fault_repeats(const siginfo_t *si)
+{
+	return si->si_code == BUS_ADRALN || si->si_code == BUS_ADRERR ||
+	       si->si_code == BUS_OBJERR || si->si_code == BUS_MCEERR_AR;
+}
+
+/* Whatever SIGBUS would have done had we never been installed. */
 static void foreign_sigbus(int sig, siginfo_t *si, void *uc)
 {
 	if (previous_action.sa_flags & SA_SIGINFO) {
 		previous_action.sa_sigaction(sig, si, uc);
 		return;
 	}
+	if (previous_action.sa_handler == SIG_IGN && si->si_code <= 0)
+		return; /* an ignored signal sent by someone: ignore it */
 	if (previous_action.sa_handler != SIG_DFL &&
 	    previous_action.sa_handler != SIG_IGN) {
 		previous_action.sa_handler(sig);
 		return;
 	}
-	/* Restore the default and let the kernel kill us with the usual
-	 * status (and core): a hardware fault repeats when the access is
-	 * retried on return; a sent signal is raised again (it stays
-	 * blocked until we return). */
+	/* The default action: terminate with SIGBUS (and core).  A fault
+	 * that repeats does it when we return; anything else is raised
+	 * again, pending until we return. */
 	signal(SIGBUS, SIG_DFL);
-	if (si->si_code <= 0)
+	if (!fault_repeats(si))
 		raise(SIGBUS);
 }
 
@@ -142,12 +179,16 @@ static void sigbus_handler(int sig, siginfo_t *si, void *uc)
 				      NULL;
 	if (!r) {
 		foreign_sigbus(sig, si, uc);
-	} else if (resolve_here(r, si->si_addr) < 0) {
-		/* The page cannot be had: the thread must not run on with
-		 * a missing page, so die the way an unhandled SIGBUS does. */
-		say("postcopy: cannot fetch a missing guest page; terminating\n");
-		region_fail(r, -EIO);
-		signal(SIGBUS, SIG_DFL);
+	} else {
+		int ret = resolve_here(r, si->si_addr);
+		if (ret < 0) {
+			/* The page cannot be had: the thread must not run on
+			 * with a missing page, so die the way an unhandled
+			 * SIGBUS does. */
+			say("postcopy: cannot fetch a missing guest page; terminating\n");
+			region_fail(r, ret);
+			signal(SIGBUS, SIG_DFL);
+		}
 	}
 	errno = saved_errno;
 }
@@ -169,6 +210,40 @@ int exit_mode_install_handler(void)
 	return handler_error;
 }
 
+/* Exit mode: install what is missing of [first, end) in runs, and wait
+ * for what other threads have in flight. */
+static int populate_missing(struct pc_region *r, uint64_t first, uint64_t end)
+{
+	char scratch[PC_STACK_SCRATCH] __attribute__((aligned(64)));
+	struct install_ctx ic = {
+		.r = r,
+		.slot = region_current_slot(r),
+		.scratch = scratch,
+		.scratch_len = sizeof(scratch),
+	};
+	uint64_t max_run = PC_MAX_RUN_BYTES / r->page_size;
+
+	for (uint64_t p = first; p < end;) {
+		uint32_t s = atomic_load(&r->state[p]);
+		if (s & PAGE_INFLIGHT)
+			s = page_wait(r, p);
+		if (s == PAGE_PRESENT) {
+			p++;
+			continue;
+		}
+		if (!page_try_claim(r, p))
+			continue; /* lost a race: look at it again */
+		uint64_t hi = end - p > max_run ? p + max_run : end;
+		uint64_t run, n;
+		claim_around(r, p, p, hi, &run, &n);
+		int ret = install_run(&ic, run, n, NULL, ORIGIN_DEMAND);
+		if (ret < 0)
+			return ret;
+		p = run + n;
+	}
+	return 0;
+}
+
 int pc_populate(void *addr, size_t len)
 {
 	if (!len)
@@ -183,47 +258,19 @@ int pc_populate(void *addr, size_t len)
 	size_t span = (end - first) * r->page_size;
 
 	/* Wait mode: the kernel's own faults are served by handler threads. */
-	if (r->opts.mode == PC_MODE_WAIT || atomic_load(&r->done) == 1)
+	if (r->opts.mode == PC_MODE_WAIT || region_all_present(r))
 		return madvise(start, span, MADV_POPULATE_WRITE) < 0 ? -errno :
 								       0;
-
-	/* Exit mode: install what is missing in runs, wait for what is in
-	 * flight, then map what is present but unmapped. */
-	char scratch[PC_STACK_SCRATCH] __attribute__((aligned(64)));
-	struct install_ctx ic = {
-		.r = r,
-		.slot = region_current_slot(r),
-		.scratch = scratch,
-		.scratch_len = sizeof(scratch),
-	};
-	for (uint64_t p = first; p < end; p++) {
-		uint32_t s = atomic_load(&r->state[p]);
-		if (s & PAGE_INFLIGHT)
-			s = page_wait(r, p);
-		if (s != PAGE_MISSING || !page_try_claim(r, p)) {
-			if (atomic_load(&r->state[p]) != PAGE_PRESENT)
-				p--; /* lost a race: look at it again */
-			continue;
-		}
-		uint64_t run_first, n;
-		uint64_t hi = end - p > PC_MAX_RUN_BYTES / r->page_size ?
-				      p + PC_MAX_RUN_BYTES / r->page_size :
-				      end;
-		if (hi == p)
-			hi = p + 1;
-		claim_around(r, p, p, hi, &run_first, &n);
-		int ret = install_run(&ic, run_first, n, NULL, ORIGIN_DEMAND);
-		if (ret < 0) {
-			region_fail(r, ret);
-			return ret;
-		}
-		p = run_first + n - 1;
+	int ret = populate_missing(r, first, end);
+	if (ret < 0) {
+		region_fail(r, ret);
+		return ret;
 	}
+	/* Everything is present; map whatever lost its mapping. */
 	if (madvise(start, span, MADV_POPULATE_WRITE) == 0)
 		return 0;
-	/* Some page lost its mapping: resolve each, which reinstalls. */
 	for (uint64_t p = first; p < end; p++) {
-		int ret = resolve_here(r, r->guest + p * r->page_size);
+		ret = resolve_here(r, r->guest + p * r->page_size);
 		if (ret < 0)
 			return ret;
 	}

@@ -27,6 +27,11 @@ struct reader {
 	int epfd;
 };
 
+/*
+ * Serve one fault message.  The latency recorded here is the handler's
+ * service time (message read to page installed), not the time the
+ * faulting thread slept, which also includes its wait in the queue.
+ */
 static void serve(struct pc_region *r, const struct uffd_msg *m,
 		  void *scratch, size_t scratch_len)
 {
@@ -46,6 +51,8 @@ static void serve(struct pc_region *r, const struct uffd_msg *m,
 	 * let the caller read final stats. */
 	atomic_fetch_add_explicit(&ic.slot->faults, 1, memory_order_relaxed);
 	int ret = resolve_page(&ic, page);
+	if (ret == RESOLVE_SKIPPED)
+		return; /* no service time of ours to record */
 	if (ret < 0) {
 		region_set_error(r, ret, "fetching page %llu for a fault: %s",
 				 (unsigned long long)page, strerror(-ret));
@@ -67,7 +74,7 @@ static void *reader_main(void *arg)
 	size_t scratch_len = scratch ? PC_MAX_RUN_BYTES : 0;
 
 	while (scratch && !atomic_load(&r->stopping) &&
-	       atomic_load(&r->done) == 0) {
+	       atomic_load(&r->done) != 1) {
 		struct epoll_event ev[2];
 		int n = epoll_wait(rd->epfd, ev, 2, -1);
 		if (n < 0 && errno != EINTR)

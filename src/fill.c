@@ -50,7 +50,8 @@ static int fill_step(const struct install_ctx *ic, uint64_t p, uint64_t step,
 		return 0; /* a fault got there first */
 	uint64_t hi = r->npages - p < step ? r->npages : p + step;
 	claim_around(r, p, p, hi, &first, &n);
-	source_delay(r->src);
+	if (!run_all_zero(r, first, n))
+		source_delay(r->src);
 	int ret = fetch_data_pages(ic, first, n, buf);
 	if (ret < 0) {
 		/* Give the pages back so that nobody waits on them forever. */
@@ -89,8 +90,9 @@ void *fill_main(void *arg)
 		}
 		uint64_t p = next_missing(r, cursor);
 		if (p == r->npages) {
-			/* All claimed; the last ones are in flight. */
-			idle(r, 1);
+			/* All claimed, the last ones in flight: completion
+			 * writes stop_fd, so a long nap costs nothing. */
+			idle(r, 20);
 			continue;
 		}
 		int ret = fill_step(&ic, p, step, buf, &cursor);
@@ -101,6 +103,9 @@ void *fill_main(void *arg)
 			break;
 		}
 	}
+	/* After a failure, stay until destroy joins us. */
+	while (!atomic_load(&r->stopping) && atomic_load(&r->done) != 1)
+		idle(r, -1);
 	free(buf);
 	return NULL;
 }

@@ -25,9 +25,6 @@
 
 #include "internal.h"
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
 
 static void stat_add(_Atomic uint64_t *c, uint64_t n)
 {
@@ -65,8 +62,7 @@ static void pages_settle(struct pc_region *r, uint64_t first, uint64_t n,
 		uint32_t old = atomic_exchange_explicit(&r->state[p], to,
 							memory_order_release);
 		if (old & PAGE_WAITERS)
-			syscall(SYS_futex, &r->state[p], FUTEX_WAKE_PRIVATE,
-				INT_MAX, NULL, NULL, 0);
+			futex_wake_all(&r->state[p]);
 	}
 }
 
@@ -209,6 +205,14 @@ static int place_data(const struct install_ctx *ic, uint64_t first,
 	return copy_anon(ic, first, n, from);
 }
 
+bool run_all_zero(struct pc_region *r, uint64_t first, uint64_t n)
+{
+	for (uint64_t p = first; p < first + n; p++)
+		if (!page_is_zero(r, p))
+			return false;
+	return true;
+}
+
 int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		const void *prefetched, enum origin origin)
 {
@@ -217,8 +221,9 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 	uint64_t zeros = 0, end = first + n;
 	int ret = 0;
 
-	if (!from)
-		source_delay(r->src); /* one request per run */
+	/* One request per run, if it needs any data at all. */
+	if (!from && !run_all_zero(r, first, n))
+		source_delay(r->src);
 	/* Split the run where pages switch between zero and data. */
 	for (uint64_t p = first; p < end && ret == 0;) {
 		bool zero = page_is_zero(r, p);
@@ -271,8 +276,6 @@ static int resolve_present(const struct install_ctx *ic, uint64_t p)
 {
 	struct pc_region *r = ic->r;
 	stat_add(&ic->slot->refaults, 1);
-	if (atomic_load(&r->done) == 1)
-		return 0; /* unregistered: the retry is an ordinary fault */
 	if (r->opts.mode == PC_MODE_EXIT &&
 	    madvise(r->guest + p * r->page_size, r->page_size,
 		    MADV_POPULATE_WRITE) == 0)
@@ -281,6 +284,10 @@ static int resolve_present(const struct install_ctx *ic, uint64_t p)
 			      region_uffd_zeropage(r, p, 1, false);
 	if (ret == 0 && ic->wake)
 		ret = region_uffd_wake(r, p, 1);
+	/* Completion unregisters the range under us: every page is in place
+	 * and the retried access is an ordinary fault. */
+	if (ret < 0 && region_all_present(r))
+		return 0;
 	return ret;
 }
 
@@ -298,7 +305,7 @@ int resolve_page(const struct install_ctx *ic, uint64_t p)
 			/* Wait mode: the owner's install wakes our sleeper;
 			 * the handler thread need not wait. */
 			if (ic->wake)
-				return 0;
+				return RESOLVE_SKIPPED;
 			if (page_wait(r, p) == PAGE_PRESENT)
 				return 0;
 			continue; /* the owner failed: try ourselves */

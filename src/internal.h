@@ -19,6 +19,14 @@
 #include "hist.h"
 #include "postcopy.h"
 
+/* Newer than some installed headers. */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+#ifndef MFD_HUGE_2MB
+#define MFD_HUGE_2MB (21 << 26)
+#endif
+
 #define PC_HUGE_PAGE_SIZE (2ul << 20)
 #define PC_DEFAULT_MAX_THREADS 64
 #define PC_MAX_REGIONS 64
@@ -39,6 +47,9 @@ struct pc_source {
 
 /* One request's worth of injected latency.  Async-signal-safe. */
 void source_delay(const struct pc_source *src);
+
+/* Wake every thread sleeping on @word (futex).  Async-signal-safe. */
+void futex_wake_all(_Atomic uint32_t *word);
 
 /* Monotonic clock in ns.  Async-signal-safe (vDSO clock_gettime). */
 uint64_t now_ns(void);
@@ -103,7 +114,6 @@ struct pc_region {
 
 	unsigned nslices;
 	struct uffd_slice *slices;
-	bool registered;
 
 	/* Wait mode handler threads. */
 	pthread_t *handlers;
@@ -126,9 +136,16 @@ struct pc_region {
 
 	unsigned nslots; /* max_threads + 1: the last one is "other" */
 	struct thread_slot *slots;
+	_Atomic unsigned attached_hw; /* highest attached slot id + 1 */
 };
 
 /* ---- region.c ---- */
+/* True once every page is present (completion may still be unregistering). */
+static inline bool region_all_present(struct pc_region *r)
+{
+	return atomic_load_explicit(&r->present, memory_order_acquire) ==
+	       r->npages;
+}
 void region_set_error(struct pc_region *r, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Find the region whose guest view contains [addr, addr+len).  AS-safe. */
@@ -162,6 +179,8 @@ struct install_ctx {
 
 /* Try to claim page @p (MISSING -> INFLIGHT). */
 bool page_try_claim(struct pc_region *r, uint64_t p);
+/* True when every page of the run is a zero page (no fetch needed). */
+bool run_all_zero(struct pc_region *r, uint64_t first, uint64_t n);
 /* Give claimed pages back (MISSING), waking whoever waits on them. */
 void release_pages(struct pc_region *r, uint64_t first, uint64_t n);
 /* Sleep until page @p is no longer INFLIGHT; returns its state. */
@@ -189,8 +208,11 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 /*
  * Resolve a demand fault on page @p: claim it and its window, fetch,
  * install; or wait for the thread fetching it; or handle a fault on a page
- * that is already present.
+ * that is already present.  Returns 0 when it installed or waited,
+ * RESOLVE_SKIPPED when (wait mode) another thread's install will wake the
+ * sleeper, or a negative errno.
  */
+#define RESOLVE_SKIPPED 1
 int resolve_page(const struct install_ctx *ic, uint64_t p);
 /* Called when the last page is published: unregister and signal. */
 void region_complete(struct pc_region *r);

@@ -28,12 +28,6 @@
 
 #include "internal.h"
 
-#ifndef MFD_HUGE_2MB
-#define MFD_HUGE_2MB (21 << 26)
-#endif
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
 
 /*
  * The SIGBUS handler must find the faulting thread's stats slot without a
@@ -82,9 +76,8 @@ static uint64_t features_for(const struct pc_region *r)
 
 static const char *backend_name(enum pc_backend b)
 {
-	return b == PC_BACKEND_HUGETLB ? "hugetlb" :
-	       b == PC_BACKEND_ANON    ? "anon" :
-					 "shmem";
+	static const char *const names[] = { "shmem", "hugetlb", "anon" };
+	return b <= PC_BACKEND_ANON ? names[b] : "unknown";
 }
 
 static int check_opts(struct pc_region_opts *o, const pc_source *src,
@@ -279,12 +272,6 @@ int pc_region_create(const struct pc_region_opts *opts, pc_source *src,
 		ret = why(buf, len, -errno, "eventfd: %s", strerror(errno));
 		goto err;
 	}
-	ret = registry_add(r);
-	if (ret < 0) {
-		why(buf, len, ret, "too many regions (at most %d)",
-		    PC_MAX_REGIONS);
-		goto err;
-	}
 	*out = r;
 	return 0;
 err:
@@ -296,6 +283,14 @@ int pc_region_start(pc_region *r)
 {
 	if (r->nslices)
 		return -EBUSY;
+	/* The SIGBUS handler must be in place before the first fault can
+	 * come, and it finds regions through the registry. */
+	int err = r->opts.mode == PC_MODE_EXIT ? exit_mode_install_handler() : 0;
+	if (err < 0) {
+		region_set_error(r, err, "installing the SIGBUS handler: %s",
+				 strerror(-err));
+		return err;
+	}
 	unsigned n = r->opts.mode == PC_MODE_WAIT ? r->opts.uffds : 1;
 	r->slices = calloc(n, sizeof(*r->slices));
 	if (!r->slices)
@@ -320,11 +315,15 @@ int pc_region_start(pc_region *r)
 			return ret;
 		}
 	}
-	r->registered = true;
+	err = registry_add(r);
+	if (err < 0) {
+		region_set_error(r, err, "too many started regions (at most %d)",
+				 PC_MAX_REGIONS);
+		return err;
+	}
 	r->start_ns = now_ns();
 
-	int ret = r->opts.mode == PC_MODE_EXIT ? exit_mode_install_handler() :
-						 wait_mode_start(r);
+	int ret = r->opts.mode == PC_MODE_WAIT ? wait_mode_start(r) : 0;
 	if (ret < 0)
 		region_set_error(r, ret, "starting fault delivery: %s",
 				 strerror(-ret));
@@ -340,13 +339,15 @@ static void signal_stop(struct pc_region *r)
 	}
 }
 
-static void futex_wake_all(_Atomic uint32_t *word)
+void futex_wake_all(_Atomic uint32_t *word)
 {
 	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
 /* Runs on whichever thread published the last page, maybe in a signal
- * handler: ioctl, clock_gettime, futex and write only. */
+ * handler: ioctl, clock_gettime, futex and write only.  A fault still in
+ * flight meanwhile sees every page present (region_all_present) and
+ * treats an install that fails on the unregistered range as done. */
 void region_complete(struct pc_region *r)
 {
 	for (unsigned i = 0; i < r->nslices; i++)
@@ -362,12 +363,15 @@ void region_complete(struct pc_region *r)
 
 void region_fail(struct pc_region *r, int err)
 {
+	if (region_all_present(r))
+		return; /* a late error after completion changes nothing */
 	int none = 0;
 	atomic_compare_exchange_strong(&r->error, &none, err);
 	uint32_t running = 0;
 	if (atomic_compare_exchange_strong(&r->done, &running, 2))
 		futex_wake_all(&r->done);
-	signal_stop(r);
+	/* Handler threads keep serving what can still be served; only
+	 * completion and destroy stop them. */
 }
 
 int pc_region_wait(pc_region *r, int timeout_ms)
@@ -461,13 +465,19 @@ int pc_thread_attach(pc_region *r, unsigned id)
 	binding.r = r;
 	binding.id = id;
 	atomic_store(&r->slots[id].tid, (int32_t)gettid());
+	unsigned hw = atomic_load(&r->attached_hw);
+	while (hw < id + 1 &&
+	       !atomic_compare_exchange_weak(&r->attached_hw, &hw, id + 1))
+		;
 	return 0;
 }
 
 void pc_thread_detach(pc_region *r)
 {
-	if (binding.r == r)
-		binding.r = NULL;
+	if (binding.r != r)
+		return;
+	atomic_store(&r->slots[binding.id].tid, 0);
+	binding.r = NULL;
 }
 
 struct thread_slot *region_current_slot(struct pc_region *r)
@@ -479,7 +489,9 @@ struct thread_slot *region_current_slot(struct pc_region *r)
 
 struct thread_slot *region_slot_by_tid(struct pc_region *r, int32_t tid)
 {
-	for (unsigned i = 0; i + 1 < r->nslots; i++)
+	unsigned hw = atomic_load_explicit(&r->attached_hw,
+					   memory_order_relaxed);
+	for (unsigned i = 0; i < hw; i++)
 		if (atomic_load_explicit(&r->slots[i].tid,
 					 memory_order_relaxed) == tid)
 			return &r->slots[i];

@@ -47,8 +47,8 @@ bool pc_source_is_zero(pc_source *src, uint64_t page)
 int pc_source_read(pc_source *src, uint64_t first, uint64_t npages,
 		   void *dst)
 {
-	if (first + npages < first ||
-	    (first + npages) * PC_SOURCE_PAGE_SIZE > src->size)
+	uint64_t pages = src->size / PC_SOURCE_PAGE_SIZE;
+	if (first > pages || npages > pages - first)
 		return -EINVAL;
 	return src->ops.fetch(src->ctx, first, npages, dst);
 }

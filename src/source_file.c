@@ -106,8 +106,9 @@ int pc_source_file(const char *path, pc_source **out)
 	}
 	/* Prove it is readable now rather than at the first fault. */
 	char probe;
-	if (pread(fd, &probe, 1, (off_t)size - 1) != 1) {
-		ret = errno ? -errno : -EIO;
+	ssize_t got = pread(fd, &probe, 1, (off_t)size - 1);
+	if (got != 1) {
+		ret = got < 0 ? -errno : -EIO;
 		goto err_close;
 	}
 

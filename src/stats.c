@@ -79,7 +79,7 @@ void pc_stats_print(const struct pc_stats *s, FILE *f)
 	fprintf(f, "fetched    %.1f MiB in %llu requests\n",
 		(double)s->bytes_fetched / (1 << 20),
 		(unsigned long long)s->fetches);
-	fprintf(f, "latency    p50 %.1f us  p90 %.1f us  p99 %.1f us  p99.9 %.1f us  max %.1f us\n",
+	fprintf(f, "resolve    p50 %.1f us  p90 %.1f us  p99 %.1f us  p99.9 %.1f us  max %.1f us (pager side)\n",
 		us(s->latency.p50), us(s->latency.p90), us(s->latency.p99),
 		us(s->latency.p999), us(s->latency.max));
 	fprintf(f, "blocktime  %.3f ms total", (double)s->blocked_ns / 1e6);

@@ -88,13 +88,14 @@ enum fill_op { OP_COPY, OP_ZEROPAGE, OP_CONTINUE };
 
 /*
  * One install ioctl over [dst, dst+len).  Returns bytes the kernel handled
- * (> 0), or a negative errno; EEXIST on the first page reports that page
- * as handled.
+ * (> 0), 0 to retry (EAGAIN), or a negative errno; EEXIST on the first page
+ * reports that page as handled and sets *existed.
  */
 static int64_t fill_once(int fd, enum fill_op op, uint64_t dst,
 			 const char *from, uint64_t len, uint64_t page_size,
-			 bool wake)
+			 bool wake, bool *existed)
 {
+	*existed = false;
 	int ret;
 	int64_t done;
 
@@ -132,8 +133,10 @@ static int64_t fill_once(int fd, enum fill_op op, uint64_t dst,
 	int err = errno;
 	if (done > 0) /* partial progress: the caller goes on from there */
 		return done;
-	if (err == EEXIST)
+	if (err == EEXIST) {
+		*existed = true;
 		return (int64_t)page_size;
+	}
 	if (err == EAGAIN)
 		return 0;
 	return -err;
@@ -144,13 +147,21 @@ static int fill_range(int fd, enum fill_op op, uint64_t dst,
 		      bool wake)
 {
 	while (len) {
+		bool existed;
 		int64_t done = fill_once(fd, op, dst, from, len, page_size,
-					 wake);
+					 wake, &existed);
 		if (done < 0)
 			return (int)done;
 		if (done == 0) { /* EAGAIN: mm changing under us, try again */
 			sched_yield();
 			continue;
+		}
+		if (existed && wake) {
+			/* EEXIST woke nobody: a sleeper on that page may have
+			 * come in after the other install's wake. */
+			struct uffdio_range one = { .start = dst,
+						    .len = page_size };
+			ioctl(fd, UFFDIO_WAKE, &one);
 		}
 		dst += (uint64_t)done;
 		if (from)

@@ -76,7 +76,7 @@ for d in objs:
 EOF
 }
 
-echo "1..18"
+echo "1..20"
 
 # Each check below is a command list whose status is the verdict.
 nonempty_err() { [[ -s $err ]]; }
@@ -162,5 +162,28 @@ check "cli_bench_exit_mode_json_has_every_key_and_verified" $?
 run bench -v 2 -b 4M -m wait --json
 ((rc == 0)) && json_check "$bench_keys and d['mode'] == 'wait'"
 check "cli_bench_wait_mode_json_has_every_key_and_verified" $?
+
+# ---- a source that dies mid-restore: a clear failure, never a hang ---------
+# The image shrinks to one page while a slow restore (2 ms per request, no
+# filler) runs; the pages past the new end cannot be read any more.
+shrink_during_restore() { # MODE
+	"$cli" mkimage "$tmp/shrink.img" 16M >/dev/null 2>&1 || return 1
+	timeout -k 5 60 "$cli" restore --image "$tmp/shrink.img" -m "$1" \
+		--vcpus 2 --no-fill -d 2000 >"$out" 2>"$err" &
+	local pid=$!
+	sleep 0.5
+	truncate -s 4096 "$tmp/shrink.img"
+	wait "$pid"
+	rc=$?
+}
+shrink_during_restore wait
+((rc == 1)) && grep -q . "$err"
+check "cli_restore_wait_mode_source_lost_exits_1_with_message_not_hang" $?
+
+# Exit mode: the faulting thread cannot go on without its page, so the
+# process dies of SIGBUS (status 128 + 7) after saying why.
+shrink_during_restore exit
+((rc == 135)) && grep -q "cannot fetch" "$err"
+check "cli_restore_exit_mode_source_lost_dies_of_sigbus_with_message" $?
 
 exit $((failed != 0))

@@ -187,6 +187,15 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 		complain("bench", "unexpected argument '%s'", argv[optind]);
 		return EXIT_USAGE;
 	}
+	if (o->per_vcpu > (UINT64_MAX >> 1) / o->vcpus) {
+		complain("bench", "-b %llu x %u vCPUs is too much memory",
+			 (unsigned long long)o->per_vcpu, o->vcpus);
+		return EXIT_USAGE;
+	}
+	if (o->backend == PC_BACKEND_HUGETLB && o->window > 1) {
+		complain("bench", "note: hugetlb resolves one 2 MiB page per fault; -w ignored");
+		o->window = 1;
+	}
 	uint64_t unit = o->backend == PC_BACKEND_HUGETLB ? 2u << 20 : 4096;
 	if (o->per_vcpu % unit) {
 		complain("bench", "-b must be a multiple of %s for %s memory",
@@ -404,12 +413,24 @@ static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
 	};
 	struct workload_result res;
 	ret = workload_run(&w, &res);
+	if (ret == -EIO) {
+		/* Its vCPUs sleep in the kernel for good: report and leave. */
+		complain("bench", "the pager failed: %s", pc_region_error(r));
+		/* Not exit(): the stuck threads and their region are left
+		 * behind on purpose, and leak checkers would say so. */
+		fflush(stdout);
+		_exit(EXIT_FAIL);
+	}
 	if (ret == 0) {
 		/* Every page was touched, so the region completes itself. */
 		ret = pc_region_wait(r, 60000);
-		if (ret < 0)
+		if (ret < 0) {
 			complain("bench", "region did not complete: %s",
 				 ret == -ETIMEDOUT ? "timed out" : pc_region_error(r));
+			workload_result_free(&res);
+			pc_region_destroy(r);
+			return ret;
+		}
 		uint64_t first_bad = 0;
 		uint64_t nbad = verify_memory(pc_region_addr(r), size, ref, true,
 					      &first_bad);
@@ -421,7 +442,7 @@ static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
 		out->rate = (double)res.accesses / res.seconds;
 		out->vcpu_rate = res.vcpu_rate;
 		out->latency = res.latency;
-		out->verified = nbad == 0 && ret == 0;
+		out->verified = nbad == 0;
 		*dups = duplicates(counter);
 		pc_region_stats(r, stats);
 	}
@@ -454,10 +475,10 @@ static void print_text(const struct bench_opts *o, uint64_t size,
 		       const struct pc_stats *st, uint64_t dups)
 {
 	char how[96];
-	printf("backend %s, mode %s, %u vCPUs x %llu MiB%s, %s access, window %u, "
+	printf("backend %s, mode %s, %u vCPUs x %llu KiB%s, %s access, window %u, "
 	       "delay %u us (%s), %s page cache\n",
 	       backend_str(o->backend), delivery(o, how, sizeof(how)), o->vcpus,
-	       (unsigned long long)(o->per_vcpu >> 20),
+	       (unsigned long long)(o->per_vcpu >> 10),
 	       o->overlap ? " (overlapping)" : "",
 	       o->order == ORDER_RANDOM ? "random" : "sequential", o->window,
 	       o->delay_us, o->delay_kind == PC_DELAY_BUSY ? "busy" : "sleep",

@@ -268,6 +268,19 @@ static int run(const struct restore_opts *o)
 	struct workload_result res;
 	int status = EXIT_OK;
 	ret = workload_run(&w, &res);
+	if (ret == -EIO) {
+		/* The vCPUs sleep in the kernel on pages that will not come:
+		 * say why and leave without touching the region again. */
+		if (show) {
+			atomic_store(&pr.stop, true);
+			pthread_join(progress, NULL);
+		}
+		complain("restore", "%s", pc_region_error(r));
+		/* Not exit(): the stuck threads and their region are left
+		 * behind on purpose, and leak checkers would say so. */
+		fflush(stdout);
+		_exit(EXIT_FAIL);
+	}
 	if (ret == 0)
 		ret = pc_region_wait(r, (int)(o->timeout_s * 1000));
 	double restored = seconds_now() - t0;

@@ -53,6 +53,10 @@ struct workload_result {
 	struct hist *latency;	/* per access, ns (malloc'ed) */
 };
 
+/*
+ * Run the vCPUs to the end.  Returns -EIO, leaving the vCPU threads behind,
+ * when w->region failed while they ran (its sleeping threads never return).
+ */
 int workload_run(const struct workload *w, struct workload_result *res);
 void workload_result_free(struct workload_result *res);
 

@@ -22,6 +22,7 @@ struct start_gate {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	unsigned ready;
+	unsigned finished;
 	int go; /* 1 run, -1 give up (a thread could not be created) */
 };
 
@@ -58,7 +59,7 @@ static int make_order(struct vcpu *v)
 		return -ENOMEM;
 	for (uint64_t i = 0; i < v->npages; i++)
 		v->order[i] = v->first + i;
-	if (v->w->order == ORDER_RANDOM) {
+	if (v->w->order == ORDER_RANDOM && v->npages > 1) {
 		uint64_t seed = 0x9e3779b97f4a7c15ull * (v->id + 1);
 		for (uint64_t i = v->npages - 1; i > 0; i--) {
 			uint64_t j = xorshift(&seed) % (i + 1);
@@ -105,7 +106,36 @@ static void *vcpu_main(void *arg)
 	v->sink = sink;
 	if (w->region)
 		pc_thread_detach(w->region);
+	pthread_mutex_lock(&g->lock);
+	g->finished++;
+	pthread_cond_broadcast(&g->cond);
+	pthread_mutex_unlock(&g->lock);
 	return NULL;
+}
+
+/*
+ * With the gate locked: wait until every vCPU finished, or the region
+ * failed (then its faulting threads never come back: -EIO).
+ */
+static int wait_finished(const struct workload *w, struct start_gate *g,
+			 unsigned n)
+{
+	while (g->finished < n) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 20 * 1000 * 1000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&g->cond, &g->lock, &until);
+		if (w->region) {
+			int ret = pc_region_wait(w->region, 0);
+			if (ret < 0 && ret != -ETIMEDOUT)
+				return -EIO;
+		}
+	}
+	return 0;
 }
 
 int workload_run(const struct workload *w, struct workload_result *res)
@@ -156,7 +186,14 @@ int workload_run(const struct workload *w, struct workload_result *res)
 	double t0 = seconds_now();
 	gate.go = ret < 0 ? -1 : 1;
 	pthread_cond_broadcast(&gate.cond);
+	if (ret == 0)
+		ret = wait_finished(w, &gate, started);
 	pthread_mutex_unlock(&gate.lock);
+	if (ret == -EIO) {
+		/* vCPUs of a failed wait-mode region sleep in the kernel for
+		 * good: leave them, and their memory, to the process's end. */
+		return ret;
+	}
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(tids[i], NULL);
 	res->seconds = seconds_now() - t0;
