@@ -40,8 +40,27 @@ done
 
 python3 "$here/tables.py" "$out/results.jsonl" > "$out/tables.md"
 if command -v gnuplot > /dev/null; then
-	gnuplot -e "dir='$out'" "$here/plots.gp"
+	gnuplot -e "dir='$out'" "$here/plots.gp" ||
+		echo "bench: some plots lack data (a partial matrix?)" >&2
 else
 	echo "bench: gnuplot not found; no plots" >&2
 fi
 echo "bench: results in $out (tables.md, *.png)" >&2
+
+# Into the repository's BENCHMARKS.md (between its markers) and docs/bench/,
+# unless BENCH_NO_UPDATE is set; the prose around the table is by hand.
+md=$here/../BENCHMARKS.md
+if [[ -z ${BENCH_NO_UPDATE:-} && -f $md ]]; then
+	python3 - "$md" "$out/tables.md" <<'PY'
+import sys
+md, table = sys.argv[1], open(sys.argv[2]).read().rstrip("\n")
+text = open(md).read()
+begin = text.index("<!-- bench:begin")
+begin = text.index("\n", begin) + 1
+end = text.index("<!-- bench:end -->")
+open(md, "w").write(text[:begin] + table + "\n" + text[end:])
+PY
+	mkdir -p "$here/../docs/bench"
+	cp "$out"/*.png "$here/../docs/bench/" 2>/dev/null || true
+	echo "bench: updated BENCHMARKS.md's table and docs/bench/*.png" >&2
+fi
