@@ -9,7 +9,7 @@
 
 SHELL := /bin/bash
 
-PKGS := meson ninja-build pkg-config gcc libjson-c-dev gnuplot-nox python3
+PKGS := meson ninja-build pkg-config gcc libjson-c-dev libsodium-dev libxxhash-dev gnuplot-nox python3
 
 BUILDS := build build-asan build-tsan
 OPTS_build      :=
@@ -79,6 +79,31 @@ tsan-probe: build-tsan/build.ninja
 bench: deps build
 	@if [ -f bench/run-matrix.sh ]; then bash bench/run-matrix.sh build/postcopy; \
 	else echo "bench/run-matrix.sh does not exist yet"; fi
+
+# ---- make fuzz [FUZZ_SECONDS=60] [FUZZ_FLAGS=...] ---------------------------
+# Builds the libFuzzer harness of the wire protocol (fuzz/fuzz_proto.c with
+# src/proto.c) with clang into build-fuzz/fuzz_proto and runs it for
+# FUZZ_SECONDS on build-fuzz/corpus (the seeds of fuzz/corpus plus whatever
+# earlier runs found).  Fails on any crash, sanitizer report, leak or
+# timeout; the input is left in build-fuzz/crashes/.  libFuzzer's runtime is
+# in libclang-rt-14-dev; only this target installs FUZZ_PKGS.
+FUZZ_PKGS := clang libclang-rt-14-dev libsodium-dev libxxhash-dev
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS ?=
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror \
+  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+  -Iinclude -Isrc -D_GNU_SOURCE
+
+.PHONY: fuzz
+fuzz:
+	@$(MAKE) --no-print-directory deps PKGS="$(FUZZ_PKGS)"
+	@mkdir -p build-fuzz/corpus build-fuzz/crashes
+	clang $(FUZZ_CFLAGS) fuzz/fuzz_proto.c src/proto.c -lsodium -lxxhash \
+	  -o build-fuzz/fuzz_proto
+	cp fuzz/corpus/* build-fuzz/corpus/
+	$(NOASLR) build-fuzz/fuzz_proto -max_total_time=$(FUZZ_SECONDS) \
+	  -timeout=30 -print_final_stats=1 -dict=fuzz/proto.dict \
+	  -artifact_prefix=build-fuzz/crashes/ $(FUZZ_FLAGS) build-fuzz/corpus
 
 clean:
 	rm -rf $(BUILDS)

@@ -63,11 +63,14 @@ typedef struct pc_region pc_region;
  *           not) and it must not touch memory of an exit-mode region.
  * is_zero   optional: true when page @page is known to be all zeroes, so it
  *           is installed as a zero page without a fetch.  Same rules.
+ * stop      optional: stop background work that uses the region (a push
+ *           receiver); pc_region_destroy() calls it before tearing down.
  * destroy   optional: release @ctx.
  */
 struct pc_source_ops {
 	int (*fetch)(void *ctx, uint64_t first, uint64_t npages, void *dst);
 	bool (*is_zero)(void *ctx, uint64_t page);
+	void (*stop)(void *ctx);
 	void (*destroy)(void *ctx);
 };
 
@@ -254,6 +257,117 @@ int pc_resolve(void *addr);
  * both modes.  Errors: -EFAULT when the range is not inside one region.
  */
 int pc_populate(void *addr, size_t len);
+
+/*
+ * Offer pages that arrived without being asked for (a push stream, a
+ * precopy pass): pages [@first, @first + @npages) of the region, contents
+ * at @data (npages region pages).  Pages still missing are installed and
+ * counted as filled; pages present or being fetched are left alone, so
+ * nothing is installed twice.  Returns 0 or a negative errno.
+ */
+int pc_region_offer(pc_region *r, uint64_t first, uint64_t npages,
+		    const void *data);
+
+/* ------------------------------------------------------------------ */
+/* Post-copy over the network (docs/protocol.md).                      */
+/* ------------------------------------------------------------------ */
+
+typedef struct pc_server pc_server;
+
+/*
+ * Server side: serves one raw image to destinations.  TCP requires a
+ * pre-shared key (mutual HMAC-SHA256 challenge-response) unless @insecure;
+ * a Unix socket checks the peer's uid (SO_PEERCRED) instead.
+ *
+ * image            raw image file (required)
+ * listen           "tcp://HOST:PORT" or "unix:PATH" (default
+ *                  tcp://127.0.0.1:7070); port 0 picks a free port
+ * key, key_len     pre-shared key, at least 16 bytes
+ * insecure         TCP without authentication (loopback tests only)
+ * allow_uid        Unix sockets: the uid allowed to connect (-1: ours)
+ * once             return from pc_server_run() after one destination
+ *                  said it has every page
+ * session_timeout_ms  how long a session whose connections all dropped
+ *                  waits for the destination to come back (default 60 s)
+ */
+struct pc_server_opts {
+	const char *image;
+	const char *listen;
+	const uint8_t *key;
+	size_t key_len;
+	bool insecure;
+	int allow_uid;
+	bool once;
+	unsigned session_timeout_ms;
+};
+
+struct pc_server_stats {
+	uint64_t connections;	   /* accepted */
+	uint64_t refused;	   /* failed the handshake */
+	uint64_t sessions;	   /* destinations seen */
+	uint64_t sessions_done;	   /* destinations that got every page */
+	uint64_t requests;	   /* demand and prefetch requests */
+	uint64_t pages_demand;	   /* pages sent in answer to requests */
+	uint64_t pages_pushed;	   /* pages sent by the background push */
+	uint64_t bytes_sent;	   /* frame bytes written */
+	uint64_t bad_frames;	   /* connections closed for a malformed frame */
+};
+
+int pc_server_create(const struct pc_server_opts *opts, pc_server **out,
+		     char *why, size_t why_len);
+/* The address actually listened on (with the port chosen for port 0). */
+const char *pc_server_address(const pc_server *s);
+/* Serve until pc_server_stop() or, with @once, one completed session. */
+int pc_server_run(pc_server *s);
+/* Make pc_server_run() return; async-signal-safe. */
+void pc_server_stop(pc_server *s);
+void pc_server_get_stats(const pc_server *s, struct pc_server_stats *out);
+void pc_server_destroy(pc_server *s);
+
+/*
+ * Destination side: a source that fetches pages from a postcopy server.
+ * Connects and authenticates now (so a wrong key, a wrong address or a
+ * refused version is an error here, before any region is registered) and
+ * learns the image's size, identity and zero pages.  Each thread that
+ * fetches gets its own connection (a lane), opened on first use; a lane
+ * that breaks reconnects with backoff and asks again, and only when the
+ * server has been unreachable for @timeout_ms does a fetch fail.  Every
+ * run's checksum is checked before its pages are used; a mismatch is
+ * treated as a broken connection and the run is asked for again.
+ *
+ * address, key, key_len, insecure   as for the server
+ * timeout_ms   give up after this long without the server (default 30 s)
+ */
+struct pc_net_opts {
+	const char *address;
+	const uint8_t *key;
+	size_t key_len;
+	bool insecure;
+	unsigned timeout_ms;
+};
+
+struct pc_net_stats {
+	uint64_t requests;	     /* demand requests sent */
+	uint64_t pages_received;     /* pages received in answers */
+	uint64_t pages_pushed;	     /* pages received from the push stream */
+	uint64_t bytes_received;     /* frame bytes read */
+	uint64_t reconnects;	     /* connections re-established */
+	uint64_t checksum_failures;  /* runs refused for a bad checksum */
+	bool push_done;		     /* the server pushed every page once */
+};
+
+int pc_source_net(const struct pc_net_opts *opts, pc_source **out,
+		  char *why, size_t why_len);
+/*
+ * Start the background push for region @r built on network source @src:
+ * a connection on which the server streams the pages nobody asked for,
+ * continuing after the latest demand request; they are installed with
+ * pc_region_offer().  When the server has pushed every page (or the push
+ * connection cannot be kept), the region's filler fetches whatever is
+ * still missing.  @src must be the source @r owns.
+ */
+int pc_net_start_push(pc_source *src, pc_region *r);
+int pc_net_get_stats(pc_source *src, struct pc_net_stats *out);
 
 /* ------------------------------------------------------------------ */
 /* Statistics.                                                         */

@@ -110,6 +110,34 @@ void *fill_main(void *arg)
 	return NULL;
 }
 
+int pc_region_offer(pc_region *r, uint64_t first, uint64_t npages,
+		    const void *data)
+{
+	if (!r->nslices || first > r->npages || npages > r->npages - first)
+		return -EINVAL;
+	struct install_ctx ic = {
+		.r = r,
+		.slot = &r->slots[r->nslots - 1],
+		.wake = r->opts.mode == PC_MODE_WAIT,
+	};
+	const char *from = data;
+	for (uint64_t p = first; p < first + npages;) {
+		if (!page_try_claim(r, p)) {
+			p++; /* present, or someone is fetching it */
+			continue;
+		}
+		uint64_t run, n;
+		claim_around(r, p, p, first + npages, &run, &n);
+		int ret = install_run(&ic, run, n,
+				      from + (run - first) * r->page_size,
+				      ORIGIN_FILL);
+		if (ret < 0)
+			return ret;
+		p = run + n;
+	}
+	return 0;
+}
+
 int pc_region_start_fill(pc_region *r)
 {
 	if (!r->nslices)

@@ -21,6 +21,10 @@
 
 struct restore_opts {
 	const char *image;
+	const char *source; /* network address, or NULL for --image */
+	const char *key_path;
+	bool insecure;
+	unsigned net_timeout_s;
 	enum pc_mode mode;
 	enum pc_backend backend;
 	unsigned vcpus;
@@ -35,13 +39,22 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: postcopy restore --image FILE [options]\n"
+		"       postcopy restore --source ADDR [--key FILE | --insecure] [options]\n"
 		"\n"
-		"Lazily restore FILE (a raw memory image) into fresh guest memory while\n"
-		"vCPU threads read it and a background filler completes it; then verify\n"
-		"every byte against FILE and print statistics.\n"
+		"Lazily restore a memory image into fresh guest memory while vCPU threads\n"
+		"read it and the rest arrives in the background (a filler for a file, the\n"
+		"server's push over the network); then verify it and print statistics.\n"
 		"\n"
-		"  --image FILE          raw image to restore (required; size a multiple\n"
-		"                        of 4 KiB, of 2 MiB for hugetlb)\n"
+		"  --image FILE          raw image to restore (size a multiple of 4 KiB,\n"
+		"                        of 2 MiB for hugetlb); with --source, the copy\n"
+		"                        to verify against, byte for byte\n"
+		"  --source ADDR         restore from `postcopy serve` at tcp://HOST:PORT\n"
+		"                        or unix:PATH; every run is checksummed, so the\n"
+		"                        result is verified even without --image\n"
+		"  --key FILE            pre-shared key for TCP (mode 600)\n"
+		"  --insecure            TCP without authentication: loopback tests only\n"
+		"  --net-timeout S       give up when the server is gone S seconds\n"
+		"                        (default 30)\n"
 		"  -m, --mode exit|wait  fault delivery (default exit)\n"
 		"  -s, --backend shmem|hugetlb|anon   guest memory (default shmem)\n"
 		"  --vcpus N             vCPU threads running the workload (default 2)\n"
@@ -62,6 +75,10 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 {
 	static const struct option longopts[] = {
 		{ "image", required_argument, NULL, 'i' },
+		{ "source", required_argument, NULL, 'S' },
+		{ "key", required_argument, NULL, 'k' },
+		{ "insecure", no_argument, NULL, 'I' },
+		{ "net-timeout", required_argument, NULL, 'N' },
 		{ "mode", required_argument, NULL, 'm' },
 		{ "backend", required_argument, NULL, 's' },
 		{ "vcpus", required_argument, NULL, 'v' },
@@ -81,6 +98,21 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		switch (c) {
 		case 'i':
 			o->image = optarg;
+			break;
+		case 'S':
+			o->source = optarg;
+			break;
+		case 'k':
+			o->key_path = optarg;
+			break;
+		case 'I':
+			o->insecure = true;
+			break;
+		case 'N':
+			if (parse_uint(optarg, 1, 86400, &o->net_timeout_s) < 0) {
+				complain("restore", "bad --net-timeout '%s' (seconds)", optarg);
+				return EXIT_USAGE;
+			}
 			break;
 		case 'm':
 			if (parse_mode(optarg, &o->mode) < 0) {
@@ -140,8 +172,16 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		complain("restore", "unexpected argument '%s'", argv[optind]);
 		return EXIT_USAGE;
 	}
-	if (!o->image) {
-		complain("restore", "--image FILE is required");
+	if (!o->image && !o->source) {
+		complain("restore", "--image FILE or --source ADDR is required");
+		return EXIT_USAGE;
+	}
+	if ((o->key_path || o->insecure) && !o->source) {
+		complain("restore", "--key and --insecure go with --source");
+		return EXIT_USAGE;
+	}
+	if (o->key_path && o->insecure) {
+		complain("restore", "--key and --insecure are exclusive");
 		return EXIT_USAGE;
 	}
 	return EXIT_OK;
@@ -215,11 +255,35 @@ static void *progress_main(void *arg)
 	return NULL;
 }
 
+static int open_net_source(const struct restore_opts *o, pc_source **src)
+{
+	struct pc_net_opts no = {
+		.address = o->source,
+		.insecure = o->insecure,
+		.timeout_ms = o->net_timeout_s * 1000,
+	};
+	uint8_t *key = NULL;
+	if (o->key_path &&
+	    read_key_file("restore", o->key_path, &key, &no.key_len) < 0)
+		return -EINVAL;
+	no.key = key;
+	char why[256];
+	int ret = pc_source_net(&no, src, why, sizeof(why));
+	free(key);
+	if (ret < 0)
+		complain("restore", "%s: %s", o->source, why[0] ? why : strerror(-ret));
+	return ret;
+}
+
 static int run(const struct restore_opts *o)
 {
 	pc_source *src;
-	int ret = pc_source_file(o->image, &src);
-	if (ret < 0) {
+	int ret;
+	const char *from = o->source ? o->source : o->image;
+	if (o->source) {
+		if (open_net_source(o, &src) < 0)
+			return EXIT_FAIL;
+	} else if ((ret = pc_source_file(o->image, &src)) < 0) {
 		if (ret == -EINVAL)
 			complain("restore", "%s: empty, or size not a multiple of 4096 bytes", o->image);
 		else
@@ -239,13 +303,13 @@ static int run(const struct restore_opts *o)
 	char why[256];
 	ret = pc_region_create(&ro, src, &r, why, sizeof(why));
 	if (ret < 0) {
-		complain("restore", "%s: %s", o->image, why);
+		complain("restore", "%s: %s", from, why);
 		return EXIT_FAIL;
 	}
 	double t0 = seconds_now();
 	ret = pc_region_start(r);
 	if (ret == 0 && o->fill)
-		ret = pc_region_start_fill(r);
+		ret = o->source ? pc_net_start_push(src, r) : pc_region_start_fill(r);
 	if (ret < 0) {
 		complain("restore", "%s", pc_region_error(r));
 		pc_region_destroy(r);
@@ -297,7 +361,11 @@ static int run(const struct restore_opts *o)
 
 	uint64_t bad = 0, first_bad = 0;
 	bool verified = false;
-	if (status == EXIT_OK) {
+	if (status == EXIT_OK && !o->image) {
+		/* Over the network every run was checked against its xxHash
+		 * before it was installed, and the region is complete. */
+		verified = true;
+	} else if (status == EXIT_OK) {
 		ret = verify_against_file(o->image, pc_region_addr(r), size,
 					  &bad, &first_bad);
 		verified = ret == 0 && bad == 0;
@@ -314,10 +382,12 @@ static int run(const struct restore_opts *o)
 
 	struct pc_stats *st = NULL;
 	pc_region_stats(r, &st);
+	struct pc_net_stats ns;
+	bool net = o->source && pc_net_get_stats(src, &ns) == 0;
 	double wl_rate = res.seconds > 0 ? (double)res.accesses / res.seconds : 0;
 	if (o->json) {
 		struct json_object *j = json_object_new_object();
-		json_object_object_add(j, "image", json_object_new_string(o->image));
+		json_object_object_add(j, "source", json_object_new_string(from));
 		json_object_object_add(j, "size", json_object_new_int64((int64_t)size));
 		json_object_object_add(j, "mode", json_object_new_string(mode_str(o->mode)));
 		json_object_object_add(j, "backend", json_object_new_string(backend_str(o->backend)));
@@ -332,11 +402,22 @@ static int run(const struct restore_opts *o)
 			json_object_object_add(j, "stats", stats_json(st));
 		if (res.latency)
 			json_object_object_add(j, "latency_us", latency_json_us(res.latency));
+		if (net) {
+			struct json_object *n = json_object_new_object();
+			json_object_object_add(n, "requests", json_object_new_int64((int64_t)ns.requests));
+			json_object_object_add(n, "pages_demanded", json_object_new_int64((int64_t)ns.pages_received));
+			json_object_object_add(n, "pages_pushed", json_object_new_int64((int64_t)ns.pages_pushed));
+			json_object_object_add(n, "bytes_received", json_object_new_int64((int64_t)ns.bytes_received));
+			json_object_object_add(n, "reconnects", json_object_new_int64((int64_t)ns.reconnects));
+			json_object_object_add(n, "checksum_failures", json_object_new_int64((int64_t)ns.checksum_failures));
+			json_object_object_add(n, "push_done", json_object_new_boolean(ns.push_done));
+			json_object_object_add(j, "net", n);
+		}
 		printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY));
 		json_object_put(j);
 	} else {
 		printf("restore: %s, %.1f MiB, %s memory, %s mode, %u vCPUs (%s reads)%s\n",
-		       o->image, (double)size / (1 << 20), backend_str(o->backend),
+		       from, (double)size / (1 << 20), backend_str(o->backend),
 		       mode_str(o->mode), o->vcpus,
 		       o->order == ORDER_RANDOM ? "random" : "sequential",
 		       o->fill ? ", background fill" : "");
@@ -344,8 +425,14 @@ static int run(const struct restore_opts *o)
 		       restored, wl_rate);
 		if (st)
 			pc_stats_print(st, stdout);
-		printf("verified   %s\n", verified ? "every byte matches the image" :
-		       "NO: see the message above");
+		if (net)
+			printf("network    %llu requests, %llu pages demanded, %llu pushed, %.1f MiB received, %llu reconnects, %llu bad checksums\n",
+			       (unsigned long long)ns.requests, (unsigned long long)ns.pages_received,
+			       (unsigned long long)ns.pages_pushed, (double)ns.bytes_received / (1 << 20),
+			       (unsigned long long)ns.reconnects, (unsigned long long)ns.checksum_failures);
+		printf("verified   %s\n", !verified ? "NO: see the message above" :
+		       o->image ? "every byte matches the image" :
+				  "every page arrived and matched its checksum");
 	}
 	free(st);
 	workload_result_free(&res);

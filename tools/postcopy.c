@@ -11,6 +11,7 @@
 int cmd_bench(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_mkimage(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 static const struct command {
 	const char *name;
@@ -22,6 +23,7 @@ static const struct command {
 	{ "restore", cmd_restore,
 	  "lazily restore a snapshot image under a live workload, verified" },
 	{ "mkimage", cmd_mkimage, "write a verifiable test image" },
+	{ "serve", cmd_serve, "serve an image to post-copy destinations" },
 };
 
 static void usage(FILE *f)

@@ -79,6 +79,13 @@ static inline uint64_t written_value(uint64_t p)
 uint64_t verify_memory(const char *mem, uint64_t size, pc_source *src,
 		       bool written, uint64_t *first_bad);
 
+/*
+ * Read a pre-shared key file (16..4096 bytes, used as is).  Refuses a
+ * file that others can read.  0, or a negative errno with a message.
+ */
+int read_key_file(const char *cmd, const char *path, uint8_t **key,
+		  size_t *len);
+
 /* ---- util.c: JSON output (json-c) ---- */
 struct json_object;
 struct json_object *stats_json(const struct pc_stats *s);

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* util.c - small parsing and reporting helpers for the CLI. */
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -168,4 +171,35 @@ struct json_object *stats_json(const struct pc_stats *s)
 	}
 	json_object_object_add(o, "per_thread", threads);
 	return o;
+}
+
+int read_key_file(const char *cmd, const char *path, uint8_t **key,
+		  size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		complain(cmd, "key file %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -errno;
+	}
+	int ret = 0;
+	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+		complain(cmd, "key file %s is readable by others: chmod 600 it", path);
+		ret = -EACCES;
+	} else if (st.st_size < 16 || st.st_size > 4096) {
+		complain(cmd, "key file %s must hold 16 to 4096 bytes (e.g. head -c 32 /dev/urandom)", path);
+		ret = -EINVAL;
+	} else if (!(*key = malloc((size_t)st.st_size)) ||
+		   read(fd, *key, (size_t)st.st_size) != st.st_size) {
+		complain(cmd, "key file %s: cannot read", path);
+		free(*key);
+		*key = NULL;
+		ret = -EIO;
+	} else {
+		*len = (size_t)st.st_size;
+	}
+	close(fd);
+	return ret;
 }

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * net.h - addresses and socket I/O shared by the server and the network
+ * source.  Addresses are resolved once, up front; everything after that
+ * (connect, poll, send, recv) is a plain system call, so the network
+ * source can reconnect and fetch from inside a SIGBUS handler.
+ */
+#ifndef PC_NET_H
+#define PC_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct net_addr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+	bool unix_socket;
+	char text[160]; /* as given, for messages */
+};
+
+/*
+ * Parse "tcp://HOST:PORT", "HOST:PORT", "[V6]:PORT" or "unix:PATH".
+ * HOST may be a name (resolved now).  0, or -EINVAL with @why filled.
+ */
+int net_parse(const char *s, struct net_addr *a, char *why, size_t why_len);
+/* True for loopback TCP addresses and every Unix socket. */
+bool net_is_local(const struct net_addr *a);
+
+/* A listening socket (SO_REUSEADDR; a stale Unix socket file is replaced). */
+int net_listen(const struct net_addr *a);
+/* Connect, giving up at @deadline_ns (CLOCK_MONOTONIC); fd or -errno.
+ * Async-signal-safe. */
+int net_connect(const struct net_addr *a, uint64_t deadline_ns);
+
+/* Send or receive exactly @len bytes on a blocking or non-blocking socket,
+ * waiting with poll() until @deadline_ns.  0, -ETIMEDOUT, -ECONNRESET on
+ * EOF, or -errno.  Async-signal-safe. */
+int net_send_all(int fd, const void *buf, size_t len, uint64_t deadline_ns);
+int net_recv_all(int fd, void *buf, size_t len, uint64_t deadline_ns);
+
+#endif

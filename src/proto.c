@@ -1,0 +1,315 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * proto.c - encoding and validation of the wire protocol's frames.  No
+ * I/O here: bytes in, structs out, and nothing a peer sends is trusted
+ * before it was checked.  Checksums are xxHash (libxxhash), proofs are
+ * HMAC-SHA256 (libsodium): nothing home-made.
+ */
+#include <errno.h>
+#include <sodium.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "proto.h"
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint16_t get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	uint32_t v = 0;
+	for (int i = 3; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+void proto_put_hdr(uint8_t *out, uint16_t type, uint32_t len, uint32_t tag)
+{
+	put32(out, PROTO_MAGIC);
+	put16(out + 4, type);
+	put16(out + 6, 0);
+	put32(out + 8, len);
+	put32(out + 12, tag);
+}
+
+int proto_get_hdr(const uint8_t *in, uint32_t max_payload,
+		  struct frame_hdr *h)
+{
+	h->magic = get32(in);
+	h->type = get16(in + 4);
+	h->flags = get16(in + 6);
+	h->len = get32(in + 8);
+	h->tag = get32(in + 12);
+	if (h->magic != PROTO_MAGIC || h->flags != 0 ||
+	    h->type < FRAME_HELLO || h->type > FRAME_BYE)
+		return -EPROTO;
+	if (h->len > max_payload)
+		return -EMSGSIZE;
+	return 0;
+}
+
+/* HELLO: version 4, role 4, session 8, nonce 32 = 48 */
+size_t proto_put_hello(uint8_t *out, const struct hello *m)
+{
+	put32(out, m->version);
+	put32(out + 4, m->role);
+	put64(out + 8, m->session);
+	memcpy(out + 16, m->nonce, PROTO_NONCE_LEN);
+	return 48;
+}
+
+int proto_get_hello(const uint8_t *in, size_t len, struct hello *m)
+{
+	if (len != 48)
+		return -EPROTO;
+	m->version = get32(in);
+	m->role = get32(in + 4);
+	m->session = get64(in + 8);
+	memcpy(m->nonce, in + 16, PROTO_NONCE_LEN);
+	/* The version is checked by the caller, which must say which it
+	 * speaks; the role is ours to check. */
+	if (m->role != ROLE_DEMAND && m->role != ROLE_PUSH)
+		return -EPROTO;
+	return 0;
+}
+
+/* CHALLENGE: version 4, page size 4, image 32, nonce 32, proof 32 = 104 */
+size_t proto_put_challenge(uint8_t *out, const struct challenge *m)
+{
+	put32(out, m->version);
+	put32(out + 4, m->page_size);
+	put64(out + 8, m->image.size);
+	put64(out + 16, m->image.page_count);
+	put64(out + 24, m->image.digest);
+	put64(out + 32, m->image.generation);
+	memcpy(out + 40, m->nonce, PROTO_NONCE_LEN);
+	memcpy(out + 72, m->proof, PROTO_MAC_LEN);
+	return 104;
+}
+
+int proto_get_challenge(const uint8_t *in, size_t len, struct challenge *m)
+{
+	if (len != 104)
+		return -EPROTO;
+	m->version = get32(in);
+	m->page_size = get32(in + 4);
+	m->image.size = get64(in + 8);
+	m->image.page_count = get64(in + 16);
+	m->image.digest = get64(in + 24);
+	m->image.generation = get64(in + 32);
+	memcpy(m->nonce, in + 40, PROTO_NONCE_LEN);
+	memcpy(m->proof, in + 72, PROTO_MAC_LEN);
+	if (m->page_size != PROTO_PAGE_SIZE || !m->image.page_count ||
+	    m->image.page_count > (UINT64_MAX / PROTO_PAGE_SIZE) ||
+	    m->image.size != m->image.page_count * PROTO_PAGE_SIZE)
+		return -EPROTO;
+	return 0;
+}
+
+size_t proto_put_auth(uint8_t *out, const struct auth *m)
+{
+	memcpy(out, m->proof, PROTO_MAC_LEN);
+	return PROTO_MAC_LEN;
+}
+
+int proto_get_auth(const uint8_t *in, size_t len, struct auth *m)
+{
+	if (len != PROTO_MAC_LEN)
+		return -EPROTO;
+	memcpy(m->proof, in, PROTO_MAC_LEN);
+	return 0;
+}
+
+/* REFUSE: code 4, then reason bytes (not terminated on the wire). */
+size_t proto_put_refuse(uint8_t *out, const struct refuse *m)
+{
+	size_t n = strnlen(m->reason, sizeof(m->reason) - 1);
+	put32(out, m->code);
+	memcpy(out + 4, m->reason, n);
+	return 4 + n;
+}
+
+int proto_get_refuse(const uint8_t *in, size_t len, struct refuse *m)
+{
+	if (len < 4 || len - 4 > sizeof(m->reason) - 1)
+		return -EPROTO;
+	m->code = get32(in);
+	memcpy(m->reason, in + 4, len - 4);
+	m->reason[len - 4] = '\0';
+	/* Only printable text reaches a terminal. */
+	for (size_t i = 0; i < len - 4; i++)
+		if ((unsigned char)m->reason[i] < 0x20 ||
+		    (unsigned char)m->reason[i] > 0x7e)
+			m->reason[i] = '?';
+	return 0;
+}
+
+static bool run_inside(uint64_t first, uint32_t npages, uint64_t page_count)
+{
+	return npages >= 1 && npages <= PROTO_MAX_RUN && first < page_count &&
+	       npages <= page_count - first;
+}
+
+/* REQUEST: first 8, npages 4, priority 4 = 16 */
+size_t proto_put_request(uint8_t *out, const struct request *m)
+{
+	put64(out, m->first);
+	put32(out + 8, m->npages);
+	put32(out + 12, m->priority);
+	return 16;
+}
+
+int proto_get_request(const uint8_t *in, size_t len, uint64_t page_count,
+		      struct request *m)
+{
+	if (len != 16)
+		return -EPROTO;
+	m->first = get64(in);
+	m->npages = get32(in + 8);
+	m->priority = get32(in + 12);
+	if (m->priority > PRIO_PREFETCH)
+		return -EPROTO;
+	if (!run_inside(m->first, m->npages, page_count))
+		return -ERANGE;
+	return 0;
+}
+
+/* DATA / ZERO fixed part: first 8, npages 4, reserved 4, checksum 8 */
+size_t proto_put_data_run(uint8_t *out, const struct data_run *m)
+{
+	put64(out, m->first);
+	put32(out + 8, m->npages);
+	put32(out + 12, 0);
+	put64(out + 16, m->checksum);
+	return PROTO_DATA_FIXED;
+}
+
+int proto_get_data_run(const uint8_t *in, size_t len, uint16_t type,
+		       uint64_t page_count, struct data_run *m)
+{
+	if (len < PROTO_DATA_FIXED)
+		return -EPROTO;
+	m->first = get64(in);
+	m->npages = get32(in + 8);
+	m->reserved = get32(in + 12);
+	m->checksum = get64(in + 16);
+	if (m->reserved || !run_inside(m->first, m->npages, page_count))
+		return -EPROTO;
+	size_t want = type == FRAME_DATA ?
+			      PROTO_DATA_FIXED +
+				      (size_t)m->npages * PROTO_PAGE_SIZE :
+			      PROTO_DATA_FIXED;
+	if ((type != FRAME_DATA && type != FRAME_ZERO) || len != want)
+		return -EPROTO;
+	return 0;
+}
+
+/* ZEROMAP: first 8, npages 4, reserved 4, then ceil(npages / 8) bytes */
+size_t proto_put_zeromap(uint8_t *out, const struct zeromap *m)
+{
+	put64(out, m->first);
+	put32(out + 8, m->npages);
+	put32(out + 12, 0);
+	return PROTO_ZEROMAP_FIXED;
+}
+
+int proto_get_zeromap(const uint8_t *in, size_t len, uint64_t page_count,
+		      struct zeromap *m)
+{
+	if (len < PROTO_ZEROMAP_FIXED)
+		return -EPROTO;
+	m->first = get64(in);
+	m->npages = get32(in + 8);
+	if (get32(in + 12) || !m->npages ||
+	    m->npages > PROTO_ZEROMAP_MAX_PAGES || m->first % 8 ||
+	    m->first >= page_count || m->npages > page_count - m->first ||
+	    len != PROTO_ZEROMAP_FIXED + (m->npages + 7) / 8)
+		return -EPROTO;
+	return 0;
+}
+
+size_t proto_put_bye(uint8_t *out, const struct bye *m)
+{
+	put64(out, m->pages_received);
+	return 8;
+}
+
+int proto_get_bye(const uint8_t *in, size_t len, struct bye *m)
+{
+	if (len != 8)
+		return -EPROTO;
+	m->pages_received = get64(in);
+	return 0;
+}
+
+uint64_t proto_checksum(const void *pages, size_t len, uint64_t first)
+{
+	return XXH64(pages, len, first);
+}
+
+static void proof(const char *label, const uint8_t *key, size_t key_len,
+		  const struct hello *h, const struct challenge *c,
+		  uint8_t out[PROTO_MAC_LEN])
+{
+	crypto_auth_hmacsha256_state st;
+	uint8_t hello_bytes[48], chal_bytes[104];
+
+	proto_put_hello(hello_bytes, h);
+	proto_put_challenge(chal_bytes, c);
+	/* The server's proof field is not part of what either side signs. */
+	memset(chal_bytes + 72, 0, PROTO_MAC_LEN);
+	crypto_auth_hmacsha256_init(&st, key, key_len);
+	crypto_auth_hmacsha256_update(&st, (const uint8_t *)label,
+				      strlen(label));
+	crypto_auth_hmacsha256_update(&st, hello_bytes, sizeof(hello_bytes));
+	crypto_auth_hmacsha256_update(&st, chal_bytes, sizeof(chal_bytes));
+	crypto_auth_hmacsha256_final(&st, out);
+	sodium_memzero(&st, sizeof(st));
+}
+
+void proto_server_proof(const uint8_t *key, size_t key_len,
+			const struct hello *h, const struct challenge *c,
+			uint8_t out[PROTO_MAC_LEN])
+{
+	proof("postcopy v1 server", key, key_len, h, c, out);
+}
+
+void proto_client_proof(const uint8_t *key, size_t key_len,
+			const struct hello *h, const struct challenge *c,
+			uint8_t out[PROTO_MAC_LEN])
+{
+	proof("postcopy v1 client", key, key_len, h, c, out);
+}
+
+bool proto_proof_equal(const uint8_t *a, const uint8_t *b)
+{
+	return sodium_memcmp(a, b, PROTO_MAC_LEN) == 0;
+}

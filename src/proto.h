@@ -1,0 +1,177 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * proto.h - the wire protocol between `postcopy serve` and the network
+ * source (docs/protocol.md is the prose version).
+ *
+ * Every frame is a 16-byte header followed by `len` payload bytes, all
+ * integers little-endian.  Decoding validates everything a peer controls
+ * (type, length bound, fields against the image) before anything is used,
+ * so a malformed frame is an error for that connection and nothing else.
+ */
+#ifndef PC_PROTO_H
+#define PC_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PROTO_MAGIC 0x70637079u /* "pcpy" */
+#define PROTO_VERSION 1
+#define PROTO_PAGE_SIZE 4096u
+#define PROTO_MAX_RUN 512u /* pages in one request or data frame */
+#define PROTO_HDR_LEN 16u
+#define PROTO_NONCE_LEN 32u
+#define PROTO_MAC_LEN 32u
+/* Largest payload: a data frame's fixed part and 2 MiB of pages. */
+#define PROTO_MAX_PAYLOAD (32u + PROTO_MAX_RUN * PROTO_PAGE_SIZE)
+/* Largest frame a destination may send (it never sends page data). */
+#define PROTO_MAX_CLIENT_PAYLOAD 256u
+
+enum frame_type {
+	FRAME_HELLO = 1,     /* c->s: version, role, session, nonce */
+	FRAME_CHALLENGE = 2, /* s->c: image identity, nonce, server proof */
+	FRAME_AUTH = 3,	     /* c->s: client proof */
+	FRAME_READY = 4,     /* s->c: accepted; zero-page map follows */
+	FRAME_REFUSE = 5,    /* s->c: code and reason; then close */
+	FRAME_ZEROMAP = 6,   /* s->c: bitmap of all-zero pages (chunk) */
+	FRAME_REQUEST = 7,   /* c->s: a run of pages, with priority */
+	FRAME_DATA = 8,	     /* s->c: a run of pages and its checksum */
+	FRAME_ZERO = 9,	     /* s->c: a run of zero pages, no payload */
+	FRAME_PUSH_DONE = 10, /* s->c: every page has been pushed once */
+	FRAME_BYE = 11,	     /* c->s: every page arrived; totals follow */
+};
+
+enum conn_role {
+	ROLE_DEMAND = 0, /* request/response lane */
+	ROLE_PUSH = 1,	 /* server streams pages nobody asked for */
+};
+
+enum priority {
+	PRIO_DEMAND = 0,
+	PRIO_PREFETCH = 1,
+};
+
+enum refuse_code {
+	REFUSE_VERSION = 1,
+	REFUSE_AUTH = 2,
+	REFUSE_BAD_FRAME = 3,
+	REFUSE_RANGE = 4,
+	REFUSE_BUSY = 5,
+};
+
+struct frame_hdr {
+	uint32_t magic;
+	uint16_t type;
+	uint16_t flags;
+	uint32_t len; /* payload bytes */
+	uint32_t tag; /* request id, echoed in its response */
+};
+
+struct hello {
+	uint32_t version;
+	uint32_t role;
+	uint64_t session;
+	uint8_t nonce[PROTO_NONCE_LEN];
+};
+
+/* What the destination must match before it takes a single page. */
+struct image_id {
+	uint64_t size;	     /* bytes */
+	uint64_t page_count; /* 4 KiB pages */
+	uint64_t digest;     /* xxh64 over the image's first and last MiB */
+	uint64_t generation; /* mtime-derived; changes when the file does */
+};
+
+struct challenge {
+	uint32_t version;
+	uint32_t page_size;
+	struct image_id image;
+	uint8_t nonce[PROTO_NONCE_LEN];
+	uint8_t proof[PROTO_MAC_LEN]; /* all zero when the server is insecure */
+};
+
+struct auth {
+	uint8_t proof[PROTO_MAC_LEN];
+};
+
+struct refuse {
+	uint32_t code;
+	char reason[200];
+};
+
+struct request {
+	uint64_t first;
+	uint32_t npages;
+	uint32_t priority;
+};
+
+/* DATA: fixed part then npages * 4 KiB; ZERO: fixed part only. */
+struct data_run {
+	uint64_t first;
+	uint32_t npages;
+	uint32_t reserved;
+	uint64_t checksum; /* DATA: xxh64(payload, seed = first) */
+};
+#define PROTO_DATA_FIXED 24u
+
+struct zeromap {
+	uint64_t first;	 /* first page this chunk of bits describes */
+	uint32_t npages; /* bits in this chunk */
+};
+#define PROTO_ZEROMAP_FIXED 16u
+#define PROTO_ZEROMAP_MAX_PAGES (PROTO_MAX_RUN * PROTO_PAGE_SIZE * 8u)
+
+struct bye {
+	uint64_t pages_received;
+};
+
+/* Header: encode into 16 bytes; decode and check magic, type, length
+ * (bounded by @max_payload).  Returns 0 or -EPROTO / -EMSGSIZE. */
+void proto_put_hdr(uint8_t *out, uint16_t type, uint32_t len, uint32_t tag);
+int proto_get_hdr(const uint8_t *in, uint32_t max_payload,
+		  struct frame_hdr *h);
+
+/* Fixed-layout payloads: encode returns the byte count; decode checks the
+ * exact length and every field a peer controls; 0 or -EPROTO. */
+size_t proto_put_hello(uint8_t *out, const struct hello *m);
+int proto_get_hello(const uint8_t *in, size_t len, struct hello *m);
+size_t proto_put_challenge(uint8_t *out, const struct challenge *m);
+int proto_get_challenge(const uint8_t *in, size_t len, struct challenge *m);
+size_t proto_put_auth(uint8_t *out, const struct auth *m);
+int proto_get_auth(const uint8_t *in, size_t len, struct auth *m);
+size_t proto_put_refuse(uint8_t *out, const struct refuse *m);
+int proto_get_refuse(const uint8_t *in, size_t len, struct refuse *m);
+size_t proto_put_request(uint8_t *out, const struct request *m);
+/* Also checks the run against an image of @page_count pages. */
+int proto_get_request(const uint8_t *in, size_t len, uint64_t page_count,
+		      struct request *m);
+size_t proto_put_data_run(uint8_t *out, const struct data_run *m);
+/* @len is the whole payload; DATA needs npages pages after the fixed
+ * part, ZERO nothing.  Checks the run against @page_count. */
+int proto_get_data_run(const uint8_t *in, size_t len, uint16_t type,
+		       uint64_t page_count, struct data_run *m);
+size_t proto_put_zeromap(uint8_t *out, const struct zeromap *m);
+int proto_get_zeromap(const uint8_t *in, size_t len, uint64_t page_count,
+		      struct zeromap *m);
+size_t proto_put_bye(uint8_t *out, const struct bye *m);
+int proto_get_bye(const uint8_t *in, size_t len, struct bye *m);
+
+/* Checksum of a run's pages, bound to where they belong. */
+uint64_t proto_checksum(const void *pages, size_t len, uint64_t first);
+
+/*
+ * Proofs for the mutual challenge-response (HMAC-SHA256, libsodium).  The
+ * server proves it knows the key over both nonces and the image identity,
+ * the client over both nonces and its session.  Different labels keep one
+ * side's proof from being replayed as the other's.
+ */
+void proto_server_proof(const uint8_t *key, size_t key_len,
+			const struct hello *h, const struct challenge *c,
+			uint8_t out[PROTO_MAC_LEN]);
+void proto_client_proof(const uint8_t *key, size_t key_len,
+			const struct hello *h, const struct challenge *c,
+			uint8_t out[PROTO_MAC_LEN]);
+/* Constant-time comparison of two proofs. */
+bool proto_proof_equal(const uint8_t *a, const uint8_t *b);
+
+#endif

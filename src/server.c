@@ -1,0 +1,759 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * server.c - `postcopy serve`: one epoll loop serving a raw image.
+ *
+ * A destination opens several connections under one session id: demand
+ * lanes (request/response) and one push connection, on which the server
+ * streams every page nobody asked for.  The loop answers demand requests
+ * first; it tops up a push connection only while no demand answer of that
+ * session is waiting to be written, and after each request the push goes
+ * on right after the requested run (locality, as in QEMU's postcopy
+ * preempt).  Every field a peer sends is checked before use; a malformed
+ * frame closes that connection and nothing else; the image is only ever
+ * read at offsets a validated request names.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "internal.h"
+#include "net.h"
+#include "proto.h"
+
+#define PUSH_CHUNK 64u		/* pages per push step: 256 KiB */
+#define MAX_CONNS 1024u
+
+enum conn_state { WAIT_HELLO, WAIT_AUTH, READY, CLOSING };
+
+struct session {
+	uint64_t id;
+	uint64_t cursor;      /* where the push goes on */
+	uint64_t *sent;	      /* pages sent once (push skips them) */
+	uint64_t unsent;      /* pages not yet sent */
+	unsigned conns;
+	bool push_done_sent;
+	bool done;	      /* BYE received */
+	uint64_t idle_since;  /* ns; when its last connection closed */
+	struct session *next;
+};
+
+struct conn {
+	int fd;
+	enum conn_state state;
+	uint32_t role;
+	struct hello hello;
+	struct challenge chal;
+	struct session *session;
+	uint8_t in[PROTO_HDR_LEN + PROTO_MAX_CLIENT_PAYLOAD];
+	size_t in_have;
+	uint8_t *out;
+	size_t out_len, out_off, out_cap;
+	bool want_out; /* EPOLLOUT registered */
+};
+
+struct pc_server {
+	struct pc_server_opts opts;
+	uint8_t *key;
+	int image_fd;
+	struct image_id image;
+	uint64_t *zero_bits;
+	struct net_addr addr;
+	char address[160];
+	int listen_fd, epoll_fd, stop_fd;
+	struct conn *conns[MAX_CONNS];
+	struct session *sessions;
+	struct pc_server_stats stats;
+};
+
+static bool bit(const uint64_t *bits, uint64_t i)
+{
+	return (bits[i / 64] >> (i % 64)) & 1;
+}
+
+static void set_bit(uint64_t *bits, uint64_t i)
+{
+	bits[i / 64] |= 1ull << (i % 64);
+}
+
+/* ---- image ---- */
+
+static int open_image(struct pc_server *s, char *why, size_t len)
+{
+	struct stat st;
+	s->image_fd = open(s->opts.image, O_RDONLY | O_CLOEXEC);
+	if (s->image_fd < 0 || fstat(s->image_fd, &st) < 0) {
+		snprintf(why, len, "%s: %s", s->opts.image, strerror(errno));
+		return -errno;
+	}
+	if (!S_ISREG(st.st_mode) || !st.st_size ||
+	    st.st_size % PROTO_PAGE_SIZE) {
+		snprintf(why, len, "%s: not a regular file whose size is a positive multiple of 4096",
+			 s->opts.image);
+		return -EINVAL;
+	}
+	s->image.size = (uint64_t)st.st_size;
+	s->image.page_count = s->image.size / PROTO_PAGE_SIZE;
+	s->image.generation = (uint64_t)st.st_mtim.tv_sec * 1000000000ull +
+			      (uint64_t)st.st_mtim.tv_nsec;
+	/* Identity: a digest of the first and last MiB.  Together with the
+	 * size and mtime it tells two images apart without reading all. */
+	XXH64_state_t *h = XXH64_createState();
+	size_t span = s->image.size < (1u << 20) ? s->image.size : (1u << 20);
+	uint8_t *buf = malloc(span);
+	int ret = 0;
+	if (!h || !buf) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	XXH64_reset(h, 0);
+	for (int part = 0; part < 2; part++) {
+		off_t off = part ? (off_t)(s->image.size - span) : 0;
+		if (pread(s->image_fd, buf, span, off) != (ssize_t)span) {
+			snprintf(why, len, "%s: cannot read", s->opts.image);
+			ret = -EIO;
+			goto out;
+		}
+		XXH64_update(h, buf, span);
+	}
+	s->image.digest = XXH64_digest(h);
+
+	/* Zero pages: the holes (SEEK_HOLE), sent to destinations up front. */
+	s->zero_bits = calloc((s->image.page_count + 63) / 64, 8);
+	if (!s->zero_bits) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	off_t pos = 0;
+	while ((uint64_t)pos < s->image.size) {
+		off_t hole = lseek(s->image_fd, pos, SEEK_HOLE);
+		if (hole < 0 || (uint64_t)hole >= s->image.size)
+			break;
+		off_t data = lseek(s->image_fd, hole, SEEK_DATA);
+		if (data < 0)
+			data = (off_t)s->image.size;
+		for (uint64_t p = ((uint64_t)hole + PROTO_PAGE_SIZE - 1) / PROTO_PAGE_SIZE;
+		     p < (uint64_t)data / PROTO_PAGE_SIZE; p++)
+			set_bit(s->zero_bits, p);
+		pos = data;
+	}
+out:
+	XXH64_freeState(h);
+	free(buf);
+	return ret;
+}
+
+/* ---- output queue ---- */
+
+static uint8_t *out_reserve(struct conn *c, size_t n)
+{
+	if (c->out_off == c->out_len)
+		c->out_off = c->out_len = 0;
+	if (c->out_len + n > c->out_cap) {
+		size_t cap = c->out_cap ? c->out_cap : 4096;
+		while (cap < c->out_len + n)
+			cap *= 2;
+		uint8_t *p = realloc(c->out, cap);
+		if (!p)
+			return NULL;
+		c->out = p;
+		c->out_cap = cap;
+	}
+	uint8_t *at = c->out + c->out_len;
+	c->out_len += n;
+	return at;
+}
+
+static int queue_frame(struct conn *c, uint16_t type, uint32_t tag,
+		       const uint8_t *payload, size_t len)
+{
+	uint8_t *p = out_reserve(c, PROTO_HDR_LEN + len);
+	if (!p)
+		return -ENOMEM;
+	proto_put_hdr(p, type, (uint32_t)len, tag);
+	if (len)
+		memcpy(p + PROTO_HDR_LEN, payload, len);
+	return 0;
+}
+
+static bool pending(const struct conn *c)
+{
+	return c->out_off < c->out_len;
+}
+
+static void refuse(struct pc_server *s, struct conn *c, uint32_t code,
+		   const char *reason)
+{
+	struct refuse m = { .code = code };
+	uint8_t buf[4 + sizeof(m.reason)];
+	snprintf(m.reason, sizeof(m.reason), "%s", reason);
+	queue_frame(c, FRAME_REFUSE, 0, buf, proto_put_refuse(buf, &m));
+	c->state = CLOSING;
+	if (code == REFUSE_BAD_FRAME || code == REFUSE_RANGE)
+		s->stats.bad_frames++;
+	else
+		s->stats.refused++;
+}
+
+/* ---- pages out ---- */
+
+/* Queue pages [first, first + n) as DATA and ZERO frames tagged @tag. */
+static int queue_pages(struct pc_server *s, struct conn *c, uint64_t first,
+		       uint32_t n, uint32_t tag)
+{
+	for (uint64_t p = first; p < first + n;) {
+		bool zero = bit(s->zero_bits, p);
+		uint64_t q = p + 1;
+		while (q < first + n && bit(s->zero_bits, q) == zero)
+			q++;
+		struct data_run run = { .first = p, .npages = (uint32_t)(q - p) };
+		size_t bytes = zero ? 0 : (size_t)run.npages * PROTO_PAGE_SIZE;
+		uint8_t *f = out_reserve(c, PROTO_HDR_LEN + PROTO_DATA_FIXED + bytes);
+		if (!f)
+			return -ENOMEM;
+		uint8_t *data = f + PROTO_HDR_LEN + PROTO_DATA_FIXED;
+		if (!zero) {
+			ssize_t got = pread(s->image_fd, data, bytes,
+					    (off_t)(p * PROTO_PAGE_SIZE));
+			if (got != (ssize_t)bytes)
+				return got < 0 ? -errno : -EIO;
+			run.checksum = proto_checksum(data, bytes, p);
+		}
+		proto_put_hdr(f, zero ? FRAME_ZERO : FRAME_DATA,
+			      PROTO_DATA_FIXED + (uint32_t)bytes, tag);
+		proto_put_data_run(f + PROTO_HDR_LEN, &run);
+		s->stats.bytes_sent += PROTO_HDR_LEN + PROTO_DATA_FIXED + bytes;
+		p = q;
+	}
+	return 0;
+}
+
+static void mark_sent(struct session *ss, uint64_t first, uint64_t n)
+{
+	for (uint64_t p = first; p < first + n; p++)
+		if (!bit(ss->sent, p)) {
+			set_bit(ss->sent, p);
+			ss->unsent--;
+		}
+}
+
+static struct session *session_get(struct pc_server *s, uint64_t id,
+				   bool *created)
+{
+	*created = false;
+	for (struct session *ss = s->sessions; ss; ss = ss->next)
+		if (ss->id == id && !ss->done)
+			return ss;
+	struct session *ss = calloc(1, sizeof(*ss));
+	if (!ss)
+		return NULL;
+	ss->sent = calloc((s->image.page_count + 63) / 64, 8);
+	if (!ss->sent) {
+		free(ss);
+		return NULL;
+	}
+	ss->id = id;
+	ss->unsent = s->image.page_count;
+	/* Zero pages travel in the zero map: never pushed. */
+	for (uint64_t p = 0; p < s->image.page_count; p++)
+		if (bit(s->zero_bits, p))
+			mark_sent(ss, p, 1);
+	ss->next = s->sessions;
+	s->sessions = ss;
+	s->stats.sessions++;
+	*created = true;
+	return ss;
+}
+
+static int queue_zeromap(struct pc_server *s, struct conn *c)
+{
+	uint64_t pages = s->image.page_count;
+	for (uint64_t first = 0; first < pages; first += PROTO_ZEROMAP_MAX_PAGES) {
+		uint32_t n = (uint32_t)(pages - first < PROTO_ZEROMAP_MAX_PAGES ?
+					pages - first : PROTO_ZEROMAP_MAX_PAGES);
+		size_t len = PROTO_ZEROMAP_FIXED + (n + 7) / 8;
+		uint8_t *f = out_reserve(c, PROTO_HDR_LEN + len);
+		if (!f)
+			return -ENOMEM;
+		proto_put_hdr(f, FRAME_ZEROMAP, (uint32_t)len, 0);
+		struct zeromap zm = { .first = first, .npages = n };
+		uint8_t *bits = f + PROTO_HDR_LEN + proto_put_zeromap(f + PROTO_HDR_LEN, &zm);
+		memset(bits, 0, (n + 7) / 8);
+		for (uint32_t i = 0; i < n; i++)
+			if (bit(s->zero_bits, first + i))
+				bits[i / 8] |= (uint8_t)(1u << (i % 8));
+	}
+	return 0;
+}
+
+/* ---- handshake and requests ---- */
+
+static bool peer_allowed(struct pc_server *s, struct conn *c)
+{
+	if (!s->addr.unix_socket)
+		return true;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return false;
+	uid_t allowed = s->opts.allow_uid < 0 ? geteuid() :
+						(uid_t)s->opts.allow_uid;
+	return cred.uid == allowed;
+}
+
+static void on_hello(struct pc_server *s, struct conn *c, const uint8_t *p,
+		     size_t len)
+{
+	if (proto_get_hello(p, len, &c->hello) < 0)
+		return refuse(s, c, REFUSE_BAD_FRAME, "malformed HELLO");
+	if (c->hello.version != PROTO_VERSION) {
+		char why[120];
+		snprintf(why, sizeof(why),
+			 "protocol version %u is not supported; this server speaks version %u",
+			 c->hello.version, PROTO_VERSION);
+		return refuse(s, c, REFUSE_VERSION, why);
+	}
+	if (!peer_allowed(s, c))
+		return refuse(s, c, REFUSE_AUTH, "this user may not connect to this socket");
+	c->chal = (struct challenge){ .version = PROTO_VERSION,
+				      .page_size = PROTO_PAGE_SIZE,
+				      .image = s->image };
+	randombytes_buf(c->chal.nonce, sizeof(c->chal.nonce));
+	if (s->key)
+		proto_server_proof(s->key, s->opts.key_len, &c->hello, &c->chal,
+				   c->chal.proof);
+	uint8_t buf[104];
+	queue_frame(c, FRAME_CHALLENGE, 0, buf, proto_put_challenge(buf, &c->chal));
+	c->state = WAIT_AUTH;
+}
+
+static void on_auth(struct pc_server *s, struct conn *c, const uint8_t *p,
+		    size_t len)
+{
+	struct auth a;
+	if (proto_get_auth(p, len, &a) < 0)
+		return refuse(s, c, REFUSE_BAD_FRAME, "malformed AUTH");
+	if (s->key) {
+		uint8_t want[PROTO_MAC_LEN];
+		proto_client_proof(s->key, s->opts.key_len, &c->hello, &c->chal, want);
+		if (!proto_proof_equal(want, a.proof))
+			return refuse(s, c, REFUSE_AUTH, "authentication failed: wrong key");
+	}
+	bool created;
+	c->session = session_get(s, c->hello.session, &created);
+	if (!c->session)
+		return refuse(s, c, REFUSE_BUSY, "out of memory");
+	c->session->conns++;
+	c->role = c->hello.role;
+	c->state = READY;
+	queue_frame(c, FRAME_READY, 0, NULL, 0);
+	if (created && c->role == ROLE_DEMAND)
+		queue_zeromap(s, c);
+}
+
+static void on_request(struct pc_server *s, struct conn *c, uint32_t tag,
+		       const uint8_t *p, size_t len)
+{
+	struct request rq;
+	int ret = proto_get_request(p, len, s->image.page_count, &rq);
+	if (ret == -ERANGE)
+		return refuse(s, c, REFUSE_RANGE, "request outside the image");
+	if (ret < 0 || c->role != ROLE_DEMAND)
+		return refuse(s, c, REFUSE_BAD_FRAME, "malformed REQUEST");
+	if (queue_pages(s, c, rq.first, rq.npages, tag) < 0)
+		return refuse(s, c, REFUSE_BUSY, "cannot read the image");
+	s->stats.requests++;
+	s->stats.pages_demand += rq.npages;
+	mark_sent(c->session, rq.first, rq.npages);
+	if (rq.priority == PRIO_DEMAND) /* the push follows the guest */
+		c->session->cursor = (rq.first + rq.npages) % s->image.page_count;
+}
+
+static void on_frame(struct pc_server *s, struct conn *c,
+		     const struct frame_hdr *h, const uint8_t *p)
+{
+	switch (c->state) {
+	case WAIT_HELLO:
+		if (h->type != FRAME_HELLO)
+			return refuse(s, c, REFUSE_BAD_FRAME, "expected HELLO");
+		return on_hello(s, c, p, h->len);
+	case WAIT_AUTH:
+		if (h->type != FRAME_AUTH)
+			return refuse(s, c, REFUSE_BAD_FRAME, "expected AUTH");
+		return on_auth(s, c, p, h->len);
+	case READY:
+		if (h->type == FRAME_REQUEST)
+			return on_request(s, c, h->tag, p, h->len);
+		if (h->type == FRAME_BYE) {
+			struct bye b;
+			if (proto_get_bye(p, h->len, &b) < 0)
+				return refuse(s, c, REFUSE_BAD_FRAME, "malformed BYE");
+			if (!c->session->done)
+				s->stats.sessions_done++;
+			c->session->done = true;
+			c->state = CLOSING;
+			return;
+		}
+		return refuse(s, c, REFUSE_BAD_FRAME, "unexpected frame type");
+	case CLOSING:
+		return;
+	}
+}
+
+/* ---- the loop ---- */
+
+static void conn_close(struct pc_server *s, unsigned i)
+{
+	struct conn *c = s->conns[i];
+	if (c->session && --c->session->conns == 0)
+		c->session->idle_since = now_ns();
+	epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	free(c->out);
+	free(c);
+	s->conns[i] = NULL;
+}
+
+static void set_out_interest(struct pc_server *s, struct conn *c, unsigned i)
+{
+	bool want = pending(c);
+	if (want == c->want_out)
+		return;
+	struct epoll_event ev = { .events = EPOLLIN | (want ? EPOLLOUT : 0),
+				  .data.u32 = i };
+	epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, c->fd, &ev);
+	c->want_out = want;
+}
+
+/* Write what is queued; -1 when the connection is finished with. */
+static int flush(struct conn *c)
+{
+	while (pending(c)) {
+		ssize_t n = send(c->fd, c->out + c->out_off,
+				 c->out_len - c->out_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0)
+			return errno == EAGAIN || errno == EINTR ? 0 : -1;
+		c->out_off += (size_t)n;
+	}
+	return c->state == CLOSING ? -1 : 0;
+}
+
+static void on_readable(struct pc_server *s, struct conn *c)
+{
+	for (;;) {
+		size_t want = PROTO_HDR_LEN;
+		struct frame_hdr h = { 0 };
+		if (c->in_have >= PROTO_HDR_LEN) {
+			if (proto_get_hdr(c->in, PROTO_MAX_CLIENT_PAYLOAD, &h) < 0) {
+				refuse(s, c, REFUSE_BAD_FRAME, "malformed frame header");
+				return;
+			}
+			want += h.len;
+		}
+		if (c->in_have < want) {
+			ssize_t n = recv(c->fd, c->in + c->in_have,
+					 want - c->in_have, MSG_DONTWAIT);
+			if (n > 0) {
+				c->in_have += (size_t)n;
+				continue;
+			}
+			if (n < 0 && (errno == EAGAIN || errno == EINTR))
+				return;
+			c->state = CLOSING; /* EOF or error */
+			c->out_off = c->out_len;
+			return;
+		}
+		on_frame(s, c, &h, c->in + PROTO_HDR_LEN);
+		c->in_have = 0;
+		if (c->state == CLOSING)
+			return;
+	}
+}
+
+static void accept_all(struct pc_server *s)
+{
+	for (;;) {
+		int fd = accept4(s->listen_fd, NULL, NULL,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0)
+			return;
+		unsigned i = 0;
+		while (i < MAX_CONNS && s->conns[i])
+			i++;
+		struct conn *c = i < MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		c->fd = fd;
+		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
+		epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+		s->conns[i] = c;
+		s->stats.connections++;
+	}
+}
+
+/* Demand answers of this session still waiting to be written? */
+static bool demand_waiting(struct pc_server *s, struct session *ss)
+{
+	for (unsigned i = 0; i < MAX_CONNS; i++) {
+		struct conn *c = s->conns[i];
+		if (c && c->session == ss && c->role == ROLE_DEMAND && pending(c))
+			return true;
+	}
+	return false;
+}
+
+/* Top up a push connection by one chunk; true if it queued anything. */
+static bool push_step(struct pc_server *s, struct conn *c)
+{
+	struct session *ss = c->session;
+	if (pending(c) || ss->push_done_sent || demand_waiting(s, ss))
+		return false;
+	if (!ss->unsent) {
+		queue_frame(c, FRAME_PUSH_DONE, 0, NULL, 0);
+		ss->push_done_sent = true;
+		return true;
+	}
+	uint64_t pages = s->image.page_count, p = ss->cursor;
+	while (bit(ss->sent, p))
+		p = (p + 1) % pages;
+	uint64_t n = 1;
+	while (n < PUSH_CHUNK && p + n < pages && !bit(ss->sent, p + n))
+		n++;
+	if (queue_pages(s, c, p, (uint32_t)n, 0) < 0) {
+		c->state = CLOSING;
+		return false;
+	}
+	mark_sent(ss, p, n);
+	s->stats.pages_pushed += n;
+	ss->cursor = (p + n) % pages;
+	return true;
+}
+
+/* Forget sessions that finished, or whose destination never came back. */
+static void reap_sessions(struct pc_server *s)
+{
+	uint64_t now = now_ns(), limit = (uint64_t)s->opts.session_timeout_ms * 1000000ull;
+	for (struct session **pp = &s->sessions; *pp;) {
+		struct session *ss = *pp;
+		if (!ss->conns && (ss->done || now - ss->idle_since > limit)) {
+			*pp = ss->next;
+			free(ss->sent);
+			free(ss);
+		} else {
+			pp = &ss->next;
+		}
+	}
+}
+
+static bool finished(struct pc_server *s)
+{
+	if (!s->opts.once || !s->stats.sessions_done)
+		return false;
+	for (unsigned i = 0; i < MAX_CONNS; i++)
+		if (s->conns[i])
+			return false;
+	return true;
+}
+
+int pc_server_run(pc_server *s)
+{
+	struct epoll_event evs[64];
+	int timeout = -1;
+
+	while (!finished(s)) {
+		int n = epoll_wait(s->epoll_fd, evs, 64, timeout);
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		for (int k = 0; k < n; k++) {
+			uint32_t i = evs[k].data.u32;
+			if (i == MAX_CONNS) {
+				accept_all(s);
+				continue;
+			}
+			if (i == MAX_CONNS + 1)
+				return 0; /* pc_server_stop() */
+			struct conn *c = s->conns[i];
+			if (c && (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+				on_readable(s, c);
+		}
+		/* Demand answers first, then top up the push streams. */
+		timeout = -1;
+		for (int round = 0; round < 2; round++)
+			for (unsigned i = 0; i < MAX_CONNS; i++) {
+				struct conn *c = s->conns[i];
+				if (!c || (c->role == ROLE_PUSH) != round)
+					continue;
+				if (round && c->state == READY && push_step(s, c))
+					timeout = 0;
+				if (flush(c) < 0)
+					conn_close(s, i);
+				else
+					set_out_interest(s, c, i);
+			}
+		reap_sessions(s);
+		if (s->opts.once && s->stats.sessions_done && timeout < 0)
+			timeout = 100; /* notice the last close */
+	}
+	return 0;
+}
+
+void pc_server_stop(pc_server *s)
+{
+	uint64_t one = 1;
+	if (write(s->stop_fd, &one, sizeof(one)) < 0) {
+		/* already signalled */
+	}
+}
+
+/* ---- setup ---- */
+
+static int listen_and_name(struct pc_server *s, char *why, size_t len)
+{
+	s->listen_fd = net_listen(&s->addr);
+	if (s->listen_fd < 0) {
+		snprintf(why, len, "listen on %s: %s", s->addr.text, strerror(-s->listen_fd));
+		return s->listen_fd;
+	}
+	fcntl(s->listen_fd, F_SETFL, O_NONBLOCK);
+	if (s->addr.unix_socket) {
+		snprintf(s->address, sizeof(s->address), "%s", s->addr.text);
+		return 0;
+	}
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	getsockname(s->listen_fd, (struct sockaddr *)&ss, &sl);
+	char host[64] = "";
+	unsigned port;
+	if (ss.ss_family == AF_INET) {
+		struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		port = ntohs(in->sin_port);
+		snprintf(s->address, sizeof(s->address), "tcp://%s:%u", host, port);
+	} else {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		port = ntohs(in6->sin6_port);
+		snprintf(s->address, sizeof(s->address), "tcp://[%s]:%u", host, port);
+	}
+	return 0;
+}
+
+int pc_server_create(const struct pc_server_opts *opts, pc_server **out,
+		     char *why, size_t len)
+{
+	if (why && len)
+		why[0] = '\0';
+	if (!opts || !opts->image || !out)
+		return -EINVAL;
+	if (sodium_init() < 0) {
+		snprintf(why, len, "libsodium failed to initialise");
+		return -EIO;
+	}
+	struct pc_server *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->opts = *opts;
+	s->image_fd = s->listen_fd = s->epoll_fd = s->stop_fd = -1;
+	if (!s->opts.listen)
+		s->opts.listen = "tcp://127.0.0.1:7070";
+	if (!s->opts.session_timeout_ms)
+		s->opts.session_timeout_ms = 60000;
+	int ret = net_parse(s->opts.listen, &s->addr, why, len);
+	if (ret < 0)
+		goto err;
+	if (!s->addr.unix_socket && !s->opts.key && !s->opts.insecure) {
+		snprintf(why, len, "TCP needs a key (--key FILE); --insecure is for loopback tests only");
+		ret = -EPERM;
+		goto err;
+	}
+	if (s->opts.key) {
+		if (s->opts.key_len < 16) {
+			snprintf(why, len, "the key must be at least 16 bytes");
+			ret = -EINVAL;
+			goto err;
+		}
+		s->key = malloc(s->opts.key_len);
+		if (!s->key) {
+			ret = -ENOMEM;
+			goto err;
+		}
+		memcpy(s->key, s->opts.key, s->opts.key_len);
+		s->opts.key = s->key;
+	}
+	ret = open_image(s, why, len);
+	if (ret < 0)
+		goto err;
+	ret = listen_and_name(s, why, len);
+	if (ret < 0)
+		goto err;
+	s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->epoll_fd < 0 || s->stop_fd < 0) {
+		ret = -errno;
+		snprintf(why, len, "epoll/eventfd: %s", strerror(errno));
+		goto err;
+	}
+	struct epoll_event lev = { .events = EPOLLIN, .data.u32 = MAX_CONNS };
+	struct epoll_event sev = { .events = EPOLLIN, .data.u32 = MAX_CONNS + 1 };
+	epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->listen_fd, &lev);
+	epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->stop_fd, &sev);
+	*out = s;
+	return 0;
+err:
+	pc_server_destroy(s);
+	return ret;
+}
+
+const char *pc_server_address(const pc_server *s)
+{
+	return s->address;
+}
+
+void pc_server_get_stats(const pc_server *s, struct pc_server_stats *out)
+{
+	*out = s->stats;
+}
+
+void pc_server_destroy(pc_server *s)
+{
+	if (!s)
+		return;
+	for (unsigned i = 0; i < MAX_CONNS; i++)
+		if (s->conns[i])
+			conn_close(s, i);
+	while (s->sessions) {
+		struct session *ss = s->sessions;
+		s->sessions = ss->next;
+		free(ss->sent);
+		free(ss);
+	}
+	if (s->listen_fd >= 0) {
+		close(s->listen_fd);
+		if (s->addr.unix_socket)
+			unlink(((struct sockaddr_un *)&s->addr.ss)->sun_path);
+	}
+	if (s->epoll_fd >= 0)
+		close(s->epoll_fd);
+	if (s->stop_fd >= 0)
+		close(s->stop_fd);
+	if (s->image_fd >= 0)
+		close(s->image_fd);
+	if (s->key)
+		sodium_memzero(s->key, s->opts.key_len);
+	free(s->key);
+	free(s->zero_bits);
+	free(s);
+}

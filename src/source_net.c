@@ -1,0 +1,689 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * source_net.c - the destination side of post-copy over the network: a
+ * page source whose fetch asks a `postcopy serve` for a run of pages.
+ *
+ * Every thread that fetches gets a connection of its own (a lane), so in
+ * exit mode each vCPU talks to the server on its own socket from its own
+ * SIGBUS handler, with no lock shared between vCPUs.  The fetch path uses
+ * only system calls (poll, send, recv, connect, nanosleep, getrandom),
+ * xxHash and libsodium's HMAC, which are plain computation, and atomics:
+ * it is async-signal-safe.  A lane that breaks (reset, timeout, bad
+ * checksum) reconnects with backoff, proves the image is the same one, and
+ * asks again; a fetch fails only when the server has been gone for longer
+ * than the timeout.  Nothing is installed before its checksum matched.
+ *
+ * Global state: the per-thread lane binding, because a signal handler can
+ * find its thread's connection in no other way without a lock.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "net.h"
+#include "proto.h"
+
+#define NET_LANES 64
+#define HANDSHAKE_MAX 512u
+
+struct lane {
+	_Atomic int owned; /* claimed for good by one thread */
+	_Atomic int busy;  /* in use right now */
+	int fd;
+	uint32_t tag;
+};
+
+struct net_source {
+	struct net_addr addr;
+	uint8_t *key;
+	size_t key_len;
+	bool insecure;
+	unsigned timeout_ms;
+	uint64_t session;
+	struct image_id image;
+	uint64_t *zero_bits;
+	struct lane lanes[NET_LANES];
+
+	pc_region *region; /* with a push running */
+	pthread_t push_thread;
+	bool push_started;
+	_Atomic bool stopping;
+	_Atomic int push_fd;
+
+	_Atomic uint64_t requests, pages_received, pages_pushed;
+	_Atomic uint64_t bytes_received, reconnects, checksum_failures;
+	_Atomic bool push_done;
+};
+
+static __thread struct {
+	struct net_source *ns;
+	int lane;
+} my_lane __attribute__((tls_model("initial-exec")));
+
+static void count(_Atomic uint64_t *c, uint64_t n)
+{
+	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+/* Copy a message without stdio (async-signal-safe). */
+static void set_why(char *why, size_t len, const char *a, const char *b)
+{
+	if (!why || !len)
+		return;
+	size_t n = 0;
+	for (const char *s = a; s && *s && n + 1 < len; s++)
+		why[n++] = *s;
+	for (const char *s = b; s && *s && n + 1 < len; s++)
+		why[n++] = *s;
+	why[n] = '\0';
+}
+
+static void sleep_ns(uint64_t ns)
+{
+	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000ull),
+			       .tv_nsec = (long)(ns % 1000000000ull) };
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static int send_frame(int fd, uint16_t type, uint32_t tag, const uint8_t *p,
+		      size_t len, uint64_t deadline)
+{
+	uint8_t buf[PROTO_HDR_LEN + PROTO_MAX_CLIENT_PAYLOAD];
+	proto_put_hdr(buf, type, (uint32_t)len, tag);
+	memcpy(buf + PROTO_HDR_LEN, p, len);
+	return net_send_all(fd, buf, PROTO_HDR_LEN + len, deadline);
+}
+
+/* Read one small frame (handshake stage) into @payload. */
+static int recv_small(int fd, struct frame_hdr *h, uint8_t *payload,
+		      uint64_t deadline)
+{
+	uint8_t hdr[PROTO_HDR_LEN];
+	int ret = net_recv_all(fd, hdr, sizeof(hdr), deadline);
+	if (ret < 0)
+		return ret;
+	if (proto_get_hdr(hdr, HANDSHAKE_MAX, h) < 0)
+		return -EPROTO;
+	return net_recv_all(fd, payload, h->len, deadline);
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	uint8_t acc = 0;
+	for (size_t i = 0; i < n; i++)
+		acc |= p[i];
+	return acc == 0;
+}
+
+/*
+ * HELLO, CHALLENGE, AUTH, READY on a fresh connection.  @first learns the
+ * image (and its zero map) instead of checking it.  Returns 0, -EACCES
+ * (authentication), -ESTALE (a different image), -EPROTONOSUPPORT,
+ * -ECONNREFUSED (refused for another reason) or an I/O error.
+ */
+static int handshake(struct net_source *ns, int fd, uint32_t role, bool first,
+		     uint64_t deadline, char *why, size_t why_len)
+{
+	struct hello hello = { .version = PROTO_VERSION, .role = role,
+			       .session = ns->session };
+	uint8_t buf[HANDSHAKE_MAX];
+	struct frame_hdr h;
+	struct challenge chal;
+
+	randombytes_buf(hello.nonce, sizeof(hello.nonce));
+	int ret = send_frame(fd, FRAME_HELLO, 0, buf,
+			     proto_put_hello(buf, &hello), deadline);
+	if (ret == 0)
+		ret = recv_small(fd, &h, buf, deadline);
+	if (ret < 0)
+		return ret;
+	if (h.type == FRAME_REFUSE) {
+		struct refuse rf;
+		if (proto_get_refuse(buf, h.len, &rf) < 0)
+			return -EPROTO;
+		set_why(why, why_len, "the server refused: ", rf.reason);
+		return rf.code == REFUSE_VERSION ? -EPROTONOSUPPORT :
+		       rf.code == REFUSE_AUTH	 ? -EACCES :
+						   -ECONNREFUSED;
+	}
+	if (h.type != FRAME_CHALLENGE || proto_get_challenge(buf, h.len, &chal) < 0)
+		return -EPROTO;
+	if (chal.version != PROTO_VERSION) {
+		set_why(why, why_len, "the server speaks another protocol version", NULL);
+		return -EPROTONOSUPPORT;
+	}
+	if (first) {
+		ns->image = chal.image;
+	} else if (memcmp(&chal.image, &ns->image, sizeof(chal.image))) {
+		set_why(why, why_len, "the server now serves a different image", NULL);
+		return -ESTALE;
+	}
+	struct auth auth = { { 0 } };
+	if (ns->key) {
+		uint8_t want[PROTO_MAC_LEN];
+		if (all_zero(chal.proof, PROTO_MAC_LEN)) {
+			set_why(why, why_len, "the server does not authenticate (start it with --key, or use --insecure on both sides)", NULL);
+			return -EACCES;
+		}
+		proto_server_proof(ns->key, ns->key_len, &hello, &chal, want);
+		if (!proto_proof_equal(want, chal.proof)) {
+			set_why(why, why_len, "the server could not prove it has the key", NULL);
+			return -EACCES;
+		}
+		proto_client_proof(ns->key, ns->key_len, &hello, &chal, auth.proof);
+	}
+	ret = send_frame(fd, FRAME_AUTH, 0, buf, proto_put_auth(buf, &auth),
+			 deadline);
+	if (ret == 0)
+		ret = recv_small(fd, &h, buf, deadline);
+	if (ret < 0)
+		return ret;
+	if (h.type == FRAME_REFUSE) {
+		struct refuse rf;
+		if (proto_get_refuse(buf, h.len, &rf) < 0)
+			return -EPROTO;
+		set_why(why, why_len, "the server refused: ", rf.reason);
+		return rf.code == REFUSE_AUTH ? -EACCES : -ECONNREFUSED;
+	}
+	if (h.type != FRAME_READY || h.len)
+		return -EPROTO;
+	return 0;
+}
+
+/* The zero map follows READY on the session's first connection. */
+static int recv_zeromap(struct net_source *ns, int fd, uint64_t deadline)
+{
+	uint64_t pages = ns->image.page_count, covered = 0;
+	size_t max = PROTO_ZEROMAP_FIXED + PROTO_ZEROMAP_MAX_PAGES / 8;
+	uint8_t *buf = malloc(max);
+	int ret = buf ? 0 : -ENOMEM;
+
+	while (ret == 0 && covered < pages) {
+		uint8_t hdr[PROTO_HDR_LEN];
+		struct frame_hdr h;
+		struct zeromap zm;
+		ret = net_recv_all(fd, hdr, sizeof(hdr), deadline);
+		if (ret < 0)
+			break;
+		if (proto_get_hdr(hdr, (uint32_t)max, &h) < 0 || h.type != FRAME_ZEROMAP) {
+			ret = -EPROTO;
+			break;
+		}
+		ret = net_recv_all(fd, buf, h.len, deadline);
+		if (ret < 0)
+			break;
+		if (proto_get_zeromap(buf, h.len, pages, &zm) < 0 || zm.first != covered) {
+			ret = -EPROTO;
+			break;
+		}
+		const uint8_t *bits = buf + PROTO_ZEROMAP_FIXED;
+		for (uint32_t i = 0; i < zm.npages; i++)
+			if (bits[i / 8] >> (i % 8) & 1)
+				ns->zero_bits[(zm.first + i) / 64] |= 1ull << ((zm.first + i) % 64);
+		covered += zm.npages;
+	}
+	free(buf);
+	return ret;
+}
+
+static int open_conn(struct net_source *ns, uint32_t role, uint64_t deadline)
+{
+	int fd = net_connect(&ns->addr, deadline);
+	if (fd < 0)
+		return fd;
+	int ret = handshake(ns, fd, role, false, deadline, NULL, 0);
+	if (ret < 0) {
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+/* Fatal: no retry can fix these. */
+static bool fatal(int err)
+{
+	return err == -EACCES || err == -ESTALE || err == -EPROTONOSUPPORT;
+}
+
+static struct lane *acquire_lane(struct net_source *ns)
+{
+	int zero = 0;
+	if (my_lane.ns == ns) {
+		struct lane *l = &ns->lanes[my_lane.lane];
+		if (atomic_compare_exchange_strong(&l->busy, &zero, 1))
+			return l;
+	} else {
+		for (int i = 1; i < NET_LANES; i++) {
+			zero = 0;
+			if (atomic_compare_exchange_strong(&ns->lanes[i].owned, &zero, 1)) {
+				my_lane.ns = ns;
+				my_lane.lane = i;
+				zero = 0;
+				if (atomic_compare_exchange_strong(&ns->lanes[i].busy, &zero, 1))
+					return &ns->lanes[i];
+				break;
+			}
+		}
+	}
+	/* More threads than lanes: borrow whichever is free. */
+	for (;;) {
+		for (int i = 0; i < NET_LANES; i++) {
+			zero = 0;
+			if (atomic_compare_exchange_strong(&ns->lanes[i].busy, &zero, 1))
+				return &ns->lanes[i];
+		}
+		sleep_ns(50000);
+	}
+}
+
+static void release_lane(struct lane *l)
+{
+	atomic_store(&l->busy, 0);
+}
+
+/* Read a data run's frames for request [first, first + n) into @dst. */
+static int read_answer(struct net_source *ns, int fd, uint32_t tag,
+		       uint64_t first, uint64_t n, char *dst, uint64_t deadline)
+{
+	uint64_t next = first;
+	while (next < first + n) {
+		uint8_t hdr[PROTO_HDR_LEN], fixed[PROTO_DATA_FIXED];
+		struct frame_hdr h;
+		struct data_run run;
+		int ret = net_recv_all(fd, hdr, sizeof(hdr), deadline);
+		if (ret < 0)
+			return ret;
+		if (proto_get_hdr(hdr, PROTO_MAX_PAYLOAD, &h) < 0 || h.tag != tag ||
+		    (h.type != FRAME_DATA && h.type != FRAME_ZERO) ||
+		    h.len < PROTO_DATA_FIXED)
+			return -EPROTO;
+		ret = net_recv_all(fd, fixed, sizeof(fixed), deadline);
+		if (ret < 0)
+			return ret;
+		if (proto_get_data_run(fixed, h.len, h.type, ns->image.page_count, &run) < 0 ||
+		    run.first != next || run.npages > first + n - next)
+			return -EPROTO;
+		char *to = dst + (run.first - first) * PROTO_PAGE_SIZE;
+		size_t bytes = (size_t)run.npages * PROTO_PAGE_SIZE;
+		if (h.type == FRAME_ZERO) {
+			memset(to, 0, bytes);
+		} else {
+			ret = net_recv_all(fd, to, bytes, deadline);
+			if (ret < 0)
+				return ret;
+			if (proto_checksum(to, bytes, run.first) != run.checksum) {
+				count(&ns->checksum_failures, 1);
+				return -EBADMSG;
+			}
+		}
+		count(&ns->bytes_received, PROTO_HDR_LEN + h.len);
+		next += run.npages;
+	}
+	return 0;
+}
+
+static int request_on(struct net_source *ns, struct lane *l, uint64_t first,
+		      uint64_t n, void *dst)
+{
+	uint64_t deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
+	struct request rq = { .first = first, .npages = (uint32_t)n,
+			      .priority = PRIO_DEMAND };
+	uint8_t buf[16];
+	uint32_t tag = ++l->tag;
+	int ret = send_frame(l->fd, FRAME_REQUEST, tag, buf,
+			     proto_put_request(buf, &rq), deadline);
+	if (ret == 0)
+		ret = read_answer(ns, l->fd, tag, first, n, dst, deadline);
+	if (ret == 0) {
+		count(&ns->requests, 1);
+		count(&ns->pages_received, n);
+	}
+	return ret;
+}
+
+static void say(const char *s)
+{
+	if (write(STDERR_FILENO, s, strlen(s)) < 0) {
+		/* nowhere to say it */
+	}
+}
+
+/* Fetch one run (at most PROTO_MAX_RUN pages) through this thread's lane,
+ * reconnecting until it works or the server has been gone too long. */
+static int fetch_run(struct net_source *ns, uint64_t first, uint64_t n,
+		     void *dst)
+{
+	struct lane *l = acquire_lane(ns);
+	uint64_t failing_since = 0, backoff = 10 * 1000000ull;
+	int ret;
+
+	for (;;) {
+		ret = l->fd >= 0 ? request_on(ns, l, first, n, dst) : -ENOTCONN;
+		if (ret == 0)
+			break;
+		if (l->fd >= 0) {
+			close(l->fd);
+			l->fd = -1;
+		}
+		uint64_t now = now_ns();
+		if (!failing_since)
+			failing_since = now;
+		else if (now - failing_since > (uint64_t)ns->timeout_ms * 1000000ull) {
+			say("postcopy: the migration source has been unreachable for longer than the timeout\n");
+			ret = -ETIMEDOUT;
+			break;
+		}
+		if (ret != -ENOTCONN) {
+			sleep_ns(backoff);
+			backoff = backoff * 2 > 500000000ull ? 500000000ull : backoff * 2;
+		}
+		int fd = open_conn(ns, ROLE_DEMAND, now_ns() + 1000000000ull);
+		if (fatal(fd)) {
+			say(fd == -ESTALE ? "postcopy: the migration source now serves a different image\n" :
+					    "postcopy: the migration source refused to reconnect\n");
+			ret = fd;
+			break;
+		}
+		if (fd >= 0) {
+			l->fd = fd;
+			if (ret != -ENOTCONN)
+				count(&ns->reconnects, 1);
+		} else if (ret == -ENOTCONN) {
+			sleep_ns(backoff);
+		}
+	}
+	release_lane(l);
+	return ret;
+}
+
+static int net_fetch(void *ctx, uint64_t first, uint64_t npages, void *dst)
+{
+	struct net_source *ns = ctx;
+	char *to = dst;
+	while (npages) {
+		uint64_t n = npages < PROTO_MAX_RUN ? npages : PROTO_MAX_RUN;
+		int ret = fetch_run(ns, first, n, to);
+		if (ret < 0)
+			return ret;
+		first += n;
+		npages -= n;
+		to += n * PROTO_PAGE_SIZE;
+	}
+	return 0;
+}
+
+static bool net_is_zero(void *ctx, uint64_t page)
+{
+	struct net_source *ns = ctx;
+	return (ns->zero_bits[page / 64] >> (page % 64)) & 1;
+}
+
+static void push_stop(struct net_source *ns)
+{
+	if (!ns->push_started)
+		return;
+	atomic_store(&ns->stopping, true);
+	int fd = atomic_load(&ns->push_fd);
+	if (fd >= 0)
+		shutdown(fd, SHUT_RDWR);
+	pthread_join(ns->push_thread, NULL);
+	ns->push_started = false;
+}
+
+static void push_stop_op(void *ctx)
+{
+	push_stop(ctx);
+}
+
+static void net_destroy(void *ctx)
+{
+	struct net_source *ns = ctx;
+	push_stop(ns);
+	for (int i = 0; i < NET_LANES; i++)
+		if (ns->lanes[i].fd >= 0)
+			close(ns->lanes[i].fd);
+	if (ns->key)
+		sodium_memzero(ns->key, ns->key_len);
+	free(ns->key);
+	free(ns->zero_bits);
+	free(ns);
+}
+
+/* ---- the background push ---- */
+
+static void send_bye(struct net_source *ns, int fd)
+{
+	struct bye b = { .pages_received = atomic_load(&ns->pages_received) +
+					   atomic_load(&ns->pages_pushed) };
+	uint8_t buf[8];
+	send_frame(fd, FRAME_BYE, 0, buf, proto_put_bye(buf, &b),
+		   now_ns() + 1000000000ull);
+}
+
+/* Receive pushed runs until PUSH_DONE; offer each to the region. */
+static int push_receive(struct net_source *ns, int fd, char *buf)
+{
+	for (;;) {
+		if (atomic_load(&ns->stopping) || pc_region_complete(ns->region))
+			return 0;
+		uint8_t hdr[PROTO_HDR_LEN];
+		struct frame_hdr h;
+		struct data_run run;
+		/* A quiet push (everything sent, or demand first) is fine:
+		 * wait in slices so completion and stop are noticed. */
+		int ret = net_recv_all(fd, hdr, sizeof(hdr), now_ns() + 200000000ull);
+		if (ret == -ETIMEDOUT)
+			continue;
+		if (ret < 0)
+			return ret;
+		uint64_t deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
+		if (proto_get_hdr(hdr, PROTO_MAX_PAYLOAD, &h) < 0)
+			return -EPROTO;
+		if (h.type == FRAME_PUSH_DONE && !h.len) {
+			atomic_store(&ns->push_done, true);
+			return 0;
+		}
+		if ((h.type != FRAME_DATA && h.type != FRAME_ZERO) || h.tag)
+			return -EPROTO;
+		ret = net_recv_all(fd, buf, h.len, deadline);
+		if (ret < 0)
+			return ret;
+		if (proto_get_data_run((uint8_t *)buf, h.len, h.type,
+				       ns->image.page_count, &run) < 0)
+			return -EPROTO;
+		char *pages = buf + PROTO_DATA_FIXED;
+		size_t bytes = (size_t)run.npages * PROTO_PAGE_SIZE;
+		if (h.type == FRAME_ZERO)
+			memset(pages, 0, bytes);
+		else if (proto_checksum(pages, bytes, run.first) != run.checksum) {
+			count(&ns->checksum_failures, 1);
+			return -EBADMSG; /* those pages come again, or by fill */
+		}
+		count(&ns->bytes_received, PROTO_HDR_LEN + h.len);
+		count(&ns->pages_pushed, run.npages);
+		ret = pc_region_offer(ns->region, run.first, run.npages, pages);
+		if (ret < 0)
+			return ret;
+	}
+}
+
+/*
+ * The push connection: receive until the server has pushed everything,
+ * reconnecting with backoff when it breaks.  Pages lost with a broken
+ * connection are not pushed again; the filler, started when the push ends
+ * either way, fetches whatever is still missing.  At completion it says
+ * BYE so that the server can report and, with --once, stop.
+ */
+static void *push_main(void *arg)
+{
+	struct net_source *ns = arg;
+	char *buf = malloc(PROTO_MAX_PAYLOAD);
+	uint64_t failing_since = 0, backoff = 10 * 1000000ull;
+	bool connected_once = false;
+	int fd = -1;
+
+	while (buf && !atomic_load(&ns->stopping) && !atomic_load(&ns->push_done) &&
+	       !pc_region_complete(ns->region)) {
+		fd = open_conn(ns, ROLE_PUSH, now_ns() + 1000000000ull);
+		int ret = fd;
+		if (fd >= 0) {
+			if (connected_once)
+				count(&ns->reconnects, 1);
+			connected_once = true;
+			failing_since = 0;
+			backoff = 10 * 1000000ull;
+			atomic_store(&ns->push_fd, fd);
+			ret = push_receive(ns, fd, buf);
+			if (ret == 0)
+				break;
+			atomic_store(&ns->push_fd, -1);
+			close(fd);
+			fd = -1;
+		}
+		uint64_t now = now_ns();
+		if (!failing_since)
+			failing_since = now;
+		if (fatal(ret) || now - failing_since > (uint64_t)ns->timeout_ms * 1000000ull)
+			break;
+		sleep_ns(backoff);
+		backoff = backoff * 2 > 500000000ull ? 500000000ull : backoff * 2;
+	}
+	free(buf);
+	/* Whatever did not come by push comes by fill. */
+	if (!atomic_load(&ns->stopping) && !pc_region_complete(ns->region))
+		pc_region_start_fill(ns->region);
+	while (!atomic_load(&ns->stopping) &&
+	       pc_region_wait(ns->region, 200) == -ETIMEDOUT)
+		;
+	if (pc_region_complete(ns->region)) {
+		if (fd < 0)
+			fd = open_conn(ns, ROLE_PUSH, now_ns() + 1000000000ull);
+		if (fd >= 0)
+			send_bye(ns, fd);
+	}
+	if (fd >= 0) {
+		atomic_store(&ns->push_fd, -1);
+		close(fd);
+	}
+	return NULL;
+}
+
+int pc_net_start_push(pc_source *src, pc_region *r)
+{
+	if (src->ops.fetch != net_fetch)
+		return -EINVAL;
+	struct net_source *ns = src->ctx;
+	if (ns->push_started)
+		return -EBUSY;
+	if (pc_region_page_size(r) != PROTO_PAGE_SIZE)
+		return pc_region_start_fill(r); /* huge pages: fill pulls them */
+	ns->region = r;
+	int ret = pthread_create(&ns->push_thread, NULL, push_main, ns);
+	if (ret)
+		return -ret;
+	ns->push_started = true;
+	return 0;
+}
+
+int pc_net_get_stats(pc_source *src, struct pc_net_stats *out)
+{
+	if (src->ops.fetch != net_fetch)
+		return -EINVAL;
+	struct net_source *ns = src->ctx;
+	*out = (struct pc_net_stats){
+		.requests = atomic_load(&ns->requests),
+		.pages_received = atomic_load(&ns->pages_received),
+		.pages_pushed = atomic_load(&ns->pages_pushed),
+		.bytes_received = atomic_load(&ns->bytes_received),
+		.reconnects = atomic_load(&ns->reconnects),
+		.checksum_failures = atomic_load(&ns->checksum_failures),
+		.push_done = atomic_load(&ns->push_done),
+	};
+	return 0;
+}
+
+static const struct pc_source_ops net_ops = {
+	.fetch = net_fetch,
+	.is_zero = net_is_zero,
+	.stop = push_stop_op,
+	.destroy = net_destroy,
+};
+
+int pc_source_net(const struct pc_net_opts *o, pc_source **out, char *why,
+		  size_t why_len)
+{
+	if (why && why_len)
+		why[0] = '\0';
+	if (!o || !o->address || !out)
+		return -EINVAL;
+	if (sodium_init() < 0) {
+		set_why(why, why_len, "libsodium failed to initialise", NULL);
+		return -EIO;
+	}
+	struct net_source *ns = calloc(1, sizeof(*ns));
+	if (!ns)
+		return -ENOMEM;
+	for (int i = 0; i < NET_LANES; i++)
+		ns->lanes[i].fd = -1;
+	atomic_store(&ns->push_fd, -1);
+	ns->timeout_ms = o->timeout_ms ? o->timeout_ms : 30000;
+	ns->insecure = o->insecure;
+	int ret = net_parse(o->address, &ns->addr, why, why_len);
+	if (ret < 0)
+		goto err;
+	if (o->key) {
+		if (o->key_len < 16) {
+			set_why(why, why_len, "the key must be at least 16 bytes", NULL);
+			ret = -EINVAL;
+			goto err;
+		}
+		ns->key = malloc(o->key_len);
+		if (!ns->key) {
+			ret = -ENOMEM;
+			goto err;
+		}
+		memcpy(ns->key, o->key, o->key_len);
+		ns->key_len = o->key_len;
+	} else if (!ns->addr.unix_socket && !o->insecure) {
+		set_why(why, why_len, "TCP needs a key (--key FILE); --insecure is for loopback tests only", NULL);
+		ret = -EPERM;
+		goto err;
+	}
+	randombytes_buf(&ns->session, sizeof(ns->session));
+
+	/* The first connection learns the image; it becomes lane 0. */
+	uint64_t deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
+	int fd = net_connect(&ns->addr, deadline);
+	if (fd < 0) {
+		set_why(why, why_len, "cannot connect to ", ns->addr.text);
+		ret = fd;
+		goto err;
+	}
+	ns->lanes[0].fd = fd;
+	ret = handshake(ns, fd, ROLE_DEMAND, true, deadline, why, why_len);
+	if (ret == 0) {
+		ns->zero_bits = calloc((ns->image.page_count + 63) / 64, 8);
+		ret = ns->zero_bits ? recv_zeromap(ns, fd, deadline) : -ENOMEM;
+	}
+	if (ret < 0) {
+		if (why && !why[0])
+			set_why(why, why_len, "handshake with the server failed: ",
+				ret == -ETIMEDOUT ? "timed out" : "protocol error or connection lost");
+		goto err;
+	}
+	ret = pc_source_custom(&net_ops, ns, ns->image.size, out);
+	if (ret < 0)
+		goto err;
+	return 0;
+err:
+	net_destroy(ns);
+	return ret;
+}
