@@ -106,4 +106,4 @@ fuzz:
 	  -artifact_prefix=build-fuzz/crashes/ $(FUZZ_FLAGS) build-fuzz/corpus
 
 clean:
-	rm -rf $(BUILDS)
+	rm -rf $(BUILDS) build-fuzz

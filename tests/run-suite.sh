@@ -38,6 +38,8 @@ logdir=$builddir/suite-logs
 rm -f "$counts"
 rm -rf "$logdir"
 mkdir -p "$logdir" "$builddir/tests"
+# The fuzz corpus replay is built in BUILD_DIR/fuzz (fuzz/meson.build).
+[[ -x $builddir/fuzz/test_fuzz_replay ]] && ln -sf ../fuzz/test_fuzz_replay "$builddir/tests/test_fuzz_replay"
 
 export POSTCOPY_CLI=$builddir/postcopy
 export POSTCOPY_SRCDIR=$srcdir
