@@ -56,7 +56,7 @@ int net_parse(const char *s, struct net_addr *a, char *why, size_t why_len)
 	host[hl] = '\0';
 	char *end;
 	unsigned long port = strtoul(colon + 1, &end, 10);
-	if (*end || !port || port > 65535) {
+	if (*end || end == colon + 1 || port > 65535) {
 		snprintf(why, why_len, "'%s': bad port", a->text);
 		return -EINVAL;
 	}

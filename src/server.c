@@ -31,7 +31,7 @@
 #include "net.h"
 #include "proto.h"
 
-#define PUSH_CHUNK 64u		/* pages per push step: 256 KiB */
+#define PUSH_CHUNK 128u	/* pages per push step: 512 KiB */
 #define MAX_CONNS 1024u
 
 enum conn_state { WAIT_HELLO, WAIT_AUTH, READY, CLOSING };
@@ -596,9 +596,15 @@ int pc_server_run(pc_server *s)
 				struct conn *c = s->conns[i];
 				if (!c || (c->role == ROLE_PUSH) != round)
 					continue;
-				if (round && c->state == READY && push_step(s, c))
+				int ret = flush(c);
+				/* A push connection whose queue drained gets the
+				 * next chunk now; come back soon for more. */
+				if (ret == 0 && round && c->state == READY &&
+				    push_step(s, c)) {
 					timeout = 0;
-				if (flush(c) < 0)
+					ret = flush(c);
+				}
+				if (ret < 0)
 					conn_close(s, i);
 				else
 					set_out_interest(s, c, i);

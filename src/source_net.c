@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -528,6 +529,12 @@ static void *push_main(void *arg)
 	char *buf = malloc(PROTO_MAX_PAYLOAD);
 	uint64_t failing_since = 0, backoff = 10 * 1000000ull;
 	bool connected_once = false;
+
+	/* Background work: on a busy machine it gets the CPU only when no
+	 * vCPU (or fault handler) wants it, so the push never delays a
+	 * demand fault on the destination's side. */
+	struct sched_param idle = { 0 };
+	pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
 	int fd = -1;
 
 	while (buf && !atomic_load(&ns->stopping) && !atomic_load(&ns->push_done) &&

@@ -12,6 +12,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_mkimage(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_netbench(int argc, char **argv);
 
 static const struct command {
 	const char *name;
@@ -24,6 +25,8 @@ static const struct command {
 	  "lazily restore a snapshot image under a live workload, verified" },
 	{ "mkimage", cmd_mkimage, "write a verifiable test image" },
 	{ "serve", cmd_serve, "serve an image to post-copy destinations" },
+	{ "netbench", cmd_netbench,
+	  "measure post-copy over loopback against raw socket baselines" },
 };
 
 static void usage(FILE *f)
