@@ -63,12 +63,18 @@ typedef struct pc_region pc_region;
  *           not) and it must not touch memory of an exit-mode region.
  * is_zero   optional: true when page @page is known to be all zeroes, so it
  *           is installed as a zero page without a fetch.  Same rules.
+ * fetch_many optional: fetch @n runs at once (first[i], npages[i] into
+ *           dst[i]).  Wait-mode handler threads pass every run of a batch of
+ *           faults, so a source with latency can pipeline the requests:
+ *           send them all, then collect the answers.  Same rules as fetch.
  * stop      optional: stop background work that uses the region (a push
  *           receiver); pc_region_destroy() calls it before tearing down.
  * destroy   optional: release @ctx.
  */
 struct pc_source_ops {
 	int (*fetch)(void *ctx, uint64_t first, uint64_t npages, void *dst);
+	int (*fetch_many)(void *ctx, unsigned n, const uint64_t *first,
+			  const uint64_t *npages, void *const *dst);
 	bool (*is_zero)(void *ctx, uint64_t page);
 	void (*stop)(void *ctx);
 	void (*destroy)(void *ctx);

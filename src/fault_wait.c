@@ -27,42 +27,112 @@ struct reader {
 	int epfd;
 };
 
-/*
- * Serve one fault message.  The latency recorded here is the handler's
- * service time (message read to page installed), not the time the
- * faulting thread slept, which also includes its wait in the queue.
- */
-static void serve(struct pc_region *r, const struct uffd_msg *m,
-		  void *scratch, size_t scratch_len)
+/* A fault whose run this reader claimed, waiting for its data. */
+struct claimed {
+	uint64_t first, n;
+	struct thread_slot *slot;
+	uint64_t t0;
+};
+
+static void record(struct thread_slot *slot, uint64_t t0)
 {
-	if (m->event != UFFD_EVENT_PAGEFAULT)
-		return;
-	uint64_t t0 = now_ns();
-	uintptr_t addr = (uintptr_t)m->arg.pagefault.address;
-	struct install_ctx ic = {
-		.r = r,
-		.slot = region_slot_by_tid(r, (int32_t)m->arg.pagefault.feat.ptid),
-		.wake = true,
-		.scratch = scratch,
-		.scratch_len = scratch_len,
-	};
-	uint64_t page = (addr - (uintptr_t)r->guest) / r->page_size;
-	/* Count before installing: the install may complete the region and
-	 * let the caller read final stats. */
-	atomic_fetch_add_explicit(&ic.slot->faults, 1, memory_order_relaxed);
-	int ret = resolve_page(&ic, page);
-	if (ret == RESOLVE_SKIPPED)
-		return; /* no service time of ours to record */
-	if (ret < 0) {
-		region_set_error(r, ret, "fetching page %llu for a fault: %s",
-				 (unsigned long long)page, strerror(-ret));
-		region_fail(r, ret);
-		return;
-	}
 	uint64_t dt = now_ns() - t0;
-	atomic_fetch_add_explicit(&ic.slot->blocked_ns, dt,
-				  memory_order_relaxed);
-	hist_record(&ic.slot->latency, dt);
+	atomic_fetch_add_explicit(&slot->blocked_ns, dt, memory_order_relaxed);
+	hist_record(&slot->latency, dt);
+}
+
+static void fail(struct pc_region *r, int err, uint64_t page)
+{
+	region_set_error(r, err, "fetching page %llu for a fault: %s",
+			 (unsigned long long)page, strerror(-err));
+	region_fail(r, err);
+}
+
+/*
+ * Fetch the data of runs [0, count) with one pipelined source request and
+ * install them.  On failure every run from there on goes back to missing.
+ */
+static int fetch_and_install(struct pc_region *r, struct claimed *c,
+			     unsigned count, char *buf)
+{
+	struct install_ctx ic = { .r = r, .wake = true };
+	uint64_t first[MSG_BATCH] = { 0 }, n[MSG_BATCH] = { 0 };
+	for (unsigned i = 0; i < count; i++) {
+		first[i] = c[i].first;
+		n[i] = c[i].n;
+	}
+	ic.slot = c[0].slot;
+	int ret = fetch_runs(&ic, count, first, n, buf);
+	char *data = buf;
+	for (unsigned i = 0; i < count; i++) {
+		if (ret == 0) {
+			ic.slot = c[i].slot;
+			ret = install_run(&ic, c[i].first, c[i].n, data,
+					  ORIGIN_DEMAND);
+			if (ret == 0)
+				record(c[i].slot, c[i].t0);
+		} else {
+			release_pages(r, c[i].first, c[i].n);
+		}
+		data += c[i].n * r->page_size;
+	}
+	return ret;
+}
+
+/*
+ * Serve a batch of fault messages in three steps: claim every faulting
+ * page (and its window), fetch all their data in pipelined requests (a
+ * network source sends them all before it waits for the first answer, so
+ * one round trip does not serialize the next fault), then install each
+ * and wake its sleeper.  The latency recorded is the handler's service
+ * time, from the batch read to the page installed, not the time the
+ * sleeper spent in the queue before that.
+ */
+static void serve_batch(struct pc_region *r, const struct uffd_msg *msgs,
+			size_t count, char *buf)
+{
+	struct claimed c[MSG_BATCH];
+	unsigned nc = 0;
+	uint64_t bytes = 0, t0 = now_ns();
+
+	for (size_t i = 0; i < count; i++) {
+		const struct uffd_msg *m = &msgs[i];
+		if (m->event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		struct install_ctx ic = {
+			.r = r,
+			.slot = region_slot_by_tid(r, (int32_t)m->arg.pagefault.feat.ptid),
+			.wake = true,
+		};
+		uintptr_t addr = (uintptr_t)m->arg.pagefault.address;
+		uint64_t page = (addr - (uintptr_t)r->guest) / r->page_size;
+		/* Count before installing: the install may complete the
+		 * region and let the caller read final stats. */
+		atomic_fetch_add_explicit(&ic.slot->faults, 1, memory_order_relaxed);
+		uint64_t first, n;
+		int ret = claim_fault(&ic, page, &first, &n);
+		if (ret == 0)
+			record(ic.slot, t0);
+		if (ret < 0)
+			fail(r, ret, page);
+		if (ret != RESOLVE_CLAIMED)
+			continue;
+		/* The buffer holds 2 MiB: fetch what it has first. */
+		if (bytes + n * r->page_size > PC_MAX_RUN_BYTES) {
+			ret = fetch_and_install(r, c, nc, buf);
+			if (ret < 0)
+				fail(r, ret, c[0].first);
+			nc = 0;
+			bytes = 0;
+		}
+		c[nc++] = (struct claimed){ first, n, ic.slot, t0 };
+		bytes += n * r->page_size;
+	}
+	if (nc) {
+		int ret = fetch_and_install(r, c, nc, buf);
+		if (ret < 0)
+			fail(r, ret, c[0].first);
+	}
 }
 
 static void *reader_main(void *arg)
@@ -70,8 +140,7 @@ static void *reader_main(void *arg)
 	struct reader *rd = arg;
 	struct pc_region *r = rd->r;
 	struct uffd_msg msgs[MSG_BATCH];
-	void *scratch = malloc(PC_MAX_RUN_BYTES);
-	size_t scratch_len = scratch ? PC_MAX_RUN_BYTES : 0;
+	char *scratch = malloc(PC_MAX_RUN_BYTES);
 
 	while (scratch && !atomic_load(&r->stopping) &&
 	       atomic_load(&r->done) != 1) {
@@ -83,8 +152,8 @@ static void *reader_main(void *arg)
 			ssize_t got = read(rd->uffd, msgs, sizeof(msgs));
 			if (got <= 0)
 				break; /* EAGAIN: drained */
-			for (size_t i = 0; i < (size_t)got / sizeof(msgs[0]); i++)
-				serve(r, &msgs[i], scratch, scratch_len);
+			serve_batch(r, msgs, (size_t)got / sizeof(msgs[0]),
+				    scratch);
 		}
 	}
 	if (!scratch)

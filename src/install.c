@@ -83,6 +83,27 @@ void claim_around(struct pc_region *r, uint64_t p, uint64_t lo, uint64_t hi,
 	*n = b - a;
 }
 
+/* Source pages, in one fetch_many call where the source has one. */
+static int fetch_subruns(const struct install_ctx *ic, unsigned k,
+			 const uint64_t *first, const uint64_t *n,
+			 void *const *dst)
+{
+	struct pc_source *src = ic->r->src;
+	int ret = 0;
+	if (src->ops.fetch_many)
+		ret = src->ops.fetch_many(src->ctx, k, first, n, dst);
+	else
+		for (unsigned i = 0; i < k && ret == 0; i++)
+			ret = src->ops.fetch(src->ctx, first[i], n[i], dst[i]);
+	if (ret < 0)
+		return ret;
+	for (unsigned i = 0; i < k; i++) {
+		stat_add(&ic->slot->fetches, 1);
+		stat_add(&ic->slot->bytes_fetched, n[i] * PC_SOURCE_PAGE_SIZE);
+	}
+	return 0;
+}
+
 int fetch_pages(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		void *dst)
 {
@@ -113,6 +134,47 @@ int fetch_data_pages(const struct install_ctx *ic, uint64_t first,
 		p = q + 1;
 	}
 	return 0;
+}
+
+int fetch_runs(const struct install_ctx *ic, unsigned count,
+	       const uint64_t *first, const uint64_t *n, char *dst)
+{
+	struct pc_region *r = ic->r;
+	uint64_t per = r->page_size / PC_SOURCE_PAGE_SIZE;
+	uint64_t sfirst[PC_MAX_BATCH], sn[PC_MAX_BATCH];
+	void *sdst[PC_MAX_BATCH];
+	unsigned k = 0;
+	uint64_t bytes = 0;
+
+	/* The data sub-runs of every run; zero pages are never fetched. */
+	for (unsigned i = 0; i < count; i++) {
+		for (uint64_t p = first[i]; p < first[i] + n[i];) {
+			if (page_is_zero(r, p)) {
+				p++;
+				continue;
+			}
+			uint64_t q = p + 1;
+			while (q < first[i] + n[i] && !page_is_zero(r, q))
+				q++;
+			if (k == PC_MAX_BATCH) { /* very fragmented: flush */
+				int ret = fetch_subruns(ic, k, sfirst, sn, sdst);
+				if (ret < 0)
+					return ret;
+				k = 0;
+			}
+			sfirst[k] = p * per;
+			sn[k] = (q - p) * per;
+			sdst[k] = dst + (p - first[i]) * r->page_size;
+			bytes += (q - p) * r->page_size;
+			k++;
+			p = q;
+		}
+		dst += n[i] * r->page_size;
+	}
+	if (!k)
+		return 0;
+	source_delay(r->src); /* pipelined: one round trip for them all */
+	return fetch_subruns(ic, k, sfirst, sn, sdst);
 }
 
 static int pwrite_all(int fd, const char *data, uint64_t len, uint64_t off)
@@ -291,7 +353,8 @@ static int resolve_present(const struct install_ctx *ic, uint64_t p)
 	return ret;
 }
 
-int resolve_page(const struct install_ctx *ic, uint64_t p)
+int claim_fault(const struct install_ctx *ic, uint64_t p, uint64_t *first,
+		uint64_t *n)
 {
 	struct pc_region *r = ic->r;
 
@@ -318,7 +381,15 @@ int resolve_page(const struct install_ctx *ic, uint64_t p)
 	uint64_t w = r->opts.window;
 	uint64_t lo = p - p % w;
 	uint64_t hi = lo + w < r->npages ? lo + w : r->npages;
+	claim_around(r, p, lo, hi, first, n);
+	return RESOLVE_CLAIMED;
+}
+
+int resolve_page(const struct install_ctx *ic, uint64_t p)
+{
 	uint64_t first, n;
-	claim_around(r, p, lo, hi, &first, &n);
+	int ret = claim_fault(ic, p, &first, &n);
+	if (ret != RESOLVE_CLAIMED)
+		return ret;
 	return install_run(ic, first, n, NULL, ORIGIN_DEMAND);
 }

@@ -34,6 +34,8 @@
 #define PC_MAX_RUN_BYTES (2ul << 20)
 /* Bounce buffer on the faulting thread's stack (signal handler). */
 #define PC_STACK_SCRATCH (64u << 10)
+/* Runs one fetch_many call may carry. */
+#define PC_MAX_BATCH 64
 
 /* ---- sources (source.c) ---- */
 
@@ -194,6 +196,13 @@ void claim_around(struct pc_region *r, uint64_t p, uint64_t lo, uint64_t hi,
 /* Fetch pages [first, first+n) into @dst with one source call; counted. */
 int fetch_pages(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		void *dst);
+/*
+ * Fetch the data pages of @count claimed runs (first[i], n[i] region
+ * pages) into @dst, laid out run after run, as one pipelined request;
+ * zero pages are skipped and left unwritten.
+ */
+int fetch_runs(const struct install_ctx *ic, unsigned count,
+	       const uint64_t *first, const uint64_t *n, char *dst);
 /* Fetch only the non-zero pages of [first, first+n) into their places in
  * @dst (n pages long); zero pages are left alone, never fetched. */
 int fetch_data_pages(const struct install_ctx *ic, uint64_t first,
@@ -213,6 +222,12 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
  * sleeper, or a negative errno.
  */
 #define RESOLVE_SKIPPED 1
+#define RESOLVE_CLAIMED 2
+/* The first half of resolve_page(): returns RESOLVE_CLAIMED with the run
+ * [*first, *first + *n) claimed for the caller to install, or what
+ * resolve_page() would have returned. */
+int claim_fault(const struct install_ctx *ic, uint64_t p, uint64_t *first,
+		uint64_t *n);
 int resolve_page(const struct install_ctx *ic, uint64_t p);
 /* Called when the last page is published: unregister and signal. */
 void region_complete(struct pc_region *r);

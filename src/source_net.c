@@ -357,17 +357,26 @@ static void say(const char *s)
 	}
 }
 
-/* Fetch one run (at most PROTO_MAX_RUN pages) through this thread's lane,
- * reconnecting until it works or the server has been gone too long. */
-static int fetch_run(struct net_source *ns, uint64_t first, uint64_t n,
-		     void *dst)
+static int request_many_on(struct net_source *ns, struct lane *l, unsigned n,
+			   const uint64_t *first, const uint64_t *npages,
+			   void *const *dst);
+static int net_fetch(void *ctx, uint64_t first, uint64_t npages, void *dst);
+
+/*
+ * Run @n requests on lane @l (which the caller holds), reconnecting until
+ * they succeed or the server has been gone for longer than the timeout.
+ */
+static int with_reconnect(struct net_source *ns, struct lane *l, unsigned n,
+			  const uint64_t *first, const uint64_t *npages,
+			  void *const *dst)
 {
-	struct lane *l = acquire_lane(ns);
 	uint64_t failing_since = 0, backoff = 10 * 1000000ull;
 	int ret;
 
 	for (;;) {
-		ret = l->fd >= 0 ? request_on(ns, l, first, n, dst) : -ENOTCONN;
+		ret = l->fd < 0 ? -ENOTCONN :
+		      n == 1	? request_on(ns, l, first[0], npages[0], dst[0]) :
+				  request_many_on(ns, l, n, first, npages, dst);
 		if (ret == 0)
 			break;
 		if (l->fd >= 0) {
@@ -401,6 +410,65 @@ static int fetch_run(struct net_source *ns, uint64_t first, uint64_t n,
 			sleep_ns(backoff);
 		}
 	}
+	return ret;
+}
+
+/* Fetch one run (at most PROTO_MAX_RUN pages) through this thread's lane. */
+static int fetch_run(struct net_source *ns, uint64_t first, uint64_t n,
+		     void *dst)
+{
+	struct lane *l = acquire_lane(ns);
+	int ret = with_reconnect(ns, l, 1, &first, &n, &dst);
+	release_lane(l);
+	return ret;
+}
+
+/* Send every request of a batch, then read the answers in order. */
+static int request_many_on(struct net_source *ns, struct lane *l, unsigned n,
+			   const uint64_t *first, const uint64_t *npages,
+			   void *const *dst)
+{
+	uint64_t deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
+	uint8_t buf[PC_MAX_BATCH * (PROTO_HDR_LEN + 16)];
+	uint32_t tag0 = l->tag + 1;
+	size_t len = 0;
+	for (unsigned i = 0; i < n; i++) {
+		struct request rq = { .first = first[i], .npages = (uint32_t)npages[i],
+				      .priority = PRIO_DEMAND };
+		proto_put_hdr(buf + len, FRAME_REQUEST, 16, ++l->tag);
+		len += PROTO_HDR_LEN;
+		len += proto_put_request(buf + len, &rq);
+	}
+	int ret = net_send_all(l->fd, buf, len, deadline);
+	for (unsigned i = 0; i < n && ret == 0; i++)
+		ret = read_answer(ns, l->fd, tag0 + i, first[i], npages[i],
+				  dst[i], deadline);
+	if (ret == 0) {
+		count(&ns->requests, n);
+		for (unsigned i = 0; i < n; i++)
+			count(&ns->pages_received, npages[i]);
+	}
+	return ret;
+}
+
+/* Several runs in one go: pipelined on this thread's lane, retried as a
+ * whole when the lane breaks (nothing was installed from a partial one). */
+static int net_fetch_many(void *ctx, unsigned n, const uint64_t *first,
+			  const uint64_t *npages, void *const *dst)
+{
+	struct net_source *ns = ctx;
+	for (unsigned i = 0; i < n; i++)
+		if (npages[i] > PROTO_MAX_RUN || n > PC_MAX_BATCH) {
+			/* Too big to pipeline in one go: one by one. */
+			for (unsigned k = 0; k < n; k++) {
+				int ret = net_fetch(ctx, first[k], npages[k], dst[k]);
+				if (ret < 0)
+					return ret;
+			}
+			return 0;
+		}
+	struct lane *l = acquire_lane(ns);
+	int ret = with_reconnect(ns, l, n, first, npages, dst);
 	release_lane(l);
 	return ret;
 }
@@ -619,6 +687,7 @@ int pc_net_get_stats(pc_source *src, struct pc_net_stats *out)
 
 static const struct pc_source_ops net_ops = {
 	.fetch = net_fetch,
+	.fetch_many = net_fetch_many,
 	.is_zero = net_is_zero,
 	.stop = push_stop_op,
 	.destroy = net_destroy,
