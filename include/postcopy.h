@@ -309,7 +309,7 @@ struct pc_server_opts {
 
 struct pc_server_stats {
 	uint64_t connections;	   /* accepted */
-	uint64_t refused;	   /* failed the handshake */
+	uint64_t refused;	   /* failed or abandoned the handshake */
 	uint64_t sessions;	   /* destinations seen */
 	uint64_t sessions_done;	   /* destinations that got every page */
 	uint64_t requests;	   /* demand and prefetch requests */

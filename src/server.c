@@ -42,7 +42,6 @@ struct session {
 	uint64_t *sent;	      /* pages sent once (push skips them) */
 	uint64_t unsent;      /* pages not yet sent */
 	unsigned conns;
-	bool push_done_sent;
 	bool done;	      /* BYE received */
 	uint64_t idle_since;  /* ns; when its last connection closed */
 	struct session *next;
@@ -60,6 +59,11 @@ struct conn {
 	uint8_t *out;
 	size_t out_len, out_off, out_cap;
 	bool want_out; /* EPOLLOUT registered */
+	/* Push: PUSH_DONE queued here.  Per connection, because a push
+	 * connection that broke may have lost it with the rest. */
+	bool push_done_sent;
+	bool authenticated; /* reached READY */
+	bool refused;	    /* counted already */
 };
 
 struct pc_server {
@@ -199,6 +203,7 @@ static void refuse(struct pc_server *s, struct conn *c, uint32_t code,
 	snprintf(m.reason, sizeof(m.reason), "%s", reason);
 	queue_frame(c, FRAME_REFUSE, 0, buf, proto_put_refuse(buf, &m));
 	c->state = CLOSING;
+	c->refused = true;
 	if (code == REFUSE_BAD_FRAME || code == REFUSE_RANGE)
 		s->stats.bad_frames++;
 	else
@@ -356,6 +361,7 @@ static void on_auth(struct pc_server *s, struct conn *c, const uint8_t *p,
 	c->session->conns++;
 	c->role = c->hello.role;
 	c->state = READY;
+	c->authenticated = true;
 	queue_frame(c, FRAME_READY, 0, NULL, 0);
 	if (created && c->role == ROLE_DEMAND)
 		queue_zeromap(s, c);
@@ -415,6 +421,10 @@ static void on_frame(struct pc_server *s, struct conn *c,
 static void conn_close(struct pc_server *s, unsigned i)
 {
 	struct conn *c = s->conns[i];
+	/* A client that walked away mid-handshake (it did not like our
+	 * proof, say) failed it as surely as one we refused. */
+	if (!c->authenticated && !c->refused)
+		s->stats.refused++;
 	if (c->session && --c->session->conns == 0)
 		c->session->idle_since = now_ns();
 	epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
@@ -519,11 +529,11 @@ static bool demand_waiting(struct pc_server *s, struct session *ss)
 static bool push_step(struct pc_server *s, struct conn *c)
 {
 	struct session *ss = c->session;
-	if (pending(c) || ss->push_done_sent || demand_waiting(s, ss))
+	if (pending(c) || c->push_done_sent || demand_waiting(s, ss))
 		return false;
 	if (!ss->unsent) {
 		queue_frame(c, FRAME_PUSH_DONE, 0, NULL, 0);
-		ss->push_done_sent = true;
+		c->push_done_sent = true;
 		return true;
 	}
 	uint64_t pages = s->image.page_count, p = ss->cursor;

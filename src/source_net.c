@@ -500,9 +500,11 @@ static void push_stop(struct net_source *ns)
 	if (!ns->push_started)
 		return;
 	atomic_store(&ns->stopping, true);
+	/* Wake a receive in progress, but keep the sending side: a
+	 * completed region still says BYE on its way out. */
 	int fd = atomic_load(&ns->push_fd);
 	if (fd >= 0)
-		shutdown(fd, SHUT_RDWR);
+		shutdown(fd, SHUT_RD);
 	pthread_join(ns->push_thread, NULL);
 	ns->push_started = false;
 }
