@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# test_net_cli.sh POSTCOPY - `postcopy serve` and `postcopy restore --source`
+# end to end, on loopback only.  Prints TAP.
+#
+# Pins: serve --listen tcp://127.0.0.1:0 --key K --once prints "listening on
+# ADDR" and exits 0 once the destination has every page; restore --source
+# ADDR --key K --vcpus 2 --json exits 0 with "verified": true, also with
+# --image F (verified byte for byte against the file) and in wait mode; a
+# wrong key exits 1 with a message; a key file of mode 644 is refused by
+# restore and by serve with a message; serve on TCP without --key exits 1
+# with a message about --key, restore likewise; over a Unix socket no key is
+# needed.  Background servers are killed on exit; temp files removed.
+set -u
+
+cli=${1:-${POSTCOPY_CLI:-}}
+if [[ -z $cli || ! -x $cli ]]; then
+	echo "1..0 # SKIP no postcopy CLI given (usage: $0 PATH_TO_POSTCOPY)"
+	exit 0
+fi
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/postcopy-test-net-cli.XXXXXX") || exit 1
+
+serve_pid=
+cleanup() {
+	if [[ -n $serve_pid ]]; then
+		kill "$serve_pid" 2>/dev/null
+		wait "$serve_pid" 2>/dev/null
+	fi
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+n=0 failed=0
+out=$tmp/stdout err=$tmp/stderr rc=0
+sout=$tmp/serve.out serr=$tmp/serve.err src=0 addr=
+
+# run ARGS...: run the CLI (bounded in time), keep stdout, stderr and status.
+run() {
+	timeout -k 5 120 "$cli" "$@" >"$out" 2>"$err"
+	rc=$?
+}
+
+# check NAME STATUS [FILES...]: one TAP line; on failure show what happened
+# (the last command's output, or the given files).
+check() {
+	local name=$1 status=$2
+	shift 2
+	n=$((n + 1))
+	if ((status == 0)); then
+		echo "ok $n - $name"
+		return
+	fi
+	failed=$((failed + 1))
+	echo "not ok $n - $name"
+	echo "# exit status $rc (serve: $src)"
+	local f
+	for f in "${@:-$out}" "$err"; do
+		[[ -f $f ]] && sed -n "1,15s|^|# ${f##*/}: |p" "$f"
+	done
+}
+
+# serve ARGS...: start `postcopy serve` in the background and wait (10 s at
+# most) for "listening on ADDR"; sets $addr.  Fails if it never says so.
+serve() {
+	: >"$sout"
+	: >"$serr"
+	addr=
+	timeout -k 5 120 "$cli" serve "$@" >"$sout" 2>"$serr" &
+	serve_pid=$!
+	local i
+	for ((i = 0; i < 100; i++)); do
+		addr=$(sed -n 's/^listening on \(.*\)$/\1/p' "$sout" | head -n 1)
+		[[ -n $addr ]] && return 0
+		kill -0 "$serve_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	return 1
+}
+
+# serve_exits: the background server ends by itself within 15 s; sets $src.
+serve_exits() {
+	local i
+	for ((i = 0; i < 150; i++)); do
+		if ! kill -0 "$serve_pid" 2>/dev/null; then
+			wait "$serve_pid"
+			src=$?
+			serve_pid=
+			return 0
+		fi
+		sleep 0.1
+	done
+	src=timeout
+	return 1
+}
+
+# serve_kill: stop a server that is not expected to end by itself.
+serve_kill() {
+	[[ -n $serve_pid ]] || return 0
+	kill "$serve_pid" 2>/dev/null
+	wait "$serve_pid" 2>/dev/null
+	serve_pid=
+}
+
+# json_check PYTHON-EXPR: every JSON object in stdout satisfies EXPR (with
+# the object as d) and there is at least one; prints the reason otherwise.
+json_check() {
+	python3 - "$1" "$out" <<'EOF'
+import json, sys
+expr, path = sys.argv[1], sys.argv[2]
+text = open(path).read()
+dec, i, objs = json.JSONDecoder(), 0, []
+while True:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    if i >= len(text):
+        break
+    try:
+        d, i = dec.raw_decode(text, i)
+    except ValueError as e:
+        print("# stdout is not JSON: %s" % e)
+        sys.exit(1)
+    objs.append(d)
+if not objs:
+    print("# no JSON object on stdout")
+    sys.exit(1)
+for d in objs:
+    try:
+        good = eval("(" + expr + ")", {"d": d})
+    except Exception as e:
+        print("# %r on %s" % (e, json.dumps(d)[:400]))
+        sys.exit(1)
+    if not good:
+        print("# fails %s: %s" % (expr, json.dumps(d)[:400]))
+        sys.exit(1)
+EOF
+}
+
+echo "1..16"
+
+img=$tmp/img key=$tmp/key wrong=$tmp/wrong.key open_key=$tmp/open.key
+if ! "$cli" mkimage "$img" 8M >"$out" 2>"$err"; then
+	echo "Bail out! mkimage failed: $(head -c 300 "$err")"
+	exit 1
+fi
+head -c 32 /dev/urandom >"$key" && chmod 600 "$key"
+head -c 32 /dev/urandom >"$wrong" && chmod 600 "$wrong"
+cp "$key" "$open_key" && chmod 644 "$open_key"
+verified='d.get("verified") is True and d.get("mismatched_pages", 0) == 0'
+
+# ---- TCP with a key -----------------------------------------------------------
+serve --image "$img" --listen tcp://127.0.0.1:0 --key "$key" --once
+[[ $addr =~ ^tcp://127\.0\.0\.1:[0-9]+$ ]] && [[ ${addr##*:} != 0 ]]
+check "serve_tcp_key_once_prints_listening_on_the_chosen_port" $? "$sout" "$serr"
+
+run restore --source "$addr" --key "$wrong" --vcpus 2 --json
+((rc == 1)) && grep -qi key "$err"
+check "restore_wrong_key_exits_1_with_message" $?
+
+run restore --source "$addr" --key "$open_key" --vcpus 2 --json
+((rc == 1)) && grep -Eqi 'readable by others|chmod|mode|600' "$err"
+check "restore_key_file_mode_644_refused_with_message" $?
+
+run restore --source "$addr" --vcpus 2 --json
+((rc == 1 || rc == 2)) && grep -qi key "$err"
+check "restore_tcp_without_key_refused_with_message_about_key" $?
+
+run restore --source "$addr" --key "$key" --vcpus 2 --json
+((rc == 0)) && json_check "$verified and d.get('net', {}).get('checksum_failures') == 0"
+check "restore_source_tcp_key_2vcpus_json_verified" $?
+
+serve_exits && [[ $src == 0 ]]
+check "serve_once_exits_0_after_the_destination_has_every_page" $? "$sout" "$serr"
+serve_kill
+
+# ---- the same with --image: verified byte for byte against the file, and in
+# wait mode ---------------------------------------------------------------------
+serve --image "$img" --listen tcp://127.0.0.1:0 --key "$key" --once
+run restore --source "$addr" --key "$key" --image "$img" --vcpus 2 --json
+((rc == 0)) && json_check "$verified"
+check "restore_source_tcp_key_with_image_json_verified_against_file" $?
+serve_exits && [[ $src == 0 ]]
+check "serve_once_exits_0_after_restore_with_image" $? "$sout" "$serr"
+serve_kill
+
+serve --image "$img" --listen tcp://127.0.0.1:0 --key "$key" --once
+run restore --source "$addr" --key "$key" --image "$img" -m wait -s anon \
+	--vcpus 2 --workload random --json
+((rc == 0)) && json_check "$verified"
+check "restore_source_tcp_key_wait_mode_anon_random_json_verified_against_file" $?
+serve_exits && [[ $src == 0 ]]
+check "serve_once_exits_0_after_wait_mode_restore" $? "$sout" "$serr"
+serve_kill
+
+# ---- key problems on the server side -------------------------------------------
+run serve --image "$img" --listen tcp://127.0.0.1:0 --key "$open_key" --once
+((rc == 1)) && grep -Eqi 'readable by others|chmod|mode|600' "$err"
+check "serve_key_file_mode_644_refused_with_message" $?
+
+run serve --image "$img" --listen tcp://127.0.0.1:0 --once
+((rc == 1)) && grep -q -- '--key' "$err"
+check "serve_tcp_without_key_exits_1_with_message_about_key" $?
+
+# ---- Unix socket: no key needed ----------------------------------------------
+sock=$tmp/serve.sock
+serve --image "$img" --listen "unix:$sock" --once
+[[ $addr == "unix:$sock" ]]
+check "serve_unix_socket_without_key_prints_listening_on" $? "$sout" "$serr"
+
+run restore --source "unix:$sock" --image "$img" --vcpus 2 --json
+((rc == 0)) && json_check "$verified"
+check "restore_unix_socket_no_key_json_verified_against_file" $?
+
+serve_exits && [[ $src == 0 ]]
+check "serve_unix_once_exits_0_after_restore" $? "$sout" "$serr"
+serve_kill
+
+[[ ! -e $sock ]]
+check "serve_unix_removes_its_socket_file_on_exit" $?
+
+exit $((failed != 0))
