@@ -68,7 +68,9 @@ typedef struct pc_region pc_region;
  *           faults, so a source with latency can pipeline the requests:
  *           send them all, then collect the answers.  Same rules as fetch.
  * stop      optional: stop background work that uses the region (a push
- *           receiver); pc_region_destroy() calls it before tearing down.
+ *           receiver); pc_region_destroy() calls it before tearing down,
+ *           with @complete true when every page had arrived (a source with
+ *           a peer may say goodbye).  Not called in a signal handler.
  * destroy   optional: release @ctx.
  */
 struct pc_source_ops {
@@ -76,7 +78,7 @@ struct pc_source_ops {
 	int (*fetch_many)(void *ctx, unsigned n, const uint64_t *first,
 			  const uint64_t *npages, void *const *dst);
 	bool (*is_zero)(void *ctx, uint64_t page);
-	void (*stop)(void *ctx);
+	void (*stop)(void *ctx, bool complete);
 	void (*destroy)(void *ctx);
 };
 
@@ -290,7 +292,8 @@ typedef struct pc_server pc_server;
  *                  tcp://127.0.0.1:7070); port 0 picks a free port
  * key, key_len     pre-shared key, at least 16 bytes
  * insecure         TCP without authentication (loopback tests only)
- * allow_uid        Unix sockets: the uid allowed to connect (-1: ours)
+ * allow_uid        Unix sockets: the uid allowed to connect; -1 for the
+ *                  server's own (0 is root, not a default)
  * once             return from pc_server_run() after one destination
  *                  said it has every page
  * session_timeout_ms  how long a session whose connections all dropped
@@ -327,6 +330,8 @@ const char *pc_server_address(const pc_server *s);
 int pc_server_run(pc_server *s);
 /* Make pc_server_run() return; async-signal-safe. */
 void pc_server_stop(pc_server *s);
+/* Totals; call it from the thread running pc_server_run(), or after it
+ * returned (the loop updates them without locks). */
 void pc_server_get_stats(const pc_server *s, struct pc_server_stats *out);
 void pc_server_destroy(pc_server *s);
 
@@ -337,7 +342,8 @@ void pc_server_destroy(pc_server *s);
  * learns the image's size, identity and zero pages.  Each thread that
  * fetches gets its own connection (a lane), opened on first use; a lane
  * that breaks reconnects with backoff and asks again, and only when the
- * server has been unreachable for @timeout_ms does a fetch fail.  Every
+ * server has been unreachable for @timeout_ms does a fetch fail
+ * (-EHOSTDOWN; pc_region_wait() then returns it).  Every
  * run's checksum is checked before its pages are used; a mismatch is
  * treated as a broken connection and the run is asked for again.
  *

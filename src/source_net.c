@@ -61,6 +61,7 @@ struct net_source {
 	_Atomic uint64_t requests, pages_received, pages_pushed;
 	_Atomic uint64_t bytes_received, reconnects, checksum_failures;
 	_Atomic bool push_done;
+	bool bye_sent;
 };
 
 static __thread struct {
@@ -388,7 +389,7 @@ static int with_reconnect(struct net_source *ns, struct lane *l, unsigned n,
 			failing_since = now;
 		else if (now - failing_since > (uint64_t)ns->timeout_ms * 1000000ull) {
 			say("postcopy: the migration source has been unreachable for longer than the timeout\n");
-			ret = -ETIMEDOUT;
+			ret = -EHOSTDOWN; /* not ETIMEDOUT: that is pc_region_wait's own */
 			break;
 		}
 		if (ret != -ENOTCONN) {
@@ -509,9 +510,32 @@ static void push_stop(struct net_source *ns)
 	ns->push_started = false;
 }
 
-static void push_stop_op(void *ctx)
+static void send_bye(struct net_source *ns, int fd)
 {
-	push_stop(ctx);
+	struct bye b = { .pages_received = atomic_load(&ns->pages_received) +
+					   atomic_load(&ns->pages_pushed) };
+	uint8_t buf[8];
+	send_frame(fd, FRAME_BYE, 0, buf, proto_put_bye(buf, &b),
+		   now_ns() + 1000000000ull);
+}
+
+/*
+ * Before the region goes: stop the push, and if every page arrived say
+ * BYE, so that the server counts the session complete (and, with --once,
+ * exits when the lanes close).
+ */
+static void net_stop(void *ctx, bool complete)
+{
+	struct net_source *ns = ctx;
+	push_stop(ns);
+	if (!complete || ns->bye_sent)
+		return;
+	struct lane *l = &ns->lanes[0];
+	if (l->fd < 0)
+		l->fd = open_conn(ns, ROLE_DEMAND, now_ns() + 1000000000ull);
+	if (l->fd >= 0)
+		send_bye(ns, l->fd);
+	ns->bye_sent = true;
 }
 
 static void net_destroy(void *ctx)
@@ -530,14 +554,6 @@ static void net_destroy(void *ctx)
 
 /* ---- the background push ---- */
 
-static void send_bye(struct net_source *ns, int fd)
-{
-	struct bye b = { .pages_received = atomic_load(&ns->pages_received) +
-					   atomic_load(&ns->pages_pushed) };
-	uint8_t buf[8];
-	send_frame(fd, FRAME_BYE, 0, buf, proto_put_bye(buf, &b),
-		   now_ns() + 1000000000ull);
-}
 
 /* Receive pushed runs until PUSH_DONE; offer each to the region. */
 static int push_receive(struct net_source *ns, int fd, char *buf)
@@ -590,8 +606,7 @@ static int push_receive(struct net_source *ns, int fd, char *buf)
  * The push connection: receive until the server has pushed everything,
  * reconnecting with backoff when it breaks.  Pages lost with a broken
  * connection are not pushed again; the filler, started when the push ends
- * either way, fetches whatever is still missing.  At completion it says
- * BYE so that the server can report and, with --once, stop.
+ * either way, fetches whatever is still missing.
  */
 static void *push_main(void *arg)
 {
@@ -637,15 +652,6 @@ static void *push_main(void *arg)
 	/* Whatever did not come by push comes by fill. */
 	if (!atomic_load(&ns->stopping) && !pc_region_complete(ns->region))
 		pc_region_start_fill(ns->region);
-	while (!atomic_load(&ns->stopping) &&
-	       pc_region_wait(ns->region, 200) == -ETIMEDOUT)
-		;
-	if (pc_region_complete(ns->region)) {
-		if (fd < 0)
-			fd = open_conn(ns, ROLE_PUSH, now_ns() + 1000000000ull);
-		if (fd >= 0)
-			send_bye(ns, fd);
-	}
 	if (fd >= 0) {
 		atomic_store(&ns->push_fd, -1);
 		close(fd);
@@ -691,7 +697,7 @@ static const struct pc_source_ops net_ops = {
 	.fetch = net_fetch,
 	.fetch_many = net_fetch_many,
 	.is_zero = net_is_zero,
-	.stop = push_stop_op,
+	.stop = net_stop,
 	.destroy = net_destroy,
 };
 
