@@ -15,6 +15,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,7 +33,9 @@
 #include "net.h"
 #include "proto.h"
 
-#define PUSH_CHUNK 128u	/* pages per push step: 512 KiB */
+/* Pages per push step (256 KiB): the longest a demand request that
+ * arrives meanwhile waits for the loop to come back to it. */
+#define PUSH_CHUNK 64u
 #define MAX_CONNS 1024u
 
 enum conn_state { WAIT_HELLO, WAIT_AUTH, READY, CLOSING };
@@ -507,6 +511,11 @@ static void accept_all(struct pc_server *s)
 			continue;
 		}
 		c->fd = fd;
+		if (!s->addr.unix_socket) {
+			/* Answers are single writes; never hold them back. */
+			int one = 1;
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		}
 		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
 		epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
 		s->conns[i] = c;
