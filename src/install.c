@@ -144,7 +144,6 @@ int fetch_runs(const struct install_ctx *ic, unsigned count,
 	uint64_t sfirst[PC_MAX_BATCH], sn[PC_MAX_BATCH];
 	void *sdst[PC_MAX_BATCH];
 	unsigned k = 0;
-	uint64_t bytes = 0;
 
 	/* The data sub-runs of every run; zero pages are never fetched. */
 	for (unsigned i = 0; i < count; i++) {
@@ -165,7 +164,6 @@ int fetch_runs(const struct install_ctx *ic, unsigned count,
 			sfirst[k] = p * per;
 			sn[k] = (q - p) * per;
 			sdst[k] = dst + (p - first[i]) * r->page_size;
-			bytes += (q - p) * r->page_size;
 			k++;
 			p = q;
 		}

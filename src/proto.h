@@ -23,7 +23,7 @@
 #define PROTO_NONCE_LEN 32u
 #define PROTO_MAC_LEN 32u
 /* Largest payload: a data frame's fixed part and 2 MiB of pages. */
-#define PROTO_MAX_PAYLOAD (32u + PROTO_MAX_RUN * PROTO_PAGE_SIZE)
+#define PROTO_MAX_PAYLOAD (24u + PROTO_MAX_RUN * PROTO_PAGE_SIZE)
 /* Largest frame a destination may send (it never sends page data). */
 #define PROTO_MAX_CLIENT_PAYLOAD 256u
 

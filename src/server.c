@@ -37,6 +37,10 @@
  * arrives meanwhile waits for the loop to come back to it. */
 #define PUSH_CHUNK 64u
 #define MAX_CONNS 1024u
+#define OUT_QUEUE_MAX (8u << 20)
+#define MAX_SESSIONS 64u
+/* A connection must finish its handshake within this long. */
+#define HANDSHAKE_NS (10ull * 1000000000ull)
 
 enum conn_state { WAIT_HELLO, WAIT_AUTH, READY, CLOSING };
 
@@ -63,6 +67,8 @@ struct conn {
 	uint8_t *out;
 	size_t out_len, out_off, out_cap;
 	bool want_out; /* EPOLLOUT registered */
+	bool want_in;  /* EPOLLIN registered */
+	uint64_t since; /* accepted at, ns */
 	/* Push: PUSH_DONE queued here.  Per connection, because a push
 	 * connection that broke may have lost it with the rest. */
 	bool push_done_sent;
@@ -76,12 +82,16 @@ struct pc_server {
 	int image_fd;
 	struct image_id image;
 	uint64_t *zero_bits;
+	uint64_t zero_pages;
+	struct stat image_stat; /* at start: a change means another image */
 	struct net_addr addr;
 	char address[160];
 	int listen_fd, epoll_fd, stop_fd;
 	struct conn *conns[MAX_CONNS];
 	struct session *sessions;
 	struct pc_server_stats stats;
+	uint64_t accept_paused_until; /* ns; 0 when accepting */
+	unsigned nsessions;
 };
 
 static bool bit(const uint64_t *bits, uint64_t i)
@@ -110,6 +120,7 @@ static int open_image(struct pc_server *s, char *why, size_t len)
 			 s->opts.image);
 		return -EINVAL;
 	}
+	s->image_stat = st;
 	s->image.size = (uint64_t)st.st_size;
 	s->image.page_count = s->image.size / PROTO_PAGE_SIZE;
 	s->image.generation = (uint64_t)st.st_mtim.tv_sec * 1000000000ull +
@@ -151,8 +162,10 @@ static int open_image(struct pc_server *s, char *why, size_t len)
 		if (data < 0)
 			data = (off_t)s->image.size;
 		for (uint64_t p = ((uint64_t)hole + PROTO_PAGE_SIZE - 1) / PROTO_PAGE_SIZE;
-		     p < (uint64_t)data / PROTO_PAGE_SIZE; p++)
+		     p < (uint64_t)data / PROTO_PAGE_SIZE; p++) {
 			set_bit(s->zero_bits, p);
+			s->zero_pages++;
+		}
 		pos = data;
 	}
 out:
@@ -199,6 +212,12 @@ static bool pending(const struct conn *c)
 	return c->out_off < c->out_len;
 }
 
+/* A peer that asks without reading gets no more than this queued. */
+static bool queue_full(const struct conn *c)
+{
+	return c->out_len - c->out_off > OUT_QUEUE_MAX;
+}
+
 static void refuse(struct pc_server *s, struct conn *c, uint32_t code,
 		   const char *reason)
 {
@@ -216,10 +235,14 @@ static void refuse(struct pc_server *s, struct conn *c, uint32_t code,
 
 /* ---- pages out ---- */
 
-/* Queue pages [first, first + n) as DATA and ZERO frames tagged @tag. */
+/* Queue pages [first, first + n) as DATA and ZERO frames tagged @tag; on
+ * failure nothing of it stays queued (no unwritten bytes go out). */
 static int queue_pages(struct pc_server *s, struct conn *c, uint64_t first,
 		       uint32_t n, uint32_t tag)
 {
+	if (c->out_off == c->out_len)
+		c->out_off = c->out_len = 0;
+	size_t undo = c->out_len;
 	for (uint64_t p = first; p < first + n;) {
 		bool zero = bit(s->zero_bits, p);
 		uint64_t q = p + 1;
@@ -234,8 +257,10 @@ static int queue_pages(struct pc_server *s, struct conn *c, uint64_t first,
 		if (!zero) {
 			ssize_t got = pread(s->image_fd, data, bytes,
 					    (off_t)(p * PROTO_PAGE_SIZE));
-			if (got != (ssize_t)bytes)
+			if (got != (ssize_t)bytes) {
+				c->out_len = undo;
 				return got < 0 ? -errno : -EIO;
+			}
 			run.checksum = proto_checksum(data, bytes, p);
 		}
 		proto_put_hdr(f, zero ? FRAME_ZERO : FRAME_DATA,
@@ -263,20 +288,22 @@ static struct session *session_get(struct pc_server *s, uint64_t id,
 	for (struct session *ss = s->sessions; ss; ss = ss->next)
 		if (ss->id == id && !ss->done)
 			return ss;
+	if (s->nsessions >= MAX_SESSIONS)
+		return NULL;
 	struct session *ss = calloc(1, sizeof(*ss));
 	if (!ss)
 		return NULL;
-	ss->sent = calloc((s->image.page_count + 63) / 64, 8);
+	size_t words = (s->image.page_count + 63) / 64;
+	ss->sent = malloc(words * 8);
 	if (!ss->sent) {
 		free(ss);
 		return NULL;
 	}
 	ss->id = id;
-	ss->unsent = s->image.page_count;
 	/* Zero pages travel in the zero map: never pushed. */
-	for (uint64_t p = 0; p < s->image.page_count; p++)
-		if (bit(s->zero_bits, p))
-			mark_sent(ss, p, 1);
+	memcpy(ss->sent, s->zero_bits, words * 8);
+	ss->unsent = s->image.page_count - s->zero_pages;
+	s->nsessions++;
 	ss->next = s->sessions;
 	s->sessions = ss;
 	s->stats.sessions++;
@@ -320,6 +347,14 @@ static bool peer_allowed(struct pc_server *s, struct conn *c)
 	return cred.uid == allowed;
 }
 
+static bool image_changed(struct pc_server *s)
+{
+	struct stat st;
+	return fstat(s->image_fd, &st) < 0 || st.st_size != s->image_stat.st_size ||
+	       st.st_mtim.tv_sec != s->image_stat.st_mtim.tv_sec ||
+	       st.st_mtim.tv_nsec != s->image_stat.st_mtim.tv_nsec;
+}
+
 static void on_hello(struct pc_server *s, struct conn *c, const uint8_t *p,
 		     size_t len)
 {
@@ -334,6 +369,8 @@ static void on_hello(struct pc_server *s, struct conn *c, const uint8_t *p,
 	}
 	if (!peer_allowed(s, c))
 		return refuse(s, c, REFUSE_AUTH, "this user may not connect to this socket");
+	if (image_changed(s))
+		return refuse(s, c, REFUSE_BUSY, "the image changed on disk since serve started");
 	c->chal = (struct challenge){ .version = PROTO_VERSION,
 				      .page_size = PROTO_PAGE_SIZE,
 				      .image = s->image };
@@ -361,7 +398,7 @@ static void on_auth(struct pc_server *s, struct conn *c, const uint8_t *p,
 	bool created;
 	c->session = session_get(s, c->hello.session, &created);
 	if (!c->session)
-		return refuse(s, c, REFUSE_BUSY, "out of memory");
+		return refuse(s, c, REFUSE_BUSY, "too many destinations at once");
 	c->session->conns++;
 	c->role = c->hello.role;
 	c->state = READY;
@@ -440,13 +477,16 @@ static void conn_close(struct pc_server *s, unsigned i)
 
 static void set_out_interest(struct pc_server *s, struct conn *c, unsigned i)
 {
-	bool want = pending(c);
-	if (want == c->want_out)
+	bool out = pending(c);
+	bool in = c->state != CLOSING && !queue_full(c);
+	if (out == c->want_out && in == c->want_in)
 		return;
-	struct epoll_event ev = { .events = EPOLLIN | (want ? EPOLLOUT : 0),
+	struct epoll_event ev = { .events = (in ? EPOLLIN : 0) |
+					    (out ? EPOLLOUT : 0),
 				  .data.u32 = i };
 	epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, c->fd, &ev);
-	c->want_out = want;
+	c->want_out = out;
+	c->want_in = in;
 }
 
 /* Write what is queued; -1 when the connection is finished with. */
@@ -465,7 +505,9 @@ static int flush(struct conn *c)
 
 static void on_readable(struct pc_server *s, struct conn *c)
 {
-	for (;;) {
+	/* A refused connection reads nothing more; one whose answers pile
+	 * up unread waits until they drain (its EPOLLIN is off meanwhile). */
+	while (c->state != CLOSING && !queue_full(c)) {
 		size_t want = PROTO_HDR_LEN;
 		struct frame_hdr h = { 0 };
 		if (c->in_have >= PROTO_HDR_LEN) {
@@ -495,22 +537,53 @@ static void on_readable(struct pc_server *s, struct conn *c)
 	}
 }
 
+static void pause_accepting(struct pc_server *s)
+{
+	epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, s->listen_fd, NULL);
+	s->accept_paused_until = now_ns() + 100000000ull;
+}
+
+/* Close connections that never finished their handshake, and resume
+ * accepting after a pause. */
+static void reap_conns(struct pc_server *s)
+{
+	uint64_t now = now_ns();
+	for (unsigned i = 0; i < MAX_CONNS; i++) {
+		struct conn *c = s->conns[i];
+		if (c && !c->authenticated && now - c->since > HANDSHAKE_NS)
+			conn_close(s, i);
+	}
+	if (s->accept_paused_until && now >= s->accept_paused_until) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = MAX_CONNS };
+		epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->listen_fd, &ev);
+		s->accept_paused_until = 0;
+	}
+}
+
 static void accept_all(struct pc_server *s)
 {
 	for (;;) {
 		int fd = accept4(s->listen_fd, NULL, NULL,
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0)
+		if (fd < 0) {
+			/* Out of descriptors: stop accepting for a moment
+			 * rather than spin on a listener that stays ready. */
+			if (errno == EMFILE || errno == ENFILE)
+				pause_accepting(s);
 			return;
+		}
 		unsigned i = 0;
 		while (i < MAX_CONNS && s->conns[i])
 			i++;
 		struct conn *c = i < MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
 		if (!c) {
 			close(fd);
-			continue;
+			pause_accepting(s);
+			return;
 		}
 		c->fd = fd;
+		c->since = now_ns();
+		c->want_in = true;
 		if (!s->addr.unix_socket) {
 			/* Answers are single writes; never hold them back. */
 			int one = 1;
@@ -569,6 +642,7 @@ static void reap_sessions(struct pc_server *s)
 		struct session *ss = *pp;
 		if (!ss->conns && (ss->done || now - ss->idle_since > limit)) {
 			*pp = ss->next;
+			s->nsessions--;
 			free(ss->sent);
 			free(ss);
 		} else {
@@ -629,8 +703,10 @@ int pc_server_run(pc_server *s)
 					set_out_interest(s, c, i);
 			}
 		reap_sessions(s);
-		if (s->opts.once && s->stats.sessions_done && timeout < 0)
-			timeout = 100; /* notice the last close */
+		reap_conns(s);
+		/* Come back at least every second for the deadlines. */
+		if (timeout < 0)
+			timeout = s->opts.once && s->stats.sessions_done ? 100 : 1000;
 	}
 	return 0;
 }
@@ -699,6 +775,11 @@ int pc_server_create(const struct pc_server_opts *opts, pc_server **out,
 	int ret = net_parse(s->opts.listen, &s->addr, why, len);
 	if (ret < 0)
 		goto err;
+	if (s->opts.insecure && !net_is_local(&s->addr)) {
+		snprintf(why, len, "--insecure is for loopback addresses only, not %s", s->addr.text);
+		ret = -EPERM;
+		goto err;
+	}
 	if (!s->addr.unix_socket && !s->opts.key && !s->opts.insecure) {
 		snprintf(why, len, "TCP needs a key (--key FILE); --insecure is for loopback tests only");
 		ret = -EPERM;

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,7 +46,6 @@ struct net_source {
 	struct net_addr addr;
 	uint8_t *key;
 	size_t key_len;
-	bool insecure;
 	unsigned timeout_ms;
 	uint64_t session;
 	struct image_id image;
@@ -56,7 +56,8 @@ struct net_source {
 	pthread_t push_thread;
 	bool push_started;
 	_Atomic bool stopping;
-	_Atomic int push_fd;
+	pthread_mutex_t push_lock; /* guards push_fd against push_stop() */
+	int push_fd;
 
 	_Atomic uint64_t requests, pages_received, pages_pushed;
 	_Atomic uint64_t bytes_received, reconnects, checksum_failures;
@@ -140,7 +141,11 @@ static int handshake(struct net_source *ns, int fd, uint32_t role, bool first,
 	struct frame_hdr h;
 	struct challenge chal;
 
-	randombytes_buf(hello.nonce, sizeof(hello.nonce));
+	/* getrandom(2), not libsodium's generator: this runs in the SIGBUS
+	 * handler when a lane reconnects, and a raw system call is safe
+	 * there. */
+	if (getrandom(hello.nonce, sizeof(hello.nonce), 0) != sizeof(hello.nonce))
+		return -EIO;
 	int ret = send_frame(fd, FRAME_HELLO, 0, buf,
 			     proto_put_hello(buf, &hello), deadline);
 	if (ret == 0)
@@ -236,12 +241,27 @@ static int recv_zeromap(struct net_source *ns, int fd, uint64_t deadline)
 	return ret;
 }
 
+/* A Unix socket's server must be us or root: anyone else could have bound
+ * that path first and serve whatever pages they like. */
+static int check_server_uid(const struct net_source *ns, int fd)
+{
+	if (!ns->addr.unix_socket)
+		return 0;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return -errno;
+	return cred.uid == geteuid() || cred.uid == 0 ? 0 : -EACCES;
+}
+
 static int open_conn(struct net_source *ns, uint32_t role, uint64_t deadline)
 {
 	int fd = net_connect(&ns->addr, deadline);
 	if (fd < 0)
 		return fd;
-	int ret = handshake(ns, fd, role, false, deadline, NULL, 0);
+	int ret = check_server_uid(ns, fd);
+	if (ret == 0)
+		ret = handshake(ns, fd, role, false, deadline, NULL, 0);
 	if (ret < 0) {
 		close(fd);
 		return ret;
@@ -501,11 +521,13 @@ static void push_stop(struct net_source *ns)
 	if (!ns->push_started)
 		return;
 	atomic_store(&ns->stopping, true);
-	/* Wake a receive in progress, but keep the sending side: a
-	 * completed region still says BYE on its way out. */
-	int fd = atomic_load(&ns->push_fd);
-	if (fd >= 0)
-		shutdown(fd, SHUT_RD);
+	/* Wake a receive in progress.  Under the lock, so that the push
+	 * thread cannot close the socket (and its number be reused) between
+	 * our look and our shutdown. */
+	pthread_mutex_lock(&ns->push_lock);
+	if (ns->push_fd >= 0)
+		shutdown(ns->push_fd, SHUT_RDWR);
+	pthread_mutex_unlock(&ns->push_lock);
 	pthread_join(ns->push_thread, NULL);
 	ns->push_started = false;
 }
@@ -530,7 +552,7 @@ static void net_stop(void *ctx, bool complete)
 	push_stop(ns);
 	if (!complete || ns->bye_sent)
 		return;
-	struct lane *l = &ns->lanes[0];
+	struct lane *l = &ns->lanes[0]; /* no fetch runs any more: ours */
 	if (l->fd < 0)
 		l->fd = open_conn(ns, ROLE_DEMAND, now_ns() + 1000000000ull);
 	if (l->fd >= 0)
@@ -549,11 +571,27 @@ static void net_destroy(void *ctx)
 		sodium_memzero(ns->key, ns->key_len);
 	free(ns->key);
 	free(ns->zero_bits);
+	pthread_mutex_destroy(&ns->push_lock);
 	free(ns);
 }
 
 /* ---- the background push ---- */
 
+
+static void set_push_fd(struct net_source *ns, int fd)
+{
+	pthread_mutex_lock(&ns->push_lock);
+	ns->push_fd = fd;
+	pthread_mutex_unlock(&ns->push_lock);
+}
+
+static void close_push_fd(struct net_source *ns, int fd)
+{
+	pthread_mutex_lock(&ns->push_lock);
+	ns->push_fd = -1;
+	close(fd);
+	pthread_mutex_unlock(&ns->push_lock);
+}
 
 /* Receive pushed runs until PUSH_DONE; offer each to the region. */
 static int push_receive(struct net_source *ns, int fd, char *buf)
@@ -632,12 +670,11 @@ static void *push_main(void *arg)
 			connected_once = true;
 			failing_since = 0;
 			backoff = 10 * 1000000ull;
-			atomic_store(&ns->push_fd, fd);
+			set_push_fd(ns, fd);
 			ret = push_receive(ns, fd, buf);
 			if (ret == 0)
 				break;
-			atomic_store(&ns->push_fd, -1);
-			close(fd);
+			close_push_fd(ns, fd);
 			fd = -1;
 		}
 		uint64_t now = now_ns();
@@ -652,10 +689,8 @@ static void *push_main(void *arg)
 	/* Whatever did not come by push comes by fill. */
 	if (!atomic_load(&ns->stopping) && !pc_region_complete(ns->region))
 		pc_region_start_fill(ns->region);
-	if (fd >= 0) {
-		atomic_store(&ns->push_fd, -1);
-		close(fd);
-	}
+	if (fd >= 0)
+		close_push_fd(ns, fd);
 	return NULL;
 }
 
@@ -717,9 +752,9 @@ int pc_source_net(const struct pc_net_opts *o, pc_source **out, char *why,
 		return -ENOMEM;
 	for (int i = 0; i < NET_LANES; i++)
 		ns->lanes[i].fd = -1;
-	atomic_store(&ns->push_fd, -1);
+	ns->push_fd = -1;
+	pthread_mutex_init(&ns->push_lock, NULL);
 	ns->timeout_ms = o->timeout_ms ? o->timeout_ms : 30000;
-	ns->insecure = o->insecure;
 	int ret = net_parse(o->address, &ns->addr, why, why_len);
 	if (ret < 0)
 		goto err;
@@ -736,6 +771,10 @@ int pc_source_net(const struct pc_net_opts *o, pc_source **out, char *why,
 		}
 		memcpy(ns->key, o->key, o->key_len);
 		ns->key_len = o->key_len;
+	} else if (o->insecure && !net_is_local(&ns->addr)) {
+		set_why(why, why_len, "--insecure is for loopback addresses only, not ", ns->addr.text);
+		ret = -EPERM;
+		goto err;
 	} else if (!ns->addr.unix_socket && !o->insecure) {
 		set_why(why, why_len, "TCP needs a key (--key FILE); --insecure is for loopback tests only", NULL);
 		ret = -EPERM;
@@ -752,6 +791,11 @@ int pc_source_net(const struct pc_net_opts *o, pc_source **out, char *why,
 		goto err;
 	}
 	ns->lanes[0].fd = fd;
+	ret = check_server_uid(ns, fd);
+	if (ret < 0) {
+		set_why(why, why_len, "the socket's server runs as another user: ", ns->addr.text);
+		goto err;
+	}
 	ret = handshake(ns, fd, ROLE_DEMAND, true, deadline, why, why_len);
 	if (ret == 0) {
 		ns->zero_bits = calloc((ns->image.page_count + 63) / 64, 8);
