@@ -17,8 +17,6 @@
 #include "internal.h"
 #include "net.h"
 
-#define NET_SPIN_NS 20000u
-
 int net_parse(const char *s, struct net_addr *a, char *why, size_t why_len)
 {
 	memset(a, 0, sizeof(*a));
@@ -184,10 +182,6 @@ int net_send_all(int fd, const void *buf, size_t len, uint64_t deadline_ns)
 int net_recv_all(int fd, void *buf, size_t len, uint64_t deadline_ns)
 {
 	char *p = buf;
-	/* An answer usually comes within a few microseconds on a fast link,
-	 * sooner than a sleeping thread is woken on a busy host: poll the
-	 * socket briefly before sleeping in poll(). */
-	uint64_t spin_until = now_ns() + NET_SPIN_NS;
 	while (len) {
 		ssize_t n = recv(fd, p, len, MSG_DONTWAIT);
 		if (n > 0) {
@@ -201,10 +195,6 @@ int net_recv_all(int fd, void *buf, size_t len, uint64_t deadline_ns)
 			continue;
 		if (errno != EAGAIN)
 			return -errno;
-		if (now_ns() < spin_until) {
-			__builtin_ia32_pause();
-			continue;
-		}
 		int ret = wait_for(fd, POLLIN, deadline_ns);
 		if (ret < 0)
 			return ret;
