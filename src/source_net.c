@@ -118,6 +118,28 @@ static int recv_small(int fd, struct frame_hdr *h, uint8_t *payload,
 	return net_recv_all(fd, payload, h->len, deadline);
 }
 
+/*
+ * Send a handshake frame (its payload in @buf) and read the answer back
+ * into @buf.  A REFUSE becomes an error with the server's reason.
+ */
+static int exchange(int fd, uint16_t type, uint8_t *buf, size_t len,
+		    struct frame_hdr *h, uint64_t deadline, char *why,
+		    size_t why_len)
+{
+	int ret = send_frame(fd, type, 0, buf, len, deadline);
+	if (ret == 0)
+		ret = recv_small(fd, h, buf, deadline);
+	if (ret < 0 || h->type != FRAME_REFUSE)
+		return ret;
+	struct refuse rf;
+	if (proto_get_refuse(buf, h->len, &rf) < 0)
+		return -EPROTO;
+	set_why(why, why_len, "the server refused: ", rf.reason);
+	return rf.code == REFUSE_VERSION ? -EPROTONOSUPPORT :
+	       rf.code == REFUSE_AUTH	 ? -EACCES :
+					   -ECONNREFUSED;
+}
+
 static bool all_zero(const uint8_t *p, size_t n)
 {
 	uint8_t acc = 0;
@@ -146,21 +168,10 @@ static int handshake(struct net_source *ns, int fd, uint32_t role, bool first,
 	 * there. */
 	if (getrandom(hello.nonce, sizeof(hello.nonce), 0) != sizeof(hello.nonce))
 		return -EIO;
-	int ret = send_frame(fd, FRAME_HELLO, 0, buf,
-			     proto_put_hello(buf, &hello), deadline);
-	if (ret == 0)
-		ret = recv_small(fd, &h, buf, deadline);
+	int ret = exchange(fd, FRAME_HELLO, buf, proto_put_hello(buf, &hello),
+			   &h, deadline, why, why_len);
 	if (ret < 0)
 		return ret;
-	if (h.type == FRAME_REFUSE) {
-		struct refuse rf;
-		if (proto_get_refuse(buf, h.len, &rf) < 0)
-			return -EPROTO;
-		set_why(why, why_len, "the server refused: ", rf.reason);
-		return rf.code == REFUSE_VERSION ? -EPROTONOSUPPORT :
-		       rf.code == REFUSE_AUTH	 ? -EACCES :
-						   -ECONNREFUSED;
-	}
 	if (h.type != FRAME_CHALLENGE || proto_get_challenge(buf, h.len, &chal) < 0)
 		return -EPROTO;
 	if (chal.version != PROTO_VERSION) {
@@ -187,19 +198,10 @@ static int handshake(struct net_source *ns, int fd, uint32_t role, bool first,
 		}
 		proto_client_proof(ns->key, ns->key_len, &hello, &chal, auth.proof);
 	}
-	ret = send_frame(fd, FRAME_AUTH, 0, buf, proto_put_auth(buf, &auth),
-			 deadline);
-	if (ret == 0)
-		ret = recv_small(fd, &h, buf, deadline);
+	ret = exchange(fd, FRAME_AUTH, buf, proto_put_auth(buf, &auth), &h,
+		       deadline, why, why_len);
 	if (ret < 0)
 		return ret;
-	if (h.type == FRAME_REFUSE) {
-		struct refuse rf;
-		if (proto_get_refuse(buf, h.len, &rf) < 0)
-			return -EPROTO;
-		set_why(why, why_len, "the server refused: ", rf.reason);
-		return rf.code == REFUSE_AUTH ? -EACCES : -ECONNREFUSED;
-	}
 	if (h.type != FRAME_READY || h.len)
 		return -EPROTO;
 	return 0;
