@@ -60,6 +60,11 @@ void proto_put_hdr(uint8_t *out, uint16_t type, uint32_t len, uint32_t tag)
 	put32(out + 12, tag);
 }
 
+void proto_hdr_grow(uint8_t *hdr, uint32_t extra)
+{
+	put32(hdr + 8, get32(hdr + 8) + extra);
+}
+
 int proto_get_hdr(const uint8_t *in, uint32_t max_payload,
 		  struct frame_hdr *h)
 {
@@ -312,4 +317,43 @@ void proto_client_proof(const uint8_t *key, size_t key_len,
 bool proto_proof_equal(const uint8_t *a, const uint8_t *b)
 {
 	return sodium_memcmp(a, b, PROTO_MAC_LEN) == 0;
+}
+
+void proto_mac_init(struct frame_mac *m, const uint8_t *key, size_t key_len,
+		    const struct hello *h, const struct challenge *c)
+{
+	proof("postcopy v1 frames", key, key_len, h, c, m->key);
+	m->on = true;
+	m->sent = m->received = 0;
+}
+
+void proto_mac_tag(const struct frame_mac *m, char dir, uint64_t counter,
+		   const uint8_t hdr[PROTO_HDR_LEN],
+		   const struct mac_part *parts, unsigned nparts,
+		   uint8_t tag[PROTO_TAG_LEN])
+{
+	/* Poly1305 needs a key of its own for every message. */
+	uint8_t nonce[9], otk[crypto_onetimeauth_KEYBYTES];
+	crypto_onetimeauth_state st;
+	nonce[0] = (uint8_t)dir;
+	for (int i = 0; i < 8; i++)
+		nonce[1 + i] = (uint8_t)(counter >> (8 * i));
+	crypto_generichash(otk, sizeof(otk), nonce, sizeof(nonce), m->key,
+			   sizeof(m->key));
+	crypto_onetimeauth_init(&st, otk);
+	crypto_onetimeauth_update(&st, hdr, PROTO_HDR_LEN);
+	for (unsigned i = 0; i < nparts; i++)
+		crypto_onetimeauth_update(&st, parts[i].p, parts[i].len);
+	crypto_onetimeauth_final(&st, tag);
+	sodium_memzero(otk, sizeof(otk));
+}
+
+bool proto_mac_check(const struct frame_mac *m, char dir, uint64_t counter,
+		     const uint8_t hdr[PROTO_HDR_LEN],
+		     const struct mac_part *parts, unsigned nparts,
+		     const uint8_t tag[PROTO_TAG_LEN])
+{
+	uint8_t want[PROTO_TAG_LEN];
+	proto_mac_tag(m, dir, counter, hdr, parts, nparts, want);
+	return crypto_verify_16(want, tag) == 0;
 }

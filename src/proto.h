@@ -23,7 +23,7 @@
 #define PROTO_NONCE_LEN 32u
 #define PROTO_MAC_LEN 32u
 /* Largest payload: a data frame's fixed part and 2 MiB of pages. */
-#define PROTO_MAX_PAYLOAD (24u + PROTO_MAX_RUN * PROTO_PAGE_SIZE)
+#define PROTO_MAX_PAYLOAD (24u + PROTO_MAX_RUN * PROTO_PAGE_SIZE + 16u)
 /* Largest frame a destination may send (it never sends page data). */
 #define PROTO_MAX_CLIENT_PAYLOAD 256u
 
@@ -128,6 +128,8 @@ struct bye {
 /* Header: encode into 16 bytes; decode and check magic, type, length
  * (bounded by @max_payload).  Returns 0 or -EPROTO / -EMSGSIZE. */
 void proto_put_hdr(uint8_t *out, uint16_t type, uint32_t len, uint32_t tag);
+/* Add @extra to an encoded header's length (a MAC tag appended). */
+void proto_hdr_grow(uint8_t *hdr, uint32_t extra);
 int proto_get_hdr(const uint8_t *in, uint32_t max_payload,
 		  struct frame_hdr *h);
 
@@ -173,5 +175,43 @@ void proto_client_proof(const uint8_t *key, size_t key_len,
 			uint8_t out[PROTO_MAC_LEN]);
 /* Constant-time comparison of two proofs. */
 bool proto_proof_equal(const uint8_t *a, const uint8_t *b);
+
+/*
+ * Frame authentication on keyed connections.  After READY every frame, in
+ * both directions, ends with a 16-byte tag (counted in the header's
+ * length): Poly1305 over the header and the payload, under a one-time key
+ * derived from the connection's frame key, the direction and the frame's
+ * number in that direction.  The frame key is HMAC-SHA256 of the
+ * pre-shared key over both handshake messages, so it differs on every
+ * connection.  A forged, altered, replayed, reordered or dropped frame
+ * fails its tag.
+ */
+#define PROTO_TAG_LEN 16u
+#define DIR_TO_CLIENT 's'
+#define DIR_TO_SERVER 'c'
+
+struct frame_mac {
+	bool on;
+	uint8_t key[32];
+	uint64_t sent, received; /* frames so far, per direction */
+};
+
+void proto_mac_init(struct frame_mac *m, const uint8_t *key, size_t key_len,
+		    const struct hello *h, const struct challenge *c);
+
+/* Tag of one frame: the header, then the payload in up to three parts. */
+struct mac_part {
+	const void *p;
+	size_t len;
+};
+void proto_mac_tag(const struct frame_mac *m, char dir, uint64_t counter,
+		   const uint8_t hdr[PROTO_HDR_LEN],
+		   const struct mac_part *parts, unsigned nparts,
+		   uint8_t tag[PROTO_TAG_LEN]);
+/* Constant-time check of a received tag. */
+bool proto_mac_check(const struct frame_mac *m, char dir, uint64_t counter,
+		     const uint8_t hdr[PROTO_HDR_LEN],
+		     const struct mac_part *parts, unsigned nparts,
+		     const uint8_t tag[PROTO_TAG_LEN]);
 
 #endif

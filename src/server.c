@@ -73,6 +73,7 @@ struct conn {
 	 * connection that broke may have lost it with the rest. */
 	bool push_done_sent;
 	bool authenticated; /* reached READY */
+	struct frame_mac mac; /* keyed connections, after READY */
 	bool refused;	    /* counted already */
 };
 
@@ -195,6 +196,27 @@ static uint8_t *out_reserve(struct conn *c, size_t n)
 	return at;
 }
 
+/*
+ * On a keyed connection, append the MAC tag to the frame that starts at
+ * @off in the output queue (and count it in the frame's length).
+ */
+static int seal(struct conn *c, size_t off)
+{
+	if (!c->mac.on)
+		return 0;
+	uint8_t tag[PROTO_TAG_LEN];
+	uint8_t *f = c->out + off;
+	proto_hdr_grow(f, PROTO_TAG_LEN);
+	struct mac_part payload = { f + PROTO_HDR_LEN,
+				    c->out_len - off - PROTO_HDR_LEN };
+	proto_mac_tag(&c->mac, DIR_TO_CLIENT, c->mac.sent++, f, &payload, 1, tag);
+	uint8_t *t = out_reserve(c, PROTO_TAG_LEN);
+	if (!t)
+		return -ENOMEM;
+	memcpy(t, tag, PROTO_TAG_LEN);
+	return 0;
+}
+
 static int queue_frame(struct conn *c, uint16_t type, uint32_t tag,
 		       const uint8_t *payload, size_t len)
 {
@@ -204,7 +226,7 @@ static int queue_frame(struct conn *c, uint16_t type, uint32_t tag,
 	proto_put_hdr(p, type, (uint32_t)len, tag);
 	if (len)
 		memcpy(p + PROTO_HDR_LEN, payload, len);
-	return 0;
+	return seal(c, (size_t)(p - c->out));
 }
 
 static bool pending(const struct conn *c)
@@ -266,6 +288,10 @@ static int queue_pages(struct pc_server *s, struct conn *c, uint64_t first,
 		proto_put_hdr(f, zero ? FRAME_ZERO : FRAME_DATA,
 			      PROTO_DATA_FIXED + (uint32_t)bytes, tag);
 		proto_put_data_run(f + PROTO_HDR_LEN, &run);
+		if (seal(c, (size_t)(f - c->out)) < 0) {
+			c->out_len = undo;
+			return -ENOMEM;
+		}
 		s->stats.bytes_sent += PROTO_HDR_LEN + PROTO_DATA_FIXED + bytes;
 		p = q;
 	}
@@ -328,6 +354,8 @@ static int queue_zeromap(struct pc_server *s, struct conn *c)
 		for (uint32_t i = 0; i < n; i++)
 			if (bit(s->zero_bits, first + i))
 				bits[i / 8] |= (uint8_t)(1u << (i % 8));
+		if (seal(c, (size_t)(f - c->out)) < 0)
+			return -ENOMEM;
 	}
 	return 0;
 }
@@ -404,6 +432,10 @@ static void on_auth(struct pc_server *s, struct conn *c, const uint8_t *p,
 	c->state = READY;
 	c->authenticated = true;
 	queue_frame(c, FRAME_READY, 0, NULL, 0);
+	/* From here on, with a key, every frame carries a tag. */
+	if (s->key)
+		proto_mac_init(&c->mac, s->key, s->opts.key_len, &c->hello,
+			       &c->chal);
 	if (created && c->role == ROLE_DEMAND)
 		queue_zeromap(s, c);
 }
@@ -529,6 +561,19 @@ static void on_readable(struct pc_server *s, struct conn *c)
 			c->state = CLOSING; /* EOF or error */
 			c->out_off = c->out_len;
 			return;
+		}
+		if (c->mac.on) {
+			/* The tag comes last; check it before anything. */
+			struct mac_part payload = { c->in + PROTO_HDR_LEN,
+						    h.len - PROTO_TAG_LEN };
+			if (h.len < PROTO_TAG_LEN ||
+			    !proto_mac_check(&c->mac, DIR_TO_SERVER, c->mac.received++,
+					     c->in, &payload, 1,
+					     c->in + PROTO_HDR_LEN + payload.len)) {
+				refuse(s, c, REFUSE_BAD_FRAME, "frame failed its authentication tag");
+				return;
+			}
+			h.len -= PROTO_TAG_LEN;
 		}
 		on_frame(s, c, &h, c->in + PROTO_HDR_LEN);
 		c->in_have = 0;

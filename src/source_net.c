@@ -40,6 +40,7 @@ struct lane {
 	_Atomic int busy;  /* in use right now */
 	int fd;
 	uint32_t tag;
+	struct frame_mac mac;
 };
 
 struct net_source {
@@ -96,13 +97,55 @@ static void sleep_ns(uint64_t ns)
 		;
 }
 
-static int send_frame(int fd, uint16_t type, uint32_t tag, const uint8_t *p,
-		      size_t len, uint64_t deadline)
+/* Encode a frame at @out, with its MAC tag on a keyed connection
+ * (@mac NULL or off: none); returns its length. */
+static size_t put_frame(uint8_t *out, struct frame_mac *mac, uint16_t type,
+			uint32_t tag, const uint8_t *p, size_t len)
 {
-	uint8_t buf[PROTO_HDR_LEN + PROTO_MAX_CLIENT_PAYLOAD];
-	proto_put_hdr(buf, type, (uint32_t)len, tag);
-	memcpy(buf + PROTO_HDR_LEN, p, len);
-	return net_send_all(fd, buf, PROTO_HDR_LEN + len, deadline);
+	proto_put_hdr(out, type, (uint32_t)len, tag);
+	memcpy(out + PROTO_HDR_LEN, p, len);
+	if (!mac || !mac->on)
+		return PROTO_HDR_LEN + len;
+	proto_hdr_grow(out, PROTO_TAG_LEN);
+	struct mac_part part = { out + PROTO_HDR_LEN, len };
+	proto_mac_tag(mac, DIR_TO_SERVER, mac->sent++, out, &part, 1,
+		      out + PROTO_HDR_LEN + len);
+	return PROTO_HDR_LEN + len + PROTO_TAG_LEN;
+}
+
+static int send_frame(int fd, struct frame_mac *mac, uint16_t type,
+		      uint32_t tag, const uint8_t *p, size_t len,
+		      uint64_t deadline)
+{
+	uint8_t buf[PROTO_HDR_LEN + PROTO_MAX_CLIENT_PAYLOAD + PROTO_TAG_LEN];
+	return net_send_all(fd, buf, put_frame(buf, mac, type, tag, p, len),
+			    deadline);
+}
+
+/*
+ * The payload length of a received frame: on a keyed connection the last
+ * PROTO_TAG_LEN bytes are the tag.  -EPROTO when too short for one.
+ */
+static int64_t payload_len(const struct frame_mac *mac, const struct frame_hdr *h)
+{
+	if (!mac || !mac->on)
+		return h->len;
+	return h->len < PROTO_TAG_LEN ? -EPROTO : (int64_t)(h->len - PROTO_TAG_LEN);
+}
+
+/* Read a frame's tag and check it over the header and payload parts. */
+static int check_tag(int fd, struct frame_mac *mac, const uint8_t *hdr,
+		     const struct mac_part *parts, unsigned nparts,
+		     uint64_t deadline)
+{
+	if (!mac || !mac->on)
+		return 0;
+	uint8_t tag[PROTO_TAG_LEN];
+	int ret = net_recv_all(fd, tag, sizeof(tag), deadline);
+	if (ret < 0)
+		return ret;
+	return proto_mac_check(mac, DIR_TO_CLIENT, mac->received++, hdr, parts,
+			       nparts, tag) ? 0 : -EBADMSG;
 }
 
 /* Read one small frame (handshake stage) into @payload. */
@@ -126,7 +169,7 @@ static int exchange(int fd, uint16_t type, uint8_t *buf, size_t len,
 		    struct frame_hdr *h, uint64_t deadline, char *why,
 		    size_t why_len)
 {
-	int ret = send_frame(fd, type, 0, buf, len, deadline);
+	int ret = send_frame(fd, NULL, type, 0, buf, len, deadline);
 	if (ret == 0)
 		ret = recv_small(fd, h, buf, deadline);
 	if (ret < 0 || h->type != FRAME_REFUSE)
@@ -155,8 +198,10 @@ static bool all_zero(const uint8_t *p, size_t n)
  * -ECONNREFUSED (refused for another reason) or an I/O error.
  */
 static int handshake(struct net_source *ns, int fd, uint32_t role, bool first,
-		     uint64_t deadline, char *why, size_t why_len)
+		     uint64_t deadline, struct frame_mac *mac, char *why,
+		     size_t why_len)
 {
+	mac->on = false;
 	struct hello hello = { .version = PROTO_VERSION, .role = role,
 			       .session = ns->session };
 	uint8_t buf[HANDSHAKE_MAX];
@@ -204,11 +249,15 @@ static int handshake(struct net_source *ns, int fd, uint32_t role, bool first,
 		return ret;
 	if (h.type != FRAME_READY || h.len)
 		return -EPROTO;
+	/* From here on, with a key, every frame carries a tag. */
+	if (ns->key)
+		proto_mac_init(mac, ns->key, ns->key_len, &hello, &chal);
 	return 0;
 }
 
 /* The zero map follows READY on the session's first connection. */
-static int recv_zeromap(struct net_source *ns, int fd, uint64_t deadline)
+static int recv_zeromap(struct net_source *ns, int fd, struct frame_mac *mac,
+			uint64_t deadline)
 {
 	uint64_t pages = ns->image.page_count, covered = 0;
 	size_t max = PROTO_ZEROMAP_FIXED + PROTO_ZEROMAP_MAX_PAGES / 8;
@@ -222,14 +271,21 @@ static int recv_zeromap(struct net_source *ns, int fd, uint64_t deadline)
 		ret = net_recv_all(fd, hdr, sizeof(hdr), deadline);
 		if (ret < 0)
 			break;
-		if (proto_get_hdr(hdr, (uint32_t)max, &h) < 0 || h.type != FRAME_ZEROMAP) {
+		int64_t len = -EPROTO;
+		if (proto_get_hdr(hdr, (uint32_t)max + PROTO_TAG_LEN, &h) == 0 &&
+		    h.type == FRAME_ZEROMAP)
+			len = payload_len(mac, &h);
+		if (len < 0 || (size_t)len > max) {
 			ret = -EPROTO;
 			break;
 		}
-		ret = net_recv_all(fd, buf, h.len, deadline);
+		ret = net_recv_all(fd, buf, (size_t)len, deadline);
+		struct mac_part part = { buf, (size_t)len };
+		if (ret == 0)
+			ret = check_tag(fd, mac, hdr, &part, 1, deadline);
 		if (ret < 0)
 			break;
-		if (proto_get_zeromap(buf, h.len, pages, &zm) < 0 || zm.first != covered) {
+		if (proto_get_zeromap(buf, (size_t)len, pages, &zm) < 0 || zm.first != covered) {
 			ret = -EPROTO;
 			break;
 		}
@@ -256,14 +312,15 @@ static int check_server_uid(const struct net_source *ns, int fd)
 	return cred.uid == geteuid() || cred.uid == 0 ? 0 : -EACCES;
 }
 
-static int open_conn(struct net_source *ns, uint32_t role, uint64_t deadline)
+static int open_conn(struct net_source *ns, uint32_t role, uint64_t deadline,
+		     struct frame_mac *mac)
 {
 	int fd = net_connect(&ns->addr, deadline);
 	if (fd < 0)
 		return fd;
 	int ret = check_server_uid(ns, fd);
 	if (ret == 0)
-		ret = handshake(ns, fd, role, false, deadline, NULL, 0);
+		ret = handshake(ns, fd, role, false, deadline, mac, NULL, 0);
 	if (ret < 0) {
 		close(fd);
 		return ret;
@@ -314,8 +371,9 @@ static void release_lane(struct lane *l)
 }
 
 /* Read a data run's frames for request [first, first + n) into @dst. */
-static int read_answer(struct net_source *ns, int fd, uint32_t tag,
-		       uint64_t first, uint64_t n, char *dst, uint64_t deadline)
+static int read_answer(struct net_source *ns, int fd, struct frame_mac *mac,
+		       uint32_t tag, uint64_t first, uint64_t n, char *dst,
+		       uint64_t deadline)
 {
 	uint64_t next = first;
 	while (next < first + n) {
@@ -325,24 +383,30 @@ static int read_answer(struct net_source *ns, int fd, uint32_t tag,
 		int ret = net_recv_all(fd, hdr, sizeof(hdr), deadline);
 		if (ret < 0)
 			return ret;
-		if (proto_get_hdr(hdr, PROTO_MAX_PAYLOAD, &h) < 0 || h.tag != tag ||
-		    (h.type != FRAME_DATA && h.type != FRAME_ZERO) ||
-		    h.len < PROTO_DATA_FIXED)
+		int64_t len = -EPROTO;
+		if (proto_get_hdr(hdr, PROTO_MAX_PAYLOAD, &h) == 0 && h.tag == tag &&
+		    (h.type == FRAME_DATA || h.type == FRAME_ZERO))
+			len = payload_len(mac, &h);
+		if (len < PROTO_DATA_FIXED)
 			return -EPROTO;
 		ret = net_recv_all(fd, fixed, sizeof(fixed), deadline);
 		if (ret < 0)
 			return ret;
-		if (proto_get_data_run(fixed, h.len, h.type, ns->image.page_count, &run) < 0 ||
+		if (proto_get_data_run(fixed, (size_t)len, h.type, ns->image.page_count, &run) < 0 ||
 		    run.first != next || run.npages > first + n - next)
 			return -EPROTO;
 		char *to = dst + (run.first - first) * PROTO_PAGE_SIZE;
-		size_t bytes = (size_t)run.npages * PROTO_PAGE_SIZE;
+		size_t bytes = h.type == FRAME_ZERO ? 0 : (size_t)run.npages * PROTO_PAGE_SIZE;
+		if (bytes && (ret = net_recv_all(fd, to, bytes, deadline)) < 0)
+			return ret;
+		/* Nothing of the run counts before its tag and checksum. */
+		struct mac_part parts[2] = { { fixed, sizeof(fixed) }, { to, bytes } };
+		ret = check_tag(fd, mac, hdr, parts, 2, deadline);
+		if (ret < 0)
+			return ret;
 		if (h.type == FRAME_ZERO) {
-			memset(to, 0, bytes);
+			memset(to, 0, (size_t)run.npages * PROTO_PAGE_SIZE);
 		} else {
-			ret = net_recv_all(fd, to, bytes, deadline);
-			if (ret < 0)
-				return ret;
 			if (proto_checksum(to, bytes, run.first) != run.checksum) {
 				count(&ns->checksum_failures, 1);
 				return -EBADMSG;
@@ -362,10 +426,10 @@ static int request_on(struct net_source *ns, struct lane *l, uint64_t first,
 			      .priority = PRIO_DEMAND };
 	uint8_t buf[16];
 	uint32_t tag = ++l->tag;
-	int ret = send_frame(l->fd, FRAME_REQUEST, tag, buf,
+	int ret = send_frame(l->fd, &l->mac, FRAME_REQUEST, tag, buf,
 			     proto_put_request(buf, &rq), deadline);
 	if (ret == 0)
-		ret = read_answer(ns, l->fd, tag, first, n, dst, deadline);
+		ret = read_answer(ns, l->fd, &l->mac, tag, first, n, dst, deadline);
 	if (ret == 0) {
 		count(&ns->requests, 1);
 		count(&ns->pages_received, n);
@@ -418,7 +482,7 @@ static int with_reconnect(struct net_source *ns, struct lane *l, unsigned n,
 			sleep_ns(backoff);
 			backoff = backoff * 2 > 500000000ull ? 500000000ull : backoff * 2;
 		}
-		int fd = open_conn(ns, ROLE_DEMAND, now_ns() + 1000000000ull);
+		int fd = open_conn(ns, ROLE_DEMAND, now_ns() + 1000000000ull, &l->mac);
 		if (fatal(fd)) {
 			say(fd == -ESTALE ? "postcopy: the migration source now serves a different image\n" :
 					    "postcopy: the migration source refused to reconnect\n");
@@ -452,20 +516,20 @@ static int request_many_on(struct net_source *ns, struct lane *l, unsigned n,
 			   void *const *dst)
 {
 	uint64_t deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
-	uint8_t buf[PC_MAX_BATCH * (PROTO_HDR_LEN + 16)];
+	uint8_t buf[PC_MAX_BATCH * (PROTO_HDR_LEN + 16 + PROTO_TAG_LEN)];
 	uint32_t tag0 = l->tag + 1;
 	size_t len = 0;
 	for (unsigned i = 0; i < n; i++) {
 		struct request rq = { .first = first[i], .npages = (uint32_t)npages[i],
 				      .priority = PRIO_DEMAND };
-		proto_put_hdr(buf + len, FRAME_REQUEST, 16, ++l->tag);
-		len += PROTO_HDR_LEN;
-		len += proto_put_request(buf + len, &rq);
+		uint8_t payload[16];
+		len += put_frame(buf + len, &l->mac, FRAME_REQUEST, ++l->tag,
+				 payload, proto_put_request(payload, &rq));
 	}
 	int ret = net_send_all(l->fd, buf, len, deadline);
 	for (unsigned i = 0; i < n && ret == 0; i++)
-		ret = read_answer(ns, l->fd, tag0 + i, first[i], npages[i],
-				  dst[i], deadline);
+		ret = read_answer(ns, l->fd, &l->mac, tag0 + i, first[i],
+				  npages[i], dst[i], deadline);
 	if (ret == 0) {
 		count(&ns->requests, n);
 		for (unsigned i = 0; i < n; i++)
@@ -534,12 +598,12 @@ static void push_stop(struct net_source *ns)
 	ns->push_started = false;
 }
 
-static void send_bye(struct net_source *ns, int fd)
+static void send_bye(struct net_source *ns, struct lane *l)
 {
 	struct bye b = { .pages_received = atomic_load(&ns->pages_received) +
 					   atomic_load(&ns->pages_pushed) };
 	uint8_t buf[8];
-	send_frame(fd, FRAME_BYE, 0, buf, proto_put_bye(buf, &b),
+	send_frame(l->fd, &l->mac, FRAME_BYE, 0, buf, proto_put_bye(buf, &b),
 		   now_ns() + 1000000000ull);
 }
 
@@ -556,9 +620,9 @@ static void net_stop(void *ctx, bool complete)
 		return;
 	struct lane *l = &ns->lanes[0]; /* no fetch runs any more: ours */
 	if (l->fd < 0)
-		l->fd = open_conn(ns, ROLE_DEMAND, now_ns() + 1000000000ull);
+		l->fd = open_conn(ns, ROLE_DEMAND, now_ns() + 1000000000ull, &l->mac);
 	if (l->fd >= 0)
-		send_bye(ns, l->fd);
+		send_bye(ns, l);
 	ns->bye_sent = true;
 }
 
@@ -596,7 +660,8 @@ static void close_push_fd(struct net_source *ns, int fd)
 }
 
 /* Receive pushed runs until PUSH_DONE; offer each to the region. */
-static int push_receive(struct net_source *ns, int fd, char *buf)
+static int push_receive(struct net_source *ns, int fd, struct frame_mac *mac,
+			char *buf)
 {
 	for (;;) {
 		if (atomic_load(&ns->stopping) || pc_region_complete(ns->region))
@@ -614,16 +679,22 @@ static int push_receive(struct net_source *ns, int fd, char *buf)
 		uint64_t deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
 		if (proto_get_hdr(hdr, PROTO_MAX_PAYLOAD, &h) < 0)
 			return -EPROTO;
-		if (h.type == FRAME_PUSH_DONE && !h.len) {
+		int64_t len = payload_len(mac, &h);
+		if (len < 0 || h.tag)
+			return -EPROTO;
+		if (len)
+			ret = net_recv_all(fd, buf, (size_t)len, deadline);
+		struct mac_part part = { buf, (size_t)len };
+		if (ret == 0)
+			ret = check_tag(fd, mac, hdr, &part, 1, deadline);
+		if (ret < 0)
+			return ret;
+		if (h.type == FRAME_PUSH_DONE && !len) {
 			atomic_store(&ns->push_done, true);
 			return 0;
 		}
-		if ((h.type != FRAME_DATA && h.type != FRAME_ZERO) || h.tag)
-			return -EPROTO;
-		ret = net_recv_all(fd, buf, h.len, deadline);
-		if (ret < 0)
-			return ret;
-		if (proto_get_data_run((uint8_t *)buf, h.len, h.type,
+		if ((h.type != FRAME_DATA && h.type != FRAME_ZERO) ||
+		    proto_get_data_run((uint8_t *)buf, (size_t)len, h.type,
 				       ns->image.page_count, &run) < 0)
 			return -EPROTO;
 		char *pages = buf + PROTO_DATA_FIXED;
@@ -660,11 +731,12 @@ static void *push_main(void *arg)
 	 * demand fault on the destination's side. */
 	struct sched_param idle = { 0 };
 	pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
+	struct frame_mac mac = { 0 };
 	int fd = -1;
 
 	while (buf && !atomic_load(&ns->stopping) && !atomic_load(&ns->push_done) &&
 	       !pc_region_complete(ns->region)) {
-		fd = open_conn(ns, ROLE_PUSH, now_ns() + 1000000000ull);
+		fd = open_conn(ns, ROLE_PUSH, now_ns() + 1000000000ull, &mac);
 		int ret = fd;
 		if (fd >= 0) {
 			if (connected_once)
@@ -673,7 +745,7 @@ static void *push_main(void *arg)
 			failing_since = 0;
 			backoff = 10 * 1000000ull;
 			set_push_fd(ns, fd);
-			ret = push_receive(ns, fd, buf);
+			ret = push_receive(ns, fd, &mac, buf);
 			if (ret == 0)
 				break;
 			close_push_fd(ns, fd);
@@ -798,10 +870,12 @@ int pc_source_net(const struct pc_net_opts *o, pc_source **out, char *why,
 		set_why(why, why_len, "the socket's server runs as another user: ", ns->addr.text);
 		goto err;
 	}
-	ret = handshake(ns, fd, ROLE_DEMAND, true, deadline, why, why_len);
+	ret = handshake(ns, fd, ROLE_DEMAND, true, deadline, &ns->lanes[0].mac,
+			why, why_len);
 	if (ret == 0) {
 		ns->zero_bits = calloc((ns->image.page_count + 63) / 64, 8);
-		ret = ns->zero_bits ? recv_zeromap(ns, fd, deadline) : -ENOMEM;
+		ret = ns->zero_bits ? recv_zeromap(ns, fd, &ns->lanes[0].mac, deadline) :
+				      -ENOMEM;
 	}
 	if (ret < 0) {
 		if (why && !why[0])
