@@ -50,9 +50,7 @@ static int fill_step(const struct install_ctx *ic, uint64_t p, uint64_t step,
 		return 0; /* a fault got there first */
 	uint64_t hi = r->npages - p < step ? r->npages : p + step;
 	claim_around(r, p, p, hi, &first, &n);
-	if (!run_all_zero(r, first, n))
-		source_delay(r->src);
-	int ret = fetch_data_pages(ic, first, n, buf);
+	int ret = fetch_runs(ic, 1, &first, &n, buf);
 	if (ret < 0) {
 		/* Give the pages back so that nobody waits on them forever. */
 		release_pages(r, first, n);

@@ -117,25 +117,6 @@ int fetch_pages(const struct install_ctx *ic, uint64_t first, uint64_t n,
 	return ret;
 }
 
-int fetch_data_pages(const struct install_ctx *ic, uint64_t first,
-		     uint64_t n, char *dst)
-{
-	struct pc_region *r = ic->r;
-	for (uint64_t p = first; p < first + n;) {
-		uint64_t q = p;
-		while (q < first + n && !page_is_zero(r, q))
-			q++;
-		if (q > p) {
-			int ret = fetch_pages(ic, p, q - p,
-					      dst + (p - first) * r->page_size);
-			if (ret < 0)
-				return ret;
-		}
-		p = q + 1;
-	}
-	return 0;
-}
-
 int fetch_runs(const struct install_ctx *ic, unsigned count,
 	       const uint64_t *first, const uint64_t *n, char *dst)
 {

@@ -203,10 +203,6 @@ int fetch_pages(const struct install_ctx *ic, uint64_t first, uint64_t n,
  */
 int fetch_runs(const struct install_ctx *ic, unsigned count,
 	       const uint64_t *first, const uint64_t *n, char *dst);
-/* Fetch only the non-zero pages of [first, first+n) into their places in
- * @dst (n pages long); zero pages are left alone, never fetched. */
-int fetch_data_pages(const struct install_ctx *ic, uint64_t first,
-		     uint64_t n, char *dst);
 /*
  * Install claimed pages [first, first+n) and publish them.  Data comes
  * from @prefetched (n pages, already fetched) or, when NULL, from one
