@@ -150,8 +150,6 @@ static inline bool region_all_present(struct pc_region *r)
 }
 void region_set_error(struct pc_region *r, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* Find the region whose guest view contains [addr, addr+len).  AS-safe. */
-struct pc_region *region_lookup(const void *addr, size_t len);
 struct thread_slot *region_current_slot(struct pc_region *r);
 struct thread_slot *region_slot_by_tid(struct pc_region *r, int32_t tid);
 bool page_is_zero(struct pc_region *r, uint64_t page);
@@ -238,5 +236,7 @@ void *fill_main(void *arg);
 /* ---- registry (fault_exit.c): the SIGBUS handler's view of regions ---- */
 int registry_add(struct pc_region *r);
 void registry_remove(struct pc_region *r);
+/* Find the region whose guest view contains [addr, addr+len).  AS-safe. */
+struct pc_region *region_lookup(const void *addr, size_t len);
 
 #endif
