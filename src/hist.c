@@ -5,6 +5,7 @@
  * a bucket each.  A percentile reports the middle of its bucket.
  */
 #include "hist.h"
+#include "postcopy.h"
 
 static unsigned bucket_of(uint64_t v)
 {
@@ -92,4 +93,14 @@ uint64_t hist_percentile(const struct hist *h, unsigned permille)
 		}
 	}
 	return hist_max(h);
+}
+
+void hist_summarize(const struct hist *h, struct pc_latency *out)
+{
+	out->count = hist_count(h);
+	out->p50 = hist_percentile(h, 500);
+	out->p90 = hist_percentile(h, 900);
+	out->p99 = hist_percentile(h, 990);
+	out->p999 = hist_percentile(h, 999);
+	out->max = hist_max(h);
 }

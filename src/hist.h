@@ -34,6 +34,10 @@ uint64_t hist_percentile(const struct hist *h, unsigned permille);
 
 uint64_t hist_max(const struct hist *h);
 
+/* Count, p50, p90, p99, p99.9 and max in one go. */
+struct pc_latency;
+void hist_summarize(const struct hist *h, struct pc_latency *out);
+
 /* The value a sample in bucket @b is reported as (for CDF output). */
 uint64_t hist_bucket_value(unsigned b);
 

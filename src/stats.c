@@ -43,12 +43,7 @@ int pc_region_stats(const pc_region *r, struct pc_stats **out)
 		s->fetches += get(&t->fetches);
 		hist_merge(all, &t->latency);
 	}
-	s->latency.count = hist_count(all);
-	s->latency.p50 = hist_percentile(all, 500);
-	s->latency.p90 = hist_percentile(all, 900);
-	s->latency.p99 = hist_percentile(all, 990);
-	s->latency.p999 = hist_percentile(all, 999);
-	s->latency.max = hist_max(all);
+	hist_summarize(all, &s->latency);
 	free(all);
 
 	uint64_t end = atomic_load(&r->end_ns);

@@ -460,22 +460,6 @@ static int parse(int argc, char **argv, struct nb_opts *o)
 	return EXIT_OK;
 }
 
-static struct json_object *lat(const struct hist *h)
-{
-	return latency_json_us(h);
-}
-
-static struct json_object *pc_latency_json(const struct pc_latency *l)
-{
-	struct json_object *o = json_object_new_object();
-	json_object_object_add(o, "p50", json_object_new_double(l->p50 / 1e3));
-	json_object_object_add(o, "p90", json_object_new_double(l->p90 / 1e3));
-	json_object_object_add(o, "p99", json_object_new_double(l->p99 / 1e3));
-	json_object_object_add(o, "p999", json_object_new_double(l->p999 / 1e3));
-	json_object_object_add(o, "max", json_object_new_double(l->max / 1e3));
-	return o;
-}
-
 int cmd_netbench(int argc, char **argv)
 {
 	struct nb_opts o;
@@ -532,10 +516,10 @@ int cmd_netbench(int argc, char **argv)
 		struct json_object *j = json_object_new_object();
 		json_object_object_add(j, "transport", json_object_new_string(o.unix_socket ? "unix" : "tcp"));
 		json_object_object_add(j, "bytes", json_object_new_int64((int64_t)o.size));
-		json_object_object_add(j, "raw_rtt_4k_us", lat(rtt));
+		json_object_object_add(j, "raw_rtt_4k_us", latency_json_us(rtt));
 		json_object_object_add(j, "minor_fault_us", json_object_new_double(minor));
-		json_object_object_add(j, "demand_latency_us", pc_latency_json(&cold));
-		json_object_object_add(j, "demand_latency_with_push_us", pc_latency_json(&pushed));
+		json_object_object_add(j, "demand_latency_us", latency_json(&cold));
+		json_object_object_add(j, "demand_latency_with_push_us", latency_json(&pushed));
 		json_object_object_add(j, "demand_faults", json_object_new_int64((int64_t)cold.count));
 		json_object_object_add(j, "demand_faults_with_push", json_object_new_int64((int64_t)pushed.count));
 		json_object_object_add(j, "p50_vs_rtt_plus_fault", json_object_new_double(cold50 / (rtt50 + minor)));

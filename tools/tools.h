@@ -90,6 +90,7 @@ int read_key_file(const char *cmd, const char *path, uint8_t **key,
 struct json_object;
 struct json_object *stats_json(const struct pc_stats *s);
 /* {p50, p90, p99, p999, max} in microseconds. */
+struct json_object *latency_json(const struct pc_latency *l);
 struct json_object *latency_json_us(const struct hist *h);
 
 #endif

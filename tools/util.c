@@ -118,15 +118,22 @@ static struct json_object *jint(uint64_t v)
 	return json_object_new_int64((int64_t)v);
 }
 
-struct json_object *latency_json_us(const struct hist *h)
+struct json_object *latency_json(const struct pc_latency *l)
 {
 	struct json_object *o = json_object_new_object();
-	json_object_object_add(o, "p50", jdouble(hist_percentile(h, 500) / 1e3));
-	json_object_object_add(o, "p90", jdouble(hist_percentile(h, 900) / 1e3));
-	json_object_object_add(o, "p99", jdouble(hist_percentile(h, 990) / 1e3));
-	json_object_object_add(o, "p999", jdouble(hist_percentile(h, 999) / 1e3));
-	json_object_object_add(o, "max", jdouble(hist_max(h) / 1e3));
+	json_object_object_add(o, "p50", jdouble(l->p50 / 1e3));
+	json_object_object_add(o, "p90", jdouble(l->p90 / 1e3));
+	json_object_object_add(o, "p99", jdouble(l->p99 / 1e3));
+	json_object_object_add(o, "p999", jdouble(l->p999 / 1e3));
+	json_object_object_add(o, "max", jdouble(l->max / 1e3));
 	return o;
+}
+
+struct json_object *latency_json_us(const struct hist *h)
+{
+	struct pc_latency l;
+	hist_summarize(h, &l);
+	return latency_json(&l);
 }
 
 struct json_object *stats_json(const struct pc_stats *s)
@@ -147,13 +154,7 @@ struct json_object *stats_json(const struct pc_stats *s)
 	json_object_object_add(o, "fetches", jint(s->fetches));
 	json_object_object_add(o, "blocktime_ms", jdouble(s->blocked_ns / 1e6));
 	json_object_object_add(o, "elapsed_s", jdouble(s->elapsed_ns / 1e9));
-	struct json_object *lat = json_object_new_object();
-	json_object_object_add(lat, "p50", jdouble(s->latency.p50 / 1e3));
-	json_object_object_add(lat, "p90", jdouble(s->latency.p90 / 1e3));
-	json_object_object_add(lat, "p99", jdouble(s->latency.p99 / 1e3));
-	json_object_object_add(lat, "p999", jdouble(s->latency.p999 / 1e3));
-	json_object_object_add(lat, "max", jdouble(s->latency.max / 1e3));
-	json_object_object_add(o, "resolve_latency_us", lat);
+	json_object_object_add(o, "resolve_latency_us", latency_json(&s->latency));
 	struct json_object *threads = json_object_new_array();
 	for (unsigned i = 0; i < s->nthreads; i++) {
 		const struct pc_thread_stats *t = &s->thread[i];
