@@ -287,7 +287,9 @@ typedef struct pc_server pc_server;
  * pre-shared key (mutual HMAC-SHA256 challenge-response) unless @insecure;
  * a Unix socket checks the peer's uid (SO_PEERCRED) instead.
  *
- * image            raw image file (required)
+ * image            raw image file; or NULL to serve @image_fd
+ * image_fd         with @image NULL: a descriptor to serve (duplicated),
+ *                  e.g. the memfd of the VMM that owns the memory
  * listen           "tcp://HOST:PORT" or "unix:PATH" (default
  *                  tcp://127.0.0.1:7070); port 0 picks a free port
  * key, key_len     pre-shared key, at least 16 bytes
@@ -301,6 +303,7 @@ typedef struct pc_server pc_server;
  */
 struct pc_server_opts {
 	const char *image;
+	int image_fd;
 	const char *listen;
 	const uint8_t *key;
 	size_t key_len;

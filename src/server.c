@@ -84,6 +84,7 @@ struct pc_server {
 	struct image_id image;
 	uint64_t *zero_bits;
 	uint64_t zero_pages;
+	char image_name[64]; /* for messages */
 	struct stat image_stat; /* at start: a change means another image */
 	struct net_addr addr;
 	char address[160];
@@ -110,15 +111,18 @@ static void set_bit(uint64_t *bits, uint64_t i)
 static int open_image(struct pc_server *s, char *why, size_t len)
 {
 	struct stat st;
-	s->image_fd = open(s->opts.image, O_RDONLY | O_CLOEXEC);
+	if (s->opts.image)
+		s->image_fd = open(s->opts.image, O_RDONLY | O_CLOEXEC);
+	else
+		s->image_fd = fcntl(s->opts.image_fd, F_DUPFD_CLOEXEC, 0);
 	if (s->image_fd < 0 || fstat(s->image_fd, &st) < 0) {
-		snprintf(why, len, "%s: %s", s->opts.image, strerror(errno));
+		snprintf(why, len, "%s: %s", s->image_name, strerror(errno));
 		return -errno;
 	}
 	if (!S_ISREG(st.st_mode) || !st.st_size ||
 	    st.st_size % PROTO_PAGE_SIZE) {
 		snprintf(why, len, "%s: not a regular file whose size is a positive multiple of 4096",
-			 s->opts.image);
+			 s->image_name);
 		return -EINVAL;
 	}
 	s->image_stat = st;
@@ -140,7 +144,7 @@ static int open_image(struct pc_server *s, char *why, size_t len)
 	for (int part = 0; part < 2; part++) {
 		off_t off = part ? (off_t)(s->image.size - span) : 0;
 		if (pread(s->image_fd, buf, span, off) != (ssize_t)span) {
-			snprintf(why, len, "%s: cannot read", s->opts.image);
+			snprintf(why, len, "%s: cannot read", s->image_name);
 			ret = -EIO;
 			goto out;
 		}
@@ -802,7 +806,7 @@ int pc_server_create(const struct pc_server_opts *opts, pc_server **out,
 {
 	if (why && len)
 		why[0] = '\0';
-	if (!opts || !opts->image || !out)
+	if (!opts || (!opts->image && opts->image_fd < 0) || !out)
 		return -EINVAL;
 	if (sodium_init() < 0) {
 		snprintf(why, len, "libsodium failed to initialise");
@@ -813,6 +817,11 @@ int pc_server_create(const struct pc_server_opts *opts, pc_server **out,
 		return -ENOMEM;
 	s->opts = *opts;
 	s->image_fd = s->listen_fd = s->epoll_fd = s->stop_fd = -1;
+	if (opts->image)
+		snprintf(s->image_name, sizeof(s->image_name), "%.63s", opts->image);
+	else
+		snprintf(s->image_name, sizeof(s->image_name), "descriptor %d",
+			 opts->image_fd);
 	if (!s->opts.listen)
 		s->opts.listen = "tcp://127.0.0.1:7070";
 	if (!s->opts.session_timeout_ms)

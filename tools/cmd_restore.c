@@ -33,6 +33,7 @@ struct restore_opts {
 	bool fill;
 	unsigned delay_us;
 	unsigned timeout_s;
+	unsigned window;
 };
 
 static void usage(FILE *f)
@@ -61,6 +62,8 @@ static void usage(FILE *f)
 		"  --workload seq|random order in which vCPUs touch their pages\n"
 		"                        (default seq)\n"
 		"  -d, --delay US        injected latency per fetch, microseconds\n"
+		"  -w, --window N        pages fetched per fault, aligned around it\n"
+		"                        (default 1; a prefetch window)\n"
 		"  --no-fill             no background filler: only touched pages load\n"
 		"  --timeout S           give up if not complete after S seconds\n"
 		"                        (default 600)\n"
@@ -84,6 +87,7 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		{ "vcpus", required_argument, NULL, 'v' },
 		{ "workload", required_argument, NULL, 'W' },
 		{ "delay", required_argument, NULL, 'd' },
+		{ "window", required_argument, NULL, 'w' },
 		{ "no-fill", no_argument, NULL, 'F' },
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "json", no_argument, NULL, 'j' },
@@ -94,7 +98,7 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 
 	*o = (struct restore_opts){ .vcpus = 2, .fill = true,
 				    .timeout_s = 600 };
-	while ((c = getopt_long(argc, argv, "m:s:d:v:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "m:s:d:v:w:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'i':
 			o->image = optarg;
@@ -150,6 +154,12 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 			break;
 		case 'F':
 			o->fill = false;
+			break;
+		case 'w':
+			if (parse_uint(optarg, 1, 512, &o->window) < 0) {
+				complain("restore", "--window must be 1..512, not '%s'", optarg);
+				return EXIT_USAGE;
+			}
 			break;
 		case 'T':
 			if (parse_uint(optarg, 1, 1000000, &o->timeout_s) < 0) {
@@ -298,6 +308,7 @@ static int run(const struct restore_opts *o)
 		.backend = o->backend,
 		.mode = o->mode,
 		.max_threads = o->vcpus,
+		.window = o->window,
 	};
 	pc_region *r;
 	char why[256];

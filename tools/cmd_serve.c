@@ -4,12 +4,15 @@
  * migration.  Serves a raw memory image to destinations until stopped
  * (SIGINT/SIGTERM) or, with --once, until one destination has every page.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <json-c/json.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "tools.h"
@@ -23,15 +26,76 @@ static void on_signal(int sig)
 		pc_server_stop(running);
 }
 
+/*
+ * Wait on a Unix socket for one peer (ourselves or root) to hand over a
+ * descriptor with SCM_RIGHTS: the VMM that owns guest memory passing its
+ * memfd.  Returns the descriptor, or -1 after saying why.
+ */
+static int receive_fd(const char *addr)
+{
+	if (strncmp(addr, "unix:", 5) || !addr[5] ||
+	    strlen(addr + 5) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		complain("serve", "--image-from needs unix:PATH, not '%s'", addr);
+		return -1;
+	}
+	struct sockaddr_un un = { .sun_family = AF_UNIX };
+	strcpy(un.sun_path, addr + 5);
+	int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), fd = -1;
+	unlink(un.sun_path);
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&un, sizeof(un)) < 0 ||
+	    listen(lfd, 1) < 0) {
+		complain("serve", "%s: %s", addr, strerror(errno));
+		goto out;
+	}
+	printf("waiting for the image descriptor on %s\n", addr);
+	fflush(stdout);
+	int conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+	if (conn < 0 || getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
+	    (cred.uid != geteuid() && cred.uid != 0)) {
+		complain("serve", "%s: refused the peer (not our user)", addr);
+		if (conn >= 0)
+			close(conn);
+		goto out;
+	}
+	char byte;
+	union {
+		struct cmsghdr hdr;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} control;
+	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+			      .msg_control = control.buf,
+			      .msg_controllen = sizeof(control.buf) };
+	ssize_t n = recvmsg(conn, &msg, MSG_CMSG_CLOEXEC);
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+	if (n > 0 && cm && cm->cmsg_level == SOL_SOCKET &&
+	    cm->cmsg_type == SCM_RIGHTS && cm->cmsg_len == CMSG_LEN(sizeof(int)))
+		memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+	else
+		complain("serve", "%s: no descriptor arrived", addr);
+	close(conn);
+out:
+	if (lfd >= 0)
+		close(lfd);
+	unlink(un.sun_path);
+	return fd;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: postcopy serve --image FILE [--listen ADDR] [--key FILE | --insecure]\n"
+		"       postcopy serve --image-from unix:PATH [...]\n"
 		"\n"
 		"Serve a raw memory image to post-copy destinations (postcopy restore\n"
 		"--source ADDR): pages on demand, and a background push of the rest.\n"
 		"\n"
 		"  --image FILE      the image to serve (size a multiple of 4 KiB)\n"
+		"  --image-from unix:PATH  receive the descriptor to serve (a VMM's\n"
+		"                    memfd) over this Unix socket, SCM_RIGHTS, from\n"
+		"                    our own user or root\n"
 		"  --listen ADDR     tcp://HOST:PORT or unix:PATH\n"
 		"                    (default tcp://127.0.0.1:7070; port 0 picks one)\n"
 		"  --key FILE        pre-shared key (16+ bytes, mode 600): required for TCP\n"
@@ -51,6 +115,7 @@ int cmd_serve(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "image", required_argument, NULL, 'i' },
+		{ "image-from", required_argument, NULL, 'F' },
 		{ "listen", required_argument, NULL, 'l' },
 		{ "key", required_argument, NULL, 'k' },
 		{ "insecure", no_argument, NULL, 'I' },
@@ -61,8 +126,8 @@ int cmd_serve(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
-	struct pc_server_opts so = { .allow_uid = -1 };
-	const char *key_path = NULL;
+	struct pc_server_opts so = { .allow_uid = -1, .image_fd = -1 };
+	const char *key_path = NULL, *image_from = NULL;
 	bool json = false;
 	unsigned uid, timeout_s;
 	int c;
@@ -70,6 +135,7 @@ int cmd_serve(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'i': so.image = optarg; break;
+		case 'F': image_from = optarg; break;
 		case 'l': so.listen = optarg; break;
 		case 'k': key_path = optarg; break;
 		case 'I': so.insecure = true; break;
@@ -97,8 +163,9 @@ int cmd_serve(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (optind < argc || !so.image) {
-		complain("serve", optind < argc ? "unexpected argument" : "--image FILE is required");
+	if (optind < argc || !so.image == !image_from) {
+		complain("serve", optind < argc ? "unexpected argument" :
+			 "one of --image FILE and --image-from unix:PATH is required");
 		return EXIT_USAGE;
 	}
 	if (key_path && so.insecure) {
@@ -112,10 +179,16 @@ int cmd_serve(int argc, char **argv)
 	if (so.insecure)
 		complain("serve", "warning: --insecure: anyone who can connect gets the image");
 
+	if (image_from && (so.image_fd = receive_fd(image_from)) < 0) {
+		free(key);
+		return EXIT_FAIL;
+	}
 	pc_server *s;
 	char why[256];
 	int ret = pc_server_create(&so, &s, why, sizeof(why));
 	free(key);
+	if (so.image_fd >= 0)
+		close(so.image_fd); /* the server keeps its own copy */
 	if (ret < 0) {
 		complain("serve", "%s", why);
 		return EXIT_FAIL;
