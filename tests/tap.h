@@ -6,11 +6,14 @@
  * Part 1 (always): plan(), ok(), skip(), diag(), bail_out(), done() and a
  * watchdog.  Each test program prints "1..N" and one "ok"/"not ok" line per
  * check; done() returns the exit status (0 only when every planned check
- * ran and passed or was skipped).
+ * ran and passed or was skipped).  Also: forking a child without printing
+ * buffered TAP twice, and a clock and a sleep.
  *
  * Part 2 (only when postcopy.h was included first): a counting source that
  * records how often each 4 KiB page was fetched, byte-for-byte verification
- * of a region against a reference source, and huge page reservation.
+ * of a region against a reference source, stats checks, a case's verdict
+ * and its three checks, huge page reservation, the words vCPU threads write
+ * and read, and a fixture: a started region over a counting source.
  */
 #ifndef POSTCOPY_TESTS_TAP_H
 #define POSTCOPY_TESTS_TAP_H
@@ -22,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------ */
@@ -137,6 +142,48 @@ static inline void tap_watchdog(unsigned seconds)
 {
 	signal(SIGALRM, tap_watchdog_fired);
 	alarm(seconds);
+}
+
+/*
+ * fork() with stdout and stderr flushed first, so that the child does not
+ * print the parent's buffered output again; bails out when fork() fails.
+ */
+static inline pid_t fork_or_bail(void)
+{
+	pid_t pid;
+
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid < 0)
+		bail_out("fork: %s", strerror(errno));
+	return pid;
+}
+
+/* Wait for child @pid; returns its wait status. */
+static inline int wait_child(pid_t pid)
+{
+	int status = 0;
+
+	if (waitpid(pid, &status, 0) != pid)
+		bail_out("waitpid: %s", strerror(errno));
+	return status;
+}
+
+/* Seconds on the monotonic clock. */
+static inline double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static inline void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
 }
 
 /* ------------------------------------------------------------------ */
@@ -458,6 +505,30 @@ static inline bool stats_consistent(const struct pc_stats *s, uint64_t pages,
 }
 
 /*
+ * The stats of complete region @r, checked with stats_consistent() against
+ * what counting source @cs saw: free() them.  @why is empty when they add
+ * up, else says why not; NULL (with the reason in @why): no stats.
+ */
+static inline struct pc_stats *counted_stats(pc_region *r,
+					     struct counting_src *cs,
+					     char *why, size_t len)
+{
+	uint64_t region_page = pc_region_page_size(r);
+	struct pc_stats *st = NULL;
+	int ret;
+
+	ret = pc_region_stats(r, &st);
+	if (ret) {
+		snprintf(why, len, "pc_region_stats = %d", ret);
+		return NULL;
+	}
+	stats_consistent(st, pc_region_size(r) / region_page, region_page,
+			 counting_total(cs) * SRC_PAGE, atomic_load(&cs->calls),
+			 why, len);
+	return st;
+}
+
+/*
  * What a case found, one reason per reported check; empty means it passed.
  * A case that cannot get that far fails all three with the same reason.
  */
@@ -472,6 +543,31 @@ static inline void fail_all(struct verdict *v, const char *why)
 	snprintf(v->data, sizeof(v->data), "%.240s", why);
 	snprintf(v->fetch, sizeof(v->fetch), "not checked: %.200s", why);
 	snprintf(v->stats, sizeof(v->stats), "not checked: %.200s", why);
+}
+
+/*
+ * Report @v as three checks: @name followed by @data_check (the data
+ * check's suffix, such as "_byte_exact"), @name_each_page_fetched_once and
+ * @name_stats_add_up.  Each failure is followed by its reason.
+ */
+static inline void verdict_report(const struct verdict *v, const char *name,
+				  const char *data_check)
+{
+	if (!ok(!v->data[0], "%s%s", name, data_check))
+		diag("%s", v->data);
+	if (!ok(!v->fetch[0], "%s_each_page_fetched_once", name))
+		diag("%s", v->fetch);
+	if (!ok(!v->stats[0], "%s_stats_add_up", name))
+		diag("%s", v->stats);
+}
+
+/* The same three checks, skipped for @reason. */
+static inline void verdict_skip(const char *reason, const char *name,
+				const char *data_check)
+{
+	skip(reason, "%s%s", name, data_check);
+	skip(reason, "%s_each_page_fetched_once", name);
+	skip(reason, "%s_stats_add_up", name);
 }
 
 /*
@@ -556,6 +652,127 @@ static inline void hugepages_restore(struct hugepages *h)
 	if (h->changed && !hugepages_write(h->orig))
 		diag("could not restore nr_hugepages to %ld", h->orig);
 	h->changed = false;
+}
+
+/*
+ * What vCPU threads touch: in an even 4 KiB page @p a vCPU writes the word
+ * touch_mark(base, p) at touch_write_off(p); in an odd one it reads the word
+ * at touch_read_off(p) and compares it with the source's (see
+ * touch_want_reads()).  Each test picks its own @base.
+ */
+static inline uint64_t touch_write_off(uint64_t p)
+{
+	return 8 * ((p * 37) % 256);
+}
+
+static inline uint64_t touch_read_off(uint64_t p)
+{
+	return 2048 + 8 * ((p * 53) % 256);
+}
+
+static inline uint64_t touch_mark(uint64_t base, uint64_t p)
+{
+	return base ^ (p * 0x9e3779b97f4a7c15ull);
+}
+
+/* Write the mark of page @p (at @page) as a vCPU does: one relaxed atomic. */
+static inline void touch_write(char *page, uint64_t base, uint64_t p)
+{
+	__atomic_store_n((uint64_t *)(page + touch_write_off(p)),
+			 touch_mark(base, p), __ATOMIC_RELAXED);
+}
+
+/* Read the word of page @p (at @page) as a vCPU does. */
+static inline uint64_t touch_read(const char *page, uint64_t p)
+{
+	return __atomic_load_n((const uint64_t *)(page + touch_read_off(p)),
+			       __ATOMIC_RELAXED);
+}
+
+/* A patch_fn for verify_mem(): the written marks; @ctx points to the base. */
+static inline void touch_patch_marks(void *ctx, uint64_t p, void *buf)
+{
+	const uint64_t *base = ctx;
+
+	if (p % 2 == 0)
+		memcpy((char *)buf + touch_write_off(p),
+		       &(uint64_t){ touch_mark(*base, p) }, 8);
+}
+
+/* The source's word at touch_read_off(p) of @npages pages; free() it. */
+static inline uint64_t *touch_want_reads(pc_source *ref, uint64_t npages)
+{
+	uint64_t *w = malloc(npages * sizeof(*w));
+
+	if (!w)
+		bail_out("out of memory");
+	for (uint64_t p = 0; p < npages; p++) {
+		char buf[SRC_PAGE];
+
+		if (pc_source_read(ref, p, 1, buf))
+			bail_out("pc_source_read failed");
+		memcpy(&w[p], buf + touch_read_off(p), 8);
+	}
+	return w;
+}
+
+/*
+ * A fixture for tests of single pages: a started region over a counting
+ * source, and a pattern source with the same seed to compare with.
+ */
+struct fixture {
+	struct counting_src cs;
+	pc_source *ref;
+	pc_region *r;
+	char *mem;		/* the region's guest view */
+};
+
+/*
+ * Create the region with @opts (its size is the sources' size) over a
+ * counting pattern source of @seed, and start it.  Returns 0, or a negative
+ * errno after saying why with diag() (-ENOMEM: the sources could not be
+ * made).  Call fixture_teardown() in either case.
+ */
+static inline int fixture_setup(struct fixture *f,
+				const struct pc_region_opts *opts,
+				uint64_t seed)
+{
+	pc_source *src;
+	char why[200] = "";
+	int ret;
+
+	memset(f, 0, sizeof(*f));
+	if (counting_new(&f->cs, opts->size, seed, &src) ||
+	    pc_source_pattern(opts->size, seed, &f->ref)) {
+		diag("cannot create sources");
+		return -ENOMEM;
+	}
+	ret = pc_region_create(opts, src, &f->r, why, sizeof(why));
+	if (ret) {
+		diag("pc_region_create = %d (%s)", ret, why);
+		return ret;
+	}
+	ret = pc_region_start(f->r);
+	if (ret) {
+		diag("pc_region_start = %d (%s)", ret, pc_region_error(f->r));
+		return ret;
+	}
+	f->mem = pc_region_addr(f->r);
+	return 0;
+}
+
+static inline void fixture_teardown(struct fixture *f)
+{
+	if (f->r)
+		pc_region_destroy(f->r);
+	pc_source_destroy(f->ref);
+	counting_free(&f->cs);
+}
+
+/* How often the region fetched 4 KiB page @p of the fixture's source. */
+static inline uint32_t fetched(struct fixture *f, uint64_t p)
+{
+	return atomic_load(&f->cs.fetched[p]);
 }
 
 #endif /* POSTCOPY_H */

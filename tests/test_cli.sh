@@ -10,71 +10,9 @@
 # the documented JSON with verified == true.
 set -u
 
-cli=${1:-${POSTCOPY_CLI:-}}
-if [[ -z $cli || ! -x $cli ]]; then
-	echo "1..0 # SKIP no postcopy CLI given (usage: $0 PATH_TO_POSTCOPY)"
-	exit 0
-fi
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/postcopy-test-cli.XXXXXX") || exit 1
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+lib_init cli
 trap 'rm -rf "$tmp"' EXIT
-
-n=0 failed=0
-out=$tmp/stdout err=$tmp/stderr rc=0
-
-# run ARGS...: run the CLI (bounded in time), keep stdout, stderr and status.
-run() {
-	timeout -k 5 120 "$cli" "$@" >"$out" 2>"$err"
-	rc=$?
-}
-
-# check NAME CONDITION-STATUS: one TAP line; on failure show what happened.
-check() {
-	local name=$1 status=$2
-	n=$((n + 1))
-	if ((status == 0)); then
-		echo "ok $n - $name"
-		return
-	fi
-	failed=$((failed + 1))
-	echo "not ok $n - $name"
-	echo "# exit status $rc"
-	sed -n '1,15s/^/# stdout: /p' "$out"
-	sed -n '1,15s/^/# stderr: /p' "$err"
-}
-
-# json_check PYTHON-EXPR: every JSON object in stdout satisfies EXPR (with
-# the object as d) and there is at least one; prints the reason otherwise.
-json_check() {
-	python3 - "$1" "$out" <<'EOF'
-import json, sys
-expr, path = sys.argv[1], sys.argv[2]
-text = open(path).read()
-dec, i, objs = json.JSONDecoder(), 0, []
-while True:
-    while i < len(text) and text[i].isspace():
-        i += 1
-    if i >= len(text):
-        break
-    try:
-        d, i = dec.raw_decode(text, i)
-    except ValueError as e:
-        print("# stdout is not JSON: %s" % e)
-        sys.exit(1)
-    objs.append(d)
-if not objs:
-    print("# no JSON object on stdout")
-    sys.exit(1)
-for d in objs:
-    try:
-        good = eval("(" + expr + ")", {"d": d})
-    except Exception as e:
-        print("# %r on %s" % (e, json.dumps(d)[:400]))
-        sys.exit(1)
-    if not good:
-        print("# fails %s: %s" % (expr, json.dumps(d)[:400]))
-        sys.exit(1)
-EOF
-}
 
 echo "1..20"
 

@@ -13,7 +13,6 @@
 #include <inttypes.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
 
 #include "postcopy.h"
 #include "tap.h"
@@ -88,17 +87,13 @@ static void child(enum foreign what, enum pc_backend backend)
 static void expect_sigbus_death(enum foreign what, enum pc_backend backend,
 				const char *name)
 {
-	int status = 0;
+	int status;
 	pid_t pid;
 
-	fflush(stdout);
-	pid = fork();
-	if (pid < 0)
-		bail_out("fork: %s", strerror(errno));
+	pid = fork_or_bail();
 	if (pid == 0)
 		child(what, backend);
-	if (waitpid(pid, &status, 0) != pid)
-		bail_out("waitpid: %s", strerror(errno));
+	status = wait_child(pid);
 	if (ok(WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS, "%s", name))
 		return;
 	if (WIFSIGNALED(status))

@@ -17,13 +17,8 @@
 #define REGION_PAGES 256
 #define REGION_SIZE (REGION_PAGES * SRC_PAGE)
 
-struct fixture {
-	struct counting_src cs;
-	pc_source *ref;
-	pc_region *r;
-	char *mem;
-	uint64_t next;		/* next untouched page to hand out */
-};
+/* The next untouched page data_page() may hand out. */
+static uint64_t next_page;
 
 static void setup(struct fixture *f, enum pc_backend backend,
 		  enum pc_mode mode, uint64_t seed)
@@ -31,48 +26,23 @@ static void setup(struct fixture *f, enum pc_backend backend,
 	struct pc_region_opts opts = {
 		.size = REGION_SIZE, .backend = backend, .mode = mode,
 	};
-	pc_source *src;
-	char why[200] = "";
-	int ret;
 
-	memset(f, 0, sizeof(*f));
-	if (counting_new(&f->cs, REGION_SIZE, seed, &src) ||
-	    pc_source_pattern(REGION_SIZE, seed, &f->ref))
-		bail_out("cannot create sources");
-	ret = pc_region_create(&opts, src, &f->r, why, sizeof(why));
-	if (ret)
-		bail_out("pc_region_create(%s, %s) = %d (%s)",
-			 backend_name(backend), mode_name(mode), ret, why);
-	ret = pc_region_start(f->r);
-	if (ret)
-		bail_out("pc_region_start = %d (%s)", ret,
-			 pc_region_error(f->r));
-	f->mem = pc_region_addr(f->r);
-	f->next = 1;
-}
-
-static void teardown(struct fixture *f)
-{
-	pc_region_destroy(f->r);
-	pc_source_destroy(f->ref);
-	counting_free(&f->cs);
+	if (fixture_setup(f, &opts, seed))
+		bail_out("setup(%s, %s) failed", backend_name(backend),
+			 mode_name(mode));
+	next_page = 1;
 }
 
 /* A fresh missing page with data in the source (and untouched neighbours). */
 static uint64_t data_page(struct fixture *f)
 {
-	while (f->next + 4 < REGION_PAGES &&
-	       pc_source_is_zero(f->ref, f->next))
-		f->next++;
-	if (f->next + 4 >= REGION_PAGES)
+	while (next_page + 4 < REGION_PAGES &&
+	       pc_source_is_zero(f->ref, next_page))
+		next_page++;
+	if (next_page + 4 >= REGION_PAGES)
 		bail_out("out of pages");
-	f->next += 4;
-	return f->next - 4;
-}
-
-static uint32_t fetched(struct fixture *f, uint64_t p)
-{
-	return atomic_load(&f->cs.fetched[p]);
+	next_page += 4;
+	return next_page - 4;
 }
 
 static bool same_as_source(struct fixture *f, uint64_t p, const void *have)
@@ -206,7 +176,7 @@ static void exit_mode(enum pc_backend backend)
 			"populate_range_straddling_region_end_is_efault"))
 			diag("pc_populate = %d", ret);
 	}
-	teardown(&f);
+	fixture_teardown(&f);
 }
 
 static void wait_mode(enum pc_backend backend)
@@ -252,7 +222,7 @@ static void wait_mode(enum pc_backend backend)
 		same_as_source(&f, p, f.mem + p * SRC_PAGE),
 		"wait_mode_%s_populate_fetches_page_once", b))
 		diag("pc_populate = %d, fetched %u", ret, fetched(&f, p));
-	teardown(&f);
+	fixture_teardown(&f);
 }
 
 int main(void)

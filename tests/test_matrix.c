@@ -44,34 +44,14 @@ static const unsigned thread_counts[] = { 1, 2, 8 };
 #define HUGETLB_SIZE (16 * MIB)
 #define SMALL_SIZE (4 * MIB)
 
-/* Where a vCPU writes / reads its word in 4 KiB page @p, and what. */
-static uint64_t write_off(uint64_t p)
-{
-	return 8 * ((p * 37) % 256);
-}
-
-static uint64_t read_off(uint64_t p)
-{
-	return 2048 + 8 * ((p * 53) % 256);
-}
-
-static uint64_t mark(uint64_t p)
-{
-	return 0x5eedf00d00000000ull ^ (p * 0x9e3779b97f4a7c15ull);
-}
-
-static void patch_marks(void *ctx, uint64_t p, void *buf)
-{
-	(void)ctx;
-	if (p % 2 == 0)
-		memcpy((char *)buf + write_off(p), &(uint64_t){ mark(p) }, 8);
-}
+/* The word the vCPUs write: touch_mark(MARK_BASE, p). */
+#define MARK_BASE 0x5eedf00d00000000ull
 
 struct vcpu {
 	pthread_t tid;
 	pc_region *r;
 	pthread_barrier_t *barrier;
-	const uint64_t *want_read;	/* source word at read_off(p) */
+	const uint64_t *want_read;	/* source word at touch_read_off(p) */
 	unsigned id, nthreads;
 	enum pattern pat;
 	uint64_t npages;		/* 4 KiB pages in the region */
@@ -121,12 +101,9 @@ static void *vcpu_main(void *arg)
 		char *page = mem + p * SRC_PAGE;
 
 		if (p % 2 == 0) {
-			__atomic_store_n((uint64_t *)(page + write_off(p)),
-					 mark(p), __ATOMIC_RELAXED);
+			touch_write(page, MARK_BASE, p);
 		} else {
-			uint64_t have = __atomic_load_n(
-				(uint64_t *)(page + read_off(p)),
-				__ATOMIC_RELAXED);
+			uint64_t have = touch_read(page, p);
 
 			if (have != v->want_read[p] && !v->bad_reads++)
 				v->first_bad = p;
@@ -178,19 +155,13 @@ static bool run_vcpus(pc_region *r, unsigned nthreads, enum pattern pat,
 static void check_stats(pc_region *r, struct counting_src *cs, pc_source *ref,
 			char *why, size_t len)
 {
-	uint64_t size = pc_region_size(r), region_page = pc_region_page_size(r);
-	struct pc_stats *st = NULL;
-	int ret;
+	uint64_t region_page = pc_region_page_size(r);
+	struct pc_stats *st = counted_stats(r, cs, why, len);
 
-	ret = pc_region_stats(r, &st);
-	if (ret) {
-		snprintf(why, len, "pc_region_stats = %d", ret);
+	if (!st)
 		return;
-	}
-	if (!stats_consistent(st, size / region_page, region_page,
-			      counting_total(cs) * SRC_PAGE,
-			      atomic_load(&cs->calls), why, len)) {
-		/* why is set */
+	if (why[0]) {
+		/* the counters do not add up */
 	} else if (st->pages_fill || st->pages_prefetch) {
 		snprintf(why, len,
 			 "no filler and window 1, yet fill %" PRIu64
@@ -238,7 +209,8 @@ static void check_case(pc_region *r, struct counting_src *cs, pc_source *ref,
 	/* Counts first: reading a missing page would fetch it. */
 	counting_check(cs, ref, region_page, true, v->fetch, sizeof(v->fetch));
 	check_stats(r, cs, ref, v->stats, sizeof(v->stats));
-	bad = verify_mem(pc_region_addr(r), size, ref, patch_marks, NULL);
+	bad = verify_mem(pc_region_addr(r), size, ref, touch_patch_marks,
+			 &(uint64_t){ MARK_BASE });
 	if (bad)
 		snprintf(v->data, sizeof(v->data), "%" PRIu64 " pages differ",
 			 bad);
@@ -266,9 +238,7 @@ static void run_case(enum pc_backend backend, const struct mode_cfg *m,
 	snprintf(name, sizeof(name), "%s_%s_%u_threads_%s", m->name,
 		 backend_name(backend), nthreads, pattern_names[pat]);
 	if (backend == PC_BACKEND_HUGETLB && !huge_ok) {
-		skip(hp->why, "%s_complete_byte_exact", name);
-		skip(hp->why, "%s_each_page_fetched_once", name);
-		skip(hp->why, "%s_stats_add_up", name);
+		verdict_skip(hp->why, name, "_complete_byte_exact");
 		return;
 	}
 	if (m->mode == PC_MODE_WAIT) {
@@ -280,16 +250,7 @@ static void run_case(enum pc_backend backend, const struct mode_cfg *m,
 	if (counting_new(&cs, size, seed, &src) ||
 	    pc_source_pattern(size, seed, &ref))
 		bail_out("cannot create sources");
-	want_read = malloc(npages * sizeof(*want_read));
-	if (!want_read)
-		bail_out("out of memory");
-	for (uint64_t p = 0; p < npages; p++) {
-		char buf[SRC_PAGE];
-
-		if (pc_source_read(ref, p, 1, buf))
-			bail_out("pc_source_read failed");
-		memcpy(&want_read[p], buf + read_off(p), 8);
-	}
+	want_read = touch_want_reads(ref, npages);
 
 	ret = pc_region_create(&opts, src, &r, why, sizeof(why));
 	if (ret) {
@@ -305,12 +266,7 @@ static void run_case(enum pc_backend backend, const struct mode_cfg *m,
 			snprintf(v.data, sizeof(v.data),
 				 "pc_region_destroy did not destroy the source");
 	}
-	if (!ok(!v.data[0], "%s_complete_byte_exact", name))
-		diag("%s", v.data);
-	if (!ok(!v.fetch[0], "%s_each_page_fetched_once", name))
-		diag("%s", v.fetch);
-	if (!ok(!v.stats[0], "%s_stats_add_up", name))
-		diag("%s", v.stats);
+	verdict_report(&v, name, "_complete_byte_exact");
 
 	pc_source_destroy(ref);
 	counting_free(&cs);

@@ -31,7 +31,6 @@
  *     thread never runs on (no zeros); an exit-mode fault kills the
  *     process with SIGBUS.
  */
-#include <arpa/inet.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -40,11 +39,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 
 #include "postcopy.h"
 #include "proto.h"
 #include "tap.h"
+#include "net_helpers.h"
 
 #define IMAGE_SIZE (16 * MIB)
 #define IMAGE_SEED 777
@@ -62,53 +61,6 @@ static const uint8_t WRONG_KEY[32] = "postcopy-wrong-key-0123456789abc";
 /* helpers                                                             */
 /* ------------------------------------------------------------------ */
 
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/*
- * The image: pattern pages, with the pattern's zero pages and every 8th
- * run of 32 pages left as holes (so the server's zero map has single
- * pages and runs).
- */
-static void make_image(const char *path, uint64_t size, uint64_t seed)
-{
-	char buf[SRC_PAGE];
-	pc_source *pat;
-	int fd;
-
-	if (pc_source_pattern(size, seed, &pat))
-		bail_out("pc_source_pattern");
-	fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-	if (fd < 0 || ftruncate(fd, (off_t)size))
-		bail_out("cannot create %s: %s", path, strerror(errno));
-	for (uint64_t p = 0; p < size / SRC_PAGE; p++) {
-		if (pc_source_is_zero(pat, p) || (p / 32) % 8 == 5)
-			continue;
-		if (pc_source_read(pat, p, 1, buf) ||
-		    pwrite(fd, buf, SRC_PAGE, (off_t)(p * SRC_PAGE)) !=
-			    (ssize_t)SRC_PAGE)
-			bail_out("cannot write %s", path);
-	}
-	if (fsync(fd))
-		bail_out("fsync %s: %s", path, strerror(errno));
-	close(fd);
-	pc_source_destroy(pat);
-}
-
 /* A data page of the image (not a hole) at or after @from. */
 static uint64_t data_page_from(uint64_t from)
 {
@@ -119,23 +71,6 @@ static uint64_t data_page_from(uint64_t from)
 }
 
 /* ---- the server on its own thread ---- */
-
-struct srv {
-	pc_server *s;
-	pthread_t t;
-	int run_ret;
-	bool running;
-	struct pc_server_stats st; /* after srv_stop() */
-	char addr[160];
-};
-
-static void *srv_main(void *arg)
-{
-	struct srv *v = arg;
-
-	v->run_ret = pc_server_run(v->s);
-	return NULL;
-}
 
 static int srv_start(struct srv *v, const char *listen, const uint8_t *key,
 		     bool insecure, int allow_uid, char *why, size_t why_len)
@@ -149,36 +84,8 @@ static int srv_start(struct srv *v, const char *listen, const uint8_t *key,
 		.allow_uid = allow_uid,
 		.session_timeout_ms = 10000,
 	};
-	int ret;
 
-	memset(v, 0, sizeof(*v));
-	ret = pc_server_create(&o, &v->s, why, why_len);
-	if (ret)
-		return ret;
-	snprintf(v->addr, sizeof(v->addr), "%s", pc_server_address(v->s));
-	ret = pthread_create(&v->t, NULL, srv_main, v);
-	if (ret) {
-		pc_server_destroy(v->s);
-		v->s = NULL;
-		return -ret;
-	}
-	v->running = true;
-	return 0;
-}
-
-/* Stop, join, take the final stats, destroy. */
-static void srv_stop(struct srv *v)
-{
-	if (!v->s)
-		return;
-	if (v->running) {
-		pc_server_stop(v->s);
-		pthread_join(v->t, NULL);
-		v->running = false;
-	}
-	pc_server_get_stats(v->s, &v->st);
-	pc_server_destroy(v->s);
-	v->s = NULL;
+	return srv_start_opts(v, &o, why, why_len);
 }
 
 static void srv_start_or_bail(struct srv *v, const char *listen,
@@ -238,47 +145,6 @@ static int64_t compare_source(pc_source *src, char *why, size_t len)
 	return bad;
 }
 
-/* ---- vCPU threads ---- */
-
-struct vcpu {
-	pc_region *r;
-	unsigned id;
-	const volatile uint8_t *mem;
-	uint64_t first, npages;	/* its share of the region */
-	unsigned touch_pct;	/* pages of its share it touches */
-	uint64_t seed;
-	uint64_t sum;
-	int attach_ret;
-};
-
-/* Touch @touch_pct % of its share, in random order, one byte a page. */
-static void *vcpu_main(void *arg)
-{
-	struct vcpu *v = arg;
-	uint64_t *order = malloc(v->npages * sizeof(*order));
-	uint64_t s = v->seed, n = v->npages * v->touch_pct / 100;
-
-	if (!order)
-		bail_out("out of memory");
-	v->attach_ret = pc_thread_attach(v->r, v->id);
-	for (uint64_t i = 0; i < v->npages; i++)
-		order[i] = v->first + i;
-	for (uint64_t i = v->npages; i > 1; i--) {
-		uint64_t j = splitmix(&s) % i, t = order[i - 1];
-
-		order[i - 1] = order[j];
-		order[j] = t;
-	}
-	for (uint64_t i = 0; i < n; i++) {
-		uint64_t p = order[i];
-
-		v->sum += v->mem[p * SRC_PAGE + (p * 131) % SRC_PAGE];
-	}
-	pc_thread_detach(v->r);
-	free(order);
-	return NULL;
-}
-
 /* ------------------------------------------------------------------ */
 /* restores                                                            */
 /* ------------------------------------------------------------------ */
@@ -307,8 +173,7 @@ static void run_restore(const struct rcase *c)
 		.max_threads = VCPUS,
 	};
 	struct verdict v = { "", "", "" };
-	struct vcpu vc[VCPUS];
-	pthread_t t[VCPUS];
+	struct rand_vcpu vc[VCPUS];
 	struct pc_net_stats ns;
 	struct pc_stats *st = NULL;
 	char why[256] = "";
@@ -352,22 +217,9 @@ static void run_restore(const struct rcase *c)
 		pc_region_destroy(r);
 		goto report;
 	}
-	for (unsigned i = 0; i < VCPUS; i++) {
-		vc[i] = (struct vcpu){
-			.r = r,
-			.id = i,
-			.mem = pc_region_addr(r),
-			.first = img_pages * i / VCPUS,
-			.npages = img_pages * (i + 1) / VCPUS -
-				  img_pages * i / VCPUS,
-			.touch_pct = c->touch_pct,
-			.seed = c->seed * 31 + i,
-		};
-		if (pthread_create(&t[i], NULL, vcpu_main, &vc[i]))
-			bail_out("pthread_create");
-	}
-	for (unsigned i = 0; i < VCPUS; i++)
-		pthread_join(t[i], NULL);
+	/* Touch c->touch_pct % of each share, one byte a page. */
+	rand_vcpus_run(vc, VCPUS, r, img_pages, c->touch_pct, 131,
+		       c->seed * 31);
 
 	ret = pc_region_wait(r, 60000);
 	pc_net_get_stats(src, &ns);
@@ -514,14 +366,9 @@ static void test_unix_uid(void)
 
 static int raw_connect(const char *addr)
 {
-	const char *colon = strrchr(addr, ':');
-	struct sockaddr_in sin = { .sin_family = AF_INET };
+	struct sockaddr_in sin = loopback_sockaddr(addr);
 	int fd;
 
-	if (strncmp(addr, "tcp://127.0.0.1:", 16) || !colon)
-		bail_out("raw_connect: unexpected address %s", addr);
-	sin.sin_port = htons((uint16_t)atoi(colon + 1));
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)))
 		bail_out("connect %s: %s", addr, strerror(errno));
@@ -1151,19 +998,11 @@ static void child_server_gone(enum pc_mode mode)
 
 static int run_child(enum pc_mode mode)
 {
-	int status;
-	pid_t pid;
+	pid_t pid = fork_or_bail();
 
-	fflush(stdout);
-	fflush(stderr);
-	pid = fork();
-	if (pid < 0)
-		bail_out("fork: %s", strerror(errno));
 	if (pid == 0)
 		child_server_gone(mode);
-	if (waitpid(pid, &status, 0) != pid)
-		bail_out("waitpid: %s", strerror(errno));
-	return status;
+	return wait_child(pid);
 }
 
 static void test_server_gone_children(void)
@@ -1200,15 +1039,9 @@ int main(void)
 
 	plan(NOKEY_CHECKS + GONE_CHECKS + RESTORE_CHECKS + UID_CHECKS +
 	     KEY_CHECKS + ABUSE_CHECKS);
-	if (!mkdtemp(dir))
-		bail_out("mkdtemp: %s", strerror(errno));
-	snprintf(image_path, sizeof(image_path), "%s/image", dir);
-	make_image(image_path, IMAGE_SIZE, IMAGE_SEED);
-	if (pc_source_file(image_path, &ref))
-		bail_out("pc_source_file(%s)", image_path);
 	img_pages = IMAGE_SIZE / SRC_PAGE;
-	for (uint64_t p = 0; p < img_pages; p++)
-		img_zero_pages += pc_source_is_zero(ref, p);
+	img_zero_pages = image_setup(dir, image_path, sizeof(image_path),
+				     IMAGE_SIZE, IMAGE_SEED, &ref);
 	diag("image %s: %" PRIu64 " pages, %" PRIu64 " holes", image_path,
 	     img_pages, img_zero_pages);
 

@@ -14,12 +14,8 @@
 # needed.  Background servers are killed on exit; temp files removed.
 set -u
 
-cli=${1:-${POSTCOPY_CLI:-}}
-if [[ -z $cli || ! -x $cli ]]; then
-	echo "1..0 # SKIP no postcopy CLI given (usage: $0 PATH_TO_POSTCOPY)"
-	exit 0
-fi
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/postcopy-test-net-cli.XXXXXX") || exit 1
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+lib_init net-cli
 
 serve_pid=
 cleanup() {
@@ -31,33 +27,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-n=0 failed=0
-out=$tmp/stdout err=$tmp/stderr rc=0
 sout=$tmp/serve.out serr=$tmp/serve.err src=0 addr=
 
-# run ARGS...: run the CLI (bounded in time), keep stdout, stderr and status.
-run() {
-	timeout -k 5 120 "$cli" "$@" >"$out" 2>"$err"
-	rc=$?
-}
-
-# check NAME STATUS [FILES...]: one TAP line; on failure show what happened
-# (the last command's output, or the given files).
-check() {
-	local name=$1 status=$2
-	shift 2
-	n=$((n + 1))
-	if ((status == 0)); then
-		echo "ok $n - $name"
-		return
-	fi
-	failed=$((failed + 1))
-	echo "not ok $n - $name"
+# A failed check names the server's status too.
+check_status() {
 	echo "# exit status $rc (serve: $src)"
-	local f
-	for f in "${@:-$out}" "$err"; do
-		[[ -f $f ]] && sed -n "1,15s|^|# ${f##*/}: |p" "$f"
-	done
 }
 
 # serve ARGS...: start `postcopy serve` in the background and wait (10 s at
@@ -100,40 +74,6 @@ serve_kill() {
 	kill "$serve_pid" 2>/dev/null
 	wait "$serve_pid" 2>/dev/null
 	serve_pid=
-}
-
-# json_check PYTHON-EXPR: every JSON object in stdout satisfies EXPR (with
-# the object as d) and there is at least one; prints the reason otherwise.
-json_check() {
-	python3 - "$1" "$out" <<'EOF'
-import json, sys
-expr, path = sys.argv[1], sys.argv[2]
-text = open(path).read()
-dec, i, objs = json.JSONDecoder(), 0, []
-while True:
-    while i < len(text) and text[i].isspace():
-        i += 1
-    if i >= len(text):
-        break
-    try:
-        d, i = dec.raw_decode(text, i)
-    except ValueError as e:
-        print("# stdout is not JSON: %s" % e)
-        sys.exit(1)
-    objs.append(d)
-if not objs:
-    print("# no JSON object on stdout")
-    sys.exit(1)
-for d in objs:
-    try:
-        good = eval("(" + expr + ")", {"d": d})
-    except Exception as e:
-        print("# %r on %s" % (e, json.dumps(d)[:400]))
-        sys.exit(1)
-    if not good:
-        print("# fails %s: %s" % (expr, json.dumps(d)[:400]))
-        sys.exit(1)
-EOF
 }
 
 echo "1..16"

@@ -30,10 +30,10 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
-#include <time.h>
 
 #include "postcopy.h"
 #include "tap.h"
+#include "net_helpers.h"
 
 #define IMAGE_SIZE (64 * MIB)
 #define IMAGE_SEED 4711
@@ -52,68 +52,9 @@ static uint64_t img_pages, img_zero_pages;
 
 static const uint8_t KEY[32] = "proxy-test-key-0123456789abcdefg";
 
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Pattern pages; the pattern's zero pages and every 8th run of 32 pages
- * are holes. */
-static void make_image(const char *path, uint64_t size, uint64_t seed)
-{
-	char buf[SRC_PAGE];
-	pc_source *pat;
-	int fd;
-
-	if (pc_source_pattern(size, seed, &pat))
-		bail_out("pc_source_pattern");
-	fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-	if (fd < 0 || ftruncate(fd, (off_t)size))
-		bail_out("cannot create %s: %s", path, strerror(errno));
-	for (uint64_t p = 0; p < size / SRC_PAGE; p++) {
-		if (pc_source_is_zero(pat, p) || (p / 32) % 8 == 5)
-			continue;
-		if (pc_source_read(pat, p, 1, buf) ||
-		    pwrite(fd, buf, SRC_PAGE, (off_t)(p * SRC_PAGE)) !=
-			    (ssize_t)SRC_PAGE)
-			bail_out("cannot write %s", path);
-	}
-	if (fsync(fd))
-		bail_out("fsync %s: %s", path, strerror(errno));
-	close(fd);
-	pc_source_destroy(pat);
-}
-
 /* ------------------------------------------------------------------ */
 /* the server                                                          */
 /* ------------------------------------------------------------------ */
-
-struct srv {
-	pc_server *s;
-	pthread_t t;
-	int run_ret;
-	struct pc_server_stats st;
-};
-
-static void *srv_main(void *arg)
-{
-	struct srv *v = arg;
-
-	v->run_ret = pc_server_run(v->s);
-	return NULL;
-}
 
 static void srv_start(struct srv *v)
 {
@@ -126,22 +67,10 @@ static void srv_start(struct srv *v)
 		.session_timeout_ms = SESSION_TIMEOUT_MS,
 	};
 	char why[256] = "";
-	int ret;
+	int ret = srv_start_opts(v, &o, why, sizeof(why));
 
-	memset(v, 0, sizeof(*v));
-	ret = pc_server_create(&o, &v->s, why, sizeof(why));
 	if (ret)
-		bail_out("pc_server_create = %d (%s)", ret, why);
-	if (pthread_create(&v->t, NULL, srv_main, v))
-		bail_out("pthread_create");
-}
-
-static void srv_stop(struct srv *v)
-{
-	pc_server_stop(v->s);
-	pthread_join(v->t, NULL);
-	pc_server_get_stats(v->s, &v->st);
-	pc_server_destroy(v->s);
+		bail_out("server: %d (%s)", ret, why);
 }
 
 /* ------------------------------------------------------------------ */
@@ -373,17 +302,10 @@ static void proxy_start(struct proxy *px, const char *server_addr,
 	struct sockaddr_in sin = { .sin_family = AF_INET,
 				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t len = sizeof(sin);
-	const char *colon = strrchr(server_addr, ':');
 
 	memset(px, 0, sizeof(*px));
 	px->rng = seed;
-	if (strncmp(server_addr, "tcp://127.0.0.1:", 16) || !colon)
-		bail_out("unexpected server address %s", server_addr);
-	px->server = (struct sockaddr_in){
-		.sin_family = AF_INET,
-		.sin_port = htons((uint16_t)atoi(colon + 1)),
-		.sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-	};
+	px->server = loopback_sockaddr(server_addr);
 	px->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC |
 					     SOCK_NONBLOCK, 0);
 	if (px->listen_fd < 0 ||
@@ -413,43 +335,6 @@ static void proxy_stop(struct proxy *px)
 /* ------------------------------------------------------------------ */
 /* the restore                                                         */
 /* ------------------------------------------------------------------ */
-
-struct vcpu {
-	pc_region *r;
-	unsigned id;
-	const volatile uint8_t *mem;
-	uint64_t first, npages;
-	uint64_t seed;
-	uint64_t sum;
-	int attach_ret;
-};
-
-static void *vcpu_main(void *arg)
-{
-	struct vcpu *v = arg;
-	uint64_t *order = malloc(v->npages * sizeof(*order));
-	uint64_t s = v->seed, n = v->npages * TOUCH_PCT / 100;
-
-	if (!order)
-		bail_out("out of memory");
-	v->attach_ret = pc_thread_attach(v->r, v->id);
-	for (uint64_t i = 0; i < v->npages; i++)
-		order[i] = v->first + i;
-	for (uint64_t i = v->npages; i > 1; i--) {
-		uint64_t j = splitmix(&s) % i, t = order[i - 1];
-
-		order[i - 1] = order[j];
-		order[j] = t;
-	}
-	for (uint64_t i = 0; i < n; i++) {
-		uint64_t p = order[i];
-
-		v->sum += v->mem[p * SRC_PAGE + (p * 7919) % SRC_PAGE];
-	}
-	pc_thread_detach(v->r);
-	free(order);
-	return NULL;
-}
 
 /*
  * Wait for completion while pages keep arriving: fails (-ETIMEDOUT) when
@@ -492,8 +377,7 @@ static void run(const char *server_addr, enum pc_mode mode,
 	     once[300] = "", why[256] = "";
 	struct pc_net_stats ns = { 0 };
 	struct pc_stats *st = NULL;
-	struct vcpu vc[VCPUS];
-	pthread_t t[VCPUS];
+	struct rand_vcpu vc[VCPUS];
 	struct proxy px;
 	pc_source *src;
 	pc_region *r = NULL;
@@ -527,21 +411,7 @@ static void run(const char *server_addr, enum pc_mode mode,
 			 pc_region_error(r));
 		goto stop;
 	}
-	for (unsigned i = 0; i < VCPUS; i++) {
-		vc[i] = (struct vcpu){
-			.r = r,
-			.id = i,
-			.mem = pc_region_addr(r),
-			.first = img_pages * i / VCPUS,
-			.npages = img_pages * (i + 1) / VCPUS -
-				  img_pages * i / VCPUS,
-			.seed = seed * 131 + i,
-		};
-		if (pthread_create(&t[i], NULL, vcpu_main, &vc[i]))
-			bail_out("pthread_create");
-	}
-	for (unsigned i = 0; i < VCPUS; i++)
-		pthread_join(t[i], NULL);
+	rand_vcpus_run(vc, VCPUS, r, img_pages, TOUCH_PCT, 7919, seed * 131);
 	t_vcpus = now_s() - t0;
 	ret = wait_progress(r, 8, 90, &stalled);
 	pc_net_get_stats(src, &ns);
@@ -631,15 +501,9 @@ int main(void)
 	struct srv v;
 
 	plan(2 * 4 + 1);
-	if (!mkdtemp(dir))
-		bail_out("mkdtemp: %s", strerror(errno));
-	snprintf(image_path, sizeof(image_path), "%s/image", dir);
-	make_image(image_path, IMAGE_SIZE, IMAGE_SEED);
-	if (pc_source_file(image_path, &ref))
-		bail_out("pc_source_file(%s)", image_path);
 	img_pages = IMAGE_SIZE / SRC_PAGE;
-	for (uint64_t p = 0; p < img_pages; p++)
-		img_zero_pages += pc_source_is_zero(ref, p);
+	img_zero_pages = image_setup(dir, image_path, sizeof(image_path),
+				     IMAGE_SIZE, IMAGE_SEED, &ref);
 	diag("image: %" PRIu64 " pages, %" PRIu64 " holes", img_pages,
 	     img_zero_pages);
 

@@ -15,7 +15,6 @@
  */
 #include <inttypes.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 
 #include "postcopy.h"
 #include "tap.h"
@@ -25,51 +24,14 @@
 #define FIRST 16		/* the DONTNEED range: pages [FIRST, LAST) */
 #define LAST 80
 
-struct fixture {
-	struct counting_src cs;
-	pc_source *ref;
-	pc_region *r;
-	char *mem;
-};
-
 static int setup(struct fixture *f, enum pc_backend backend,
 		 enum pc_mode mode, uint64_t seed)
 {
 	struct pc_region_opts opts = {
 		.size = REGION_SIZE, .backend = backend, .mode = mode,
 	};
-	pc_source *src;
-	char why[200] = "";
-	int ret;
 
-	memset(f, 0, sizeof(*f));
-	if (counting_new(&f->cs, REGION_SIZE, seed, &src) ||
-	    pc_source_pattern(REGION_SIZE, seed, &f->ref))
-		return -ENOMEM;
-	ret = pc_region_create(&opts, src, &f->r, why, sizeof(why));
-	if (ret) {
-		diag("pc_region_create = %d (%s)", ret, why);
-		return ret;
-	}
-	ret = pc_region_start(f->r);
-	if (ret) {
-		diag("pc_region_start = %d (%s)", ret, pc_region_error(f->r));
-		return ret;
-	}
-	f->mem = pc_region_addr(f->r);
-	return 0;
-}
-
-static void teardown(struct fixture *f)
-{
-	pc_region_destroy(f->r);
-	pc_source_destroy(f->ref);
-	counting_free(&f->cs);
-}
-
-static uint32_t fetched(struct fixture *f, uint64_t p)
-{
-	return atomic_load(&f->cs.fetched[p]);
+	return fixture_setup(f, &opts, seed);
 }
 
 static uint64_t mark(uint64_t p)
@@ -152,7 +114,7 @@ static void shmem_dontneed(enum pc_mode mode)
 	if (!ok(after > before, "%s_mode_shmem_dontneed_access_counted_as_refault",
 		m))
 		diag("refaults %" PRIu64 " -> %" PRIu64, before, after);
-	teardown(&f);
+	fixture_teardown(&f);
 }
 
 /* Child exit codes for the anon DONTNEED liveness check. */
@@ -161,13 +123,10 @@ enum { SAW_SOURCE = 0, SAW_ZERO = 1, SAW_OTHER = 2, SETUP_FAILED = 3 };
 static void anon_dontneed(enum pc_mode mode)
 {
 	const char *m = mode_name(mode);
-	int status = 0;
+	int status;
 	pid_t pid;
 
-	fflush(stdout);
-	pid = fork();
-	if (pid < 0)
-		bail_out("fork: %s", strerror(errno));
+	pid = fork_or_bail();
 	if (pid == 0) {
 		struct fixture f;
 		char want[SRC_PAGE], zero[SRC_PAGE] = { 0 };
@@ -187,8 +146,7 @@ static void anon_dontneed(enum pc_mode mode)
 		_exit(memcmp(f.mem + p * SRC_PAGE, zero, SRC_PAGE) ? SAW_OTHER :
 								       SAW_ZERO);
 	}
-	if (waitpid(pid, &status, 0) != pid)
-		bail_out("waitpid: %s", strerror(errno));
+	status = wait_child(pid);
 	if (ok(WIFEXITED(status) && WEXITSTATUS(status) <= SAW_ZERO,
 	       "%s_mode_anon_dontneed_then_access_neither_hangs_nor_crashes", m)) {
 		diag("%s/anon: after MADV_DONTNEED the page reads as %s", m,
@@ -277,7 +235,7 @@ static void resolve(enum pc_backend backend)
 			diag("pc_resolve = %d, fetched %u", ret,
 			     fetched(&f, p));
 	}
-	teardown(&f);
+	fixture_teardown(&f);
 }
 
 int main(void)

@@ -9,7 +9,6 @@
  * larger than the region resolves the whole region on one touch.
  */
 #include <inttypes.h>
-#include <time.h>
 
 #include "postcopy.h"
 #include "tap.h"
@@ -17,13 +16,6 @@
 #define WINDOW 16
 #define REGION_PAGES 1000	/* not a multiple of 16: the last window is 8 */
 #define NWINDOWS ((REGION_PAGES + WINDOW - 1) / WINDOW)
-
-struct fixture {
-	struct counting_src cs;
-	pc_source *ref;
-	pc_region *r;
-	char *mem;
-};
 
 static int setup(struct fixture *f, enum pc_backend backend,
 		 enum pc_mode mode, unsigned window, uint64_t pages,
@@ -33,34 +25,8 @@ static int setup(struct fixture *f, enum pc_backend backend,
 		.size = pages * SRC_PAGE, .backend = backend, .mode = mode,
 		.window = window,
 	};
-	pc_source *src;
-	char why[200] = "";
-	int ret;
 
-	memset(f, 0, sizeof(*f));
-	if (counting_new(&f->cs, opts.size, seed, &src) ||
-	    pc_source_pattern(opts.size, seed, &f->ref))
-		bail_out("cannot create sources");
-	ret = pc_region_create(&opts, src, &f->r, why, sizeof(why));
-	if (ret) {
-		diag("pc_region_create = %d (%s)", ret, why);
-		return ret;
-	}
-	ret = pc_region_start(f->r);
-	if (ret) {
-		diag("pc_region_start = %d (%s)", ret, pc_region_error(f->r));
-		return ret;
-	}
-	f->mem = pc_region_addr(f->r);
-	return 0;
-}
-
-static void teardown(struct fixture *f)
-{
-	if (f->r)
-		pc_region_destroy(f->r);
-	pc_source_destroy(f->ref);
-	counting_free(&f->cs);
+	return fixture_setup(f, &opts, seed);
 }
 
 static uint64_t touched_page(uint64_t w)
@@ -90,13 +56,6 @@ static uint64_t data_pages_below(struct fixture *f, uint64_t end)
 	for (uint64_t p = 0; p < end; p++)
 		n += !pc_source_is_zero(f->ref, p);
 	return n;
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { 0, ms * 1000000L };
-
-	nanosleep(&ts, NULL);
 }
 
 /*
@@ -176,7 +135,7 @@ static void window_16(enum pc_backend backend, enum pc_mode mode)
 	bad = verify_mem(f.mem, REGION_PAGES * SRC_PAGE, f.ref, patch_touched,
 			 NULL);
 	ok(bad == 0, "%s_mode_%s_window_16_region_byte_exact", m, b);
-	teardown(&f);
+	fixture_teardown(&f);
 }
 
 /*
@@ -220,7 +179,7 @@ report:
 	if (!ok(!why[0], "%s_mode_%s_window_larger_than_region_completes_on_one_touch",
 		m, b))
 		diag("%s", why);
-	teardown(&f);
+	fixture_teardown(&f);
 }
 
 int main(void)
