@@ -76,7 +76,7 @@ serve_kill() {
 	serve_pid=
 }
 
-echo "1..16"
+echo "1..18"
 
 img=$tmp/img key=$tmp/key wrong=$tmp/wrong.key open_key=$tmp/open.key
 if ! "$cli" mkimage "$img" 8M >"$out" 2>"$err"; then
@@ -157,5 +157,35 @@ serve_kill
 
 [[ ! -e $sock ]]
 check "serve_unix_removes_its_socket_file_on_exit" $?
+
+# ---- serving a descriptor handed over by a VMM (SCM_RIGHTS) -----------------
+# A stand-in VMM puts the image into a memfd and passes it to the server.
+fdin=$tmp/fdin.sock
+python3 - "$fdin" "$img" <<'PY' &
+import os, socket, sys, time
+path, image = sys.argv[1], sys.argv[2]
+fd = os.memfd_create("guest-memory")
+with open(image, "rb") as f:
+    os.write(fd, f.read())
+for _ in range(200):
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(path)
+        break
+    except OSError:
+        time.sleep(0.05)
+socket.send_fds(s, [b"m"], [fd])
+s.close()
+PY
+vmm_pid=$!
+serve --image-from "unix:$fdin" --listen "unix:$tmp/fd.sock" --once
+wait "$vmm_pid"
+[[ $addr == "unix:$tmp/fd.sock" ]] && grep -q "waiting for the image descriptor" "$sout"
+check "serve_image_from_receives_a_memfd_over_scm_rights" $? "$sout" "$serr"
+
+run restore --source "unix:$tmp/fd.sock" --image "$img" --vcpus 2 -w 8 --json
+((rc == 0)) && json_check "$verified" && serve_exits && [[ $src == 0 ]]
+check "restore_of_a_served_memfd_verified_against_the_image" $? "$sout" "$serr"
+serve_kill
 
 exit $((failed != 0))
