@@ -39,6 +39,8 @@
 #define MAX_CONNS 1024u
 #define OUT_QUEUE_MAX (8u << 20)
 #define MAX_SESSIONS 64u
+/* How long the push stays quiet after a demand request. */
+#define PUSH_QUIET_NS 300000ull
 /* A connection must finish its handshake within this long. */
 #define HANDSHAKE_NS (10ull * 1000000000ull)
 
@@ -51,6 +53,7 @@ struct session {
 	uint64_t unsent;      /* pages not yet sent */
 	unsigned conns;
 	bool done;	      /* BYE received */
+	uint64_t last_demand; /* ns: the push stays quiet for a moment after */
 	uint64_t idle_since;  /* ns; when its last connection closed */
 	struct session *next;
 };
@@ -93,6 +96,7 @@ struct pc_server {
 	struct session *sessions;
 	struct pc_server_stats stats;
 	uint64_t accept_paused_until; /* ns; 0 when accepting */
+	uint64_t push_resume;	      /* ns; a quiet push to wake for */
 	unsigned nsessions;
 };
 
@@ -458,8 +462,10 @@ static void on_request(struct pc_server *s, struct conn *c, uint32_t tag,
 	s->stats.requests++;
 	s->stats.pages_demand += rq.npages;
 	mark_sent(c->session, rq.first, rq.npages);
-	if (rq.priority == PRIO_DEMAND) /* the push follows the guest */
+	if (rq.priority == PRIO_DEMAND) { /* the push follows the guest */
 		c->session->cursor = (rq.first + rq.npages) % s->image.page_count;
+		c->session->last_demand = now_ns();
+	}
 }
 
 static void on_frame(struct pc_server *s, struct conn *c,
@@ -662,6 +668,14 @@ static bool push_step(struct pc_server *s, struct conn *c)
 	struct session *ss = c->session;
 	if (pending(c) || c->push_done_sent || demand_waiting(s, ss))
 		return false;
+	/* Faults come in bursts: right after one, the next is likely, so
+	 * the push keeps off the link and this loop for a moment. */
+	uint64_t quiet_until = ss->last_demand + PUSH_QUIET_NS;
+	if (ss->last_demand && now_ns() < quiet_until) {
+		if (!s->push_resume || quiet_until < s->push_resume)
+			s->push_resume = quiet_until;
+		return false;
+	}
 	if (!ss->unsent) {
 		queue_frame(c, FRAME_PUSH_DONE, 0, NULL, 0);
 		c->push_done_sent = true;
@@ -713,10 +727,13 @@ static bool finished(struct pc_server *s)
 int pc_server_run(pc_server *s)
 {
 	struct epoll_event evs[64];
-	int timeout = -1;
+	int64_t timeout = -1; /* ns */
 
 	while (!finished(s)) {
-		int n = epoll_wait(s->epoll_fd, evs, 64, timeout);
+		struct timespec ts = { .tv_sec = timeout / 1000000000,
+				       .tv_nsec = timeout % 1000000000 };
+		int n = epoll_pwait2(s->epoll_fd, evs, 64,
+				     timeout < 0 ? NULL : &ts, NULL);
 		if (n < 0 && errno != EINTR)
 			return -errno;
 		for (int k = 0; k < n; k++) {
@@ -733,6 +750,7 @@ int pc_server_run(pc_server *s)
 		}
 		/* Demand answers first, then top up the push streams. */
 		timeout = -1;
+		s->push_resume = 0;
 		for (int round = 0; round < 2; round++)
 			for (unsigned i = 0; i < MAX_CONNS; i++) {
 				struct conn *c = s->conns[i];
@@ -753,9 +771,14 @@ int pc_server_run(pc_server *s)
 			}
 		reap_sessions(s);
 		reap_conns(s);
-		/* Come back at least every second for the deadlines. */
+		/* Come back for a quiet push, and at least every second for
+		 * the deadlines. */
+		uint64_t now = now_ns();
+		if (timeout < 0 && s->push_resume)
+			timeout = s->push_resume > now ? (int64_t)(s->push_resume - now) : 0;
 		if (timeout < 0)
-			timeout = s->opts.once && s->stats.sessions_done ? 100 : 1000;
+			timeout = (s->opts.once && s->stats.sessions_done ? 100 : 1000) *
+				  1000000ll;
 	}
 	return 0;
 }
