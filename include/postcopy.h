@@ -66,7 +66,10 @@ typedef struct pc_region pc_region;
  * fetch_many optional: fetch @n runs at once (first[i], npages[i] into
  *           dst[i]).  Wait-mode handler threads pass every run of a batch of
  *           faults, so a source with latency can pipeline the requests:
- *           send them all, then collect the answers.  Same rules as fetch.
+ *           send them all, then collect the answers.  @flags has
+ *           PC_FETCH_PREFETCH when nobody waits for these pages (the
+ *           filler), so a source may give them lower priority.  Same rules
+ *           as fetch.
  * stop      optional: stop background work that uses the region (a push
  *           receiver); pc_region_destroy() calls it before tearing down,
  *           with @complete true when every page had arrived (a source with
@@ -76,11 +79,15 @@ typedef struct pc_region pc_region;
 struct pc_source_ops {
 	int (*fetch)(void *ctx, uint64_t first, uint64_t npages, void *dst);
 	int (*fetch_many)(void *ctx, unsigned n, const uint64_t *first,
-			  const uint64_t *npages, void *const *dst);
+			  const uint64_t *npages, void *const *dst,
+			  unsigned flags);
 	bool (*is_zero)(void *ctx, uint64_t page);
 	void (*stop)(void *ctx, bool complete);
 	void (*destroy)(void *ctx);
 };
+
+/* fetch_many() flags. */
+#define PC_FETCH_PREFETCH 1u
 
 /* Granularity in which sources count pages. */
 #define PC_SOURCE_PAGE_SIZE 4096u

@@ -71,6 +71,7 @@ void *fill_main(void *arg)
 		.r = r,
 		.slot = &r->slots[r->nslots - 1],
 		.wake = r->opts.mode == PC_MODE_WAIT,
+		.prefetch = true,
 	};
 	uint64_t cursor = 0, seen_fault = 0;
 

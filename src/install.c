@@ -91,7 +91,8 @@ static int fetch_subruns(const struct install_ctx *ic, unsigned k,
 	struct pc_source *src = ic->r->src;
 	int ret = 0;
 	if (src->ops.fetch_many)
-		ret = src->ops.fetch_many(src->ctx, k, first, n, dst);
+		ret = src->ops.fetch_many(src->ctx, k, first, n, dst,
+					  ic->prefetch ? PC_FETCH_PREFETCH : 0);
 	else
 		for (unsigned i = 0; i < k && ret == 0; i++)
 			ret = src->ops.fetch(src->ctx, first[i], n[i], dst[i]);

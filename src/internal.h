@@ -173,6 +173,7 @@ struct install_ctx {
 	struct pc_region *r;
 	struct thread_slot *slot;
 	bool wake;	    /* wait mode: wake sleepers on install */
+	bool prefetch;	    /* nobody waits for these pages (the filler) */
 	void *scratch;	    /* bounce buffer */
 	size_t scratch_len;
 };

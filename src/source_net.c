@@ -418,25 +418,6 @@ static int read_answer(struct net_source *ns, int fd, struct frame_mac *mac,
 	return 0;
 }
 
-static int request_on(struct net_source *ns, struct lane *l, uint64_t first,
-		      uint64_t n, void *dst)
-{
-	uint64_t deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
-	struct request rq = { .first = first, .npages = (uint32_t)n,
-			      .priority = PRIO_DEMAND };
-	uint8_t buf[16];
-	uint32_t tag = ++l->tag;
-	int ret = send_frame(l->fd, &l->mac, FRAME_REQUEST, tag, buf,
-			     proto_put_request(buf, &rq), deadline);
-	if (ret == 0)
-		ret = read_answer(ns, l->fd, &l->mac, tag, first, n, dst, deadline);
-	if (ret == 0) {
-		count(&ns->requests, 1);
-		count(&ns->pages_received, n);
-	}
-	return ret;
-}
-
 static void say(const char *s)
 {
 	if (write(STDERR_FILENO, s, strlen(s)) < 0) {
@@ -446,7 +427,7 @@ static void say(const char *s)
 
 static int request_many_on(struct net_source *ns, struct lane *l, unsigned n,
 			   const uint64_t *first, const uint64_t *npages,
-			   void *const *dst);
+			   void *const *dst, uint32_t priority);
 static int net_fetch(void *ctx, uint64_t first, uint64_t npages, void *dst);
 
 /*
@@ -455,15 +436,14 @@ static int net_fetch(void *ctx, uint64_t first, uint64_t npages, void *dst);
  */
 static int with_reconnect(struct net_source *ns, struct lane *l, unsigned n,
 			  const uint64_t *first, const uint64_t *npages,
-			  void *const *dst)
+			  void *const *dst, uint32_t priority)
 {
 	uint64_t failing_since = 0, backoff = 10 * 1000000ull;
 	int ret;
 
 	for (;;) {
 		ret = l->fd < 0 ? -ENOTCONN :
-		      n == 1	? request_on(ns, l, first[0], npages[0], dst[0]) :
-				  request_many_on(ns, l, n, first, npages, dst);
+				  request_many_on(ns, l, n, first, npages, dst, priority);
 		if (ret == 0)
 			break;
 		if (l->fd >= 0) {
@@ -505,15 +485,16 @@ static int fetch_run(struct net_source *ns, uint64_t first, uint64_t n,
 		     void *dst)
 {
 	struct lane *l = acquire_lane(ns);
-	int ret = with_reconnect(ns, l, 1, &first, &n, &dst);
+	int ret = with_reconnect(ns, l, 1, &first, &n, &dst, PRIO_DEMAND);
 	release_lane(l);
 	return ret;
 }
 
-/* Send every request of a batch, then read the answers in order. */
+/* Send every request of a batch (one or more), then read the answers in
+ * order. */
 static int request_many_on(struct net_source *ns, struct lane *l, unsigned n,
 			   const uint64_t *first, const uint64_t *npages,
-			   void *const *dst)
+			   void *const *dst, uint32_t priority)
 {
 	uint64_t deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
 	uint8_t buf[PC_MAX_BATCH * (PROTO_HDR_LEN + 16 + PROTO_TAG_LEN)];
@@ -521,7 +502,7 @@ static int request_many_on(struct net_source *ns, struct lane *l, unsigned n,
 	size_t len = 0;
 	for (unsigned i = 0; i < n; i++) {
 		struct request rq = { .first = first[i], .npages = (uint32_t)npages[i],
-				      .priority = PRIO_DEMAND };
+				      .priority = priority };
 		uint8_t payload[16];
 		len += put_frame(buf + len, &l->mac, FRAME_REQUEST, ++l->tag,
 				 payload, proto_put_request(payload, &rq));
@@ -541,7 +522,8 @@ static int request_many_on(struct net_source *ns, struct lane *l, unsigned n,
 /* Several runs in one go: pipelined on this thread's lane, retried as a
  * whole when the lane breaks (nothing was installed from a partial one). */
 static int net_fetch_many(void *ctx, unsigned n, const uint64_t *first,
-			  const uint64_t *npages, void *const *dst)
+			  const uint64_t *npages, void *const *dst,
+			  unsigned flags)
 {
 	struct net_source *ns = ctx;
 	for (unsigned i = 0; i < n; i++)
@@ -555,7 +537,8 @@ static int net_fetch_many(void *ctx, unsigned n, const uint64_t *first,
 			return 0;
 		}
 	struct lane *l = acquire_lane(ns);
-	int ret = with_reconnect(ns, l, n, first, npages, dst);
+	int ret = with_reconnect(ns, l, n, first, npages, dst,
+				 flags & PC_FETCH_PREFETCH ? PRIO_PREFETCH : PRIO_DEMAND);
 	release_lane(l);
 	return ret;
 }
