@@ -110,8 +110,9 @@ int pc_source_pattern(uint64_t size, uint64_t seed, pc_source **out);
 /*
  * A raw snapshot image file.  The file must exist, be readable and its size
  * must be a multiple of 4 KiB; holes (SEEK_HOLE) are reported as zero
- * pages.  Errors: -ENOENT, -EACCES, -EINVAL (size not a page multiple or
- * zero), or another negative errno from open/fstat.
+ * pages.  Errors: -ENOENT, -EACCES, -EISDIR, -EINVAL (not a regular file,
+ * or a size that is zero or not a page multiple), -EIO (its last byte
+ * cannot be read), or another negative errno from open/fstat.
  */
 int pc_source_file(const char *path, pc_source **out);
 
@@ -328,7 +329,7 @@ struct pc_server_stats {
 	uint64_t requests;	   /* demand and prefetch requests */
 	uint64_t pages_demand;	   /* pages sent in answer to requests */
 	uint64_t pages_pushed;	   /* pages sent by the background push */
-	uint64_t bytes_sent;	   /* frame bytes written */
+	uint64_t bytes_sent;	   /* bytes of page frames (DATA, ZERO) queued */
 	uint64_t bad_frames;	   /* connections closed for a malformed frame */
 };
 

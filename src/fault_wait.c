@@ -43,7 +43,7 @@ static void record(struct thread_slot *slot, uint64_t t0)
 
 static void fail(struct pc_region *r, int err, uint64_t page)
 {
-	region_set_error(r, err, "fetching page %llu for a fault: %s",
+	region_set_error(r, err, "serving a fault batch around page %llu: %s",
 			 (unsigned long long)page, strerror(-err));
 	region_fail(r, err);
 }

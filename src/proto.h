@@ -57,6 +57,7 @@ enum refuse_code {
 	REFUSE_BAD_FRAME = 3,
 	REFUSE_RANGE = 4,
 	REFUSE_BUSY = 5,
+	REFUSE_STALE = 6, /* the image is not the one the session started on */
 };
 
 struct frame_hdr {

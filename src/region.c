@@ -293,8 +293,10 @@ int pc_region_start(pc_region *r)
 	}
 	unsigned n = r->opts.mode == PC_MODE_WAIT ? r->opts.uffds : 1;
 	r->slices = calloc(n, sizeof(*r->slices));
-	if (!r->slices)
+	if (!r->slices) {
+		region_set_error(r, -ENOMEM, "out of memory for %u userfaultfds", n);
 		return -ENOMEM;
+	}
 	uint64_t per = r->npages / n;
 	for (unsigned i = 0; i < n; i++) {
 		struct uffd_slice *s = &r->slices[i];

@@ -120,8 +120,9 @@ static int open_image(struct pc_server *s, char *why, size_t len)
 	else
 		s->image_fd = fcntl(s->opts.image_fd, F_DUPFD_CLOEXEC, 0);
 	if (s->image_fd < 0 || fstat(s->image_fd, &st) < 0) {
-		snprintf(why, len, "%s: %s", s->image_name, strerror(errno));
-		return -errno;
+		int err = errno;
+		snprintf(why, len, "%s: %s", s->image_name, strerror(err));
+		return -err;
 	}
 	if (!S_ISREG(st.st_mode) || !st.st_size ||
 	    st.st_size % PROTO_PAGE_SIZE) {
@@ -281,8 +282,10 @@ static int queue_pages(struct pc_server *s, struct conn *c, uint64_t first,
 		struct data_run run = { .first = p, .npages = (uint32_t)(q - p) };
 		size_t bytes = zero ? 0 : (size_t)run.npages * PROTO_PAGE_SIZE;
 		uint8_t *f = out_reserve(c, PROTO_HDR_LEN + PROTO_DATA_FIXED + bytes);
-		if (!f)
+		if (!f) {
+			c->out_len = undo;
 			return -ENOMEM;
+		}
 		uint8_t *data = f + PROTO_HDR_LEN + PROTO_DATA_FIXED;
 		if (!zero) {
 			ssize_t got = pread(s->image_fd, data, bytes,
@@ -300,9 +303,9 @@ static int queue_pages(struct pc_server *s, struct conn *c, uint64_t first,
 			c->out_len = undo;
 			return -ENOMEM;
 		}
-		s->stats.bytes_sent += PROTO_HDR_LEN + PROTO_DATA_FIXED + bytes;
 		p = q;
 	}
+	s->stats.bytes_sent += c->out_len - undo;
 	return 0;
 }
 
@@ -406,7 +409,7 @@ static void on_hello(struct pc_server *s, struct conn *c, const uint8_t *p,
 	if (!peer_allowed(s, c))
 		return refuse(s, c, REFUSE_AUTH, "this user may not connect to this socket");
 	if (image_changed(s))
-		return refuse(s, c, REFUSE_BUSY, "the image changed on disk since serve started");
+		return refuse(s, c, REFUSE_STALE, "the image changed on disk since serve started");
 	c->chal = (struct challenge){ .version = PROTO_VERSION,
 				      .page_size = PROTO_PAGE_SIZE,
 				      .image = s->image };
@@ -457,8 +460,11 @@ static void on_request(struct pc_server *s, struct conn *c, uint32_t tag,
 		return refuse(s, c, REFUSE_RANGE, "request outside the image");
 	if (ret < 0 || c->role != ROLE_DEMAND)
 		return refuse(s, c, REFUSE_BAD_FRAME, "malformed REQUEST");
-	if (queue_pages(s, c, rq.first, rq.npages, tag) < 0)
-		return refuse(s, c, REFUSE_BUSY, "cannot read the image");
+	ret = queue_pages(s, c, rq.first, rq.npages, tag);
+	if (ret == -ENOMEM)
+		return refuse(s, c, REFUSE_BUSY, "out of memory");
+	if (ret < 0)
+		return refuse(s, c, REFUSE_STALE, "cannot read the image (changed or truncated on disk?)");
 	s->stats.requests++;
 	s->stats.pages_demand += rq.npages;
 	mark_sent(c->session, rq.first, rq.npages);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * source.c - the page-source interface: a small ops table every source
- * (pattern, file, later the network) implements, plus the injected
+ * (pattern, file, network) implements, plus the injected
  * per-request delay that stands in for network latency on a machine
  * without netem.
  */

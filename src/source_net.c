@@ -180,6 +180,7 @@ static int exchange(int fd, uint16_t type, uint8_t *buf, size_t len,
 	set_why(why, why_len, "the server refused: ", rf.reason);
 	return rf.code == REFUSE_VERSION ? -EPROTONOSUPPORT :
 	       rf.code == REFUSE_AUTH	 ? -EACCES :
+	       rf.code == REFUSE_STALE	 ? -ESTALE :
 					   -ECONNREFUSED;
 }
 
@@ -850,7 +851,9 @@ int pc_source_net(const struct pc_net_opts *o, pc_source **out, char *why,
 	ns->lanes[0].fd = fd;
 	ret = check_server_uid(ns, fd);
 	if (ret < 0) {
-		set_why(why, why_len, "the socket's server runs as another user: ", ns->addr.text);
+		set_why(why, why_len, ret == -EACCES ?
+			"the socket's server runs as another user: " :
+			"cannot check who serves the socket: ", ns->addr.text);
 		goto err;
 	}
 	ret = handshake(ns, fd, ROLE_DEMAND, true, deadline, &ns->lanes[0].mac,

@@ -295,7 +295,7 @@ static int run(const struct restore_opts *o)
 			return EXIT_FAIL;
 	} else if ((ret = pc_source_file(o->image, &src)) < 0) {
 		if (ret == -EINVAL)
-			complain("restore", "%s: empty, or size not a multiple of 4096 bytes", o->image);
+			complain("restore", "%s: not a regular file, empty, or size not a multiple of 4096 bytes", o->image);
 		else
 			complain("restore", "%s: %s", o->image, strerror(-ret));
 		return EXIT_FAIL;
@@ -366,7 +366,8 @@ static int run(const struct restore_opts *o)
 	if (ret < 0) {
 		complain("restore", "%s", ret == -ETIMEDOUT ?
 			 "timed out before every page arrived" :
-			 pc_region_error(r));
+			 pc_region_error(r)[0] ? pc_region_error(r) :
+			 strerror(-ret));
 		status = EXIT_FAIL;
 	}
 

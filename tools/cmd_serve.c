@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -41,8 +42,12 @@ static int receive_fd(const char *addr)
 	struct sockaddr_un un = { .sun_family = AF_UNIX };
 	strcpy(un.sun_path, addr + 5);
 	int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), fd = -1;
-	unlink(un.sun_path);
-	if (lfd < 0 || bind(lfd, (struct sockaddr *)&un, sizeof(un)) < 0 ||
+	bool bound = false;
+	struct stat st;
+	/* Replace a stale socket, never anything else that has the name. */
+	if (lstat(un.sun_path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(un.sun_path);
+	if (lfd < 0 || !(bound = bind(lfd, (struct sockaddr *)&un, sizeof(un)) == 0) ||
 	    listen(lfd, 1) < 0) {
 		complain("serve", "%s: %s", addr, strerror(errno));
 		goto out;
@@ -79,7 +84,8 @@ static int receive_fd(const char *addr)
 out:
 	if (lfd >= 0)
 		close(lfd);
-	unlink(un.sun_path);
+	if (bound)
+		unlink(un.sun_path);
 	return fd;
 }
 

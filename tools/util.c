@@ -180,10 +180,11 @@ int read_key_file(const char *cmd, const char *path, uint8_t **key,
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) < 0) {
-		complain(cmd, "key file %s: %s", path, strerror(errno));
+		int err = errno;
+		complain(cmd, "key file %s: %s", path, strerror(err));
 		if (fd >= 0)
 			close(fd);
-		return -errno;
+		return -err;
 	}
 	int ret = 0;
 	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
