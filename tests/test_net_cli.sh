@@ -76,7 +76,7 @@ serve_kill() {
 	serve_pid=
 }
 
-echo "1..18"
+echo "1..19"
 
 img=$tmp/img key=$tmp/key wrong=$tmp/wrong.key open_key=$tmp/open.key
 if ! "$cli" mkimage "$img" 8M >"$out" 2>"$err"; then
@@ -186,6 +186,16 @@ check "serve_image_from_receives_a_memfd_over_scm_rights" $? "$sout" "$serr"
 run restore --source "unix:$tmp/fd.sock" --image "$img" --vcpus 2 -w 8 --json
 ((rc == 0)) && json_check "$verified" && serve_exits && [[ $src == 0 ]]
 check "restore_of_a_served_memfd_verified_against_the_image" $? "$sout" "$serr"
+serve_kill
+
+# ---- the image changes under a running server: refused at once, never mixed -
+cp "$img" "$tmp/changing.img"
+serve --image "$tmp/changing.img" --listen "unix:$tmp/chg.sock"
+touch -d '+1 hour' "$tmp/changing.img"
+start=$SECONDS
+run restore --source "unix:$tmp/chg.sock" --vcpus 1 --net-timeout 20
+((rc == 1)) && grep -q "changed on disk" "$err" && ((SECONDS - start < 10))
+check "restore_from_a_server_whose_image_changed_is_refused_at_once" $? "$sout" "$serr"
 serve_kill
 
 exit $((failed != 0))
