@@ -144,6 +144,12 @@ enum pc_delay_kind {
 void pc_source_set_delay(pc_source *src, unsigned usec,
 			 enum pc_delay_kind kind);
 
+/*
+ * Call @src's stop operation, if it has one: for a source that wraps
+ * another, to pass on what pc_region_destroy() told it.
+ */
+void pc_source_stop(pc_source *src, bool complete);
+
 /* Destroy a source that is not attached to a region.  NULL is a no-op. */
 void pc_source_destroy(pc_source *src);
 

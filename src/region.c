@@ -436,8 +436,7 @@ void pc_region_destroy(pc_region *r)
 	if (!r)
 		return;
 	/* Background work of the source first: it installs into us. */
-	if (r->src && r->src->ops.stop)
-		r->src->ops.stop(r->src->ctx, r->npages && region_all_present(r));
+	pc_source_stop(r->src, r->npages && region_all_present(r));
 	atomic_store(&r->stopping, true);
 	if (r->stop_fd >= 0)
 		signal_stop(r);

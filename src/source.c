@@ -78,6 +78,12 @@ void source_delay(const struct pc_source *src)
 		;
 }
 
+void pc_source_stop(pc_source *src, bool complete)
+{
+	if (src && src->ops.stop)
+		src->ops.stop(src->ctx, complete);
+}
+
 void pc_source_destroy(pc_source *src)
 {
 	if (!src)

@@ -76,7 +76,7 @@ serve_kill() {
 	serve_pid=
 }
 
-echo "1..19"
+echo "1..20"
 
 img=$tmp/img key=$tmp/key wrong=$tmp/wrong.key open_key=$tmp/open.key
 if ! "$cli" mkimage "$img" 8M >"$out" 2>"$err"; then
@@ -196,6 +196,14 @@ start=$SECONDS
 run restore --source "unix:$tmp/chg.sock" --vcpus 1 --net-timeout 20
 ((rc == 1)) && grep -q "changed on disk" "$err" && ((SECONDS - start < 10))
 check "restore_from_a_server_whose_image_changed_is_refused_at_once" $? "$sout" "$serr"
+serve_kill
+
+# ---- bench over the network: demand_paging_test semantics, verified ----------
+serve --image "$img" --listen "unix:$tmp/bench.sock" --once
+run bench --source "unix:$tmp/bench.sock" -v 2 -m wait --json
+((rc == 0)) && json_check 'd["verified"] is True and d["duplicate_fetches"] == 0' &&
+	serve_exits && [[ $src == 0 ]]
+check "bench_source_verified_no_duplicates_and_serve_once_exits" $? "$sout" "$serr"
 serve_kill
 
 exit $((failed != 0))

@@ -42,6 +42,9 @@ struct bench_opts {
 	bool json, csv;
 	uint64_t seed;
 	const char *cdf_path;
+	const char *source; /* a postcopy server instead of the pattern */
+	const char *key_path;
+	bool insecure;
 };
 
 static void usage(FILE *f)
@@ -74,6 +77,11 @@ static void usage(FILE *f)
 		"  --json        one JSON object per run\n"
 		"  --csv         one CSV header and row\n"
 		"  --cdf FILE    write the per-access latency CDF (us, fraction) to FILE\n"
+		"  --source ADDR fetch from `postcopy serve` at tcp://HOST:PORT or\n"
+		"                unix:PATH instead of the in-memory pattern; the image\n"
+		"                must be `postcopy mkimage` output with the same --seed,\n"
+		"                and -b is then its size divided by -v\n"
+		"  --key FILE, --insecure   authentication for --source over TCP\n"
 		"  -h, --help    this text\n"
 		"\n"
 		"Exit status: 0 measured and verified, 1 error or verification failure,\n"
@@ -96,6 +104,9 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 		{ "json", no_argument, NULL, 'j' },
 		{ "csv", no_argument, NULL, 'c' },
 		{ "cdf", required_argument, NULL, 'F' },
+		{ "source", required_argument, NULL, 'N' },
+		{ "key", required_argument, NULL, 'k' },
+		{ "insecure", no_argument, NULL, 'I' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -175,6 +186,15 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 		case 'F':
 			o->cdf_path = optarg;
 			break;
+		case 'N':
+			o->source = optarg;
+			break;
+		case 'k':
+			o->key_path = optarg;
+			break;
+		case 'I':
+			o->insecure = true;
+			break;
 		case 'h':
 			usage(stdout);
 			return -1;
@@ -206,6 +226,10 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 		complain("bench", "--json and --csv are exclusive");
 		return EXIT_USAGE;
 	}
+	if ((o->key_path || o->insecure) && !o->source) {
+		complain("bench", "--key and --insecure go with --source");
+		return EXIT_USAGE;
+	}
 	return EXIT_OK;
 }
 
@@ -232,6 +256,12 @@ static bool counting_is_zero(void *ctx, uint64_t page)
 	return pc_source_is_zero(c->inner, page);
 }
 
+static void counting_stop(void *ctx, bool complete)
+{
+	struct counting *c = ctx;
+	pc_source_stop(c->inner, complete);
+}
+
 static void counting_destroy(void *ctx)
 {
 	struct counting *c = ctx;
@@ -251,28 +281,33 @@ static uint64_t duplicates(const struct counting *c)
 	return dup;
 }
 
-static int counting_source(uint64_t size, uint64_t seed, struct counting **cp,
+/* Wrap @inner (owned from here on, also on failure). */
+static int counting_source(pc_source *inner, struct counting **cp,
 			   pc_source **out)
 {
+	uint64_t size = pc_source_size(inner);
 	static const struct pc_source_ops ops = {
 		.fetch = counting_fetch,
 		.is_zero = counting_is_zero,
+		.stop = counting_stop,
 		.destroy = counting_destroy,
 	};
 	struct counting *c = calloc(1, sizeof(*c));
-	if (!c)
+	if (!c) {
+		pc_source_destroy(inner);
 		return -ENOMEM;
+	}
+	c->inner = inner;
 	c->npages = size / PC_SOURCE_PAGE_SIZE;
 	void *m = mmap(NULL, c->npages * sizeof(*c->fetched),
 		       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	int ret = m == MAP_FAILED ? -ENOMEM : pc_source_pattern(size, seed, &c->inner);
-	if (ret < 0) {
-		if (m != MAP_FAILED)
-			munmap(m, c->npages * sizeof(*c->fetched));
+	if (m == MAP_FAILED) {
+		pc_source_destroy(inner);
 		free(c);
-		return ret;
+		return -ENOMEM;
 	}
 	c->fetched = m;
+	int ret;
 	ret = pc_source_custom(&ops, c, size, out);
 	if (ret < 0) {
 		counting_destroy(c);
@@ -373,12 +408,14 @@ err:
 }
 
 static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
-		    struct run_result *out, struct pc_stats **stats,
-		    uint64_t *dups)
+		    pc_source *remote, struct run_result *out,
+		    struct pc_stats **stats, uint64_t *dups)
 {
-	struct counting *counter;
-	pc_source *src;
-	int ret = counting_source(size, o->seed, &counter, &src);
+	struct counting *counter = NULL;
+	pc_source *inner = remote, *src;
+	int ret = inner ? 0 : pc_source_pattern(size, o->seed, &inner);
+	if (ret == 0)
+		ret = counting_source(inner, &counter, &src);
 	if (ret < 0)
 		return ret;
 	pc_source_set_delay(src, o->delay_us, o->delay_kind);
@@ -593,10 +630,19 @@ int cmd_bench(int argc, char **argv)
 	if (ret != EXIT_OK)
 		return ret;
 
-	uint64_t size = o.per_vcpu * o.vcpus;
+	pc_source *remote = NULL;
+	if (o.source) {
+		if (open_net_source("bench", o.source, o.key_path, o.insecure, 0,
+				    &remote) < 0)
+			return EXIT_FAIL;
+		o.per_vcpu = pc_source_size(remote) / o.vcpus;
+	}
+	uint64_t size = remote ? pc_source_size(remote) : o.per_vcpu * o.vcpus;
 	pc_source *ref;
-	if (pc_source_pattern(size, o.seed, &ref) < 0)
+	if (pc_source_pattern(size, o.seed, &ref) < 0) {
+		pc_source_destroy(remote);
 		return EXIT_FAIL;
+	}
 	struct run_result base = { 0 }, m = { 0 };
 	struct pc_stats *st = NULL;
 	uint64_t dups = 0;
@@ -605,9 +651,10 @@ int cmd_bench(int argc, char **argv)
 	ret = run_baseline(&o, size, ref, &base);
 	if (ret < 0) {
 		complain("bench", "baseline run failed: %s", strerror(-ret));
+		pc_source_destroy(remote);
 		goto out;
 	}
-	ret = run_mode(&o, size, ref, &m, &st, &dups);
+	ret = run_mode(&o, size, ref, remote, &m, &st, &dups);
 	if (ret < 0 || !st)
 		goto out;
 	if (o.json)

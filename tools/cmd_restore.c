@@ -265,33 +265,14 @@ static void *progress_main(void *arg)
 	return NULL;
 }
 
-static int open_net_source(const struct restore_opts *o, pc_source **src)
-{
-	struct pc_net_opts no = {
-		.address = o->source,
-		.insecure = o->insecure,
-		.timeout_ms = o->net_timeout_s * 1000,
-	};
-	uint8_t *key = NULL;
-	if (o->key_path &&
-	    read_key_file("restore", o->key_path, &key, &no.key_len) < 0)
-		return -EINVAL;
-	no.key = key;
-	char why[256];
-	int ret = pc_source_net(&no, src, why, sizeof(why));
-	free(key);
-	if (ret < 0)
-		complain("restore", "%s: %s", o->source, why[0] ? why : strerror(-ret));
-	return ret;
-}
-
 static int run(const struct restore_opts *o)
 {
 	pc_source *src;
 	int ret;
 	const char *from = o->source ? o->source : o->image;
 	if (o->source) {
-		if (open_net_source(o, &src) < 0)
+		if (open_net_source("restore", o->source, o->key_path, o->insecure,
+				    o->net_timeout_s, &src) < 0)
 			return EXIT_FAIL;
 	} else if ((ret = pc_source_file(o->image, &src)) < 0) {
 		if (ret == -EINVAL)

@@ -205,3 +205,23 @@ int read_key_file(const char *cmd, const char *path, uint8_t **key,
 	close(fd);
 	return ret;
 }
+
+int open_net_source(const char *cmd, const char *addr, const char *key_path,
+		    bool insecure, unsigned timeout_s, pc_source **src)
+{
+	struct pc_net_opts no = {
+		.address = addr,
+		.insecure = insecure,
+		.timeout_ms = timeout_s * 1000,
+	};
+	uint8_t *key = NULL;
+	if (key_path && read_key_file(cmd, key_path, &key, &no.key_len) < 0)
+		return -EINVAL;
+	no.key = key;
+	char why[256];
+	int ret = pc_source_net(&no, src, why, sizeof(why));
+	free(key);
+	if (ret < 0)
+		complain(cmd, "%s: %s", addr, why[0] ? why : strerror(-ret));
+	return ret;
+}
