@@ -247,25 +247,15 @@ static int place_data(const struct install_ctx *ic, uint64_t first,
 	return copy_anon(ic, first, n, from);
 }
 
-bool run_all_zero(struct pc_region *r, uint64_t first, uint64_t n)
-{
-	for (uint64_t p = first; p < first + n; p++)
-		if (!page_is_zero(r, p))
-			return false;
-	return true;
-}
-
 int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		const void *prefetched, enum origin origin)
 {
 	struct pc_region *r = ic->r;
 	const char *from = prefetched;
 	uint64_t zeros = 0, end = first + n;
+	bool requested = from != NULL;
 	int ret = 0;
 
-	/* One request per run, if it needs any data at all. */
-	if (!from && !run_all_zero(r, first, n))
-		source_delay(r->src);
 	/* Split the run where pages switch between zero and data. */
 	for (uint64_t p = first; p < end && ret == 0;) {
 		bool zero = page_is_zero(r, p);
@@ -276,6 +266,11 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 			ret = place_zero(ic, p, q - p);
 			zeros += q - p;
 		} else {
+			/* One request per run, charged at its first data. */
+			if (!requested) {
+				source_delay(r->src);
+				requested = true;
+			}
 			ret = place_data(ic, p, q - p,
 					 from ? from + (p - first) * r->page_size :
 						NULL);

@@ -180,8 +180,6 @@ struct install_ctx {
 
 /* Try to claim page @p (MISSING -> INFLIGHT). */
 bool page_try_claim(struct pc_region *r, uint64_t p);
-/* True when every page of the run is a zero page (no fetch needed). */
-bool run_all_zero(struct pc_region *r, uint64_t first, uint64_t n);
 /* Give claimed pages back (MISSING), waking whoever waits on them. */
 void release_pages(struct pc_region *r, uint64_t first, uint64_t n);
 /* Sleep until page @p is no longer INFLIGHT; returns its state. */
