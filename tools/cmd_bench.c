@@ -226,10 +226,8 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 		complain("bench", "--json and --csv are exclusive");
 		return EXIT_USAGE;
 	}
-	if ((o->key_path || o->insecure) && !o->source) {
-		complain("bench", "--key and --insecure go with --source");
+	if (!auth_flags_ok("bench", o->source != NULL, o->key_path, o->insecure))
 		return EXIT_USAGE;
-	}
 	return EXIT_OK;
 }
 

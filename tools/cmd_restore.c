@@ -186,14 +186,8 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		complain("restore", "--image FILE or --source ADDR is required");
 		return EXIT_USAGE;
 	}
-	if ((o->key_path || o->insecure) && !o->source) {
-		complain("restore", "--key and --insecure go with --source");
+	if (!auth_flags_ok("restore", o->source != NULL, o->key_path, o->insecure))
 		return EXIT_USAGE;
-	}
-	if (o->key_path && o->insecure) {
-		complain("restore", "--key and --insecure are exclusive");
-		return EXIT_USAGE;
-	}
 	return EXIT_OK;
 }
 

@@ -174,10 +174,8 @@ int cmd_serve(int argc, char **argv)
 			 "one of --image FILE and --image-from unix:PATH is required");
 		return EXIT_USAGE;
 	}
-	if (key_path && so.insecure) {
-		complain("serve", "--key and --insecure are exclusive");
+	if (!auth_flags_ok("serve", true, key_path, so.insecure))
 		return EXIT_USAGE;
-	}
 	uint8_t *key = NULL;
 	if (key_path && read_key_file("serve", key_path, &key, &so.key_len) < 0)
 		return EXIT_FAIL;

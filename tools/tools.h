@@ -86,6 +86,10 @@ uint64_t verify_memory(const char *mem, uint64_t size, pc_source *src,
 int read_key_file(const char *cmd, const char *path, uint8_t **key,
 		  size_t *len);
 
+/* --key and --insecure: only with a network peer, and not both; says why. */
+bool auth_flags_ok(const char *cmd, bool networked, const char *key_path,
+		   bool insecure);
+
 /* Connect to a postcopy server (key from @key_path, or @insecure); says
  * why on failure.  @timeout_s 0 takes the library's default. */
 int open_net_source(const char *cmd, const char *addr, const char *key_path,

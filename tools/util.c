@@ -225,3 +225,17 @@ int open_net_source(const char *cmd, const char *addr, const char *key_path,
 		complain(cmd, "%s: %s", addr, why[0] ? why : strerror(-ret));
 	return ret;
 }
+
+bool auth_flags_ok(const char *cmd, bool networked, const char *key_path,
+		   bool insecure)
+{
+	if ((key_path || insecure) && !networked) {
+		complain(cmd, "--key and --insecure go with --source");
+		return false;
+	}
+	if (key_path && insecure) {
+		complain(cmd, "--key and --insecure are exclusive");
+		return false;
+	}
+	return true;
+}
