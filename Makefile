@@ -64,6 +64,7 @@ check: deps $(BUILDS:%=%/build.ninja) tsan-probe
 	$(NOASLR) bash tests/run-suite.sh build-asan || true
 	$(NOASLR) bash tests/run-suite.sh build-tsan threaded || true
 	@p=0 f=0 s=0; for d in $(BUILDS); do \
+	  [ -s $$d/suite-failures ] && sed "s|^|$$d: |" $$d/suite-failures; \
 	  read -r dp df ds 2>/dev/null <$$d/suite-counts || { dp=0 df=1 ds=0; }; \
 	  p=$$((p + dp)) f=$$((f + df)) s=$$((s + ds)); done; \
 	echo "$$p passed, $$f failed, $$s skipped"; [ $$f -eq 0 ]

@@ -22,7 +22,10 @@
 # or fewer/more results than its plan counts as one extra failure.
 #
 # Prints `N passed, N failed, N skipped` and writes "P F S" to
-# BUILD_DIR/suite-counts.  Exit status: 0 iff nothing failed.
+# BUILD_DIR/suite-counts, and each failure on a line of
+# BUILD_DIR/suite-failures (so a summary can repeat them at the end, with
+# any sanitizer or assertion summary the program printed on stderr).
+# Exit status: 0 iff nothing failed.
 set -uo pipefail
 
 usage() { echo "usage: $0 BUILD_DIR [threaded]" >&2; exit 2; }
@@ -34,8 +37,9 @@ builddir=$(cd "$1" 2>/dev/null && pwd) || { echo "$0: no build dir '$1'" >&2; ex
 mode=${2:-all}
 timeout_s=${SUITE_TIMEOUT:-300}
 counts=$builddir/suite-counts
+failures=$builddir/suite-failures
 logdir=$builddir/suite-logs
-rm -f "$counts"
+rm -f "$counts" "$failures"
 rm -rf "$logdir"
 mkdir -p "$logdir" "$builddir/tests"
 # The fuzz corpus replay is built in BUILD_DIR/fuzz (fuzz/meson.build).
@@ -70,10 +74,14 @@ else
 fi
 
 # ---- one program -----------------------------------------------------------
-fail_msg() { echo "$1: FAIL: $2"; failed=$((failed + 1)); }
+fail_msg() {
+	echo "$1: FAIL: $2"
+	echo "$1: FAIL: $2" >>"$failures"
+	failed=$((failed + 1))
+}
 
 run_one() {
-	local name=$1 out=$logdir/$1.out rcfile=$logdir/$1.rc
+	local name=$1 out=$logdir/$1.out err=$logdir/$1.err rcfile=$logdir/$1.rc
 	local -a cmd
 	if [[ $name == *.sh ]]; then
 		[[ -f $srcdir/tests/$name ]] || { fail_msg "$name" "no such script tests/$name"; return; }
@@ -88,7 +96,7 @@ run_one() {
 	# (fd 3) straight to the screen, both prefixed by sed.  The subshell turns
 	# a death by signal into an exit status, so bash prints no job message.
 	{
-		(cd "$builddir/tests" && timeout -k 10 "$timeout_s" "${cmd[@]}" </dev/null 2>&3 || exit $?) 2>/dev/null |
+		(cd "$builddir/tests" && timeout -k 10 "$timeout_s" "${cmd[@]}" </dev/null 2> >(tee "$err" >&3) || exit $?) 2>/dev/null |
 			tee "$out"
 		echo "${PIPESTATUS[0]}" >"$rcfile"
 	} 3>&1 | sed -u "s|^|$name: |"
@@ -104,7 +112,10 @@ run_one() {
 			if ((plan == 0)) && [[ ${line,,} =~ \#[[:space:]]*skip ]]; then s=$((s + 1)); fi
 		elif [[ $line =~ ^not\ ok($|[[:space:]])(.*) ]]; then
 			nres=$((nres + 1)) rest=${BASH_REMATCH[2]}
-			if [[ ${rest,,} =~ \#[[:space:]]*(todo|skip) ]]; then s=$((s + 1)); else f=$((f + 1)); fi
+			if [[ ${rest,,} =~ \#[[:space:]]*(todo|skip) ]]; then s=$((s + 1)); else
+				f=$((f + 1))
+				echo "$name: $line" >>"$failures"
+			fi
 		elif [[ $line =~ ^ok($|[[:space:]])(.*) ]]; then
 			nres=$((nres + 1)) rest=${BASH_REMATCH[2]}
 			if [[ ${rest,,} =~ \#[[:space:]]*skip ]]; then s=$((s + 1)); else p=$((p + 1)); fi
@@ -128,6 +139,10 @@ run_one() {
 		fail_msg "$name" "only $nres of $plan planned results"
 	elif ((nres > plan)); then
 		fail_msg "$name" "$nres results but the plan says $plan"
+	fi
+	if ((rc != 0)); then
+		grep -E -m 3 'SUMMARY:|Assertion|runtime error|ERROR:' "$err" 2>/dev/null |
+			sed "s|^|$name:   |" >>"$failures"
 	fi
 }
 
