@@ -22,10 +22,6 @@
 
 #include "tools.h"
 
-#ifndef MFD_HUGE_2MB
-#define MFD_HUGE_2MB (21 << 26)
-#endif
-
 struct bench_opts {
 	unsigned vcpus;
 	uint64_t per_vcpu;
@@ -231,90 +227,6 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 	return EXIT_OK;
 }
 
-/* ---- a source wrapper that counts fetches per page ---- */
-
-struct counting {
-	pc_source *inner;
-	_Atomic uint32_t *fetched; /* per 4 KiB page */
-	uint64_t npages;
-};
-
-/* Atomics and the pattern source only: async-signal-safe. */
-static int counting_fetch(void *ctx, uint64_t first, uint64_t n, void *dst)
-{
-	struct counting *c = ctx;
-	for (uint64_t p = first; p < first + n; p++)
-		atomic_fetch_add_explicit(&c->fetched[p], 1, memory_order_relaxed);
-	return pc_source_read(c->inner, first, n, dst);
-}
-
-static bool counting_is_zero(void *ctx, uint64_t page)
-{
-	struct counting *c = ctx;
-	return pc_source_is_zero(c->inner, page);
-}
-
-static void counting_stop(void *ctx, bool complete)
-{
-	struct counting *c = ctx;
-	pc_source_stop(c->inner, complete);
-}
-
-static void counting_destroy(void *ctx)
-{
-	struct counting *c = ctx;
-	pc_source_destroy(c->inner);
-	munmap((void *)c->fetched, c->npages * sizeof(*c->fetched));
-	free(c);
-}
-
-static uint64_t duplicates(const struct counting *c)
-{
-	uint64_t dup = 0;
-	for (uint64_t p = 0; p < c->npages; p++) {
-		uint32_t n = atomic_load(&c->fetched[p]);
-		if (n > 1)
-			dup += n - 1;
-	}
-	return dup;
-}
-
-/* Wrap @inner (owned from here on, also on failure). */
-static int counting_source(pc_source *inner, struct counting **cp,
-			   pc_source **out)
-{
-	uint64_t size = pc_source_size(inner);
-	static const struct pc_source_ops ops = {
-		.fetch = counting_fetch,
-		.is_zero = counting_is_zero,
-		.stop = counting_stop,
-		.destroy = counting_destroy,
-	};
-	struct counting *c = calloc(1, sizeof(*c));
-	if (!c) {
-		pc_source_destroy(inner);
-		return -ENOMEM;
-	}
-	c->inner = inner;
-	c->npages = size / PC_SOURCE_PAGE_SIZE;
-	void *m = mmap(NULL, c->npages * sizeof(*c->fetched),
-		       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (m == MAP_FAILED) {
-		pc_source_destroy(inner);
-		free(c);
-		return -ENOMEM;
-	}
-	c->fetched = m;
-	int ret;
-	ret = pc_source_custom(&ops, c, size, out);
-	if (ret < 0) {
-		counting_destroy(c);
-		return ret;
-	}
-	*cp = c;
-	return 0;
-}
-
 /* ---- the baseline: same memory, contents already local ---- */
 
 struct run_result {
@@ -325,52 +237,18 @@ struct run_result {
 	bool verified;
 };
 
-static int zero_fetch(void *ctx, uint64_t first, uint64_t n, void *dst)
-{
-	(void)ctx;
-	(void)first;
-	memset(dst, 0, n * PC_SOURCE_PAGE_SIZE);
-	return 0;
-}
-
-/*
- * Shared backends: a memfd holding the contents, mapped fresh, so every
- * first touch is a minor fault on a page-cache page: what a guest touching
- * local memory pays.  Anonymous memory has no such state; its baseline is
- * a first-touch fault on fresh anonymous memory (allocate and zero).
- */
 static int run_baseline(const struct bench_opts *o, uint64_t size,
 			pc_source *ref, struct run_result *out)
 {
-	int fd = -1, ret = 0;
-	char *mem = MAP_FAILED;
-	bool huge = o->backend == PC_BACKEND_HUGETLB;
-
-	if (o->backend == PC_BACKEND_ANON) {
-		mem = mmap(NULL, size, PROT_READ | PROT_WRITE,
-			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		if (mem == MAP_FAILED)
-			return -errno;
-		madvise(mem, size, MADV_NOHUGEPAGE);
-	} else {
-		fd = memfd_create("postcopy-baseline",
-				  MFD_CLOEXEC | (huge ? MFD_HUGETLB | MFD_HUGE_2MB : 0));
-		if (fd < 0 || ftruncate(fd, (off_t)size) < 0)
-			goto err;
-		/* Fill the page cache through a throwaway mapping (hugetlbfs
-		 * has no write()), then map it afresh for the vCPUs. */
-		char *fill = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-		if (fill == MAP_FAILED)
-			goto err;
-		pc_source_read(ref, 0, size / PC_SOURCE_PAGE_SIZE, fill);
-		munmap(fill, size);
-		mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-		if (mem == MAP_FAILED)
-			goto err;
+	struct baseline_mem bm;
+	int ret = baseline_map(o->backend, size, ref, &bm);
+	if (ret < 0) {
+		if (o->backend == PC_BACKEND_HUGETLB && ret == -ENOMEM)
+			complain("bench", "not enough 2 MiB huge pages for the baseline: reserve them with 'echo N > /proc/sys/vm/nr_hugepages'");
+		return ret;
 	}
-
 	struct workload w = {
-		.mem = mem, .size = size, .vcpus = o->vcpus,
+		.mem = bm.mem, .size = size, .vcpus = o->vcpus,
 		.overlap = o->overlap, .write = true, .order = o->order,
 	};
 	struct workload_result res;
@@ -378,13 +256,12 @@ static int run_baseline(const struct bench_opts *o, uint64_t size,
 	if (ret == 0) {
 		uint64_t first_bad = 0, nbad;
 		if (o->backend == PC_BACKEND_ANON) {
-			static const struct pc_source_ops zero_ops = { .fetch = zero_fetch };
 			pc_source *zero;
-			ret = pc_source_custom(&zero_ops, NULL, size, &zero);
-			nbad = ret ? 1 : verify_memory(mem, size, zero, true, &first_bad);
+			ret = zero_source(size, &zero);
+			nbad = ret ? 1 : verify_memory(bm.mem, size, zero, true, &first_bad);
 			pc_source_destroy(zero);
 		} else {
-			nbad = verify_memory(mem, size, ref, true, &first_bad);
+			nbad = verify_memory(bm.mem, size, ref, true, &first_bad);
 		}
 		out->seconds = res.seconds;
 		out->rate = (double)res.accesses / res.seconds;
@@ -392,16 +269,7 @@ static int run_baseline(const struct bench_opts *o, uint64_t size,
 		out->latency = res.latency;
 		out->verified = nbad == 0;
 	}
-	munmap(mem, size);
-	if (fd >= 0)
-		close(fd);
-	return ret;
-err:
-	ret = -errno;
-	if (huge && ret == -ENOMEM)
-		complain("bench", "not enough 2 MiB huge pages for the baseline: reserve them with 'echo N > /proc/sys/vm/nr_hugepages'");
-	if (fd >= 0)
-		close(fd);
+	baseline_unmap(&bm);
 	return ret;
 }
 
@@ -478,7 +346,7 @@ static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
 		out->vcpu_rate = res.vcpu_rate;
 		out->latency = res.latency;
 		out->verified = nbad == 0;
-		*dups = duplicates(counter);
+		*dups = counting_duplicates(counter);
 		pc_region_stats(r, stats);
 	}
 	pc_region_destroy(r);

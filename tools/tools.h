@@ -95,6 +95,31 @@ bool auth_flags_ok(const char *cmd, bool networked, const char *key_path,
 int open_net_source(const char *cmd, const char *addr, const char *key_path,
 		    bool insecure, unsigned timeout_s, pc_source **src);
 
+/* ---- counting.c: a source wrapper that counts fetches per page ---- */
+struct counting;
+/* Wrap @inner (owned from here on, also on failure). */
+int counting_source(pc_source *inner, struct counting **cp, pc_source **out);
+/* Fetches beyond the first, summed over all pages. */
+uint64_t counting_duplicates(const struct counting *c);
+
+/* ---- baseline.c: memory for the no-userfaultfd baselines ---- */
+struct baseline_mem {
+	char *mem;
+	uint64_t size;
+	int fd;
+};
+/*
+ * @size bytes of @backend memory with @ref's contents already local: a
+ * memfd filled and mapped afresh (first touches are minor faults), or
+ * fresh anonymous memory (first touches allocate zeroes; @ref unused).
+ * -ENOMEM for hugetlb means too few huge pages.
+ */
+int baseline_map(enum pc_backend backend, uint64_t size, pc_source *ref,
+		 struct baseline_mem *out);
+void baseline_unmap(struct baseline_mem *m);
+/* A source of zeroes: what fresh anonymous memory holds. */
+int zero_source(uint64_t size, pc_source **out);
+
 /* ---- util.c: JSON output (json-c) ---- */
 struct json_object;
 struct json_object *stats_json(const struct pc_stats *s);
