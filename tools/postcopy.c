@@ -13,6 +13,7 @@ int cmd_restore(int argc, char **argv);
 int cmd_mkimage(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_netbench(int argc, char **argv);
+int cmd_kvm_bench(int argc, char **argv);
 
 static const struct command {
 	const char *name;
@@ -27,6 +28,8 @@ static const struct command {
 	{ "serve", cmd_serve, "serve an image to post-copy destinations" },
 	{ "netbench", cmd_netbench,
 	  "measure post-copy over loopback against raw socket baselines" },
+	{ "kvm-bench", cmd_kvm_bench,
+	  "measure demand paging with real KVM vCPUs (needs /dev/kvm)" },
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,654 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvm.c - a minimal KVM runner on postcopy memory: one VM, memslots over a
+ * region, vCPU threads running the memstress guest (src/kvm_guest.S), and
+ * the two ways of resolving their faults (see kvm.h).
+ *
+ * The exit path never treats a bare EFAULT as an address: it acts only on
+ * KVM_EXIT_MEMORY_FAULT, which the kernel fills in together with the
+ * guest address; before each KVM_RUN the exit reason is set to a value
+ * KVM never uses, so a stale reason from an earlier exit (6.1 leaves one)
+ * cannot pass for a fresh one.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "kvm.h"
+
+/* Newer than the 6.1 headers. */
+#ifndef KVM_EXIT_MEMORY_FAULT
+#define KVM_EXIT_MEMORY_FAULT 39
+#endif
+#ifndef KVM_CAP_MEMORY_FAULT_INFO
+#define KVM_CAP_MEMORY_FAULT_INFO 232
+#endif
+
+/* kvm_run's memory_fault exit (Linux 6.8); the 6.1 headers lack the
+ * member, but it is the first thing in the exit union, as hw is. */
+struct memory_fault_exit {
+	uint64_t flags;
+	uint64_t gpa;
+	uint64_t size;
+};
+
+static const struct memory_fault_exit *memory_fault_of(const struct kvm_run *run)
+{
+	return (const void *)&run->hw;
+}
+
+/* Stored in exit_reason before KVM_RUN: no exit has this number. */
+#define EXIT_REASON_UNSET 0xffffffffu
+
+#define CODE_SLOT_SIZE (64u << 10)
+#define CODE_GPA 0x1000u
+/* KVM_SET_TSS_ADDR wants three pages outside every memslot (Intel). */
+#define TSS_GPA 0xfffbd000u
+/* A page reported again this many times in a row after being resolved
+ * means KVM is not making progress: stop rather than spin. */
+#define MAX_SAME_FAULT 64
+
+extern const unsigned char kvm_guest_code[], kvm_guest_code_end[];
+
+struct vm {
+	int kvm_fd;
+	int fd;
+	size_t run_size;
+	char *code; /* slot 0 */
+	char *mem;  /* slot 1 */
+	uint64_t size;
+};
+
+/* Where the vCPU threads line up before the clock starts, and report when
+ * they are done. */
+struct gate {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned ready;
+	unsigned finished;
+	int go; /* 1 run, -1 give up (a thread could not be created) */
+};
+
+struct vcpu {
+	struct vm *vm;
+	unsigned id;
+	int fd;
+	struct kvm_run *run;
+	enum kvm_path path;
+	pc_region *region;
+	uint64_t npages;
+	struct gate *gate;
+
+	/* Results, written by the vCPU's own thread. */
+	int err;
+	char error[200];
+	uint32_t sum;
+	uint64_t end_ns;
+	struct kvm_exit_counts exits;
+};
+
+const char *kvm_path_str(enum kvm_path p)
+{
+	switch (p) {
+	case KVM_PATH_NONE:
+		return "none";
+	case KVM_PATH_WAIT:
+		return "wait";
+	case KVM_PATH_EXIT:
+		return "exit";
+	}
+	return "?";
+}
+
+static int open_kvm(char *why, size_t why_len)
+{
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		snprintf(why, why_len, "cannot open /dev/kvm: %s%s", strerror(e),
+			 e == ENOENT ? " (no KVM on this machine: load kvm-intel "
+				       "or kvm-amd, or run inside a VM with "
+				       "nested virtualization)" : "");
+		return -e;
+	}
+	int version = ioctl(fd, KVM_GET_API_VERSION, 0);
+	if (version != KVM_API_VERSION) {
+		snprintf(why, why_len, "/dev/kvm speaks API version %d, not %d",
+			 version, KVM_API_VERSION);
+		close(fd);
+		return -EOPNOTSUPP;
+	}
+	return fd;
+}
+
+int kvm_available(char *why, size_t why_len)
+{
+	int fd = open_kvm(why, why_len);
+	if (fd < 0)
+		return fd;
+	close(fd);
+	return 0;
+}
+
+static void vm_destroy(struct vm *vm)
+{
+	if (vm->fd >= 0)
+		close(vm->fd);
+	if (vm->kvm_fd >= 0)
+		close(vm->kvm_fd);
+	if (vm->code && vm->code != MAP_FAILED)
+		munmap(vm->code, CODE_SLOT_SIZE);
+}
+
+static int set_slot(struct vm *vm, uint32_t slot, uint64_t gpa, void *hva,
+		    uint64_t size)
+{
+	struct kvm_userspace_memory_region region = {
+		.slot = slot,
+		.guest_phys_addr = gpa,
+		.memory_size = size,
+		.userspace_addr = (uintptr_t)hva,
+	};
+	return ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &region) < 0 ? -errno : 0;
+}
+
+static int vm_create(struct vm *vm, char *mem, uint64_t size, char *why,
+		     size_t why_len)
+{
+	*vm = (struct vm){ .kvm_fd = -1, .fd = -1, .mem = mem, .size = size };
+	if (size == 0 || size % PC_SOURCE_PAGE_SIZE || size > KVM_GUEST_MEM_MAX) {
+		snprintf(why, why_len, "guest memory of %llu bytes: must be a "
+			 "multiple of 4 KiB and at most %llu MiB",
+			 (unsigned long long)size,
+			 (unsigned long long)(KVM_GUEST_MEM_MAX >> 20));
+		return -EINVAL;
+	}
+	int ret = open_kvm(why, why_len);
+	if (ret < 0)
+		return ret;
+	vm->kvm_fd = ret;
+	const char *step = "KVM_CREATE_VM";
+	vm->fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->fd < 0)
+		goto err;
+	step = "KVM_GET_VCPU_MMAP_SIZE";
+	ret = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (ret <= 0)
+		goto err;
+	vm->run_size = (size_t)ret;
+	step = "KVM_SET_TSS_ADDR";
+	if (ioctl(vm->fd, KVM_SET_TSS_ADDR, TSS_GPA) < 0)
+		goto err;
+
+	step = "mmap of the code slot";
+	vm->code = mmap(NULL, CODE_SLOT_SIZE, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (vm->code == MAP_FAILED)
+		goto err;
+	memcpy(vm->code + CODE_GPA, kvm_guest_code,
+	       (size_t)(kvm_guest_code_end - kvm_guest_code));
+	step = "KVM_SET_USER_MEMORY_REGION (code)";
+	if ((ret = set_slot(vm, 0, 0, vm->code, CODE_SLOT_SIZE)) < 0) {
+		errno = -ret;
+		goto err;
+	}
+	step = "KVM_SET_USER_MEMORY_REGION (guest memory)";
+	if ((ret = set_slot(vm, 1, KVM_GUEST_MEM_GPA, mem, size)) < 0) {
+		errno = -ret;
+		goto err;
+	}
+	return 0;
+err:
+	ret = -errno;
+	snprintf(why, why_len, "%s: %s", step, strerror(errno));
+	vm_destroy(vm);
+	return ret;
+}
+
+/* Flat 32-bit protected mode, paging off, at CODE_GPA with the slice in
+ * the registers kvm_guest.S expects. */
+static int vcpu_create(struct vcpu *v, struct vm *vm, unsigned id,
+		       uint64_t first_gpa, uint64_t npages, char *why,
+		       size_t why_len)
+{
+	const char *step = "KVM_CREATE_VCPU";
+	v->vm = vm;
+	v->id = id;
+	v->npages = npages;
+	v->run = MAP_FAILED;
+	v->fd = ioctl(vm->fd, KVM_CREATE_VCPU, (unsigned long)id);
+	if (v->fd < 0)
+		goto err;
+	step = "mmap of kvm_run";
+	v->run = mmap(NULL, vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		      v->fd, 0);
+	if (v->run == MAP_FAILED)
+		goto err;
+
+	struct kvm_sregs sregs;
+	step = "KVM_GET_SREGS";
+	if (ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0)
+		goto err;
+	struct kvm_segment seg = {
+		.base = 0, .limit = 0xffffffff, .selector = 1 << 3,
+		.type = 11 /* code: execute/read, accessed */, .present = 1,
+		.dpl = 0, .db = 1, .s = 1, .l = 0, .g = 1,
+	};
+	sregs.cs = seg;
+	seg.type = 3; /* data: read/write, accessed */
+	seg.selector = 2 << 3;
+	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = seg;
+	sregs.cr0 |= 1; /* PE */
+	step = "KVM_SET_SREGS";
+	if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0)
+		goto err;
+	struct kvm_regs regs = {
+		.rip = CODE_GPA, .rflags = 2,
+		.rsi = first_gpa, .rcx = npages, .rdi = PC_SOURCE_PAGE_SIZE,
+	};
+	step = "KVM_SET_REGS";
+	if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0)
+		goto err;
+	return 0;
+err:;
+	int ret = -errno;
+	snprintf(why, why_len, "vCPU %u: %s: %s", id, step, strerror(errno));
+	return ret;
+}
+
+static void vcpu_destroy(struct vcpu *v)
+{
+	if (v->run && v->run != MAP_FAILED)
+		munmap(v->run, v->vm->run_size);
+	if (v->fd >= 0)
+		close(v->fd);
+}
+
+static int vcpu_fail(struct vcpu *v, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int vcpu_fail(struct vcpu *v, int err, const char *fmt, ...)
+{
+	va_list ap;
+	int n = snprintf(v->error, sizeof(v->error), "vCPU %u: ", v->id);
+	va_start(ap, fmt);
+	vsnprintf(v->error + n, sizeof(v->error) - (size_t)n, fmt, ap);
+	va_end(ap);
+	return v->err = err;
+}
+
+static const char *exit_name(uint32_t reason)
+{
+	switch (reason) {
+	case KVM_EXIT_UNKNOWN: return "KVM_EXIT_UNKNOWN";
+	case KVM_EXIT_IO: return "KVM_EXIT_IO";
+	case KVM_EXIT_HLT: return "KVM_EXIT_HLT";
+	case KVM_EXIT_MMIO: return "KVM_EXIT_MMIO";
+	case KVM_EXIT_SHUTDOWN: return "KVM_EXIT_SHUTDOWN";
+	case KVM_EXIT_FAIL_ENTRY: return "KVM_EXIT_FAIL_ENTRY";
+	case KVM_EXIT_INTERNAL_ERROR: return "KVM_EXIT_INTERNAL_ERROR";
+	case KVM_EXIT_MEMORY_FAULT: return "KVM_EXIT_MEMORY_FAULT";
+	case EXIT_REASON_UNSET: return "none";
+	}
+	return "another exit";
+}
+
+static bool in_guest_memory(const struct vm *vm, uint64_t gpa)
+{
+	return gpa >= KVM_GUEST_MEM_GPA && gpa - KVM_GUEST_MEM_GPA < vm->size;
+}
+
+/* Exit path: the page KVM could not map, by guest address. */
+static int resolve_gpa(struct vcpu *v, uint64_t gpa)
+{
+	struct vm *vm = v->vm;
+	if (!in_guest_memory(vm, gpa))
+		return vcpu_fail(v, -EFAULT, "memory fault at GPA %#llx, outside "
+				 "the guest memory", (unsigned long long)gpa);
+	int ret = pc_resolve(vm->mem + (gpa - KVM_GUEST_MEM_GPA));
+	if (ret < 0)
+		return vcpu_fail(v, ret, "resolving GPA %#llx: %s",
+				 (unsigned long long)gpa, strerror(-ret));
+	return 0;
+}
+
+static int vcpu_loop(struct vcpu *v)
+{
+	struct kvm_run *run = v->run;
+	uint64_t last_gpa = UINT64_MAX;
+	unsigned same = 0;
+
+	for (;;) {
+		run->exit_reason = EXIT_REASON_UNSET;
+		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+			int e = errno;
+			if (e == EINTR || e == EAGAIN) {
+				v->exits.intr++;
+				continue;
+			}
+			if (e == EFAULT && run->exit_reason == KVM_EXIT_MEMORY_FAULT &&
+			    v->path == KVM_PATH_EXIT) {
+				uint64_t gpa = memory_fault_of(run)->gpa &
+					       ~(uint64_t)(PC_SOURCE_PAGE_SIZE - 1);
+				v->exits.memory_fault++;
+				same = gpa == last_gpa ? same + 1 : 0;
+				last_gpa = gpa;
+				if (same >= MAX_SAME_FAULT)
+					return vcpu_fail(v, -EIO, "KVM reported a fault at "
+							 "GPA %#llx %u times after it was "
+							 "resolved", (unsigned long long)gpa, same);
+				int ret = resolve_gpa(v, gpa);
+				if (ret < 0)
+					return ret;
+				continue;
+			}
+			v->exits.other++;
+			if (e == EFAULT)
+				return vcpu_fail(v, -EFAULT, "KVM_RUN failed with EFAULT "
+						 "and no memory-fault exit (exit reason: %s): "
+						 "the kernel did not say which guest page "
+						 "faulted, and postcopy does not guess; %s",
+						 exit_name(run->exit_reason),
+						 v->path == KVM_PATH_EXIT
+						 ? "this kernel cannot run the exit path, "
+						   "use the wait path"
+						 : "guest memory could not be mapped");
+			return vcpu_fail(v, -e, "KVM_RUN: %s", strerror(e));
+		}
+		if (run->exit_reason == KVM_EXIT_IO &&
+		    run->io.port == KVM_GUEST_PORT_DONE &&
+		    run->io.direction == KVM_EXIT_IO_OUT && run->io.size == 4) {
+			memcpy(&v->sum, (char *)run + run->io.data_offset, 4);
+			v->exits.io++;
+			return 0;
+		}
+		v->exits.other++;
+		if (run->exit_reason == KVM_EXIT_FAIL_ENTRY)
+			return vcpu_fail(v, -EIO, "KVM_EXIT_FAIL_ENTRY, hardware "
+					 "reason %#llx", (unsigned long long)
+					 run->fail_entry.hardware_entry_failure_reason);
+		if (run->exit_reason == KVM_EXIT_INTERNAL_ERROR)
+			return vcpu_fail(v, -EIO, "KVM_EXIT_INTERNAL_ERROR, "
+					 "suberror %u", run->internal.suberror);
+		if (run->exit_reason == KVM_EXIT_MMIO)
+			return vcpu_fail(v, -EIO, "KVM_EXIT_MMIO at GPA %#llx%s",
+					 (unsigned long long)run->mmio.phys_addr,
+					 in_guest_memory(v->vm, run->mmio.phys_addr)
+					 ? ", inside guest memory: KVM could not map "
+					   "the page and called it MMIO" : "");
+		return vcpu_fail(v, -EIO, "unexpected exit %u (%s)",
+				 run->exit_reason, exit_name(run->exit_reason));
+	}
+}
+
+static void *vcpu_main(void *arg)
+{
+	struct vcpu *v = arg;
+	struct gate *g = v->gate;
+	if (v->region)
+		pc_thread_attach(v->region, v->id);
+	pthread_mutex_lock(&g->lock);
+	g->ready++;
+	pthread_cond_broadcast(&g->cond);
+	while (g->go == 0)
+		pthread_cond_wait(&g->cond, &g->lock);
+	int go = g->go;
+	pthread_mutex_unlock(&g->lock);
+	if (go > 0)
+		vcpu_loop(v);
+	v->end_ns = now_ns();
+	if (v->region)
+		pc_thread_detach(v->region);
+	pthread_mutex_lock(&g->lock);
+	g->finished++;
+	pthread_cond_broadcast(&g->cond);
+	pthread_mutex_unlock(&g->lock);
+	return NULL;
+}
+
+/*
+ * With the gate locked: wait until @n vCPUs finished, or the region failed
+ * (a wait-path vCPU then sleeps in KVM_RUN for good: -EIO).
+ */
+static int wait_finished(struct gate *g, unsigned n, pc_region *r)
+{
+	while (g->finished < n) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 20 * 1000 * 1000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&g->cond, &g->lock, &until);
+		if (r) {
+			int ret = pc_region_wait(r, 0);
+			if (ret < 0 && ret != -ETIMEDOUT)
+				return -EIO;
+		}
+	}
+	return 0;
+}
+
+static void add_exits(struct kvm_exit_counts *to, const struct kvm_exit_counts *from)
+{
+	to->io += from->io;
+	to->memory_fault += from->memory_fault;
+	to->intr += from->intr;
+	to->other += from->other;
+}
+
+int kvm_run_guest(const struct kvm_guest_opts *o, struct kvm_guest_result *res)
+{
+	*res = (struct kvm_guest_result){ 0 };
+	if (o->vcpus == 0 || o->size % ((uint64_t)o->vcpus * PC_SOURCE_PAGE_SIZE) ||
+	    (o->path == KVM_PATH_NONE) != (o->region == NULL)) {
+		snprintf(res->error, sizeof(res->error), "bad runner options: "
+			 "%u vCPUs, %llu bytes, path %s%s", o->vcpus,
+			 (unsigned long long)o->size, kvm_path_str(o->path),
+			 o->region ? " with a region" : " without a region");
+		return -EINVAL;
+	}
+
+	struct vm vm;
+	int ret = vm_create(&vm, o->mem, o->size, res->error, sizeof(res->error));
+	if (ret < 0)
+		return ret;
+	uint64_t slice_pages = o->size / o->vcpus / PC_SOURCE_PAGE_SIZE;
+	struct vcpu *vcpus = calloc(o->vcpus, sizeof(*vcpus));
+	pthread_t *threads = calloc(o->vcpus, sizeof(*threads));
+	struct gate *g = calloc(1, sizeof(*g));
+	res->sums = calloc(o->vcpus, sizeof(*res->sums));
+	unsigned created = 0, started = 0;
+	if (!vcpus || !threads || !g || !res->sums) {
+		ret = -ENOMEM;
+		snprintf(res->error, sizeof(res->error), "out of memory");
+		goto out;
+	}
+	pthread_mutex_init(&g->lock, NULL);
+	pthread_cond_init(&g->cond, NULL);
+	for (; created < o->vcpus; created++) {
+		struct vcpu *v = &vcpus[created];
+		v->fd = -1;
+		v->path = o->path;
+		v->region = o->region;
+		v->gate = g;
+		ret = vcpu_create(v, &vm, created, KVM_GUEST_MEM_GPA +
+				  created * slice_pages * PC_SOURCE_PAGE_SIZE,
+				  slice_pages, res->error, sizeof(res->error));
+		if (ret < 0) {
+			created++;
+			goto out;
+		}
+	}
+	for (; started < o->vcpus; started++) {
+		ret = -pthread_create(&threads[started], NULL, vcpu_main,
+				      &vcpus[started]);
+		if (ret < 0) {
+			snprintf(res->error, sizeof(res->error),
+				 "creating vCPU thread %u: %s", started,
+				 strerror(-ret));
+			break;
+		}
+	}
+	pthread_mutex_lock(&g->lock);
+	while (g->ready < started)
+		pthread_cond_wait(&g->cond, &g->lock);
+	g->go = ret < 0 ? -1 : 1;
+	uint64_t start_ns = now_ns(), end_ns = start_ns;
+	pthread_cond_broadcast(&g->cond);
+	int waited = wait_finished(g, started, o->region);
+	pthread_mutex_unlock(&g->lock);
+	if (waited < 0) {
+		/* Its vCPUs sleep in the kernel for good: leave them, their VM
+		 * and their memory to the process's end. */
+		snprintf(res->error, sizeof(res->error), "the pager failed: %s",
+			 pc_region_error(o->region));
+		return waited;
+	}
+	for (unsigned i = 0; i < started; i++) {
+		struct vcpu *v = &vcpus[i];
+		pthread_join(threads[i], NULL);
+		add_exits(&res->exits, &v->exits);
+		res->sums[i] = v->sum;
+		if (v->end_ns > end_ns)
+			end_ns = v->end_ns;
+		if (v->err < 0 && ret == 0) {
+			ret = v->err;
+			snprintf(res->error, sizeof(res->error), "%s", v->error);
+		}
+	}
+	res->seconds = (double)(end_ns - start_ns) / 1e9;
+	res->pages = o->size / PC_SOURCE_PAGE_SIZE;
+	pthread_cond_destroy(&g->cond);
+	pthread_mutex_destroy(&g->lock);
+out:
+	for (unsigned i = 0; i < created; i++)
+		vcpu_destroy(&vcpus[i]);
+	free(g);
+	free(vcpus);
+	free(threads);
+	vm_destroy(&vm);
+	return ret;
+}
+
+void kvm_guest_result_free(struct kvm_guest_result *res)
+{
+	free(res->sums);
+	res->sums = NULL;
+}
+
+int kvm_probe_exit_path(char *why, size_t why_len)
+{
+	pc_source *src;
+	pc_region *r;
+	struct vm vm;
+	struct vcpu v = { .fd = -1, .path = KVM_PATH_EXIT };
+	int ret = pc_source_pattern(PC_SOURCE_PAGE_SIZE, 1, &src);
+	if (ret < 0) {
+		snprintf(why, why_len, "probe source: %s", strerror(-ret));
+		return ret;
+	}
+	struct pc_region_opts ro = { .size = PC_SOURCE_PAGE_SIZE,
+				     .mode = PC_MODE_EXIT };
+	ret = pc_region_create(&ro, src, &r, why, why_len);
+	if (ret < 0)
+		return ret;
+	ret = pc_region_start(r);
+	if (ret < 0) {
+		snprintf(why, why_len, "probe region: %s", pc_region_error(r));
+		goto out_region;
+	}
+	ret = vm_create(&vm, pc_region_addr(r), PC_SOURCE_PAGE_SIZE, why, why_len);
+	if (ret < 0)
+		goto out_region;
+	v.region = r;
+	ret = vcpu_create(&v, &vm, 0, KVM_GUEST_MEM_GPA, 1, why, why_len);
+	if (ret < 0)
+		goto out_vm;
+	ret = vcpu_loop(&v);
+
+	int has_info = ioctl(vm.kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MEMORY_FAULT_INFO);
+	uint32_t want;
+	if (ret == -EFAULT && v.exits.memory_fault == 0) {
+		snprintf(why, why_len, "a userfault in KVM_RUN gave a bare EFAULT "
+			 "(exit reason: %s; KVM_CAP_MEMORY_FAULT_INFO %s), no "
+			 "guest address", exit_name(v.run->exit_reason),
+			 has_info > 0 ? "advertised" : "absent");
+		ret = 0;
+	} else if (ret == -EIO && v.run->exit_reason == KVM_EXIT_MMIO &&
+		   in_guest_memory(&vm, v.run->mmio.phys_addr)) {
+		/* Seen with kvm-pvm: a page it cannot map looks like MMIO. */
+		snprintf(why, why_len, "a userfault in KVM_RUN came back as "
+			 "KVM_EXIT_MMIO at the page's guest address, not as "
+			 "KVM_EXIT_MEMORY_FAULT");
+		ret = 0;
+	} else if (ret < 0) {
+		snprintf(why, why_len, "%s", v.error[0] ? v.error : "probe failed");
+	} else if (v.exits.memory_fault != 1) {
+		snprintf(why, why_len, "the guest finished after %llu memory-fault "
+			 "exits, not 1", (unsigned long long)v.exits.memory_fault);
+		ret = 0;
+	} else if (kvm_expected_sum(src, 0, 1, &want) < 0 || v.sum != want ||
+		   kvm_verify(pc_region_addr(r), PC_SOURCE_PAGE_SIZE, src, NULL)) {
+		snprintf(why, why_len, "the probe guest read or left wrong contents");
+		ret = -EIO;
+	} else {
+		snprintf(why, why_len, "KVM_EXIT_MEMORY_FAULT with the guest address");
+		ret = 1;
+	}
+out_vm:
+	vcpu_destroy(&v);
+	vm_destroy(&vm);
+out_region:
+	pc_region_destroy(r);
+	return ret;
+}
+
+int kvm_expected_sum(pc_source *src, uint64_t first, uint64_t n, uint32_t *sum)
+{
+	enum { CHUNK = 256 };
+	char *buf = malloc((size_t)CHUNK * PC_SOURCE_PAGE_SIZE);
+	if (!buf)
+		return -ENOMEM;
+	uint32_t s = 0;
+	int ret = 0;
+	for (uint64_t done = 0; done < n && ret == 0; done += CHUNK) {
+		uint64_t k = n - done < CHUNK ? n - done : CHUNK;
+		ret = pc_source_read(src, first + done, k, buf);
+		for (uint64_t i = 0; i < k && ret == 0; i++) {
+			uint32_t word;
+			memcpy(&word, buf + i * PC_SOURCE_PAGE_SIZE + 8, 4);
+			s += word;
+		}
+	}
+	free(buf);
+	*sum = s;
+	return ret;
+}
+
+uint64_t kvm_verify(const char *mem, uint64_t size, pc_source *src,
+		    uint64_t *first_bad)
+{
+	char page[PC_SOURCE_PAGE_SIZE];
+	uint64_t bad = 0;
+	for (uint64_t p = 0; p < size / PC_SOURCE_PAGE_SIZE; p++) {
+		const char *got = mem + p * PC_SOURCE_PAGE_SIZE;
+		uint32_t gpa = (uint32_t)(KVM_GUEST_MEM_GPA + p * PC_SOURCE_PAGE_SIZE);
+		if (pc_source_read(src, p, 1, page) < 0 ||
+		    memcmp(got, &gpa, 4) || memcmp(got + 4, page + 4, sizeof(page) - 4)) {
+			if (bad++ == 0 && first_bad)
+				*first_bad = p;
+		}
+	}
+	return bad;
+}

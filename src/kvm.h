@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvm.h - a minimal KVM runner on postcopy memory (src/kvm.c).
+ *
+ * One VM, two memslots: slot 0 holds the guest code (src/kvm_guest.S),
+ * slot 1 is the memory under test, at KVM_GUEST_MEM_GPA.  V vCPUs each
+ * write one word to every 4 KiB page of their slice and read another, as
+ * the kernel's demand_paging_test guest does, then report on an I/O port.
+ * The memory is either plain (the baseline) or a postcopy region, resolved
+ * on one of these paths:
+ *
+ *   wait  vCPUs sleep in KVM_RUN while the region's handler threads
+ *         resolve their faults (QEMU's way; works on every kernel).
+ *   exit  the region is in exit mode (UFFD_FEATURE_SIGBUS), so KVM_RUN
+ *         fails with EFAULT; where the kernel fills in
+ *         KVM_EXIT_MEMORY_FAULT with the guest address, the vCPU thread
+ *         translates it and calls pc_resolve() itself, then re-enters.
+ *
+ * Stock kernels (6.1, Debian's 6.12) return a bare EFAULT with no address,
+ * so kvm_probe_exit_path() finds out with a one-page VM before anyone
+ * relies on it.  Internal: used by `postcopy kvm-bench` and the tests.
+ */
+#ifndef PC_KVM_H
+#define PC_KVM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "postcopy.h"
+
+/* Guest-physical address of slot 1; the guest runs with 32-bit addresses,
+ * so slot 1 may be at most 3 GiB. */
+#define KVM_GUEST_MEM_GPA 0x40000000ull
+#define KVM_GUEST_MEM_MAX (3ull << 30)
+/* The port the guest reports its sum on when its slice is done. */
+#define KVM_GUEST_PORT_DONE 0x10
+
+enum kvm_path {
+	KVM_PATH_NONE, /* plain memory: the no-userfaultfd baseline */
+	KVM_PATH_WAIT,
+	KVM_PATH_EXIT,
+};
+
+const char *kvm_path_str(enum kvm_path p);
+
+/* What made KVM_RUN return, summed over the vCPUs. */
+struct kvm_exit_counts {
+	uint64_t io;		/* the guest's report (one per vCPU) */
+	uint64_t memory_fault;	/* EFAULT with KVM_EXIT_MEMORY_FAULT */
+	uint64_t intr;		/* EINTR: a signal reached the vCPU thread */
+	uint64_t other;		/* anything else (an error) */
+};
+
+struct kvm_guest_opts {
+	char *mem;	    /* slot 1: the guest view of the region, or plain memory */
+	uint64_t size;	    /* bytes; a multiple of vcpus * 4 KiB */
+	unsigned vcpus;	    /* each takes size / vcpus */
+	enum kvm_path path;
+	pc_region *region;  /* NULL with KVM_PATH_NONE */
+};
+
+struct kvm_guest_result {
+	double seconds;	       /* all vCPUs ready to the last one done */
+	uint64_t pages;	       /* 4 KiB pages the guest touched */
+	uint32_t *sums;	       /* per vCPU: what the guest read (malloc'ed) */
+	struct kvm_exit_counts exits;
+	char error[256];       /* why it failed, when it did */
+};
+
+/*
+ * Is /dev/kvm there and usable?  0, or a negative errno with a reason in
+ * @why ("no /dev/kvm", an old API version).
+ */
+int kvm_available(char *why, size_t why_len);
+
+/*
+ * Run a one-page VM on an exit-mode region and see what KVM_RUN reports
+ * when the guest touches the missing page.  Returns 1 when the kernel
+ * exits with KVM_EXIT_MEMORY_FAULT and the right guest address (the exit
+ * path works; the guest is then resolved and run to the end), 0 when it
+ * does not (@why says what came back instead), or a negative errno.
+ */
+int kvm_probe_exit_path(char *why, size_t why_len);
+
+/*
+ * Create the VM on opts->mem, run the vCPUs to the end and fill @res.
+ * Returns 0, or a negative errno with res->error set: -EFAULT for a bare
+ * EFAULT on the exit path (the kernel did not say which page; nothing is
+ * guessed), -EIO for an unexpected exit.  On success every vCPU reported.
+ */
+int kvm_run_guest(const struct kvm_guest_opts *opts,
+		  struct kvm_guest_result *res);
+void kvm_guest_result_free(struct kvm_guest_result *res);
+
+/*
+ * The guest's expectations, for verification against a source:
+ * the sum a vCPU reads over pages [first, first + n) of slot 1, and the
+ * number of 4 KiB pages of @mem that differ from @src once the guest
+ * wrote its words (the first is reported in *first_bad).
+ */
+int kvm_expected_sum(pc_source *src, uint64_t first, uint64_t n,
+		     uint32_t *sum);
+uint64_t kvm_verify(const char *mem, uint64_t size, pc_source *src,
+		    uint64_t *first_bad);
+
+#endif

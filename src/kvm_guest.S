@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvm_guest.S - the code the KVM runner's vCPUs execute (src/kvm.c).
+ *
+ * The memstress guest of the kernel's demand_paging_test, in 32-bit
+ * protected mode with paging off, so guest-virtual = guest-physical and no
+ * page tables are needed: the runner sets flat segments and CR0.PE with
+ * KVM_SET_SREGS and these registers with KVM_SET_REGS:
+ *
+ *   esi  GPA of the first page of this vCPU's slice
+ *   ecx  number of 4 KiB pages (>= 1)
+ *   edi  stride, 4096
+ *   ebx  0: running sum of what the guest read
+ *
+ * For every page: write the page's own GPA to its first word (the write
+ * fault memstress takes), then add the word at offset 8 to ebx (so the
+ * runner can check the guest saw the source's contents, not zeroes).  At
+ * the end the sum goes out on port KVM_GUEST_PORT_DONE (src/kvm.h) and the
+ * vCPU halts.  The bytes are copied into guest memory, so the code only
+ * uses relative jumps.
+ */
+	.section .rodata
+	.globl	kvm_guest_code
+	.globl	kvm_guest_code_end
+	.code32
+kvm_guest_code:
+1:	movl	%esi, (%esi)
+	addl	8(%esi), %ebx
+	addl	%edi, %esi
+	decl	%ecx
+	jnz	1b
+	movl	%ebx, %eax
+	movw	$0x10, %dx
+	outl	%eax, %dx
+2:	hlt
+	jmp	2b
+kvm_guest_code_end:
+	.code64
+
+	.section .note.GNU-stack, "", @progbits
