@@ -4,7 +4,7 @@
 #   make run     install what is missing, build, run the demo restore
 #   make check   build normal, ASan+UBSan and TSan configurations and run the
 #                test suite on each; ends with "N passed, N failed, N skipped"
-# Also: make build, make bench, make clean.  Compiling is meson's and ninja's
+# Also: make build, make bench, make kvm-check, make kvm-bench, make clean.
 # job (meson.build); this file only strings the steps together.
 
 SHELL := /bin/bash
@@ -15,6 +15,10 @@ BUILDS := build build-asan build-tsan
 OPTS_build      :=
 OPTS_build-asan := -Db_sanitize=address,undefined -Db_lundef=false
 OPTS_build-tsan := -Db_sanitize=thread -Db_lundef=false
+# Statically linked, for the initramfs of the nested KVM VM (tests/kvm/).
+KVM_BUILD := build-kvm
+OPTS_build-kvm  := -Dprefer_static=true -Dc_link_args=-static
+KVM_TARGETS := postcopy tests/test_kvm tests/kvm_hold
 
 # The library's exit mode catches SIGBUS itself: no sanitizer may take it over.
 export ASAN_OPTIONS  := handle_sigbus=0:handle_segv=1:detect_leaks=1:abort_on_error=1
@@ -31,7 +35,7 @@ export TSAN_OPTIONS  := halt_on_error=1:handle_sigbus=0:report_signal_unsafe=0
 # `sysctl -w vm.mmap_rnd_bits=28`; the TSan probe below says so.
 NOASLR = $(shell setarch $$(uname -m) -R true 2>/dev/null && echo setarch $$(uname -m) -R)
 
-.PHONY: build run check bench clean deps tsan-probe
+.PHONY: build run check bench clean deps tsan-probe kvm-check kvm-bench
 
 build: deps build/build.ninja
 	ninja -C build
@@ -49,7 +53,7 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
 
 # Configure a build directory once; ninja re-runs meson itself after that.
-$(BUILDS:%=%/build.ninja): %/build.ninja: | deps
+$(BUILDS:%=%/build.ninja) $(KVM_BUILD)/build.ninja: %/build.ninja: | deps
 	rm -rf $*
 	meson setup $* $(OPTS_$*)
 
@@ -57,13 +61,18 @@ run: deps build
 	test -e build/demo.img || build/postcopy mkimage build/demo.img 1G
 	build/postcopy restore --image build/demo.img -m exit --vcpus 2
 
-check: deps $(BUILDS:%=%/build.ninja) tsan-probe
+# The fourth suite boots Debian's kernels in QEMU's software emulation and
+# runs the KVM tests there (tests/kvm/nested.sh; it skips, saying why, where
+# QEMU or the kernel packages cannot be had).
+check: deps $(BUILDS:%=%/build.ninja) $(KVM_BUILD)/build.ninja tsan-probe
 	@for d in $(BUILDS); do ninja -C $$d || exit; done
-	@rm -f $(BUILDS:%=%/suite-counts)
+	@ninja -C $(KVM_BUILD) $(KVM_TARGETS)
+	@rm -f $(BUILDS:%=%/suite-counts) $(KVM_BUILD)/suite-counts
 	bash tests/run-suite.sh build || true
 	$(NOASLR) bash tests/run-suite.sh build-asan || true
 	$(NOASLR) bash tests/run-suite.sh build-tsan threaded || true
-	@p=0 f=0 s=0; for d in $(BUILDS); do \
+	bash tests/kvm/nested.sh $(KVM_BUILD) || true
+	@p=0 f=0 s=0; for d in $(BUILDS) $(KVM_BUILD); do \
 	  [ -s $$d/suite-failures ] && sed "s|^|$$d: |" $$d/suite-failures; \
 	  read -r dp df ds 2>/dev/null <$$d/suite-counts || { dp=0 df=1 ds=0; }; \
 	  p=$$((p + dp)) f=$$((f + df)) s=$$((s + ds)); done; \
@@ -106,5 +115,18 @@ fuzz:
 	  -timeout=30 -print_final_stats=1 -dict=fuzz/proto.dict \
 	  -artifact_prefix=build-fuzz/crashes/ $(FUZZ_FLAGS) build-fuzz/corpus
 
+# ---- real KVM in a nested software-emulated VM (tests/kvm/nested.sh) -------
+# kvm-check runs the KVM tests on Debian's 6.12 and 6.1 kernels; kvm-bench
+# runs kvm-bench there (tests/kvm/bench.list) and prints the table that
+# BENCHMARKS.md quotes.  Downloads are cached in build-kvm/kvm-cache.
+kvm-check: deps $(KVM_BUILD)/build.ninja
+	ninja -C $(KVM_BUILD) $(KVM_TARGETS)
+	bash tests/kvm/nested.sh $(KVM_BUILD)
+
+kvm-bench: deps $(KVM_BUILD)/build.ninja
+	ninja -C $(KVM_BUILD) $(KVM_TARGETS)
+	bash tests/kvm/nested.sh $(KVM_BUILD) bench
+	python3 bench/kvm_table.py --rewrite BENCHMARKS.md $(KVM_BUILD)/kvm-bench-*.jsonl
+
 clean:
-	rm -rf $(BUILDS) build-fuzz
+	rm -rf $(BUILDS) $(KVM_BUILD) build-fuzz

@@ -91,7 +91,7 @@ struct vcpu {
 
 	/* Results, written by the vCPU's own thread. */
 	int err;
-	char error[200];
+	char error[256];
 	uint32_t sum;
 	uint64_t end_ns;
 	struct kvm_exit_counts exits;
@@ -356,11 +356,11 @@ static int vcpu_loop(struct vcpu *v)
 				return vcpu_fail(v, -EFAULT, "KVM_RUN failed with EFAULT "
 						 "and no memory-fault exit (exit reason: %s): "
 						 "the kernel did not say which guest page "
-						 "faulted, and postcopy does not guess; %s",
+						 "faulted and postcopy does not guess; %s",
 						 exit_name(run->exit_reason),
 						 v->path == KVM_PATH_EXIT
-						 ? "this kernel cannot run the exit path, "
-						   "use the wait path"
+						 ? "this kernel cannot run the exit path "
+						   "(use the wait path)"
 						 : "guest memory could not be mapped");
 			return vcpu_fail(v, -e, "KVM_RUN: %s", strerror(e));
 		}

@@ -65,7 +65,7 @@ struct kvm_guest_result {
 	uint64_t pages;	       /* 4 KiB pages the guest touched */
 	uint32_t *sums;	       /* per vCPU: what the guest read (malloc'ed) */
 	struct kvm_exit_counts exits;
-	char error[256];       /* why it failed, when it did */
+	char error[320];       /* why it failed, when it did */
 };
 
 /*

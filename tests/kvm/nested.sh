@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# tests/kvm/nested.sh BUILD_DIR [test|bench]
+#
+# Real KVM on a machine without it: boots Debian's kernels under QEMU's
+# software emulation (TCG) with an emulated AMD SVM CPU, where kvm-amd
+# loads with nested paging, and runs postcopy's KVM tests (test) or
+# kvm-bench (bench) inside.  BUILD_DIR is a statically linked build
+# (`make kvm-check` configures build-kvm for it); its postcopy, tests/test_kvm
+# and tests/kvm_hold go into the initramfs.
+#
+# Kernels: $KVM_KERNELS, words of LABEL:deb:PACKAGE:EXPECT, where PACKAGE is
+# a Debian kernel metapackage fetched with apt-get download and EXPECT says
+# whether that kernel should report the guest address of a userfault (yes,
+# no).  Downloads and initramfs images are cached in BUILD_DIR/kvm-cache.
+#
+# test: prints TAP (one line per check, named by kernel and path; plan at
+#   the end), writes "P F S" to BUILD_DIR/suite-counts and failures to
+#   BUILD_DIR/suite-failures, like tests/run-suite.sh.  Without qemu or the
+#   kernel packages (and no root to install them) it skips, saying why.
+# bench: writes each kernel's kvm-bench JSON lines to
+#   BUILD_DIR/kvm-bench-LABEL.jsonl (the runs are listed in
+#   $KVM_BENCH_LIST, default tests/kvm/bench.list, and repeated
+#   $KVM_BENCH_REPS times, default 3).
+#
+# A boot that ends without its @@END line (a guest kernel oops under
+# emulation, a hang) is an infrastructure failure: it is reported and
+# rerun once.
+set -uo pipefail
+
+usage() { echo "usage: $0 BUILD_DIR [test|bench]" >&2; exit 2; }
+[[ $# -ge 1 && $# -le 2 ]] || usage
+job=${2:-test}
+[[ $job == test || $job == bench ]] || usage
+srcdir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+builddir=$(cd "$1" 2>/dev/null && pwd) || { echo "$0: no build dir '$1'" >&2; exit 2; }
+cache=$builddir/kvm-cache
+mkdir -p "$cache"
+kernels=${KVM_KERNELS:-"6.12:deb:linux-image-6.12-amd64:no 6.1:deb:linux-image-amd64:no"}
+bench_list=${KVM_BENCH_LIST:-$srcdir/tests/kvm/bench.list}
+boot_timeout=${KVM_BOOT_TIMEOUT:-600}
+
+passed=0 failed=0 skipped=0 n=0
+rm -f "$builddir/suite-counts" "$builddir/suite-failures"
+
+tap() { # STATUS NAME [DIRECTIVE]: STATUS ok | not ok | skip
+	n=$((n + 1))
+	case $1 in
+	ok) passed=$((passed + 1)); echo "ok $n - $2" ;;
+	skip) skipped=$((skipped + 1)); echo "ok $n - $2 # SKIP $3" ;;
+	*) failed=$((failed + 1)); echo "not ok $n - $2"
+	   echo "nested: not ok - $2" >>"$builddir/suite-failures" ;;
+	esac
+}
+finish() {
+	echo "1..$n"
+	echo "$passed $failed $skipped" >"$builddir/suite-counts"
+	echo "--- nested KVM: $passed passed, $failed failed, $skipped skipped"
+	exit $((failed > 0))
+}
+skip_all() {
+	echo "# $1"
+	for k in $kernels; do tap skip "${k%%:*} nested KVM tests" "$1"; done
+	finish
+}
+
+# ---- what the host needs -----------------------------------------------
+need_pkgs=()
+command -v qemu-system-x86_64 >/dev/null || need_pkgs+=(qemu-system-x86)
+[[ -x /bin/busybox ]] && file -L /bin/busybox 2>/dev/null | grep -q static || need_pkgs+=(busybox-static)
+command -v cpio >/dev/null || need_pkgs+=(cpio)
+command -v xz >/dev/null || need_pkgs+=(xz-utils)
+command -v file >/dev/null || need_pkgs+=(file)
+if ((${#need_pkgs[@]})); then
+	if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
+		skip_all "needs Debian packages ${need_pkgs[*]} (as root: apt-get install ${need_pkgs[*]})"
+	fi
+	echo "# installing ${need_pkgs[*]}"
+	{ apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" ||
+	  { apt-get update -q && apt-get install -y -q --no-install-recommends "${need_pkgs[@]}"; }; } \
+		>"$cache/apt-install.log" 2>&1 ||
+		skip_all "could not install ${need_pkgs[*]} (see $cache/apt-install.log)"
+fi
+for f in postcopy tests/test_kvm tests/kvm_hold; do
+	[[ -x $builddir/$f ]] || { echo "$0: $builddir/$f is missing (ninja -C $builddir)" >&2; exit 2; }
+	file -L "$builddir/$f" | grep -q 'statically linked' ||
+		{ echo "$0: $builddir/$f is not statically linked" >&2; exit 2; }
+done
+
+# ---- a Debian kernel: vmlinuz and the KVM modules, decompressed ----------
+# Prints the directory holding vmlinuz and mods/, or fails with a reason on
+# stderr.
+fetch_deb_kernel() {
+	local meta=$1 pkg deb dir
+	pkg=$(apt-cache depends "$meta" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+	if [[ -z $pkg ]]; then
+		apt-get update -q >"$cache/apt-update.log" 2>&1
+		pkg=$(apt-cache depends "$meta" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+	fi
+	[[ -n $pkg ]] || { echo "apt knows no kernel package behind $meta" >&2; return 1; }
+	dir=$cache/$pkg
+	if [[ ! -f $dir/.ready ]]; then
+		rm -rf "$dir" && mkdir -p "$dir/mods"
+		deb=$(ls "$cache"/debs/"${pkg}"_*.deb 2>/dev/null | head -1)
+		if [[ -z $deb ]]; then
+			mkdir -p "$cache/debs"
+			(cd "$cache/debs" && apt-get download "$pkg" >"$cache/download-$pkg.log" 2>&1) ||
+				{ echo "apt-get download $pkg failed (see $cache/download-$pkg.log)" >&2; return 1; }
+			deb=$(ls "$cache"/debs/"${pkg}"_*.deb | head -1)
+		fi
+		# Only what the VM needs, not the whole package.
+		dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir" --wildcards \
+			'./boot/vmlinuz-*' '*/irqbypass.ko*' '*/ccp.ko*' '*/kvm.ko*' '*/kvm-amd.ko*' ||
+			{ echo "unpacking $deb failed" >&2; return 1; }
+		cp "$dir"/boot/vmlinuz-* "$dir/vmlinuz" || return 1
+		local m f
+		for m in irqbypass ccp kvm kvm-amd; do
+			f=$(find "$dir/lib" -name "$m.ko*" | head -1)
+			[[ -n $f ]] || { echo "$pkg has no $m module" >&2; return 1; }
+			case $f in
+			*.xz) xz -dc "$f" >"$dir/mods/$m.ko" ;;
+			*) cp "$f" "$dir/mods/$m.ko" ;;
+			esac || return 1
+		done
+		rm -rf "$dir/lib" "$dir/boot"
+		touch "$dir/.ready"
+	fi
+	echo "$dir"
+}
+
+# ---- the initramfs -------------------------------------------------------
+# make_initrd OUT [MODS_DIR]: busybox, the test binaries, /init, modules.
+make_initrd() {
+	local out=$1 mods=${2:-} root
+	local inputs=("$builddir/postcopy" "$builddir/tests/test_kvm" "$builddir/tests/kvm_hold"
+		"$srcdir/tests/kvm/init.sh" "$bench_list" /bin/busybox)
+	if [[ -f $out ]]; then
+		local stale=0 i
+		for i in "${inputs[@]}"; do [[ $i -nt $out ]] && stale=1; done
+		((stale)) || return 0
+	fi
+	root=$(mktemp -d "$cache/initrd.XXXXXX")
+	mkdir -p "$root"/{bin,mods,proc,sys,dev,tmp}
+	cp /bin/busybox "$builddir/postcopy" "$builddir/tests/test_kvm" \
+		"$builddir/tests/kvm_hold" "$root/bin/"
+	cp "$srcdir/tests/kvm/init.sh" "$root/init" && chmod 755 "$root/init"
+	[[ -f $bench_list ]] && cp "$bench_list" "$root/bench.list"
+	[[ -n $mods ]] && cp "$mods"/*.ko "$root/mods/"
+	(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$out.tmp" && mv "$out.tmp" "$out"
+	local ret=$?
+	rm -rf "$root"
+	return $ret
+}
+
+# ---- one boot ------------------------------------------------------------
+# boot LABEL KERNEL INITRD EXPECT LOG: runs the job; 0 when @@END came.
+boot() {
+	local label=$1 kernel=$2 initrd=$3 expect=$4 log=$5
+	timeout -k 10 "$boot_timeout" qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt \
+		-M pc -smp 2 -m 1024 -nic none -nographic -no-reboot \
+		-kernel "$kernel" -initrd "$initrd" \
+		-append "console=ttyS0 panic=-1 loglevel=3 tsc_early_khz=2000000 pc.job=$job pc.label=$label pc.expect=$expect pc.reps=${KVM_BENCH_REPS:-3}" \
+		</dev/null 2>&1 | tr -d '\r' | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g' >"$log"
+	grep -q '^@@END' "$log"
+}
+
+# ---- per kernel ----------------------------------------------------------
+for spec in $kernels; do
+	IFS=: read -r label kind what expect <<<"$spec"
+	if [[ $kind == deb ]]; then
+		if ! kdir=$(fetch_deb_kernel "$what" 2>"$cache/fetch-$label.err"); then
+			reason=$(tail -1 "$cache/fetch-$label.err")
+			echo "# $label: $reason"
+			tap skip "$label nested KVM tests" "kernel $what unavailable: $reason"
+			continue
+		fi
+		kernel=$kdir/vmlinuz mods=$kdir/mods
+	elif [[ $kind == image ]]; then
+		kernel=$what mods=
+		[[ -f $kernel ]] || { tap "not ok" "$label kernel image $kernel exists"; continue; }
+	else
+		echo "$0: bad kernel spec '$spec'" >&2
+		exit 2
+	fi
+	initrd=$cache/initrd-$label.cpio.gz
+	make_initrd "$initrd" "$mods" || { tap "not ok" "$label initramfs built"; continue; }
+	log=$builddir/kvm-$job-$label.log
+	t0=$(date +%s)
+	if ! boot "$label" "$kernel" "$initrd" "$expect" "$log"; then
+		echo "# $label: the boot ended without a result (infrastructure failure?), rerunning; first log kept in $log.1"
+		mv "$log" "$log.1"
+		boot "$label" "$kernel" "$initrd" "$expect" "$log"
+	fi
+	echo "# $label: boot and $job took $(($(date +%s) - t0)) s; console log $log"
+	if ! grep -q '^@@END' "$log"; then
+		tail -5 "$log" | sed 's/^/# /'
+		tap "not ok" "$label nested VM ran the $job job to the end"
+		continue
+	fi
+	grep '^@@NOTE' "$log" | sed 's/^@@NOTE/#/'
+	if [[ $job == bench ]]; then
+		sed -n 's/^@@JSON //p' "$log" >"$builddir/kvm-bench-$label.jsonl"
+		echo "# $label: $(wc -l <"$builddir/kvm-bench-$label.jsonl") results in $builddir/kvm-bench-$label.jsonl"
+		grep -q '^@@END 0' "$log" && tap ok "$label kvm-bench runs verified" ||
+			tap "not ok" "$label kvm-bench runs verified"
+		continue
+	fi
+	# Re-number test_kvm's TAP into ours; its diagnostics pass through.
+	plan=0 got=0
+	while IFS= read -r line; do
+		case $line in
+		1..*) plan=${line#1..} ;;
+		"ok "*" # SKIP "*) got=$((got + 1)); body=${line#ok * - }
+			tap skip "${body% \# SKIP *}" "${body##* \# SKIP }" ;;
+		"ok "*) got=$((got + 1)); tap ok "${line#ok * - }" ;;
+		"not ok "*) got=$((got + 1)); tap "not ok" "${line#not ok * - }" ;;
+		"#"*) echo "$line" ;;
+		esac
+	done < <(sed -n '/@@BEGIN/,/^@@END/p' "$log")
+	rc=$(sed -n 's/^@@END //p' "$log")
+	if ((got != plan || plan == 0)) || [[ $rc != 0 && $failed == 0 ]]; then
+		tap "not ok" "$label test_kvm ran its whole plan ($got of $plan results, exit $rc)"
+	fi
+done
+finish

@@ -1,0 +1,328 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_kvm - real KVM vCPUs on postcopy memory (src/kvm.c).
+ *
+ * Runs wherever /dev/kvm works: on the host when it has KVM, and inside
+ * the nested VM of tests/kvm/nested.sh on the kernels it boots.  Each TAP
+ * line starts with a label naming the kernel (--label, default "host")
+ * and the path, so a log says what ran where.
+ *
+ *   - the exit-path probe gives a definite answer (with --expect-exit, the
+ *     answer the harness expects of this kernel);
+ *   - wait path: 1 and 2 vCPUs, shmem (one userfaultfd per vCPU), anon
+ *     (one userfaultfd, 2 readers), hugetlb where huge pages can be had,
+ *     and a VMM thread reading guest memory while the vCPUs run;
+ *   - exit path, where the probe says the kernel reports the address: the
+ *     same, the VMM thread going through SIGBUS; where it does not, the
+ *     exit path forced anyway stops with a clear error, installs nothing
+ *     and does not hang.
+ * Every case checks every byte against the source (with the guest's own
+ * writes), the sum of what each vCPU read, that no page was fetched twice,
+ * the stats, and the KVM exits the path implies.
+ */
+#include <fcntl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "postcopy.h"
+#include "tap.h"
+#include "kvm.h"
+
+#define SEED 7
+
+static const char *label = "host";
+
+struct kcase {
+	enum kvm_path path;
+	enum pc_backend backend;
+	unsigned vcpus;
+	uint64_t per_vcpu;
+	bool one_uffd;
+	unsigned readers;
+	bool vmm_reader; /* a VMM thread reads guest memory during the run */
+};
+
+static void case_name(const struct kcase *c, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s %s %u vcpu%s %s%s%s", label,
+		 kvm_path_str(c->path), c->vcpus, c->vcpus == 1 ? "" : "s",
+		 backend_name(c->backend),
+		 c->path == KVM_PATH_WAIT ? (c->one_uffd ? " one uffd" : " uffd per vcpu") : "",
+		 c->vmm_reader ? " with a VMM thread reading" : "");
+}
+
+/* The guest writes its page's GPA into the first word of each page. */
+static void patch_guest_word(void *ctx, uint64_t p, void *buf)
+{
+	(void)ctx;
+	uint32_t gpa = (uint32_t)(KVM_GUEST_MEM_GPA + p * SRC_PAGE);
+	memcpy(buf, &gpa, 4);
+}
+
+/* A VMM thread (not a vCPU) reading all of guest memory, last page first,
+ * while the vCPUs run: bytes 4.. of each page, which the guest leaves. */
+struct vmm_reader {
+	const char *mem;
+	uint64_t size;
+	pc_source *ref;
+	uint64_t bad;
+	uint64_t first_bad;
+};
+
+static void *vmm_reader_main(void *arg)
+{
+	struct vmm_reader *vr = arg;
+	char want[SRC_PAGE];
+	for (uint64_t p = vr->size / SRC_PAGE; p-- > 0;) {
+		const char *have = vr->mem + p * SRC_PAGE;
+		if (pc_source_read(vr->ref, p, 1, want) < 0 ||
+		    memcmp(have + 4, want + 4, SRC_PAGE - 4)) {
+			if (vr->bad++ == 0)
+				vr->first_bad = p;
+		}
+	}
+	return NULL;
+}
+
+static unsigned checks_per_case(const struct kcase *c)
+{
+	return 5 + c->vmm_reader;
+}
+
+static void skip_case(const struct kcase *c, const char *reason)
+{
+	char name[160];
+	case_name(c, name, sizeof(name));
+	skip(reason, "%s byte-exact", name);
+	skip(reason, "%s guest read the source", name);
+	skip(reason, "%s each page fetched once", name);
+	skip(reason, "%s stats add up", name);
+	skip(reason, "%s kvm exits as the path implies", name);
+	if (c->vmm_reader)
+		skip(reason, "%s vmm thread read the source", name);
+}
+
+static void run_case(const struct kcase *c)
+{
+	char name[160], why[256] = "";
+	uint64_t size = c->per_vcpu * c->vcpus;
+	struct counting_src cs;
+	struct verdict v = { 0 };
+	pc_source *src, *ref;
+	pc_region *r = NULL;
+	struct kvm_guest_result res = { 0 };
+	struct vmm_reader vr = { 0 };
+	char exits_why[200] = "", sums_why[200] = "";
+	pthread_t reader;
+	bool reading = false;
+
+	case_name(c, name, sizeof(name));
+	if (counting_new(&cs, size, SEED, &src) || pc_source_pattern(size, SEED, &ref))
+		bail_out("%s: sources", name);
+	struct pc_region_opts ro = {
+		.size = size, .backend = c->backend,
+		.mode = c->path == KVM_PATH_WAIT ? PC_MODE_WAIT : PC_MODE_EXIT,
+		.uffds = c->path == KVM_PATH_WAIT && !c->one_uffd ? c->vcpus : 1,
+		.readers = c->readers, .max_threads = c->vcpus,
+	};
+	if (pc_region_create(&ro, src, &r, why, sizeof(why)) < 0) {
+		fail_all(&v, why);
+		r = NULL;
+		goto report;
+	}
+	if (pc_region_start(r) < 0) {
+		fail_all(&v, pc_region_error(r));
+		goto report;
+	}
+	if (c->vmm_reader) {
+		vr = (struct vmm_reader){ .mem = pc_region_addr(r), .size = size, .ref = ref };
+		reading = pthread_create(&reader, NULL, vmm_reader_main, &vr) == 0;
+		if (!reading)
+			bail_out("%s: pthread_create", name);
+	}
+	struct kvm_guest_opts go = { .mem = pc_region_addr(r), .size = size,
+				     .vcpus = c->vcpus, .path = c->path,
+				     .region = r };
+	int ret = kvm_run_guest(&go, &res);
+	if (ret == -EIO && strstr(res.error, "pager failed"))
+		bail_out("%s: %s", name, res.error); /* vCPUs stuck for good */
+	if (reading)
+		pthread_join(reader, NULL);
+	if (ret < 0) {
+		fail_all(&v, res.error);
+		snprintf(sums_why, sizeof(sums_why), "not checked: the run failed");
+		snprintf(exits_why, sizeof(exits_why), "not checked: the run failed");
+		goto report;
+	}
+	ret = pc_region_wait(r, 60000);
+	if (ret < 0) {
+		snprintf(why, sizeof(why), "region did not complete: %s",
+			 ret == -ETIMEDOUT ? "timed out" : pc_region_error(r));
+		fail_all(&v, why);
+		goto report;
+	}
+	/* What each vCPU read. */
+	uint64_t slice = size / c->vcpus / SRC_PAGE;
+	for (unsigned i = 0; i < c->vcpus && !sums_why[0]; i++) {
+		uint32_t want;
+		if (kvm_expected_sum(ref, i * slice, slice, &want) < 0 || want != res.sums[i])
+			snprintf(sums_why, sizeof(sums_why), "vCPU %u read a sum of "
+				 "%#x, the source holds %#x", i, res.sums[i], want);
+	}
+	/* KVM exits: one report per vCPU; memory-fault exits only on the
+	 * exit path, at least one per 4 KiB page the vCPUs faulted on. */
+	uint64_t region_pages = size / pc_region_page_size(r);
+	if (res.exits.io != c->vcpus || res.exits.other)
+		snprintf(exits_why, sizeof(exits_why), "io %llu (want %u), other %llu",
+			 (unsigned long long)res.exits.io, c->vcpus,
+			 (unsigned long long)res.exits.other);
+	else if (c->path == KVM_PATH_WAIT && res.exits.memory_fault)
+		snprintf(exits_why, sizeof(exits_why), "%llu memory-fault exits on "
+			 "the wait path", (unsigned long long)res.exits.memory_fault);
+	else if (c->path == KVM_PATH_EXIT && c->vmm_reader == false &&
+		 res.exits.memory_fault < region_pages)
+		snprintf(exits_why, sizeof(exits_why), "%llu memory-fault exits "
+			 "for %llu pages", (unsigned long long)res.exits.memory_fault,
+			 (unsigned long long)region_pages);
+	diag("%s: %.3f s, exits io %llu memory_fault %llu intr %llu", name,
+	     res.seconds, (unsigned long long)res.exits.io,
+	     (unsigned long long)res.exits.memory_fault,
+	     (unsigned long long)res.exits.intr);
+
+	counting_check(&cs, ref, pc_region_page_size(r), true, v.fetch, sizeof(v.fetch));
+	struct pc_stats *st = counted_stats(r, &cs, v.stats, sizeof(v.stats));
+	free(st);
+	uint64_t bad = verify_mem(pc_region_addr(r), size, ref, patch_guest_word, NULL);
+	if (bad)
+		snprintf(v.data, sizeof(v.data), "%llu pages differ",
+			 (unsigned long long)bad);
+report:
+	if (!ok(!v.data[0], "%s byte-exact", name))
+		diag("%s", v.data);
+	if (!ok(!sums_why[0] && !v.data[0], "%s guest read the source", name))
+		diag("%s", sums_why[0] ? sums_why : v.data);
+	if (!ok(!v.fetch[0], "%s each page fetched once", name))
+		diag("%s", v.fetch);
+	if (!ok(!v.stats[0], "%s stats add up", name))
+		diag("%s", v.stats);
+	if (!ok(!exits_why[0] && !v.data[0], "%s kvm exits as the path implies", name))
+		diag("%s", exits_why[0] ? exits_why : v.data);
+	if (c->vmm_reader && !ok(reading && vr.bad == 0 && !v.data[0],
+				 "%s vmm thread read the source", name))
+		diag("%llu pages read wrong (first %llu)", (unsigned long long)vr.bad,
+		     (unsigned long long)vr.first_bad);
+	kvm_guest_result_free(&res);
+	if (r)
+		pc_region_destroy(r);
+	pc_source_destroy(ref);
+	counting_free(&cs);
+}
+
+/* The exit path on a kernel that gives a bare EFAULT (or calls the page
+ * MMIO): a clear error, no page installed, no hang. */
+static void forced_exit_path(void)
+{
+	enum { PAGES = 64 };
+	pc_source *src;
+	pc_region *r;
+	char why[256];
+	struct pc_region_opts ro = { .size = PAGES * SRC_PAGE, .mode = PC_MODE_EXIT };
+	if (pc_source_pattern(ro.size, SEED, &src) ||
+	    pc_region_create(&ro, src, &r, why, sizeof(why)) || pc_region_start(r))
+		bail_out("forced exit path: region setup");
+	struct kvm_guest_opts go = { .mem = pc_region_addr(r), .size = ro.size,
+				     .vcpus = 2, .path = KVM_PATH_EXIT, .region = r };
+	struct kvm_guest_result res;
+	double t0 = now_s();
+	int ret = kvm_run_guest(&go, &res);
+	double took = now_s() - t0;
+	uint64_t present = pc_region_present(r);
+	diag("forced exit path: %d after %.2f s: %s", ret, took, res.error);
+	ok(ret < 0 && took < 30 && present == 0 &&
+	   (strstr(res.error, "does not guess") || strstr(res.error, "MMIO")),
+	   "%s forced exit path without the address stops with a clear error, installs nothing",
+	   label);
+	kvm_guest_result_free(&res);
+	pc_region_destroy(r);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "label", required_argument, NULL, 'l' },
+		{ "expect-exit", required_argument, NULL, 'e' },
+		{ 0 }
+	};
+	int expect_exit = -1, opt;
+	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		if (opt == 'l')
+			label = optarg;
+		else if (opt == 'e' && (!strcmp(optarg, "yes") || !strcmp(optarg, "no")))
+			expect_exit = !strcmp(optarg, "yes");
+		else {
+			fprintf(stderr, "usage: test_kvm [--label NAME] [--expect-exit yes|no]\n");
+			return 2;
+		}
+	}
+	char why[256];
+	if (kvm_available(why, sizeof(why)) < 0) {
+		printf("1..0 # SKIP %s\n", why);
+		return 0;
+	}
+	tap_watchdog(600);
+
+	const uint64_t small = 2 * MIB; /* 512 faults per vCPU: the nested VM pays ~0.1 ms each */
+	const struct kcase wait_cases[] = {
+		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 1, small, false, 1, false },
+		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 2, small, false, 1, false },
+		{ KVM_PATH_WAIT, PC_BACKEND_ANON, 2, small, true, 2, false },
+		{ KVM_PATH_WAIT, PC_BACKEND_HUGETLB, 1, 4 * MIB, false, 1, false },
+		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 2, small, true, 1, true },
+	};
+	const struct kcase exit_cases[] = {
+		{ KVM_PATH_EXIT, PC_BACKEND_SHMEM, 1, small, false, 1, false },
+		{ KVM_PATH_EXIT, PC_BACKEND_ANON, 2, small, false, 1, false },
+		{ KVM_PATH_EXIT, PC_BACKEND_SHMEM, 2, small, false, 1, true },
+	};
+	const size_t nwait = sizeof(wait_cases) / sizeof(wait_cases[0]);
+	const size_t nexit = sizeof(exit_cases) / sizeof(exit_cases[0]);
+	unsigned planned = 1 + 1 + (expect_exit >= 0);
+	for (size_t i = 0; i < nwait; i++)
+		planned += checks_per_case(&wait_cases[i]);
+	for (size_t i = 0; i < nexit; i++)
+		planned += checks_per_case(&exit_cases[i]);
+	plan(planned);
+
+	int probe = kvm_probe_exit_path(why, sizeof(why));
+	diag("%s exit-path probe: %d (%s)", label, probe, why);
+	ok(probe == 0 || probe == 1, "%s exit-path probe answers: %s", label,
+	   probe == 1 ? "the kernel reports the guest address" :
+	   probe == 0 ? "no guest address" : "error");
+	if (expect_exit >= 0 && !ok(probe == expect_exit, "%s exit-path probe says %s, as "
+				    "expected of this kernel", label,
+				    expect_exit ? "yes" : "no"))
+		diag("probe: %s", why);
+
+	struct hugepages hp;
+	bool huge = hugepages_reserve(&hp, 2);
+	for (size_t i = 0; i < nwait; i++) {
+		if (wait_cases[i].backend == PC_BACKEND_HUGETLB && !huge)
+			skip_case(&wait_cases[i], hp.why);
+		else
+			run_case(&wait_cases[i]);
+	}
+	hugepages_restore(&hp);
+	for (size_t i = 0; i < nexit; i++) {
+		if (probe == 1)
+			run_case(&exit_cases[i]);
+		else
+			skip_case(&exit_cases[i], "this kernel does not report the guest address of a userfault");
+	}
+	if (probe == 0)
+		forced_exit_path();
+	else
+		skip("the kernel reports the address, so there is no bare EFAULT to refuse",
+		     "%s forced exit path without the address stops with a clear error", label);
+	return done();
+}
