@@ -18,12 +18,12 @@
  */
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -710,11 +710,11 @@ static void *push_main(void *arg)
 	uint64_t failing_since = 0, backoff = 10 * 1000000ull;
 	bool connected_once = false;
 
-	/* Background work: on a busy machine it gets the CPU only when no
-	 * vCPU (or fault handler) wants it, so the push never delays a
-	 * demand fault on the destination's side. */
-	struct sched_param idle = { 0 };
-	pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
+	/* Background work: at nice 10 a vCPU or fault handler that wakes up
+	 * preempts it, so the push hardly delays a demand fault; but unlike
+	 * SCHED_IDLE it still gets about a tenth of a CPU that busy vCPUs
+	 * keep fully occupied, so the migration finishes even then. */
+	setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
 	struct frame_mac mac = { 0 };
 	int fd = -1;
 
