@@ -34,6 +34,34 @@
 #define KVM_CAP_MEMORY_FAULT_INFO 232
 #endif
 
+/* The KVM userfault bitmap of patches/linux-6.12 (after James Houghton's
+ * proposal); the capability number is provisional, as in the patch. */
+#ifndef KVM_CAP_USERFAULT
+#define KVM_CAP_USERFAULT 1000
+#endif
+#ifndef KVM_MEM_USERFAULT
+#define KVM_MEM_USERFAULT (1u << 3)
+#endif
+#ifndef KVM_MEMORY_EXIT_FLAG_USERFAULT
+#define KVM_MEMORY_EXIT_FLAG_USERFAULT (1ull << 4)
+#endif
+
+/* kvm_userspace_memory_region2 (Linux 6.8) with the patch series'
+ * userfault_bitmap taken from its padding. */
+struct memory_region2 {
+	uint32_t slot;
+	uint32_t flags;
+	uint64_t guest_phys_addr;
+	uint64_t memory_size;
+	uint64_t userspace_addr;
+	uint64_t guest_memfd_offset;
+	uint32_t guest_memfd;
+	uint32_t pad1;
+	uint64_t userfault_bitmap;
+	uint64_t pad2[13];
+};
+#define SET_USER_MEMORY_REGION2 _IOW(KVMIO, 0x49, struct memory_region2)
+
 /* kvm_run's memory_fault exit (Linux 6.8); the 6.1 headers lack the
  * member, but it is the first thing in the exit union, as hw is. */
 struct memory_fault_exit {
@@ -58,7 +86,7 @@ static const struct memory_fault_exit *memory_fault_of(const struct kvm_run *run
  * means KVM is not making progress: stop rather than spin. */
 #define MAX_SAME_FAULT 64
 
-extern const unsigned char kvm_guest_code[], kvm_guest_code_end[];
+extern const unsigned char kvm_guest_code[], kvm_guest_outs[], kvm_guest_code_end[];
 
 struct vm {
 	int kvm_fd;
@@ -67,6 +95,7 @@ struct vm {
 	char *code; /* slot 0 */
 	char *mem;  /* slot 1 */
 	uint64_t size;
+	unsigned long *userfault_bitmap; /* KVM_PATH_BITMAP: a bit per 4 KiB page */
 };
 
 /* Where the vCPU threads line up before the clock starts, and report when
@@ -87,12 +116,15 @@ struct vcpu {
 	enum kvm_path path;
 	pc_region *region;
 	uint64_t npages;
+	bool kvm_reads; /* start with kvm_guest_outs */
 	struct gate *gate;
 
 	/* Results, written by the vCPU's own thread. */
 	int err;
 	char error[256];
 	uint32_t sum;
+	unsigned char outs[KVM_GUEST_OUTS_BYTES];
+	unsigned outs_len;
 	uint64_t end_ns;
 	struct kvm_exit_counts exits;
 };
@@ -106,6 +138,8 @@ const char *kvm_path_str(enum kvm_path p)
 		return "wait";
 	case KVM_PATH_EXIT:
 		return "exit";
+	case KVM_PATH_BITMAP:
+		return "bitmap";
 	}
 	return "?";
 }
@@ -148,6 +182,7 @@ static void vm_destroy(struct vm *vm)
 		close(vm->kvm_fd);
 	if (vm->code && vm->code != MAP_FAILED)
 		munmap(vm->code, CODE_SLOT_SIZE);
+	free(vm->userfault_bitmap);
 }
 
 static int set_slot(struct vm *vm, uint32_t slot, uint64_t gpa, void *hva,
@@ -162,8 +197,28 @@ static int set_slot(struct vm *vm, uint32_t slot, uint64_t gpa, void *hva,
 	return ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &region) < 0 ? -errno : 0;
 }
 
-static int vm_create(struct vm *vm, char *mem, uint64_t size, char *why,
-		     size_t why_len)
+/* Slot 1 with KVM_MEM_USERFAULT and every page's bit set: all missing. */
+static int set_userfault_slot(struct vm *vm)
+{
+	uint64_t pages = vm->size / PC_SOURCE_PAGE_SIZE;
+	size_t words = (pages + 63) / 64;
+	vm->userfault_bitmap = malloc(words * sizeof(unsigned long));
+	if (!vm->userfault_bitmap)
+		return -ENOMEM;
+	memset(vm->userfault_bitmap, 0xff, words * sizeof(unsigned long));
+	struct memory_region2 region = {
+		.slot = 1,
+		.flags = KVM_MEM_USERFAULT,
+		.guest_phys_addr = KVM_GUEST_MEM_GPA,
+		.memory_size = vm->size,
+		.userspace_addr = (uintptr_t)vm->mem,
+		.userfault_bitmap = (uintptr_t)vm->userfault_bitmap,
+	};
+	return ioctl(vm->fd, SET_USER_MEMORY_REGION2, &region) < 0 ? -errno : 0;
+}
+
+static int vm_create(struct vm *vm, char *mem, uint64_t size, bool userfault,
+		     char *why, size_t why_len)
 {
 	*vm = (struct vm){ .kvm_fd = -1, .fd = -1, .mem = mem, .size = size };
 	if (size == 0 || size % PC_SOURCE_PAGE_SIZE || size > KVM_GUEST_MEM_MAX) {
@@ -202,8 +257,11 @@ static int vm_create(struct vm *vm, char *mem, uint64_t size, char *why,
 		errno = -ret;
 		goto err;
 	}
-	step = "KVM_SET_USER_MEMORY_REGION (guest memory)";
-	if ((ret = set_slot(vm, 1, KVM_GUEST_MEM_GPA, mem, size)) < 0) {
+	step = userfault ? "KVM_SET_USER_MEMORY_REGION2 (guest memory, KVM_MEM_USERFAULT)"
+			 : "KVM_SET_USER_MEMORY_REGION (guest memory)";
+	ret = userfault ? set_userfault_slot(vm)
+			: set_slot(vm, 1, KVM_GUEST_MEM_GPA, mem, size);
+	if (ret < 0) {
 		errno = -ret;
 		goto err;
 	}
@@ -253,7 +311,8 @@ static int vcpu_create(struct vcpu *v, struct vm *vm, unsigned id,
 	if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0)
 		goto err;
 	struct kvm_regs regs = {
-		.rip = CODE_GPA, .rflags = 2,
+		.rip = CODE_GPA + (v->kvm_reads ? kvm_guest_outs - kvm_guest_code : 0),
+		.rflags = 2,
 		.rsi = first_gpa, .rcx = npages, .rdi = PC_SOURCE_PAGE_SIZE,
 	};
 	step = "KVM_SET_REGS";
@@ -307,18 +366,41 @@ static bool in_guest_memory(const struct vm *vm, uint64_t gpa)
 	return gpa >= KVM_GUEST_MEM_GPA && gpa - KVM_GUEST_MEM_GPA < vm->size;
 }
 
-/* Exit path: the page KVM could not map, by guest address. */
+/*
+ * Exit and bitmap paths: make the page KVM could not map present, by guest
+ * address, on this thread.  On the bitmap path, then clear the bits of
+ * every 4 KiB page that went in (a huge page has many), with release
+ * order so that KVM sees the contents before the cleared bit.
+ */
 static int resolve_gpa(struct vcpu *v, uint64_t gpa)
 {
 	struct vm *vm = v->vm;
 	if (!in_guest_memory(vm, gpa))
 		return vcpu_fail(v, -EFAULT, "memory fault at GPA %#llx, outside "
 				 "the guest memory", (unsigned long long)gpa);
-	int ret = pc_resolve(vm->mem + (gpa - KVM_GUEST_MEM_GPA));
+	uint64_t offset = gpa - KVM_GUEST_MEM_GPA;
+	int ret = pc_resolve(vm->mem + offset);
 	if (ret < 0)
 		return vcpu_fail(v, ret, "resolving GPA %#llx: %s",
 				 (unsigned long long)gpa, strerror(-ret));
+	if (vm->userfault_bitmap) {
+		uint64_t page = pc_region_page_size(v->region);
+		uint64_t first = offset / page * page / PC_SOURCE_PAGE_SIZE;
+		uint64_t end = first + page / PC_SOURCE_PAGE_SIZE;
+		for (uint64_t i = first; i < end; i++)
+			__atomic_fetch_and(&vm->userfault_bitmap[i / 64],
+					   ~(1ul << (i % 64)), __ATOMIC_RELEASE);
+	}
 	return 0;
+}
+
+/* kvm_guest_outs: the bytes KVM read from guest memory, maybe in parts. */
+static void take_outs(struct vcpu *v, const struct kvm_run *run)
+{
+	const unsigned char *data = (const unsigned char *)run + run->io.data_offset;
+	for (uint32_t i = 0; i < run->io.size * run->io.count &&
+			     v->outs_len < sizeof(v->outs); i++)
+		v->outs[v->outs_len++] = data[i];
 }
 
 static int vcpu_loop(struct vcpu *v)
@@ -335,11 +417,14 @@ static int vcpu_loop(struct vcpu *v)
 				v->exits.intr++;
 				continue;
 			}
+			const struct memory_fault_exit *mf = memory_fault_of(run);
+			bool userfault = mf->flags & KVM_MEMORY_EXIT_FLAG_USERFAULT;
 			if (e == EFAULT && run->exit_reason == KVM_EXIT_MEMORY_FAULT &&
-			    v->path == KVM_PATH_EXIT) {
-				uint64_t gpa = memory_fault_of(run)->gpa &
-					       ~(uint64_t)(PC_SOURCE_PAGE_SIZE - 1);
+			    ((v->path == KVM_PATH_EXIT && !userfault) ||
+			     (v->path == KVM_PATH_BITMAP && userfault))) {
+				uint64_t gpa = mf->gpa & ~(uint64_t)(PC_SOURCE_PAGE_SIZE - 1);
 				v->exits.memory_fault++;
+				v->exits.userfault += userfault;
 				same = gpa == last_gpa ? same + 1 : 0;
 				last_gpa = gpa;
 				if (same >= MAX_SAME_FAULT)
@@ -352,6 +437,13 @@ static int vcpu_loop(struct vcpu *v)
 				continue;
 			}
 			v->exits.other++;
+			if (e == EFAULT && run->exit_reason == KVM_EXIT_MEMORY_FAULT)
+				return vcpu_fail(v, -EFAULT, "KVM_EXIT_MEMORY_FAULT at GPA "
+						 "%#llx (flags %#llx) on the %s path: KVM "
+						 "could not get the host page",
+						 (unsigned long long)mf->gpa,
+						 (unsigned long long)mf->flags,
+						 kvm_path_str(v->path));
 			if (e == EFAULT)
 				return vcpu_fail(v, -EFAULT, "KVM_RUN failed with EFAULT "
 						 "and no memory-fault exit (exit reason: %s): "
@@ -370,6 +462,13 @@ static int vcpu_loop(struct vcpu *v)
 			memcpy(&v->sum, (char *)run + run->io.data_offset, 4);
 			v->exits.io++;
 			return 0;
+		}
+		if (run->exit_reason == KVM_EXIT_IO && v->kvm_reads &&
+		    run->io.port == KVM_GUEST_PORT_OUTS &&
+		    run->io.direction == KVM_EXIT_IO_OUT) {
+			take_outs(v, run);
+			v->exits.io++;
+			continue;
 		}
 		v->exits.other++;
 		if (run->exit_reason == KVM_EXIT_FAIL_ENTRY)
@@ -443,6 +542,7 @@ static void add_exits(struct kvm_exit_counts *to, const struct kvm_exit_counts *
 {
 	to->io += from->io;
 	to->memory_fault += from->memory_fault;
+	to->userfault += from->userfault;
 	to->intr += from->intr;
 	to->other += from->other;
 }
@@ -460,7 +560,8 @@ int kvm_run_guest(const struct kvm_guest_opts *o, struct kvm_guest_result *res)
 	}
 
 	struct vm vm;
-	int ret = vm_create(&vm, o->mem, o->size, res->error, sizeof(res->error));
+	int ret = vm_create(&vm, o->mem, o->size, o->path == KVM_PATH_BITMAP,
+			    res->error, sizeof(res->error));
 	if (ret < 0)
 		return ret;
 	uint64_t slice_pages = o->size / o->vcpus / PC_SOURCE_PAGE_SIZE;
@@ -481,6 +582,7 @@ int kvm_run_guest(const struct kvm_guest_opts *o, struct kvm_guest_result *res)
 		v->fd = -1;
 		v->path = o->path;
 		v->region = o->region;
+		v->kvm_reads = o->kvm_reads && created == 0;
 		v->gate = g;
 		ret = vcpu_create(v, &vm, created, KVM_GUEST_MEM_GPA +
 				  created * slice_pages * PC_SOURCE_PAGE_SIZE,
@@ -520,6 +622,8 @@ int kvm_run_guest(const struct kvm_guest_opts *o, struct kvm_guest_result *res)
 		pthread_join(threads[i], NULL);
 		add_exits(&res->exits, &v->exits);
 		res->sums[i] = v->sum;
+		if (v->kvm_reads)
+			memcpy(res->outs, v->outs, sizeof(res->outs));
 		if (v->end_ns > end_ns)
 			end_ns = v->end_ns;
 		if (v->err < 0 && ret == 0) {
@@ -568,7 +672,7 @@ int kvm_probe_exit_path(char *why, size_t why_len)
 		snprintf(why, why_len, "probe region: %s", pc_region_error(r));
 		goto out_region;
 	}
-	ret = vm_create(&vm, pc_region_addr(r), PC_SOURCE_PAGE_SIZE, why, why_len);
+	ret = vm_create(&vm, pc_region_addr(r), PC_SOURCE_PAGE_SIZE, false, why, why_len);
 	if (ret < 0)
 		goto out_region;
 	v.region = r;
@@ -612,6 +716,17 @@ out_vm:
 out_region:
 	pc_region_destroy(r);
 	return ret;
+}
+
+bool kvm_has_userfault_bitmap(void)
+{
+	char why[160];
+	int fd = open_kvm(why, sizeof(why));
+	if (fd < 0)
+		return false;
+	bool has = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_USERFAULT) > 0;
+	close(fd);
+	return has;
 }
 
 int kvm_expected_sum(pc_source *src, uint64_t first, uint64_t n, uint32_t *sum)

@@ -15,6 +15,11 @@
  *         fails with EFAULT; where the kernel fills in
  *         KVM_EXIT_MEMORY_FAULT with the guest address, the vCPU thread
  *         translates it and calls pc_resolve() itself, then re-enters.
+ *   bitmap the KVM userfault bitmap (KVM_CAP_USERFAULT, our patch series in
+ *         patches/linux-6.12): slot 1 has KVM_MEM_USERFAULT and a bit per
+ *         page that is set until the vCPU thread resolved the page itself
+ *         (pc_resolve(), then the bit is cleared); the region stays in
+ *         wait mode, so KVM's own accesses are served by handler threads.
  *
  * Stock kernels (6.1, Debian's 6.12) return a bare EFAULT with no address,
  * so kvm_probe_exit_path() finds out with a one-page VM before anyone
@@ -35,11 +40,16 @@
 #define KVM_GUEST_MEM_MAX (3ull << 30)
 /* The port the guest reports its sum on when its slice is done. */
 #define KVM_GUEST_PORT_DONE 0x10
+/* The port kvm_guest_outs writes guest memory to (KVM reads it). */
+#define KVM_GUEST_PORT_OUTS 0x11
+/* Bytes kvm_guest_outs sends: from the start of vCPU 0's slice. */
+#define KVM_GUEST_OUTS_BYTES 16
 
 enum kvm_path {
 	KVM_PATH_NONE, /* plain memory: the no-userfaultfd baseline */
 	KVM_PATH_WAIT,
 	KVM_PATH_EXIT,
+	KVM_PATH_BITMAP,
 };
 
 const char *kvm_path_str(enum kvm_path p);
@@ -48,6 +58,7 @@ const char *kvm_path_str(enum kvm_path p);
 struct kvm_exit_counts {
 	uint64_t io;		/* the guest's report (one per vCPU) */
 	uint64_t memory_fault;	/* EFAULT with KVM_EXIT_MEMORY_FAULT */
+	uint64_t userfault;	/* ... of those, for a bit of the bitmap */
 	uint64_t intr;		/* EINTR: a signal reached the vCPU thread */
 	uint64_t other;		/* anything else (an error) */
 };
@@ -58,12 +69,17 @@ struct kvm_guest_opts {
 	unsigned vcpus;	    /* each takes size / vcpus */
 	enum kvm_path path;
 	pc_region *region;  /* NULL with KVM_PATH_NONE */
+	/* vCPU 0 starts with kvm_guest_outs: KVM itself reads the first
+	 * KVM_GUEST_OUTS_BYTES of its slice (into res->outs), then the guest
+	 * goes on as usual. */
+	bool kvm_reads;
 };
 
 struct kvm_guest_result {
 	double seconds;	       /* all vCPUs ready to the last one done */
 	uint64_t pages;	       /* 4 KiB pages the guest touched */
 	uint32_t *sums;	       /* per vCPU: what the guest read (malloc'ed) */
+	unsigned char outs[KVM_GUEST_OUTS_BYTES]; /* with kvm_reads */
 	struct kvm_exit_counts exits;
 	char error[320];       /* why it failed, when it did */
 };
@@ -82,6 +98,9 @@ int kvm_available(char *why, size_t why_len);
  * does not (@why says what came back instead), or a negative errno.
  */
 int kvm_probe_exit_path(char *why, size_t why_len);
+
+/* Does this kernel have the KVM userfault bitmap (KVM_CAP_USERFAULT)? */
+bool kvm_has_userfault_bitmap(void);
 
 /*
  * Create the VM on opts->mem, run the vCPUs to the end and fill @res.

@@ -18,6 +18,12 @@
  * the end the sum goes out on port KVM_GUEST_PORT_DONE (src/kvm.h) and the
  * vCPU halts.  The bytes are copied into guest memory, so the code only
  * uses relative jumps.
+ *
+ * kvm_guest_outs first makes KVM itself read guest memory: `rep outsb` of
+ * KVM_GUEST_OUTS_BYTES bytes at esi to port KVM_GUEST_PORT_OUTS is
+ * emulated by KVM, which copies them from the memslot's host mapping, not
+ * through the vCPU's stage-2 fault path.  Then it runs the guest above
+ * with the same registers.
  */
 	.section .rodata
 	.globl	kvm_guest_code
@@ -34,6 +40,16 @@ kvm_guest_code:
 	outl	%eax, %dx
 2:	hlt
 	jmp	2b
+	.globl	kvm_guest_outs
+kvm_guest_outs:
+	movl	%esi, %ebp
+	movl	%ecx, %eax
+	movl	$16, %ecx
+	movw	$0x11, %dx
+	rep outsb
+	movl	%ebp, %esi
+	movl	%eax, %ecx
+	jmp	kvm_guest_code
 kvm_guest_code_end:
 	.code64
 

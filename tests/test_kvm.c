@@ -15,7 +15,12 @@
  *   - exit path, where the probe says the kernel reports the address: the
  *     same, the VMM thread going through SIGBUS; where it does not, the
  *     exit path forced anyway stops with a clear error, installs nothing
- *     and does not hang.
+ *     and does not hang;
+ *   - bitmap path, where the kernel has KVM_CAP_USERFAULT (the patch
+ *     series in patches/linux-6.12): the same cases;
+ *   - KVM's own access to a missing page (an emulated `rep outsb` from
+ *     guest memory): served on the wait and bitmap paths, a clear error on
+ *     the exit path (KVM then reads through a SIGBUS-mode userfaultfd).
  * Every case checks every byte against the source (with the guest's own
  * writes), the sum of what each vCPU read, that no page was fetched twice,
  * the stats, and the KVM exits the path implies.
@@ -41,15 +46,17 @@ struct kcase {
 	bool one_uffd;
 	unsigned readers;
 	bool vmm_reader; /* a VMM thread reads guest memory during the run */
+	bool kvm_reads;	 /* vCPU 0 first has KVM read its first page */
 };
 
 static void case_name(const struct kcase *c, char *buf, size_t len)
 {
-	snprintf(buf, len, "%s %s %u vcpu%s %s%s%s", label,
+	snprintf(buf, len, "%s %s %u vcpu%s %s%s%s%s", label,
 		 kvm_path_str(c->path), c->vcpus, c->vcpus == 1 ? "" : "s",
 		 backend_name(c->backend),
 		 c->path == KVM_PATH_WAIT ? (c->one_uffd ? " one uffd" : " uffd per vcpu") : "",
-		 c->vmm_reader ? " with a VMM thread reading" : "");
+		 c->vmm_reader ? " with a VMM thread reading" : "",
+		 c->kvm_reads ? " with KVM reading a missing page" : "");
 }
 
 /* The guest writes its page's GPA into the first word of each page. */
@@ -87,7 +94,7 @@ static void *vmm_reader_main(void *arg)
 
 static unsigned checks_per_case(const struct kcase *c)
 {
-	return 5 + c->vmm_reader;
+	return 5 + c->vmm_reader + c->kvm_reads;
 }
 
 static void skip_case(const struct kcase *c, const char *reason)
@@ -101,6 +108,8 @@ static void skip_case(const struct kcase *c, const char *reason)
 	skip(reason, "%s kvm exits as the path implies", name);
 	if (c->vmm_reader)
 		skip(reason, "%s vmm thread read the source", name);
+	if (c->kvm_reads)
+		skip(reason, "%s kvm read the source", name);
 }
 
 static void run_case(const struct kcase *c)
@@ -122,7 +131,7 @@ static void run_case(const struct kcase *c)
 		bail_out("%s: sources", name);
 	struct pc_region_opts ro = {
 		.size = size, .backend = c->backend,
-		.mode = c->path == KVM_PATH_WAIT ? PC_MODE_WAIT : PC_MODE_EXIT,
+		.mode = c->path == KVM_PATH_EXIT ? PC_MODE_EXIT : PC_MODE_WAIT,
 		.uffds = c->path == KVM_PATH_WAIT && !c->one_uffd ? c->vcpus : 1,
 		.readers = c->readers, .max_threads = c->vcpus,
 	};
@@ -143,7 +152,7 @@ static void run_case(const struct kcase *c)
 	}
 	struct kvm_guest_opts go = { .mem = pc_region_addr(r), .size = size,
 				     .vcpus = c->vcpus, .path = c->path,
-				     .region = r };
+				     .region = r, .kvm_reads = c->kvm_reads };
 	int ret = kvm_run_guest(&go, &res);
 	if (ret == -EIO && strstr(res.error, "pager failed"))
 		bail_out("%s: %s", name, res.error); /* vCPUs stuck for good */
@@ -173,21 +182,28 @@ static void run_case(const struct kcase *c)
 	/* KVM exits: one report per vCPU; memory-fault exits only on the
 	 * exit path, at least one per 4 KiB page the vCPUs faulted on. */
 	uint64_t region_pages = size / pc_region_page_size(r);
-	if (res.exits.io != c->vcpus || res.exits.other)
+	if (res.exits.io < c->vcpus + c->kvm_reads || res.exits.other)
 		snprintf(exits_why, sizeof(exits_why), "io %llu (want %u), other %llu",
-			 (unsigned long long)res.exits.io, c->vcpus,
+			 (unsigned long long)res.exits.io, c->vcpus + c->kvm_reads,
 			 (unsigned long long)res.exits.other);
 	else if (c->path == KVM_PATH_WAIT && res.exits.memory_fault)
 		snprintf(exits_why, sizeof(exits_why), "%llu memory-fault exits on "
 			 "the wait path", (unsigned long long)res.exits.memory_fault);
-	else if (c->path == KVM_PATH_EXIT && c->vmm_reader == false &&
+	else if (c->path == KVM_PATH_EXIT && !c->vmm_reader && !c->kvm_reads &&
 		 res.exits.memory_fault < region_pages)
 		snprintf(exits_why, sizeof(exits_why), "%llu memory-fault exits "
 			 "for %llu pages", (unsigned long long)res.exits.memory_fault,
 			 (unsigned long long)region_pages);
-	diag("%s: %.3f s, exits io %llu memory_fault %llu intr %llu", name,
-	     res.seconds, (unsigned long long)res.exits.io,
+	else if (c->path == KVM_PATH_BITMAP &&
+		 (res.exits.userfault != res.exits.memory_fault ||
+		  res.exits.userfault < region_pages))
+		snprintf(exits_why, sizeof(exits_why), "%llu memory-fault exits "
+			 "for %llu pages", (unsigned long long)res.exits.memory_fault,
+			 (unsigned long long)region_pages);
+	diag("%s: %.3f s, exits io %llu memory_fault %llu (userfault %llu) intr %llu",
+	     name, res.seconds, (unsigned long long)res.exits.io,
 	     (unsigned long long)res.exits.memory_fault,
+	     (unsigned long long)res.exits.userfault,
 	     (unsigned long long)res.exits.intr);
 
 	counting_check(&cs, ref, pc_region_page_size(r), true, v.fetch, sizeof(v.fetch));
@@ -212,6 +228,13 @@ report:
 				 "%s vmm thread read the source", name))
 		diag("%llu pages read wrong (first %llu)", (unsigned long long)vr.bad,
 		     (unsigned long long)vr.first_bad);
+	if (c->kvm_reads) {
+		unsigned char want[SRC_PAGE];
+		bool same = pc_source_read(ref, 0, 1, want) == 0 && !v.data[0] &&
+			    memcmp(res.outs, want, KVM_GUEST_OUTS_BYTES) == 0;
+		if (!ok(same, "%s kvm read the source", name))
+			diag("%s", v.data[0] ? v.data : "the bytes KVM read differ from the source");
+	}
 	kvm_guest_result_free(&res);
 	if (r)
 		pc_region_destroy(r);
@@ -247,21 +270,87 @@ static void forced_exit_path(void)
 	pc_region_destroy(r);
 }
 
+/*
+ * The limit of the exit path (patch 1 of patches/linux-6.12): when KVM
+ * itself reads a missing page through a SIGBUS-mode userfaultfd, the
+ * access fails; the run must stop with a clear error, not hang or guess.
+ */
+static void exit_path_kvm_read(void)
+{
+	enum { PAGES = 64 };
+	pc_source *src;
+	pc_region *r;
+	char why[256];
+	struct pc_region_opts ro = { .size = PAGES * SRC_PAGE, .mode = PC_MODE_EXIT };
+	if (pc_source_pattern(ro.size, SEED, &src) ||
+	    pc_region_create(&ro, src, &r, why, sizeof(why)) || pc_region_start(r))
+		bail_out("exit path kvm read: region setup");
+	struct kvm_guest_opts go = { .mem = pc_region_addr(r), .size = ro.size,
+				     .vcpus = 1, .path = KVM_PATH_EXIT, .region = r,
+				     .kvm_reads = true };
+	struct kvm_guest_result res;
+	double t0 = now_s();
+	int ret = kvm_run_guest(&go, &res);
+	double took = now_s() - t0;
+	diag("exit path, KVM reading a missing page: %d after %.2f s: %s", ret, took,
+	     res.error);
+	ok(ret < 0 && took < 30 && res.error[0],
+	   "%s exit 1 vcpu shmem with KVM reading a missing page stops with a clear error",
+	   label);
+	kvm_guest_result_free(&res);
+	pc_region_destroy(r);
+}
+
+static int parse_yes_no(const char *s)
+{
+	return !strcmp(s, "yes") ? 1 : !strcmp(s, "no") ? 0 : -1;
+}
+
+#define NCASES(a) (sizeof(a) / sizeof((a)[0]))
+
+static unsigned count_checks(const struct kcase *cases, size_t n)
+{
+	unsigned sum = 0;
+	for (size_t i = 0; i < n; i++)
+		sum += checks_per_case(&cases[i]);
+	return sum;
+}
+
+/* Run @cases, or skip them all for @skip_reason; hugetlb needs pages. */
+static void run_cases(const struct kcase *cases, size_t n, const char *skip_reason)
+{
+	struct hugepages hp;
+	bool huge = hugepages_reserve(&hp, 2);
+	for (size_t i = 0; i < n; i++) {
+		if (skip_reason)
+			skip_case(&cases[i], skip_reason);
+		else if (cases[i].backend == PC_BACKEND_HUGETLB && !huge)
+			skip_case(&cases[i], hp.why);
+		else
+			run_case(&cases[i]);
+	}
+	hugepages_restore(&hp);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "label", required_argument, NULL, 'l' },
 		{ "expect-exit", required_argument, NULL, 'e' },
+		{ "expect-bitmap", required_argument, NULL, 'b' },
 		{ 0 }
 	};
-	int expect_exit = -1, opt;
+	int expect_exit = -1, expect_bitmap = -1, opt;
 	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		if (opt == 'l')
 			label = optarg;
-		else if (opt == 'e' && (!strcmp(optarg, "yes") || !strcmp(optarg, "no")))
-			expect_exit = !strcmp(optarg, "yes");
+		else if (opt == 'e' && (expect_exit = parse_yes_no(optarg)) >= 0)
+			continue;
+		else if (opt == 'b' && (expect_bitmap = parse_yes_no(optarg)) >= 0)
+			continue;
 		else {
-			fprintf(stderr, "usage: test_kvm [--label NAME] [--expect-exit yes|no]\n");
+			fprintf(stderr, "usage: test_kvm [--label NAME] [--expect-exit yes|no] "
+				"[--expect-bitmap yes|no]\n");
 			return 2;
 		}
 	}
@@ -274,28 +363,34 @@ int main(int argc, char **argv)
 
 	const uint64_t small = 2 * MIB; /* 512 faults per vCPU: the nested VM pays ~0.1 ms each */
 	const struct kcase wait_cases[] = {
-		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 1, small, false, 1, false },
-		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 2, small, false, 1, false },
-		{ KVM_PATH_WAIT, PC_BACKEND_ANON, 2, small, true, 2, false },
-		{ KVM_PATH_WAIT, PC_BACKEND_HUGETLB, 1, 4 * MIB, false, 1, false },
-		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 2, small, true, 1, true },
+		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 1, small, false, 1, false, false },
+		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 2, small, false, 1, false, false },
+		{ KVM_PATH_WAIT, PC_BACKEND_ANON, 2, small, true, 2, false, false },
+		{ KVM_PATH_WAIT, PC_BACKEND_HUGETLB, 1, 4 * MIB, false, 1, false, false },
+		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 2, small, true, 1, true, false },
+		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 1, small, false, 1, false, true },
 	};
 	const struct kcase exit_cases[] = {
-		{ KVM_PATH_EXIT, PC_BACKEND_SHMEM, 1, small, false, 1, false },
-		{ KVM_PATH_EXIT, PC_BACKEND_ANON, 2, small, false, 1, false },
-		{ KVM_PATH_EXIT, PC_BACKEND_SHMEM, 2, small, false, 1, true },
+		{ KVM_PATH_EXIT, PC_BACKEND_SHMEM, 1, small, false, 1, false, false },
+		{ KVM_PATH_EXIT, PC_BACKEND_ANON, 2, small, false, 1, false, false },
+		{ KVM_PATH_EXIT, PC_BACKEND_SHMEM, 2, small, false, 1, true, false },
 	};
-	const size_t nwait = sizeof(wait_cases) / sizeof(wait_cases[0]);
-	const size_t nexit = sizeof(exit_cases) / sizeof(exit_cases[0]);
-	unsigned planned = 1 + 1 + (expect_exit >= 0);
-	for (size_t i = 0; i < nwait; i++)
-		planned += checks_per_case(&wait_cases[i]);
-	for (size_t i = 0; i < nexit; i++)
-		planned += checks_per_case(&exit_cases[i]);
-	plan(planned);
+	const struct kcase bitmap_cases[] = {
+		{ KVM_PATH_BITMAP, PC_BACKEND_SHMEM, 1, small, false, 1, false, false },
+		{ KVM_PATH_BITMAP, PC_BACKEND_ANON, 2, small, false, 1, false, false },
+		{ KVM_PATH_BITMAP, PC_BACKEND_HUGETLB, 1, 4 * MIB, false, 1, false, false },
+		{ KVM_PATH_BITMAP, PC_BACKEND_SHMEM, 2, small, false, 1, true, false },
+		{ KVM_PATH_BITMAP, PC_BACKEND_SHMEM, 1, small, false, 1, false, true },
+	};
+	plan(1 + (expect_exit >= 0) + (expect_bitmap >= 0) + 2 +
+	     count_checks(wait_cases, NCASES(wait_cases)) +
+	     count_checks(exit_cases, NCASES(exit_cases)) +
+	     count_checks(bitmap_cases, NCASES(bitmap_cases)));
 
 	int probe = kvm_probe_exit_path(why, sizeof(why));
-	diag("%s exit-path probe: %d (%s)", label, probe, why);
+	bool bitmap = kvm_has_userfault_bitmap();
+	diag("%s exit-path probe: %d (%s); userfault bitmap: %s", label, probe, why,
+	     bitmap ? "yes" : "no");
 	ok(probe == 0 || probe == 1, "%s exit-path probe answers: %s", label,
 	   probe == 1 ? "the kernel reports the guest address" :
 	   probe == 0 ? "no guest address" : "error");
@@ -303,26 +398,25 @@ int main(int argc, char **argv)
 				    "expected of this kernel", label,
 				    expect_exit ? "yes" : "no"))
 		diag("probe: %s", why);
+	if (expect_bitmap >= 0)
+		ok(bitmap == expect_bitmap, "%s KVM_CAP_USERFAULT %s, as expected of this kernel",
+		   label, expect_bitmap ? "present" : "absent");
 
-	struct hugepages hp;
-	bool huge = hugepages_reserve(&hp, 2);
-	for (size_t i = 0; i < nwait; i++) {
-		if (wait_cases[i].backend == PC_BACKEND_HUGETLB && !huge)
-			skip_case(&wait_cases[i], hp.why);
-		else
-			run_case(&wait_cases[i]);
-	}
-	hugepages_restore(&hp);
-	for (size_t i = 0; i < nexit; i++) {
-		if (probe == 1)
-			run_case(&exit_cases[i]);
-		else
-			skip_case(&exit_cases[i], "this kernel does not report the guest address of a userfault");
-	}
+	run_cases(wait_cases, NCASES(wait_cases), NULL);
+	run_cases(exit_cases, NCASES(exit_cases), probe == 1 ? NULL :
+		  "this kernel does not report the guest address of a userfault");
+	run_cases(bitmap_cases, NCASES(bitmap_cases), bitmap ? NULL :
+		  "this kernel has no KVM userfault bitmap (KVM_CAP_USERFAULT)");
 	if (probe == 0)
 		forced_exit_path();
 	else
 		skip("the kernel reports the address, so there is no bare EFAULT to refuse",
 		     "%s forced exit path without the address stops with a clear error", label);
+	if (probe == 1)
+		exit_path_kvm_read();
+	else
+		skip("this kernel does not report the guest address of a userfault",
+		     "%s exit 1 vcpu shmem with KVM reading a missing page stops with a clear error",
+		     label);
 	return done();
 }

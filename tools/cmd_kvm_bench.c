@@ -5,9 +5,10 @@
  *
  * The same run measures the no-userfaultfd baseline (plain memory with the
  * contents already local) and then the chosen path, and reports the path
- * as a ratio to it.  Which path: --path auto probes the kernel with a
- * one-page VM and takes the exit path where KVM reports the faulting guest
- * address, the wait path where it does not, and says which and why.
+ * as a ratio to it.  Which path: -p auto takes the KVM userfault bitmap
+ * where the kernel has it (patches/linux-6.12), else probes the kernel
+ * with a one-page VM and takes the exit path where KVM reports the
+ * faulting guest address, else the wait path, and says which and why.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -19,7 +20,7 @@
 #include "kvm.h"
 #include "tools.h"
 
-enum path_choice { CHOOSE_AUTO, CHOOSE_WAIT, CHOOSE_EXIT };
+enum path_choice { CHOOSE_AUTO, CHOOSE_WAIT, CHOOSE_EXIT, CHOOSE_BITMAP };
 
 struct kvm_bench_opts {
 	unsigned vcpus;
@@ -57,8 +58,11 @@ static void usage(FILE *f)
 		"                exit: KVM_RUN returns KVM_EXIT_MEMORY_FAULT and the vCPU\n"
 		"                      thread resolves the guest address itself (needs a\n"
 		"                      kernel that reports it; probed first)\n"
-		"                auto: exit where the kernel reports the address, else\n"
-		"                      wait (default)\n"
+		"                bitmap: the KVM userfault bitmap (KVM_CAP_USERFAULT, from\n"
+		"                      patches/linux-6.12): vCPUs exit on pages whose bit\n"
+		"                      is set and resolve them; KVM's own accesses wait\n"
+		"                auto: bitmap, else exit, else wait: the best this\n"
+		"                      kernel has (default)\n"
 		"  -r N          wait path: reader threads per userfaultfd (default 1)\n"
 		"  -a            wait path: one userfaultfd for all memory (default: one\n"
 		"                per vCPU slice, like the selftest)\n"
@@ -116,8 +120,10 @@ static int parse(int argc, char **argv, struct kvm_bench_opts *o)
 				o->choice = CHOOSE_WAIT;
 			else if (!strcmp(optarg, "exit"))
 				o->choice = CHOOSE_EXIT;
+			else if (!strcmp(optarg, "bitmap"))
+				o->choice = CHOOSE_BITMAP;
 			else
-				return bad("path (auto, wait or exit)", optarg);
+				return bad("path (auto, wait, exit or bitmap)", optarg);
 			break;
 		case 'r':
 			if (parse_uint(optarg, 1, 256, &o->readers) < 0)
@@ -258,11 +264,13 @@ static int run_path(const struct kvm_bench_opts *o, enum kvm_path path,
 	if (ret < 0)
 		return ret;
 	pc_source_set_delay(src, o->delay_us, PC_DELAY_SLEEP);
+	/* The bitmap path keeps the userfaultfd in wait mode for KVM's own
+	 * accesses. */
 	bool wait = path == KVM_PATH_WAIT;
 	struct pc_region_opts ro = {
 		.size = size,
 		.backend = o->backend,
-		.mode = wait ? PC_MODE_WAIT : PC_MODE_EXIT,
+		.mode = path == KVM_PATH_EXIT ? PC_MODE_EXIT : PC_MODE_WAIT,
 		.uffds = wait && !o->one_uffd ? o->vcpus : 1,
 		.readers = o->readers,
 		.max_threads = o->vcpus,
@@ -302,6 +310,8 @@ static const char *path_desc(const struct kvm_bench_opts *o, enum kvm_path path,
 {
 	if (path == KVM_PATH_EXIT)
 		snprintf(buf, len, "exit (KVM_EXIT_MEMORY_FAULT, resolved on the vCPU thread)");
+	else if (path == KVM_PATH_BITMAP)
+		snprintf(buf, len, "bitmap (KVM userfault exits, resolved on the vCPU thread)");
 	else
 		snprintf(buf, len, "wait (%u userfaultfd%s x %u reader%s)",
 			 o->one_uffd ? 1 : o->vcpus,
@@ -315,6 +325,7 @@ static struct json_object *exits_json(const struct kvm_exit_counts *e)
 	struct json_object *j = json_object_new_object();
 	json_object_object_add(j, "io", json_object_new_int64((int64_t)e->io));
 	json_object_object_add(j, "memory_fault", json_object_new_int64((int64_t)e->memory_fault));
+	json_object_object_add(j, "userfault", json_object_new_int64((int64_t)e->userfault));
 	json_object_object_add(j, "intr", json_object_new_int64((int64_t)e->intr));
 	json_object_object_add(j, "other", json_object_new_int64((int64_t)e->other));
 	return j;
@@ -368,9 +379,10 @@ static void print_text(const struct kvm_bench_opts *o, enum kvm_path path,
 	       kvm_path_str(path), m->seconds, m->rate, m->rate / o->vcpus);
 	if (o->baseline)
 		printf(", %.2fx baseline", m->rate / base->rate);
-	printf("\nKVM exits  io %llu, memory_fault %llu, intr %llu, other %llu\n",
+	printf("\nKVM exits  io %llu, memory_fault %llu (userfault %llu), intr %llu, other %llu\n",
 	       (unsigned long long)m->exits.io,
 	       (unsigned long long)m->exits.memory_fault,
+	       (unsigned long long)m->exits.userfault,
 	       (unsigned long long)m->exits.intr,
 	       (unsigned long long)m->exits.other);
 	pc_stats_print(st, stdout);
@@ -389,6 +401,20 @@ static int choose_path(const struct kvm_bench_opts *o, enum kvm_path *path,
 	if (o->choice == CHOOSE_WAIT) {
 		*path = KVM_PATH_WAIT;
 		snprintf(why, why_len, "asked for with -p wait");
+		return 0;
+	}
+	bool bitmap = kvm_has_userfault_bitmap();
+	if (o->choice == CHOOSE_BITMAP || (o->choice == CHOOSE_AUTO && bitmap)) {
+		if (!bitmap) {
+			complain("kvm-bench", "the bitmap path needs a kernel with "
+				 "KVM_CAP_USERFAULT (patches/linux-6.12), and this one "
+				 "does not have it; use -p exit or -p wait");
+			return EXIT_FAIL;
+		}
+		*path = KVM_PATH_BITMAP;
+		snprintf(why, why_len, "%s", o->choice == CHOOSE_BITMAP ?
+			 "asked for with -p bitmap" :
+			 "the kernel has the KVM userfault bitmap (KVM_CAP_USERFAULT)");
 		return 0;
 	}
 	char probe[200];

@@ -7,6 +7,7 @@
 # QEMU (-no-reboot).
 #
 #   pc.job=test   test_kvm --label pc.label [--expect-exit pc.expect]
+#                 [--expect-bitmap pc.bitmap]
 #   pc.job=bench  postcopy kvm-bench --json for each line of /bench.list,
 #                 pc.reps times, each result on a line starting with @@JSON
 /bin/busybox --install -s /bin
@@ -16,13 +17,14 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 
-pc_job= pc_label=nested pc_expect= pc_reps=
+pc_job= pc_label=nested pc_expect= pc_bitmap= pc_reps=
 for word in $(cat /proc/cmdline); do
 	case $word in
 	pc.job=*) pc_job=${word#*=} ;;
 	pc.label=*) pc_label=${word#*=} ;;
 	pc.reps=*) pc_reps=${word#*=} ;;
 	pc.expect=*) pc_expect=${word#*=} ;;
+	pc.bitmap=*) pc_bitmap=${word#*=} ;;
 	esac
 done
 
@@ -37,7 +39,8 @@ done
 echo "@@BEGIN $pc_label"
 case $pc_job in
 test)
-	/bin/test_kvm --label "$pc_label" ${pc_expect:+--expect-exit $pc_expect}
+	/bin/test_kvm --label "$pc_label" ${pc_expect:+--expect-exit $pc_expect} \
+		${pc_bitmap:+--expect-bitmap $pc_bitmap}
 	rc=$?
 	;;
 bench)

@@ -10,10 +10,14 @@
 # (`make kvm-check` configures build-kvm for it); its postcopy, tests/test_kvm
 # and tests/kvm_hold go into the initramfs.
 #
-# Kernels: $KVM_KERNELS, words of LABEL:deb:PACKAGE:EXPECT, where PACKAGE is
-# a Debian kernel metapackage fetched with apt-get download and EXPECT says
-# whether that kernel should report the guest address of a userfault (yes,
-# no).  Downloads and initramfs images are cached in BUILD_DIR/kvm-cache.
+# Kernels: $KVM_KERNELS, words of LABEL:KIND:WHAT:EXIT:BITMAP.  KIND deb:
+# WHAT is a Debian kernel metapackage, fetched with apt-get download; KIND
+# image: WHAT is a bzImage with KVM built in.  EXIT and BITMAP (yes, no) say
+# whether the kernel should report the guest address of a userfault and
+# have the KVM userfault bitmap.  By default: Debian's 6.12 and 6.1, then
+# the kernels of our patch series that tests/kvm/kernel.sh builds (or finds
+# in its cache; KVM_PATCHED=0 leaves them out).  Downloads and initramfs
+# images are cached in BUILD_DIR/kvm-cache.
 #
 # test: prints TAP (one line per check, named by kernel and path; plan at
 #   the end), writes "P F S" to BUILD_DIR/suite-counts and failures to
@@ -37,7 +41,7 @@ srcdir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 builddir=$(cd "$1" 2>/dev/null && pwd) || { echo "$0: no build dir '$1'" >&2; exit 2; }
 cache=$builddir/kvm-cache
 mkdir -p "$cache"
-kernels=${KVM_KERNELS:-"6.12:deb:linux-image-6.12-amd64:no 6.1:deb:linux-image-amd64:no"}
+kernels=${KVM_KERNELS:-"6.12:deb:linux-image-6.12-amd64:no:no 6.1:deb:linux-image-amd64:no:no"}
 bench_list=${KVM_BENCH_LIST:-$srcdir/tests/kvm/bench.list}
 boot_timeout=${KVM_BOOT_TIMEOUT:-600}
 
@@ -154,20 +158,31 @@ make_initrd() {
 }
 
 # ---- one boot ------------------------------------------------------------
-# boot LABEL KERNEL INITRD EXPECT LOG: runs the job; 0 when @@END came.
+# boot LABEL KERNEL INITRD EXIT BITMAP LOG: runs the job; 0 when @@END came.
 boot() {
-	local label=$1 kernel=$2 initrd=$3 expect=$4 log=$5
+	local label=$1 kernel=$2 initrd=$3 expect=$4 bitmap=$5 log=$6
 	timeout -k 10 "$boot_timeout" qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt \
 		-M pc -smp 2 -m 1024 -nic none -nographic -no-reboot \
 		-kernel "$kernel" -initrd "$initrd" \
-		-append "console=ttyS0 panic=-1 loglevel=3 tsc_early_khz=2000000 pc.job=$job pc.label=$label pc.expect=$expect pc.reps=${KVM_BENCH_REPS:-3}" \
+		-append "console=ttyS0 panic=-1 loglevel=3 tsc_early_khz=2000000 pc.job=$job pc.label=$label pc.expect=$expect pc.bitmap=$bitmap pc.reps=${KVM_BENCH_REPS:-3}" \
 		</dev/null 2>&1 | tr -d '\r' | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g' >"$log"
 	grep -q '^@@END' "$log"
 }
 
+# ---- the kernels of our patch series -------------------------------------
+if [[ -z ${KVM_KERNELS:-} && ${KVM_PATCHED:-1} != 0 ]]; then
+	built=$(bash "$srcdir/tests/kvm/kernel.sh" 2>"$cache/kernel.err")
+	case $? in
+	0) kernels+=" $built" ;;
+	2) tap skip "6.12-patched nested KVM tests" "$(tail -1 "$cache/kernel.err")" ;;
+	*) sed 's/^/# /' "$cache/kernel.err"
+	   tap "not ok" "6.12-patched kernels build (tests/kvm/kernel.sh)" ;;
+	esac
+fi
+
 # ---- per kernel ----------------------------------------------------------
 for spec in $kernels; do
-	IFS=: read -r label kind what expect <<<"$spec"
+	IFS=: read -r label kind what expect bitmap <<<"$spec"
 	if [[ $kind == deb ]]; then
 		if ! kdir=$(fetch_deb_kernel "$what" 2>"$cache/fetch-$label.err"); then
 			reason=$(tail -1 "$cache/fetch-$label.err")
@@ -187,10 +202,10 @@ for spec in $kernels; do
 	make_initrd "$initrd" "$mods" || { tap "not ok" "$label initramfs built"; continue; }
 	log=$builddir/kvm-$job-$label.log
 	t0=$(date +%s)
-	if ! boot "$label" "$kernel" "$initrd" "$expect" "$log"; then
+	if ! boot "$label" "$kernel" "$initrd" "$expect" "$bitmap" "$log"; then
 		echo "# $label: the boot ended without a result (infrastructure failure?), rerunning; first log kept in $log.1"
 		mv "$log" "$log.1"
-		boot "$label" "$kernel" "$initrd" "$expect" "$log"
+		boot "$label" "$kernel" "$initrd" "$expect" "$bitmap" "$log"
 	fi
 	echo "# $label: boot and $job took $(($(date +%s) - t0)) s; console log $log"
 	if ! grep -q '^@@END' "$log"; then
