@@ -261,13 +261,15 @@ int pc_thread_attach(pc_region *r, unsigned id);
 void pc_thread_detach(pc_region *r);
 
 /*
- * Exit mode: resolve the fault at @addr on the calling thread: fetch and
- * install the page (and its window) if it is missing, wait for it if
- * another thread is fetching it, and if it is already present populate it
+ * Resolve the fault at @addr on the calling thread: fetch and install the
+ * page (and its window) if it is missing, wait for it if another thread
+ * is fetching it, and if it is already present populate it
  * (MADV_POPULATE_WRITE) for faults the pager did not cause (swap, COW,
  * KSM), reinstalling it if the page tables lost it.  This is what a VMM
  * calls when KVM_RUN returns KVM_EXIT_MEMORY_FAULT for a guest address it
- * translated to @addr; the SIGBUS handler calls the same code.
+ * translated to @addr; the SIGBUS handler calls the same code.  In a
+ * wait-mode region (the KVM userfault bitmap keeps the userfaultfd in wait
+ * mode) the install also wakes threads sleeping on the page.
  * Async-signal-safe.  Errors: -EFAULT when @addr is in no region, the
  * source's error otherwise.
  */

@@ -14,7 +14,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_init cli
 trap 'rm -rf "$tmp"' EXIT
 
-echo "1..20"
+echo "1..24"
 
 # Each check below is a command list whose status is the verdict.
 nonempty_err() { [[ -s $err ]]; }
@@ -28,7 +28,7 @@ run no-such-command
 ((rc == 2)) && nonempty_err
 check "cli_unknown_subcommand_exits_2_with_message" $?
 
-for sub in bench restore mkimage; do
+for sub in bench restore mkimage kvm-bench; do
 	run "$sub" --no-such-flag
 	((rc == 2)) && nonempty_err
 	check "cli_${sub}_unknown_flag_exits_2_with_message" $?
@@ -100,6 +100,24 @@ check "cli_bench_exit_mode_json_has_every_key_and_verified" $?
 run bench -v 2 -b 4M -m wait --json
 ((rc == 0)) && json_check "$bench_keys and d['mode'] == 'wait'"
 check "cli_bench_wait_mode_json_has_every_key_and_verified" $?
+
+# ---- kvm-bench: runs where /dev/kvm works, says so clearly where not -------
+run kvm-bench -p sometimes
+((rc == 2)) && grep -q "path" "$err"
+check "cli_kvm_bench_bad_path_exits_2_naming_the_option" $?
+
+run kvm-bench -v 2 -b 1M -p wait --json
+if [[ -c /dev/kvm ]] && ((rc == 0)); then
+	json_check 'd.get("verified") is True and d["path"] == "wait" and d["kvm_exits"]["io"] == 2'
+else
+	# No usable KVM here: exit 1 and say what is missing, never a fake pass.
+	((rc == 1)) && grep -Eq "/dev/kvm|KVM" "$err"
+fi
+check "cli_kvm_bench_wait_path_verified_or_exits_1_naming_kvm" $?
+
+run kvm-bench -b 1M
+((rc == 0 || rc == 1)) && { ((rc == 1)) && grep -Eq "/dev/kvm|KVM" "$err" || grep -q "because:" "$out"; }
+check "cli_kvm_bench_auto_path_says_which_path_and_why" $?
 
 # ---- a source that dies mid-restore: a clear failure, never a hang ---------
 # The image shrinks to one page while a slow restore (2 ms per request, no
