@@ -75,6 +75,9 @@ static const struct memory_fault_exit *memory_fault_of(const struct kvm_run *run
 	return (const void *)&run->hw;
 }
 
+/* The userfault bitmap is made of unsigned longs, as the kernel reads it. */
+#define BITS_PER_WORD (8 * sizeof(unsigned long))
+
 /* Stored in exit_reason before KVM_RUN: no exit has this number. */
 #define EXIT_REASON_UNSET 0xffffffffu
 
@@ -201,7 +204,7 @@ static int set_slot(struct vm *vm, uint32_t slot, uint64_t gpa, void *hva,
 static int set_userfault_slot(struct vm *vm)
 {
 	uint64_t pages = vm->size / PC_SOURCE_PAGE_SIZE;
-	size_t words = (pages + 63) / 64;
+	size_t words = (pages + BITS_PER_WORD - 1) / BITS_PER_WORD;
 	vm->userfault_bitmap = malloc(words * sizeof(unsigned long));
 	if (!vm->userfault_bitmap)
 		return -ENOMEM;
@@ -388,8 +391,8 @@ static int resolve_gpa(struct vcpu *v, uint64_t gpa)
 		uint64_t first = offset / page * page / PC_SOURCE_PAGE_SIZE;
 		uint64_t end = first + page / PC_SOURCE_PAGE_SIZE;
 		for (uint64_t i = first; i < end; i++)
-			__atomic_fetch_and(&vm->userfault_bitmap[i / 64],
-					   ~(1ul << (i % 64)), __ATOMIC_RELEASE);
+			__atomic_fetch_and(&vm->userfault_bitmap[i / BITS_PER_WORD],
+					   ~(1ul << (i % BITS_PER_WORD)), __ATOMIC_RELEASE);
 	}
 	return 0;
 }

@@ -34,10 +34,11 @@
 
 #include "postcopy.h"
 
-/* Guest-physical address of slot 1; the guest runs with 32-bit addresses,
- * so slot 1 may be at most 3 GiB. */
+/* Guest-physical address of slot 1.  The guest runs with 32-bit addresses,
+ * and the top of the 4 GiB holds the TSS pages Intel needs: slot 1 may be
+ * at most 2 GiB. */
 #define KVM_GUEST_MEM_GPA 0x40000000ull
-#define KVM_GUEST_MEM_MAX (3ull << 30)
+#define KVM_GUEST_MEM_MAX (2ull << 30)
 /* The port the guest reports its sum on when its slice is done. */
 #define KVM_GUEST_PORT_DONE 0x10
 /* The port kvm_guest_outs writes guest memory to (KVM reads it). */

@@ -458,8 +458,6 @@ int cmd_kvm_bench(int argc, char **argv)
 	enum kvm_path path;
 	if (choose_path(&o, &path, why, sizeof(why)))
 		return EXIT_FAIL;
-	if (path == KVM_PATH_WAIT && o.readers > 1 && !o.one_uffd && o.vcpus == 1)
-		complain("kvm-bench", "note: %u readers on one vCPU's userfaultfd", o.readers);
 
 	uint64_t size = o.per_vcpu * o.vcpus;
 	pc_source *ref;
