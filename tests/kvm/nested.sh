@@ -159,18 +159,14 @@ make_initrd() {
 
 # ---- one boot ------------------------------------------------------------
 # boot LABEL KERNEL INITRD EXIT BITMAP LOG: runs the job; 0 when @@END came.
-# tsc_early_khz: without ACPI the kernel may fail to calibrate its TSC under
-# emulation, and KVM_RUN then spins.  Our tinyconfig kernels (KIND image)
-# have no ACPI, hence no HPET or PM timer: when the clocksource watchdog
-# finds the emulated TSC skewed they fall back to jiffies, whose 4 ms steps
-# make every timing meaningless, so they get tsc=reliable.  Debian's
-# kernels keep their own choice (with tsc=reliable 6.12 once hung).
+# tsc_early_khz: a kernel may fail to calibrate its TSC under emulation, and
+# KVM_RUN then spins.
 boot() {
-	local label=$1 kernel=$2 initrd=$3 expect=$4 bitmap=$5 log=$6 clock=$7
+	local label=$1 kernel=$2 initrd=$3 expect=$4 bitmap=$5 log=$6
 	timeout -k 10 "$boot_timeout" qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt \
 		-M pc -smp 2 -m 1024 -nic none -nographic -no-reboot \
 		-kernel "$kernel" -initrd "$initrd" \
-		-append "console=ttyS0 panic=-1 loglevel=3 tsc_early_khz=2000000 $clock pc.job=$job pc.label=$label pc.expect=$expect pc.bitmap=$bitmap pc.reps=${KVM_BENCH_REPS:-3}" \
+		-append "console=ttyS0 panic=-1 loglevel=3 tsc_early_khz=2000000 pc.job=$job pc.label=$label pc.expect=$expect pc.bitmap=$bitmap pc.reps=${KVM_BENCH_REPS:-3}" \
 		</dev/null 2>&1 | tr -d '\r' | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g' >"$log"
 	grep -q '^@@END' "$log"
 }
@@ -196,9 +192,9 @@ for spec in $kernels; do
 			tap skip "$label nested KVM tests" "kernel $what unavailable: $reason"
 			continue
 		fi
-		kernel=$kdir/vmlinuz mods=$kdir/mods clock=
+		kernel=$kdir/vmlinuz mods=$kdir/mods
 	elif [[ $kind == image ]]; then
-		kernel=$what mods= clock=tsc=reliable
+		kernel=$what mods=
 		[[ -f $kernel ]] || { tap "not ok" "$label kernel image $kernel exists"; continue; }
 	else
 		echo "$0: bad kernel spec '$spec'" >&2
@@ -208,10 +204,10 @@ for spec in $kernels; do
 	make_initrd "$initrd" "$mods" || { tap "not ok" "$label initramfs built"; continue; }
 	log=$builddir/kvm-$job-$label.log
 	t0=$(date +%s)
-	if ! boot "$label" "$kernel" "$initrd" "$expect" "$bitmap" "$log" "$clock"; then
+	if ! boot "$label" "$kernel" "$initrd" "$expect" "$bitmap" "$log"; then
 		echo "# $label: the boot ended without a result (infrastructure failure?), rerunning; first log kept in $log.1"
 		mv "$log" "$log.1"
-		boot "$label" "$kernel" "$initrd" "$expect" "$bitmap" "$log" "$clock"
+		boot "$label" "$kernel" "$initrd" "$expect" "$bitmap" "$log"
 	fi
 	echo "# $label: boot and $job took $(($(date +%s) - t0)) s; console log $log"
 	if ! grep -q '^@@END' "$log"; then
