@@ -478,9 +478,16 @@ static int vcpu_loop(struct vcpu *v)
 			return vcpu_fail(v, -EIO, "KVM_EXIT_FAIL_ENTRY, hardware "
 					 "reason %#llx", (unsigned long long)
 					 run->fail_entry.hardware_entry_failure_reason);
-		if (run->exit_reason == KVM_EXIT_INTERNAL_ERROR)
-			return vcpu_fail(v, -EIO, "KVM_EXIT_INTERNAL_ERROR, "
-					 "suberror %u", run->internal.suberror);
+		if (run->exit_reason == KVM_EXIT_INTERNAL_ERROR) {
+			char data[96] = "";
+			for (uint32_t i = 0, n = 0; i < run->internal.ndata && i < 4 &&
+						  n < sizeof(data); i++)
+				n += (uint32_t)snprintf(data + n, sizeof(data) - n, " %#llx",
+						      (unsigned long long)run->internal.data[i]);
+			return vcpu_fail(v, -EIO, "KVM_EXIT_INTERNAL_ERROR, suberror %u%s%s",
+					 run->internal.suberror,
+					 data[0] ? ", data" : "", data);
+		}
 		if (run->exit_reason == KVM_EXIT_MMIO)
 			return vcpu_fail(v, -EIO, "KVM_EXIT_MMIO at GPA %#llx%s",
 					 (unsigned long long)run->mmio.phys_addr,

@@ -139,11 +139,11 @@ make_initrd() {
 	local out=$1 mods=${2:-} root
 	local inputs=("$builddir/postcopy" "$builddir/tests/test_kvm" "$builddir/tests/kvm_hold"
 		"$srcdir/tests/kvm/init.sh" "$bench_list" /bin/busybox)
-	if [[ -f $out ]]; then
-		local stale=0 i
-		for i in "${inputs[@]}"; do [[ $i -nt $out ]] && stale=1; done
-		((stale)) || return 0
-	fi
+	# Rebuilt when what goes in changed, by content (a list passed in
+	# $KVM_BENCH_LIST may be older than the image and still differ).
+	local sum
+	sum=$(cat "${inputs[@]}" ${mods:+"$mods"/*.ko} 2>/dev/null | sha256sum)
+	[[ -f $out && $(cat "$out.sum" 2>/dev/null) == "$sum" ]] && return 0
 	root=$(mktemp -d "$cache/initrd.XXXXXX")
 	mkdir -p "$root"/{bin,mods,proc,sys,dev,tmp}
 	cp /bin/busybox "$builddir/postcopy" "$builddir/tests/test_kvm" \
@@ -151,7 +151,8 @@ make_initrd() {
 	cp "$srcdir/tests/kvm/init.sh" "$root/init" && chmod 755 "$root/init"
 	[[ -f $bench_list ]] && cp "$bench_list" "$root/bench.list"
 	[[ -n $mods ]] && cp "$mods"/*.ko "$root/mods/"
-	(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$out.tmp" && mv "$out.tmp" "$out"
+	(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$out.tmp" &&
+		mv "$out.tmp" "$out" && echo "$sum" >"$out.sum"
 	local ret=$?
 	rm -rf "$root"
 	return $ret
@@ -206,6 +207,16 @@ for spec in $kernels; do
 	t0=$(date +%s)
 	if ! boot "$label" "$kernel" "$initrd" "$expect" "$bitmap" "$log"; then
 		echo "# $label: the boot ended without a result (infrastructure failure?), rerunning; first log kept in $log.1"
+		mv "$log" "$log.1"
+		boot "$label" "$kernel" "$initrd" "$expect" "$bitmap" "$log"
+	elif ! grep -q '^@@END 0' "$log" && grep -q 'KVM_EXIT_INTERNAL_ERROR, suberror 1' "$log"; then
+		# An emulation failure: seen about once in 20 two-vCPU runs on
+		# Debian's 6.12 under TCG, an instruction fetch just past the code
+		# slot.  The guest's code lives in plain memory postcopy never
+		# touches, and no value it reads steers its control flow, so the
+		# RIP went astray in the emulation.  Reported, and rerun once.
+		echo "# $label: a vCPU's RIP went astray in the nested emulation (KVM_EXIT_INTERNAL_ERROR, emulation), rerunning; first log kept in $log.1"
+		grep -h 'KVM_EXIT_INTERNAL_ERROR' "$log" | head -2 | sed 's/^/#   /'
 		mv "$log" "$log.1"
 		boot "$label" "$kernel" "$initrd" "$expect" "$bitmap" "$log"
 	fi
