@@ -29,6 +29,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
 
 #include "postcopy.h"
 #include "tap.h"
@@ -295,6 +296,88 @@ static void exit_path_kvm_read(void)
 	   label);
 }
 
+/*
+ * Pages the pager knows are present but that fault again (here: their
+ * mappings dropped with MADV_DONTNEED, as swap or a VMM's own madvise
+ * would): the guest runs over the first half of a region, the half is
+ * dropped, and a second VM runs over it again while the region is still
+ * registered (its second half never touched).  The second run must see the
+ * same bytes, fetch nothing again, and count the faults as refaults.
+ */
+#define REFAULT_CHECKS 3
+
+static void refault_case(enum kvm_path path)
+{
+	const uint64_t size = 2 * MIB, half = size / 2;
+	char name[160], why[256] = "";
+	struct counting_src cs;
+	pc_source *src, *ref;
+	pc_region *r;
+	snprintf(name, sizeof(name), "%s %s 1 vcpu shmem refault after MADV_DONTNEED",
+		 label, kvm_path_str(path));
+	if (counting_new(&cs, size, SEED, &src) || pc_source_pattern(size, SEED, &ref))
+		bail_out("%s: sources", name);
+	struct pc_region_opts ro = {
+		.size = size, .mode = path == KVM_PATH_EXIT ? PC_MODE_EXIT : PC_MODE_WAIT,
+		.max_threads = 1,
+	};
+	if (pc_region_create(&ro, src, &r, why, sizeof(why)) || pc_region_start(r))
+		bail_out("%s: region: %s", name, why);
+	struct kvm_guest_opts go = { .mem = pc_region_addr(r), .size = half, .vcpus = 1,
+				     .path = path, .region = r };
+	struct kvm_guest_result first, second = { 0 };
+	struct pc_stats *st = NULL;
+	uint64_t refaults = 0, bad = 0;
+	uint32_t want = 0;
+	int ret = kvm_run_guest(&go, &first);
+	if (ret == 0) {
+		pc_region_stats(r, &st);
+		refaults = st ? st->refaults : 0;
+		free(st);
+		st = NULL;
+		if (madvise(go.mem, half, MADV_DONTNEED))
+			bail_out("%s: madvise: %s", name, strerror(errno));
+		ret = kvm_run_guest(&go, &second);
+	}
+	if (ret < 0) {
+		snprintf(why, sizeof(why), "%.250s", second.error[0] ? second.error : first.error);
+	} else {
+		pc_region_stats(r, &st);
+		refaults = st ? st->refaults - refaults : 0;
+		bad = verify_mem(go.mem, half, ref, patch_guest_word, NULL);
+		kvm_expected_sum(ref, 0, half / SRC_PAGE, &want);
+		diag("%s: second run %.3f s, %llu refaults, exits memory_fault %llu", name,
+		     second.seconds, (unsigned long long)refaults,
+		     (unsigned long long)second.exits.memory_fault);
+	}
+	if (!ok(ret == 0 && bad == 0 && second.sums && second.sums[0] == want,
+		"%s byte-exact", name))
+		diag("%s", why[0] ? why : "the second run read or left wrong bytes");
+	char fetch[256] = "";
+	if (!ok(ret == 0 && counting_check(&cs, ref, SRC_PAGE, false, fetch, sizeof(fetch)),
+		"%s fetched nothing twice", name))
+		diag("%s", fetch[0] ? fetch : why);
+	/* Every page of the half faulted again; some may have been
+	 * repopulated in a window, so at least one refault per 64 pages. */
+	if (!ok(ret == 0 && refaults >= half / SRC_PAGE / 64, "%s refaults counted", name))
+		diag("%llu refaults", (unsigned long long)refaults);
+	free(st);
+	kvm_guest_result_free(&first);
+	kvm_guest_result_free(&second);
+	pc_region_destroy(r);
+	pc_source_destroy(ref);
+	counting_free(&cs);
+}
+
+static void refault_or_skip(enum kvm_path path, const char *missing)
+{
+	if (missing)
+		skip(missing, "%s %s 1 vcpu shmem refault after MADV_DONTNEED", label,
+		     kvm_path_str(path));
+	else
+		refault_case(path);
+}
+
 static int parse_yes_no(const char *s)
 {
 	return !strcmp(s, "yes") ? 1 : !strcmp(s, "no") ? 0 : -1;
@@ -393,7 +476,8 @@ int main(int argc, char **argv)
 				"this kernel has no KVM userfault bitmap (KVM_CAP_USERFAULT)";
 	struct hugepages hp;
 	const char *no_huge = hugepages_reserve(&hp, 2) ? NULL : hp.why;
-	plan(1 + (expect_exit >= 0) + (expect_bitmap >= 0) + 2 +
+	plan(1 + (expect_exit >= 0) + (expect_bitmap >= 0) + 2 + REFAULT_CHECKS +
+	     (no_exit ? 1 : REFAULT_CHECKS) + (no_bitmap ? 1 : REFAULT_CHECKS) +
 	     count_checks(wait_cases, NCASES(wait_cases), NULL, no_huge) +
 	     count_checks(exit_cases, NCASES(exit_cases), no_exit, no_huge) +
 	     count_checks(bitmap_cases, NCASES(bitmap_cases), no_bitmap, no_huge));
@@ -414,6 +498,9 @@ int main(int argc, char **argv)
 	run_cases(exit_cases, NCASES(exit_cases), no_exit, no_huge);
 	run_cases(bitmap_cases, NCASES(bitmap_cases), no_bitmap, no_huge);
 	hugepages_restore(&hp);
+	refault_or_skip(KVM_PATH_WAIT, NULL);
+	refault_or_skip(KVM_PATH_EXIT, no_exit);
+	refault_or_skip(KVM_PATH_BITMAP, no_bitmap);
 	if (probe == 0)
 		forced_exit_path();
 	else
