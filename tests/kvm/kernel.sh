@@ -11,7 +11,7 @@
 #
 # Both are tinyconfig kernels with tests/kvm/kernel.config merged in, built
 # one after the other in the same tree, so each patch is shown to build on
-# its own.  They are cached outside any build tree, in
+# its own; the tree's checkpatch.pl must pass both patches first.  They are cached outside any build tree, in
 # $POSTCOPY_KERNEL_CACHE (default /var/cache/postcopy/kernels), under a key
 # hashed from the patches, the config and the source package's version: a
 # second run skips the build, a cold machine builds (about 5 minutes on two
@@ -73,6 +73,7 @@ build() {
 	make O="$cache/out" tinyconfig &&
 	./scripts/kconfig/merge_config.sh -O "$cache/out" -m "$cache/out/.config" "$config" &&
 	make O="$cache/out" olddefconfig &&
+	./scripts/checkpatch.pl "${patches[@]}" &&
 	patch -p1 <"${patches[0]}" &&
 	make O="$cache/out" -j"$(nproc)" bzImage &&
 	cp "$cache/out/arch/x86/boot/bzImage" "$cache/bzImage-patch1.tmp" &&
