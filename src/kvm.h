@@ -22,8 +22,9 @@
  *         wait mode, so KVM's own accesses are served by handler threads.
  *
  * Stock kernels (6.1, Debian's 6.12) return a bare EFAULT with no address,
- * so kvm_probe_exit_path() finds out with a one-page VM before anyone
- * relies on it.  Internal: used by `postcopy kvm-bench` and the tests.
+ * and the PVM flavour of KVM an MMIO exit, so kvm_probe_exit_path() finds
+ * out with a one-page VM before anyone relies on it.  Internal: used by
+ * `postcopy kvm-bench` and the tests.
  */
 #ifndef PC_KVM_H
 #define PC_KVM_H
