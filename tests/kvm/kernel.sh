@@ -23,7 +23,7 @@ srcdir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 patches=("$srcdir"/patches/linux-6.12/*.patch)
 config=$srcdir/tests/kvm/kernel.config
 cache_root=${POSTCOPY_KERNEL_CACHE:-/var/cache/postcopy/kernels}
-pkgs=(linux-source-6.12 flex bison libelf-dev bc make gcc xz-utils)
+pkgs=(linux-source-6.12 flex bison libelf-dev bc make gcc xz-utils patch perl)
 
 say() { echo "kernel.sh: $*" >&2; }
 
