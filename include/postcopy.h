@@ -247,6 +247,14 @@ bool pc_region_complete(const pc_region *r);
 uint64_t pc_region_present(const pc_region *r);
 
 /*
+ * True when the page holding byte @offset of the region is present (false
+ * past the end).  A snapshot: a missing page may arrive right after.  For
+ * a VMM that sets up a KVM userfault bitmap over memory that is partly
+ * there already.
+ */
+bool pc_region_page_present(const pc_region *r, uint64_t offset);
+
+/*
  * Stop delivery (handler threads, filler), unregister, unmap and free,
  * including the source.  Threads must no longer touch the memory.
  */

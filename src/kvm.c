@@ -200,15 +200,19 @@ static int set_slot(struct vm *vm, uint32_t slot, uint64_t gpa, void *hva,
 	return ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &region) < 0 ? -errno : 0;
 }
 
-/* Slot 1 with KVM_MEM_USERFAULT and every page's bit set: all missing. */
-static int set_userfault_slot(struct vm *vm)
+/* Slot 1 with KVM_MEM_USERFAULT, a bit set for each page the region does
+ * not have yet.  One that arrives later costs one exit, which finds it. */
+static int set_userfault_slot(struct vm *vm, const pc_region *r)
 {
 	uint64_t pages = vm->size / PC_SOURCE_PAGE_SIZE;
 	size_t words = (pages + BITS_PER_WORD - 1) / BITS_PER_WORD;
-	vm->userfault_bitmap = malloc(words * sizeof(unsigned long));
+	vm->userfault_bitmap = calloc(words, sizeof(unsigned long));
 	if (!vm->userfault_bitmap)
 		return -ENOMEM;
-	memset(vm->userfault_bitmap, 0xff, words * sizeof(unsigned long));
+	uint64_t base = (uint64_t)(vm->mem - (char *)pc_region_addr(r));
+	for (uint64_t i = 0; i < pages; i++)
+		if (!pc_region_page_present(r, base + i * PC_SOURCE_PAGE_SIZE))
+			vm->userfault_bitmap[i / BITS_PER_WORD] |= 1ul << (i % BITS_PER_WORD);
 	struct memory_region2 region = {
 		.slot = 1,
 		.flags = KVM_MEM_USERFAULT,
@@ -220,8 +224,9 @@ static int set_userfault_slot(struct vm *vm)
 	return ioctl(vm->fd, SET_USER_MEMORY_REGION2, &region) < 0 ? -errno : 0;
 }
 
-static int vm_create(struct vm *vm, char *mem, uint64_t size, bool userfault,
-		     char *why, size_t why_len)
+/* With @userfault_region, slot 1 gets a userfault bitmap from its state. */
+static int vm_create(struct vm *vm, char *mem, uint64_t size,
+		     const pc_region *userfault_region, char *why, size_t why_len)
 {
 	*vm = (struct vm){ .kvm_fd = -1, .fd = -1, .mem = mem, .size = size };
 	if (size == 0 || size % PC_SOURCE_PAGE_SIZE || size > KVM_GUEST_MEM_MAX) {
@@ -260,10 +265,10 @@ static int vm_create(struct vm *vm, char *mem, uint64_t size, bool userfault,
 		errno = -ret;
 		goto err;
 	}
-	step = userfault ? "KVM_SET_USER_MEMORY_REGION2 (guest memory, KVM_MEM_USERFAULT)"
-			 : "KVM_SET_USER_MEMORY_REGION (guest memory)";
-	ret = userfault ? set_userfault_slot(vm)
-			: set_slot(vm, 1, KVM_GUEST_MEM_GPA, mem, size);
+	step = userfault_region ? "KVM_SET_USER_MEMORY_REGION2 (guest memory, KVM_MEM_USERFAULT)"
+				: "KVM_SET_USER_MEMORY_REGION (guest memory)";
+	ret = userfault_region ? set_userfault_slot(vm, userfault_region)
+			       : set_slot(vm, 1, KVM_GUEST_MEM_GPA, mem, size);
 	if (ret < 0) {
 		errno = -ret;
 		goto err;
@@ -570,7 +575,8 @@ int kvm_run_guest(const struct kvm_guest_opts *o, struct kvm_guest_result *res)
 	}
 
 	struct vm vm;
-	int ret = vm_create(&vm, o->mem, o->size, o->path == KVM_PATH_BITMAP,
+	int ret = vm_create(&vm, o->mem, o->size,
+			    o->path == KVM_PATH_BITMAP ? o->region : NULL,
 			    res->error, sizeof(res->error));
 	if (ret < 0)
 		return ret;
@@ -682,7 +688,7 @@ int kvm_probe_exit_path(char *why, size_t why_len)
 		snprintf(why, why_len, "probe region: %s", pc_region_error(r));
 		goto out_region;
 	}
-	ret = vm_create(&vm, pc_region_addr(r), PC_SOURCE_PAGE_SIZE, false, why, why_len);
+	ret = vm_create(&vm, pc_region_addr(r), PC_SOURCE_PAGE_SIZE, NULL, why, why_len);
 	if (ret < 0)
 		goto out_region;
 	v.region = r;

@@ -16,10 +16,11 @@
  *         KVM_EXIT_MEMORY_FAULT with the guest address, the vCPU thread
  *         translates it and calls pc_resolve() itself, then re-enters.
  *   bitmap the KVM userfault bitmap (KVM_CAP_USERFAULT, our patch series in
- *         patches/linux-6.12): slot 1 has KVM_MEM_USERFAULT and a bit per
- *         page that is set until the vCPU thread resolved the page itself
- *         (pc_resolve(), then the bit is cleared); the region stays in
- *         wait mode, so KVM's own accesses are served by handler threads.
+ *         patches/linux-6.12): slot 1 has KVM_MEM_USERFAULT and a bit set
+ *         for each page the region lacks when the VM is created, until the
+ *         vCPU thread resolved the page itself (pc_resolve(), then the bit
+ *         is cleared); the region stays in wait mode, so KVM's own
+ *         accesses are served by handler threads.
  *
  * Stock kernels (6.1, Debian's 6.12) return a bare EFAULT with no address,
  * and the PVM flavour of KVM an MMIO exit, so kvm_probe_exit_path() finds

@@ -408,6 +408,15 @@ uint64_t pc_region_present(const pc_region *r)
 	return atomic_load(&r->present);
 }
 
+bool pc_region_page_present(const pc_region *r, uint64_t offset)
+{
+	if (offset >= r->opts.size)
+		return false;
+	uint32_t state = atomic_load_explicit(&r->state[offset / r->page_size],
+					      memory_order_acquire);
+	return (state & ~(uint32_t)PAGE_WAITERS) == PAGE_PRESENT;
+}
+
 void *pc_region_addr(const pc_region *r)
 {
 	return r->guest;
