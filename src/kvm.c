@@ -2,7 +2,7 @@
 /*
  * kvm.c - a minimal KVM runner on postcopy memory: one VM, memslots over a
  * region, vCPU threads running the memstress guest (src/kvm_guest.S), and
- * the two ways of resolving their faults (see kvm.h).
+ * the three paths that resolve their faults (see kvm.h).
  *
  * The exit path never treats a bare EFAULT as an address: it acts only on
  * KVM_EXIT_MEMORY_FAULT, which the kernel fills in together with the
@@ -19,8 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <time.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
