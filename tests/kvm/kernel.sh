@@ -16,7 +16,8 @@
 # hashed from the patches, the config and the source package's version: a
 # second run skips the build, a cold machine builds (about 5 minutes on two
 # cores).  Exit status: 0 built or cached, 1 the build failed (see the log
-# it names), 2 it cannot be built here (missing packages and not root).
+# it names), 2 it cannot be built here (missing packages and not root, or
+# not enough disk).
 set -uo pipefail
 
 srcdir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -58,6 +59,14 @@ if [[ -f $cache/bzImage-patch1 && -f $cache/bzImage-patched ]]; then
 fi
 
 mkdir -p "$cache"
+# The unpacked tree and the objects take about 2 GB for a while; a machine
+# without the room cannot build here, which is not a failure of the patches.
+need_kb=$((2500 * 1024))
+have_kb=$(df --output=avail -k "$cache" | tail -1)
+if ((have_kb < need_kb)); then
+	say "needs $((need_kb / 1024)) MB free in $cache to build the kernels, has $((have_kb / 1024)) MB"
+	exit 2
+fi
 exec 9>"$cache/lock"
 flock 9 # one build per key at a time
 if [[ -f $cache/bzImage-patch1 && -f $cache/bzImage-patched ]]; then
