@@ -20,9 +20,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "gate.h"
 #include "internal.h"
 #include "kvm.h"
 
@@ -99,16 +99,6 @@ struct vm {
 	char *mem;  /* slot 1 */
 	uint64_t size;
 	unsigned long *userfault_bitmap; /* KVM_PATH_BITMAP: a bit per 4 KiB page */
-};
-
-/* Where the vCPU threads line up before the clock starts, and report when
- * they are done. */
-struct gate {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	unsigned ready;
-	unsigned finished;
-	int go; /* 1 run, -1 give up (a thread could not be created) */
 };
 
 struct vcpu {
@@ -507,50 +497,15 @@ static int vcpu_loop(struct vcpu *v)
 static void *vcpu_main(void *arg)
 {
 	struct vcpu *v = arg;
-	struct gate *g = v->gate;
 	if (v->region)
 		pc_thread_attach(v->region, v->id);
-	pthread_mutex_lock(&g->lock);
-	g->ready++;
-	pthread_cond_broadcast(&g->cond);
-	while (g->go == 0)
-		pthread_cond_wait(&g->cond, &g->lock);
-	int go = g->go;
-	pthread_mutex_unlock(&g->lock);
-	if (go > 0)
+	if (gate_arrive(v->gate))
 		vcpu_loop(v);
 	v->end_ns = now_ns();
 	if (v->region)
 		pc_thread_detach(v->region);
-	pthread_mutex_lock(&g->lock);
-	g->finished++;
-	pthread_cond_broadcast(&g->cond);
-	pthread_mutex_unlock(&g->lock);
+	gate_leave(v->gate);
 	return NULL;
-}
-
-/*
- * With the gate locked: wait until @n vCPUs finished, or the region failed
- * (a wait-path vCPU then sleeps in KVM_RUN for good: -EIO).
- */
-static int wait_finished(struct gate *g, unsigned n, pc_region *r)
-{
-	while (g->finished < n) {
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += 20 * 1000 * 1000;
-		if (until.tv_nsec >= 1000000000) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&g->cond, &g->lock, &until);
-		if (r) {
-			int ret = pc_region_wait(r, 0);
-			if (ret < 0 && ret != -ETIMEDOUT)
-				return -EIO;
-		}
-	}
-	return 0;
 }
 
 static void add_exits(struct kvm_exit_counts *to, const struct kvm_exit_counts *from)
@@ -591,8 +546,7 @@ int kvm_run_guest(const struct kvm_guest_opts *o, struct kvm_guest_result *res)
 		snprintf(res->error, sizeof(res->error), "out of memory");
 		goto out;
 	}
-	pthread_mutex_init(&g->lock, NULL);
-	pthread_cond_init(&g->cond, NULL);
+	gate_init(g);
 	for (; created < o->vcpus; created++) {
 		struct vcpu *v = &vcpus[created];
 		v->fd = -1;
@@ -618,14 +572,9 @@ int kvm_run_guest(const struct kvm_guest_opts *o, struct kvm_guest_result *res)
 			break;
 		}
 	}
-	pthread_mutex_lock(&g->lock);
-	while (g->ready < started)
-		pthread_cond_wait(&g->cond, &g->lock);
-	g->go = ret < 0 ? -1 : 1;
-	uint64_t start_ns = now_ns(), end_ns = start_ns;
-	pthread_cond_broadcast(&g->cond);
-	int waited = wait_finished(g, started, o->region);
-	pthread_mutex_unlock(&g->lock);
+	uint64_t start_ns;
+	int waited = gate_run(g, started, ret == 0, o->region, &start_ns);
+	uint64_t end_ns = start_ns;
 	if (waited < 0) {
 		/* Its vCPUs sleep in the kernel for good: leave them, their VM
 		 * and their memory to the process's end. */
@@ -649,8 +598,7 @@ int kvm_run_guest(const struct kvm_guest_opts *o, struct kvm_guest_result *res)
 	}
 	res->seconds = (double)(end_ns - start_ns) / 1e9;
 	res->pages = o->size / PC_SOURCE_PAGE_SIZE;
-	pthread_cond_destroy(&g->cond);
-	pthread_mutex_destroy(&g->lock);
+	gate_destroy(g);
 out:
 	for (unsigned i = 0; i < created; i++)
 		vcpu_destroy(&vcpus[i]);

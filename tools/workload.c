@@ -13,25 +13,17 @@
 #include <string.h>
 #include <time.h>
 
+#include "gate.h"
 #include "tools.h"
 
 #define PAGE 4096ull
-
-/* Start line: vCPUs report ready, the clock starts when all are. */
-struct start_gate {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	unsigned ready;
-	unsigned finished;
-	int go; /* 1 run, -1 give up (a thread could not be created) */
-};
 
 struct vcpu {
 	const struct workload *w;
 	unsigned id;
 	uint64_t first, npages;
 	uint64_t *order;
-	struct start_gate *gate;
+	struct gate *gate;
 	double seconds;
 	uint64_t sink;
 	struct hist *latency;
@@ -75,18 +67,12 @@ static void *vcpu_main(void *arg)
 {
 	struct vcpu *v = arg;
 	const struct workload *w = v->w;
-	struct start_gate *g = v->gate;
 	if (w->region)
 		pc_thread_attach(w->region, v->id);
-	pthread_mutex_lock(&g->lock);
-	g->ready++;
-	pthread_cond_broadcast(&g->cond);
-	while (!g->go)
-		pthread_cond_wait(&g->cond, &g->lock);
-	int go = g->go;
-	pthread_mutex_unlock(&g->lock);
-	if (go < 0)
+	if (!gate_arrive(v->gate)) {
+		gate_leave(v->gate);
 		return NULL;
+	}
 
 	uint64_t t0 = ns_now(), prev = t0, sink = 0;
 	for (uint64_t i = 0; i < v->npages; i++) {
@@ -106,36 +92,8 @@ static void *vcpu_main(void *arg)
 	v->sink = sink;
 	if (w->region)
 		pc_thread_detach(w->region);
-	pthread_mutex_lock(&g->lock);
-	g->finished++;
-	pthread_cond_broadcast(&g->cond);
-	pthread_mutex_unlock(&g->lock);
+	gate_leave(v->gate);
 	return NULL;
-}
-
-/*
- * With the gate locked: wait until every vCPU finished, or the region
- * failed (then its faulting threads never come back: -EIO).
- */
-static int wait_finished(const struct workload *w, struct start_gate *g,
-			 unsigned n)
-{
-	while (g->finished < n) {
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += 20 * 1000 * 1000;
-		if (until.tv_nsec >= 1000000000) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&g->cond, &g->lock, &until);
-		if (w->region) {
-			int ret = pc_region_wait(w->region, 0);
-			if (ret < 0 && ret != -ETIMEDOUT)
-				return -EIO;
-		}
-	}
-	return 0;
 }
 
 int workload_run(const struct workload *w, struct workload_result *res)
@@ -143,13 +101,11 @@ int workload_run(const struct workload *w, struct workload_result *res)
 	uint64_t pages = w->size / PAGE;
 	struct vcpu *v = calloc(w->vcpus, sizeof(*v));
 	pthread_t *tids = calloc(w->vcpus, sizeof(*tids));
-	struct start_gate gate = {
-		.lock = PTHREAD_MUTEX_INITIALIZER,
-		.cond = PTHREAD_COND_INITIALIZER,
-	};
+	struct gate gate;
 	int ret = 0;
 	unsigned started = 0;
 
+	gate_init(&gate);
 	memset(res, 0, sizeof(*res));
 	res->vcpu_rate = calloc(w->vcpus, sizeof(double));
 	res->latency = calloc(1, sizeof(*res->latency));
@@ -178,25 +134,15 @@ int workload_run(const struct workload *w, struct workload_result *res)
 			break;
 		}
 	}
-	pthread_mutex_lock(&gate.lock);
-	while (gate.ready < started)
-		pthread_cond_wait(&gate.cond, &gate.lock);
-	/* Read the clock before the release: once released, the vCPUs may
-	 * run to the end before this thread is scheduled again. */
-	double t0 = seconds_now();
-	gate.go = ret < 0 ? -1 : 1;
-	pthread_cond_broadcast(&gate.cond);
-	if (ret == 0)
-		ret = wait_finished(w, &gate, started);
-	pthread_mutex_unlock(&gate.lock);
-	if (ret == -EIO) {
+	uint64_t t0;
+	if (gate_run(&gate, started, ret == 0, w->region, &t0) < 0) {
 		/* vCPUs of a failed wait-mode region sleep in the kernel for
 		 * good: leave them, and their memory, to the process's end. */
-		return ret;
+		return -EIO;
 	}
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(tids[i], NULL);
-	res->seconds = seconds_now() - t0;
+	res->seconds = (double)(ns_now() - t0) / 1e9;
 	if (ret < 0)
 		goto out;
 	for (unsigned i = 0; i < w->vcpus; i++) {
@@ -207,6 +153,7 @@ int workload_run(const struct workload *w, struct workload_result *res)
 		hist_merge(res->latency, v[i].latency);
 	}
 out:
+	gate_destroy(&gate);
 	if (v)
 		for (unsigned i = 0; i < w->vcpus; i++) {
 			free(v[i].order);
