@@ -166,13 +166,10 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 		case 'C':
 			o->cold = true;
 			break;
-		case 'S': {
-			char *end;
-			o->seed = strtoull(optarg, &end, 0);
-			if (*end || !*optarg)
+		case 'S':
+			if (parse_seed(optarg, &o->seed) < 0)
 				return bad("seed", optarg);
 			break;
-		}
 		case 'j':
 			o->json = true;
 			break;
@@ -212,12 +209,8 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 		complain("bench", "note: hugetlb resolves one 2 MiB page per fault; -w ignored");
 		o->window = 1;
 	}
-	uint64_t unit = o->backend == PC_BACKEND_HUGETLB ? 2u << 20 : 4096;
-	if (o->per_vcpu % unit) {
-		complain("bench", "-b must be a multiple of %s for %s memory",
-			 unit == 4096 ? "4 KiB" : "2 MiB", backend_str(o->backend));
+	if (!page_multiple_ok("bench", o->backend, o->per_vcpu))
 		return EXIT_USAGE;
-	}
 	if (o->json && o->csv) {
 		complain("bench", "--json and --csv are exclusive");
 		return EXIT_USAGE;

@@ -143,13 +143,10 @@ static int parse(int argc, char **argv, struct kvm_bench_opts *o)
 		case 'B':
 			o->baseline = false;
 			break;
-		case 'S': {
-			char *end;
-			o->seed = strtoull(optarg, &end, 0);
-			if (*end || !*optarg)
+		case 'S':
+			if (parse_seed(optarg, &o->seed) < 0)
 				return bad("seed", optarg);
 			break;
-		}
 		case 'j':
 			o->json = true;
 			break;
@@ -165,12 +162,8 @@ static int parse(int argc, char **argv, struct kvm_bench_opts *o)
 		complain("kvm-bench", "unexpected argument '%s'", argv[optind]);
 		return EXIT_USAGE;
 	}
-	uint64_t unit = o->backend == PC_BACKEND_HUGETLB ? 2u << 20 : 4096;
-	if (o->per_vcpu % unit) {
-		complain("kvm-bench", "-b must be a multiple of %s for %s memory",
-			 unit == 4096 ? "4 KiB" : "2 MiB", backend_str(o->backend));
+	if (!page_multiple_ok("kvm-bench", o->backend, o->per_vcpu))
 		return EXIT_USAGE;
-	}
 	if (o->per_vcpu > KVM_GUEST_MEM_MAX / o->vcpus) {
 		complain("kvm-bench", "-b %llu x %u vCPUs is more than the guest's "
 			 "%llu MiB", (unsigned long long)o->per_vcpu, o->vcpus,

@@ -36,20 +36,17 @@ int cmd_mkimage(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
-	unsigned long long seed = 1;
+	uint64_t seed = 1;
 	int c;
 
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'S': {
-			char *end;
-			seed = strtoull(optarg, &end, 0);
-			if (*end || !*optarg) {
+		case 'S':
+			if (parse_seed(optarg, &seed) < 0) {
 				complain("mkimage", "bad seed '%s'", optarg);
 				return EXIT_USAGE;
 			}
 			break;
-		}
 		case 'h':
 			usage(stdout);
 			return EXIT_OK;

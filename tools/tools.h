@@ -24,6 +24,10 @@ enum {
 int parse_size(const char *s, uint64_t *out);
 /* Parse an unsigned integer in [min, max].  0 on success. */
 int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
+/* A pattern seed: decimal, 0x hex or 0 octal.  0 on success. */
+int parse_seed(const char *s, uint64_t *out);
+/* Is @bytes (-b) a whole number of @backend's pages?  Says why not. */
+bool page_multiple_ok(const char *cmd, enum pc_backend backend, uint64_t bytes);
 int parse_backend(const char *s, enum pc_backend *out);
 const char *backend_str(enum pc_backend b);
 int parse_mode(const char *s, enum pc_mode *out);

@@ -55,6 +55,26 @@ int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 	return 0;
 }
 
+int parse_seed(const char *s, uint64_t *out)
+{
+	char *end;
+	uint64_t v = strtoull(s, &end, 0);
+	if (!*s || *end)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+bool page_multiple_ok(const char *cmd, enum pc_backend backend, uint64_t bytes)
+{
+	uint64_t unit = backend == PC_BACKEND_HUGETLB ? 2u << 20 : 4096;
+	if (bytes % unit == 0)
+		return true;
+	complain(cmd, "-b must be a multiple of %s for %s memory",
+		 unit == 4096 ? "4 KiB" : "2 MiB", backend_str(backend));
+	return false;
+}
+
 int parse_backend(const char *s, enum pc_backend *out)
 {
 	if (!strcmp(s, "shmem"))
