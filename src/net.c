@@ -129,6 +129,11 @@ static int wait_for(int fd, short events, uint64_t deadline_ns)
 	}
 }
 
+int net_wait_readable(int fd, uint64_t deadline_ns)
+{
+	return wait_for(fd, POLLIN, deadline_ns);
+}
+
 int net_connect(const struct net_addr *a, uint64_t deadline_ns)
 {
 	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

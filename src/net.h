@@ -39,5 +39,7 @@ int net_connect(const struct net_addr *a, uint64_t deadline_ns);
  * EOF, or -errno.  Async-signal-safe. */
 int net_send_all(int fd, const void *buf, size_t len, uint64_t deadline_ns);
 int net_recv_all(int fd, void *buf, size_t len, uint64_t deadline_ns);
+/* Wait until @fd has something to read (or EOF): 0 or -ETIMEDOUT. */
+int net_wait_readable(int fd, uint64_t deadline_ns);
 
 #endif

@@ -440,16 +440,30 @@ static int with_reconnect(struct net_source *ns, struct lane *l, unsigned n,
 			  void *const *dst, uint32_t priority)
 {
 	uint64_t failing_since = 0, backoff = 10 * 1000000ull;
+	bool lost = false; /* a connection broke here: the next one is a reconnect */
 	int ret;
 
 	for (;;) {
-		ret = l->fd < 0 ? -ENOTCONN :
-				  request_many_on(ns, l, n, first, npages, dst, priority);
-		if (ret == 0)
-			break;
+		if (l->fd < 0) {
+			ret = open_conn(ns, ROLE_DEMAND, now_ns() + 1000000000ull, &l->mac);
+			if (fatal(ret)) {
+				say(ret == -ESTALE ? "postcopy: the migration source now serves a different image\n" :
+						     "postcopy: the migration source refused to reconnect\n");
+				break;
+			}
+			if (ret >= 0) {
+				l->fd = ret;
+				if (lost)
+					count(&ns->reconnects, 1);
+			}
+		}
 		if (l->fd >= 0) {
+			ret = request_many_on(ns, l, n, first, npages, dst, priority);
+			if (ret == 0)
+				break;
 			close(l->fd);
 			l->fd = -1;
+			lost = true;
 		}
 		uint64_t now = now_ns();
 		if (!failing_since)
@@ -459,24 +473,10 @@ static int with_reconnect(struct net_source *ns, struct lane *l, unsigned n,
 			ret = -EHOSTDOWN; /* not ETIMEDOUT: that is pc_region_wait's own */
 			break;
 		}
-		if (ret != -ENOTCONN) {
-			sleep_ns(backoff);
-			backoff = backoff * 2 > 500000000ull ? 500000000ull : backoff * 2;
-		}
-		int fd = open_conn(ns, ROLE_DEMAND, now_ns() + 1000000000ull, &l->mac);
-		if (fatal(fd)) {
-			say(fd == -ESTALE ? "postcopy: the migration source now serves a different image\n" :
-					    "postcopy: the migration source refused to reconnect\n");
-			ret = fd;
-			break;
-		}
-		if (fd >= 0) {
-			l->fd = fd;
-			if (ret != -ENOTCONN)
-				count(&ns->reconnects, 1);
-		} else if (ret == -ENOTCONN) {
-			sleep_ns(backoff);
-		}
+		/* Whatever failed, connecting or asking, the next try waits
+		 * longer, up to half a second. */
+		sleep_ns(backoff);
+		backoff = backoff * 2 > 500000000ull ? 500000000ull : backoff * 2;
 	}
 	return ret;
 }
@@ -654,13 +654,18 @@ static int push_receive(struct net_source *ns, int fd, struct frame_mac *mac,
 		struct frame_hdr h;
 		struct data_run run;
 		/* A quiet push (everything sent, or demand first) is fine:
-		 * wait in slices so completion and stop are noticed. */
-		int ret = net_recv_all(fd, hdr, sizeof(hdr), now_ns() + 200000000ull);
+		 * wait in slices so completion and stop are noticed.  Once a
+		 * frame starts, all of it is read under the full deadline: a
+		 * header cut by a slice would leave the stream mid-frame. */
+		int ret = net_wait_readable(fd, now_ns() + 200000000ull);
 		if (ret == -ETIMEDOUT)
 			continue;
 		if (ret < 0)
 			return ret;
 		uint64_t deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
+		ret = net_recv_all(fd, hdr, sizeof(hdr), deadline);
+		if (ret < 0)
+			return ret;
 		if (proto_get_hdr(hdr, PROTO_MAX_PAYLOAD, &h) < 0)
 			return -EPROTO;
 		int64_t len = payload_len(mac, &h);
