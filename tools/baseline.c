@@ -23,7 +23,7 @@ static int zero_fetch(void *ctx, uint64_t first, uint64_t n, void *dst)
 	return 0;
 }
 
-int zero_source(uint64_t size, pc_source **out)
+static int zero_source(uint64_t size, pc_source **out)
 {
 	static const struct pc_source_ops zero_ops = { .fetch = zero_fetch };
 	return pc_source_custom(&zero_ops, NULL, size, out);
@@ -38,12 +38,20 @@ int zero_source(uint64_t size, pc_source **out)
 int baseline_map(enum pc_backend backend, uint64_t size, pc_source *ref,
 		 struct baseline_mem *out)
 {
-	*out = (struct baseline_mem){ .mem = MAP_FAILED, .size = size, .fd = -1 };
+	*out = (struct baseline_mem){ .mem = MAP_FAILED, .size = size, .fd = -1,
+				      .expect = ref };
 	if (backend == PC_BACKEND_ANON) {
+		int ret = zero_source(size, &out->zero);
+		if (ret < 0)
+			return ret;
+		out->expect = out->zero;
 		out->mem = mmap(NULL, size, PROT_READ | PROT_WRITE,
 				MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		if (out->mem == MAP_FAILED)
-			return -errno;
+		if (out->mem == MAP_FAILED) {
+			ret = -errno;
+			baseline_unmap(out);
+			return ret;
+		}
 		madvise(out->mem, size, MADV_NOHUGEPAGE);
 		return 0;
 	}
@@ -79,6 +87,8 @@ void baseline_unmap(struct baseline_mem *m)
 		munmap(m->mem, m->size);
 	if (m->fd >= 0)
 		close(m->fd);
+	pc_source_destroy(m->zero);
 	m->mem = MAP_FAILED;
 	m->fd = -1;
+	m->zero = NULL;
 }

@@ -247,15 +247,8 @@ static int run_baseline(const struct bench_opts *o, uint64_t size,
 	struct workload_result res;
 	ret = workload_run(&w, &res);
 	if (ret == 0) {
-		uint64_t first_bad = 0, nbad;
-		if (o->backend == PC_BACKEND_ANON) {
-			pc_source *zero;
-			ret = zero_source(size, &zero);
-			nbad = ret ? 1 : verify_memory(bm.mem, size, zero, true, &first_bad);
-			pc_source_destroy(zero);
-		} else {
-			nbad = verify_memory(bm.mem, size, ref, true, &first_bad);
-		}
+		uint64_t first_bad = 0;
+		uint64_t nbad = verify_memory(bm.mem, size, bm.expect, &first_bad);
 		out->seconds = res.seconds;
 		out->rate = (double)res.accesses / res.seconds;
 		out->vcpu_rate = res.vcpu_rate;
@@ -328,7 +321,7 @@ static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
 			return ret;
 		}
 		uint64_t first_bad = 0;
-		uint64_t nbad = verify_memory(pc_region_addr(r), size, ref, true,
+		uint64_t nbad = verify_memory(pc_region_addr(r), size, ref,
 					      &first_bad);
 		if (nbad)
 			complain("bench", "%llu pages differ from the source (first: page %llu)",

@@ -233,15 +233,9 @@ static int run_baseline(const struct kvm_bench_opts *o, uint64_t size,
 			 " (reserve huge pages: echo N > /proc/sys/vm/nr_hugepages)" : "");
 		return ret;
 	}
-	pc_source *zero = NULL;
-	if (o->backend == PC_BACKEND_ANON && (ret = zero_source(size, &zero)) < 0) {
-		baseline_unmap(&bm);
-		return ret;
-	}
 	struct kvm_guest_opts go = { .mem = bm.mem, .size = size,
 				     .vcpus = o->vcpus, .path = KVM_PATH_NONE };
-	ret = run_guest(&go, zero ? zero : ref, out);
-	pc_source_destroy(zero);
+	ret = run_guest(&go, bm.expect, out);
 	baseline_unmap(&bm);
 	return ret;
 }

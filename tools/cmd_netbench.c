@@ -389,7 +389,15 @@ static double vcpu_rate(const char *addr, enum pc_mode mode, unsigned vcpus,
 		struct workload w = { .mem = pc_region_addr(r), .size = size,
 				      .vcpus = vcpus, .region = r };
 		struct workload_result res;
-		if (workload_run(&w, &res) == 0) {
+		int ret = workload_run(&w, &res);
+		if (ret == -EIO) {
+			/* Its vCPUs sleep in the kernel for good: destroying the
+			 * region under them could let them read zeroes. */
+			complain("netbench", "the pager failed: %s", pc_region_error(r));
+			fflush(stdout);
+			_exit(EXIT_FAIL);
+		}
+		if (ret == 0) {
 			rate = (double)res.accesses / res.seconds;
 			workload_result_free(&res);
 		}
@@ -491,12 +499,14 @@ int cmd_netbench(int argc, char **argv)
 	if (!rtt)
 		goto out;
 
-	raw_round_trip(o.unix_socket, o.samples, rtt);
+	/* A part that fails is reported as -1 and makes the exit status 1. */
+	bool failed = raw_round_trip(o.unix_socket, o.samples, rtt) < 0;
 	double minor = minor_fault_us(16384);
-	fault_latency(addr, false, o.samples, &cold);
-	fault_latency(addr, true, o.samples, &pushed);
+	failed |= fault_latency(addr, false, o.samples, &cold) < 0;
+	failed |= fault_latency(addr, true, o.samples, &pushed) < 0;
 	double raw_s = raw_transfer(o.unix_socket, image, o.size);
 	double push_s = push_transfer(addr);
+	failed |= minor < 0 || raw_s < 0 || push_s < 0;
 
 	/* Every touch is a round trip: 64 MiB of them is plenty. */
 	uint64_t touched = o.size < (64u << 20) ? o.size : (64u << 20);
@@ -506,6 +516,7 @@ int cmd_netbench(int argc, char **argv)
 		counts[nc] = v;
 		exit_rate[nc] = vcpu_rate(addr, PC_MODE_EXIT, v, touched);
 		wait_rate[nc] = vcpu_rate(addr, PC_MODE_WAIT, v, touched);
+		failed |= exit_rate[nc] < 0 || wait_rate[nc] < 0;
 		nc++;
 	}
 
@@ -555,7 +566,9 @@ int cmd_netbench(int argc, char **argv)
 			printf("%5u %15.0f %15.0f %10.2f\n", counts[i], exit_rate[i],
 			       wait_rate[i], exit_rate[i] / wait_rate[i]);
 	}
-	status = EXIT_OK;
+	if (failed)
+		complain("netbench", "some measurements failed (shown as -1)");
+	status = failed ? EXIT_FAIL : EXIT_OK;
 out:
 	free(rtt);
 	serve_stop(&sv);

@@ -75,13 +75,12 @@ static inline uint64_t written_value(uint64_t p)
 }
 
 /*
- * Compare every byte of @mem against @src (pages of 4 KiB).  With
- * @written, each page's workload word must hold written_value() instead.
- * Returns the number of pages that differ; the first is reported in
- * *first_bad.
+ * Compare every byte of @mem against @src (pages of 4 KiB), each page's
+ * workload word holding written_value() instead.  Returns the number of
+ * pages that differ; the first is reported in *first_bad.
  */
 uint64_t verify_memory(const char *mem, uint64_t size, pc_source *src,
-		       bool written, uint64_t *first_bad);
+		       uint64_t *first_bad);
 
 /*
  * Read a pre-shared key file (16..4096 bytes, used as is).  Refuses a
@@ -111,18 +110,19 @@ struct baseline_mem {
 	char *mem;
 	uint64_t size;
 	int fd;
+	pc_source *expect; /* what the memory holds before the vCPUs write */
+	pc_source *zero;   /* anon: the source of zeroes behind expect (owned) */
 };
 /*
  * @size bytes of @backend memory with @ref's contents already local: a
  * memfd filled and mapped afresh (first touches are minor faults), or
- * fresh anonymous memory (first touches allocate zeroes; @ref unused).
- * -ENOMEM for hugetlb means too few huge pages.
+ * fresh anonymous memory (first touches allocate zeroes, so ->expect is
+ * a source of zeroes, not @ref).  -ENOMEM for hugetlb means too few huge
+ * pages.
  */
 int baseline_map(enum pc_backend backend, uint64_t size, pc_source *ref,
 		 struct baseline_mem *out);
 void baseline_unmap(struct baseline_mem *m);
-/* A source of zeroes: what fresh anonymous memory holds. */
-int zero_source(uint64_t size, pc_source **out);
 
 /* ---- util.c: JSON output (json-c) ---- */
 struct json_object;

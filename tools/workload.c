@@ -101,25 +101,27 @@ int workload_run(const struct workload *w, struct workload_result *res)
 	uint64_t pages = w->size / PAGE;
 	struct vcpu *v = calloc(w->vcpus, sizeof(*v));
 	pthread_t *tids = calloc(w->vcpus, sizeof(*tids));
-	struct gate gate;
+	/* On the heap: when the region fails, stuck vCPUs are left behind
+	 * still pointing at it. */
+	struct gate *gate = malloc(sizeof(*gate));
 	int ret = 0;
 	unsigned started = 0;
 
-	gate_init(&gate);
 	memset(res, 0, sizeof(*res));
 	res->vcpu_rate = calloc(w->vcpus, sizeof(double));
 	res->latency = calloc(1, sizeof(*res->latency));
-	if (!v || !tids || !res->vcpu_rate || !res->latency) {
+	if (!v || !tids || !gate || !res->vcpu_rate || !res->latency) {
 		ret = -ENOMEM;
 		goto out;
 	}
+	gate_init(gate);
 	for (unsigned i = 0; i < w->vcpus; i++) {
 		v[i].w = w;
 		v[i].id = i;
 		v[i].first = w->overlap ? 0 : pages * i / w->vcpus;
 		v[i].npages = w->overlap ? pages :
 				pages * (i + 1) / w->vcpus - v[i].first;
-		v[i].gate = &gate;
+		v[i].gate = gate;
 		v[i].latency = calloc(1, sizeof(struct hist));
 		if (!v[i].latency || make_order(&v[i]) < 0) {
 			ret = -ENOMEM;
@@ -135,13 +137,14 @@ int workload_run(const struct workload *w, struct workload_result *res)
 		}
 	}
 	uint64_t t0;
-	if (gate_run(&gate, started, ret == 0, w->region, &t0) < 0) {
+	if (gate_run(gate, started, ret == 0, w->region, &t0) < 0) {
 		/* vCPUs of a failed wait-mode region sleep in the kernel for
 		 * good: leave them, and their memory, to the process's end. */
 		return -EIO;
 	}
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(tids[i], NULL);
+	gate_destroy(gate);
 	res->seconds = (double)(ns_now() - t0) / 1e9;
 	if (ret < 0)
 		goto out;
@@ -153,7 +156,7 @@ int workload_run(const struct workload *w, struct workload_result *res)
 		hist_merge(res->latency, v[i].latency);
 	}
 out:
-	gate_destroy(&gate);
+	free(gate);
 	if (v)
 		for (unsigned i = 0; i < w->vcpus; i++) {
 			free(v[i].order);
@@ -175,7 +178,7 @@ void workload_result_free(struct workload_result *res)
 }
 
 uint64_t verify_memory(const char *mem, uint64_t size, pc_source *src,
-		       bool written, uint64_t *first_bad)
+		       uint64_t *first_bad)
 {
 	enum { CHUNK = 256 };
 	char *expect = malloc(CHUNK * PAGE);
@@ -193,12 +196,11 @@ uint64_t verify_memory(const char *mem, uint64_t size, pc_source *src,
 			bad += n;
 			continue;
 		}
-		if (written)
-			for (uint64_t i = 0; i < n; i++) {
-				uint64_t v = written_value(p + i);
-				memcpy(expect + i * PAGE + written_offset(p + i),
-				       &v, sizeof(v));
-			}
+		for (uint64_t i = 0; i < n; i++) {
+			uint64_t v = written_value(p + i);
+			memcpy(expect + i * PAGE + written_offset(p + i), &v,
+			       sizeof(v));
+		}
 		if (!memcmp(expect, mem + p * PAGE, n * PAGE))
 			continue;
 		for (uint64_t i = 0; i < n; i++)
