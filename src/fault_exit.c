@@ -120,8 +120,7 @@ static int resolve_here(struct pc_region *r, void *addr)
 		.scratch_len = scratch_len,
 	};
 	uint64_t page = ((uintptr_t)addr - (uintptr_t)r->guest) / r->page_size;
-	int ret = resolve_counted(&ic, page);
-	return ret == RESOLVE_SKIPPED ? 0 : ret;
+	return resolve_counted(&ic, page);
 }
 
 int pc_resolve(void *addr)

@@ -55,7 +55,7 @@ static void fail(struct pc_region *r, int err, uint64_t page)
 static int fetch_and_install(struct pc_region *r, struct claimed *c,
 			     unsigned count, char *buf)
 {
-	struct install_ctx ic = { .r = r, .wake = true };
+	struct install_ctx ic = { .r = r, .wake = true, .handler = true };
 	uint64_t first[MSG_BATCH] = { 0 }, n[MSG_BATCH] = { 0 };
 	for (unsigned i = 0; i < count; i++) {
 		first[i] = c[i].first;
@@ -103,6 +103,7 @@ static void serve_batch(struct pc_region *r, const struct uffd_msg *msgs,
 			.r = r,
 			.slot = region_slot_by_tid(r, (int32_t)m->arg.pagefault.feat.ptid),
 			.wake = true,
+			.handler = true,
 		};
 		uintptr_t addr = (uintptr_t)m->arg.pagefault.address;
 		uint64_t page = (addr - (uintptr_t)r->guest) / r->page_size;
@@ -142,8 +143,7 @@ static void *reader_main(void *arg)
 	struct uffd_msg msgs[MSG_BATCH];
 	char *scratch = malloc(PC_MAX_RUN_BYTES);
 
-	while (scratch && !atomic_load(&r->stopping) &&
-	       atomic_load(&r->done) != 1) {
+	while (scratch && !region_finished(r)) {
 		struct epoll_event ev[2];
 		int n = epoll_wait(rd->epfd, ev, 2, -1);
 		if (n < 0 && errno != EINTR)

@@ -103,7 +103,7 @@ void *fill_main(void *arg)
 		}
 	}
 	/* After a failure, stay until destroy joins us. */
-	while (!atomic_load(&r->stopping) && atomic_load(&r->done) != 1)
+	while (!region_finished(r))
 		idle(r, -1);
 	free(buf);
 	return NULL;

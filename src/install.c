@@ -231,8 +231,10 @@ static int place_zero(const struct install_ctx *ic, uint64_t first,
 	if (!r->shared)
 		return region_uffd_zeropage(r, first, n, ic->wake);
 	/* A page-cache page is needed for CONTINUE; fallocate makes a
-	 * zeroed one (or keeps the one prealloc made, still zero). */
-	if (fallocate(r->memfd, FALLOC_FL_KEEP_SIZE,
+	 * zeroed one.  prealloc made them all already, still zero: no
+	 * syscall (and no inode lock) on the fault path then. */
+	if (!r->opts.prealloc &&
+	    fallocate(r->memfd, FALLOC_FL_KEEP_SIZE,
 		      (off_t)(first * r->page_size),
 		      (off_t)(n * r->page_size)) < 0)
 		return -errno;
@@ -317,10 +319,8 @@ static int resolve_present(const struct install_ctx *ic, uint64_t p)
 	    madvise(r->guest + p * r->page_size, r->page_size,
 		    MADV_POPULATE_WRITE) == 0)
 		return 0;
-	int ret = r->shared ? region_uffd_continue(r, p, 1, false) :
-			      region_uffd_zeropage(r, p, 1, false);
-	if (ret == 0 && ic->wake)
-		ret = region_uffd_wake(r, p, 1);
+	int ret = r->shared ? region_uffd_continue(r, p, 1, ic->wake) :
+			      region_uffd_zeropage(r, p, 1, ic->wake);
 	/* Completion unregisters the range under us: every page is in place
 	 * and the retried access is an ordinary fault. */
 	if (ret < 0 && region_all_present(r))
@@ -340,9 +340,9 @@ int claim_fault(const struct install_ctx *ic, uint64_t p, uint64_t *first,
 			return resolve_present(ic, p);
 		if (s & PAGE_INFLIGHT) {
 			stat_add(&ic->slot->dups_avoided, 1);
-			/* Wait mode: the owner's install wakes our sleeper;
-			 * the handler thread need not wait. */
-			if (ic->wake)
+			/* A handler thread: the owner's install wakes the
+			 * sleeper it serves, so it need not wait. */
+			if (ic->handler)
 				return RESOLVE_SKIPPED;
 			if (page_wait(r, p) == PAGE_PRESENT)
 				return 0;

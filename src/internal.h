@@ -148,6 +148,15 @@ static inline bool region_all_present(struct pc_region *r)
 	return atomic_load_explicit(&r->present, memory_order_acquire) ==
 	       r->npages;
 }
+/*
+ * Background threads (handlers, filler) are done at destroy, or once every
+ * page is present: also when an error came first and the pages arrived
+ * anyway, where done stays "failed" but stop_fd stays readable.
+ */
+static inline bool region_finished(struct pc_region *r)
+{
+	return atomic_load(&r->stopping) || region_all_present(r);
+}
 void region_set_error(struct pc_region *r, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 struct thread_slot *region_current_slot(struct pc_region *r);
@@ -166,13 +175,14 @@ int region_uffd_zeropage(struct pc_region *r, uint64_t first, uint64_t n,
 			 bool wake);
 int region_uffd_continue(struct pc_region *r, uint64_t first, uint64_t n,
 			 bool wake);
-int region_uffd_wake(struct pc_region *r, uint64_t first, uint64_t n);
 
 /* ---- install.c: claim, fetch, install, publish ---- */
 struct install_ctx {
 	struct pc_region *r;
 	struct thread_slot *slot;
 	bool wake;	    /* wait mode: wake sleepers on install */
+	bool handler;	    /* a wait-mode handler thread: it may leave a page
+			     * in flight to its owner instead of waiting */
 	bool prefetch;	    /* nobody waits for these pages (the filler) */
 	void *scratch;	    /* bounce buffer */
 	size_t scratch_len;
@@ -211,8 +221,9 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
  * Resolve a demand fault on page @p: claim it and its window, fetch,
  * install; or wait for the thread fetching it; or handle a fault on a page
  * that is already present.  Returns 0 when it installed or waited,
- * RESOLVE_SKIPPED when (wait mode) another thread's install will wake the
- * sleeper, or a negative errno.
+ * RESOLVE_SKIPPED when a handler thread (ic->handler) leaves the page to
+ * the thread fetching it, whose install wakes the sleeper, or a negative
+ * errno.
  */
 #define RESOLVE_SKIPPED 1
 #define RESOLVE_CLAIMED 2

@@ -40,13 +40,17 @@ static __thread struct {
 	unsigned id;
 } binding __attribute__((tls_model("initial-exec")));
 
+/* The first error wins, and only its thread writes the message, as in
+ * region_fail(): threads failing together cannot mix code and text. */
 void region_set_error(struct pc_region *r, int err, const char *fmt, ...)
 {
+	int none = 0;
+	if (!atomic_compare_exchange_strong(&r->error, &none, err))
+		return;
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(r->errmsg, sizeof(r->errmsg), fmt, ap);
 	va_end(ap);
-	atomic_store(&r->error, err);
 }
 
 static int why(char *buf, size_t len, int err, const char *fmt, ...)

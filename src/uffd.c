@@ -213,23 +213,3 @@ int region_uffd_continue(struct pc_region *r, uint64_t first, uint64_t n,
 {
 	return region_fill(r, OP_CONTINUE, first, n, NULL, wake);
 }
-
-int region_uffd_wake(struct pc_region *r, uint64_t first, uint64_t n)
-{
-	for (unsigned i = 0; i < r->nslices; i++) {
-		const struct uffd_slice *s = &r->slices[i];
-		uint64_t lo = first > s->first ? first : s->first;
-		uint64_t hi = first + n < s->first + s->npages ?
-				      first + n :
-				      s->first + s->npages;
-		if (lo >= hi)
-			continue;
-		struct uffdio_range range = {
-			.start = (uintptr_t)r->guest + lo * r->page_size,
-			.len = (hi - lo) * r->page_size,
-		};
-		if (ioctl(s->fd, UFFDIO_WAKE, &range) < 0)
-			return -errno;
-	}
-	return 0;
-}
