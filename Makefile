@@ -5,7 +5,8 @@
 #   make check   build normal, ASan+UBSan and TSan configurations and run the
 #                test suite on each; ends with "N passed, N failed, N skipped"
 # Also: make build, make bench, make kvm-check, make kvm-bench, make clean.
-# job (meson.build); this file only strings the steps together.
+# Compiling is meson's and ninja's job (meson.build); this file only
+# strings the steps together.
 
 SHELL := /bin/bash
 
@@ -57,7 +58,7 @@ $(BUILDS:%=%/build.ninja) $(KVM_BUILD)/build.ninja: %/build.ninja: | deps
 	rm -rf $*
 	meson setup $* $(OPTS_$*)
 
-run: deps build
+run: build
 	test -e build/demo.img || build/postcopy mkimage build/demo.img 1G
 	build/postcopy restore --image build/demo.img -m exit --vcpus 2
 
@@ -86,9 +87,8 @@ tsan-probe: build-tsan/build.ninja
 	@$(NOASLR) build-tsan/tsan-probe || { echo "TSan cannot start here;" \
 	  "as root try: sysctl -w vm.mmap_rnd_bits=28" >&2; exit 1; }
 
-bench: deps build
-	@if [ -f bench/run-matrix.sh ]; then bash bench/run-matrix.sh build/postcopy; \
-	else echo "bench/run-matrix.sh does not exist yet"; fi
+bench: build
+	bash bench/run-matrix.sh build/postcopy
 
 # ---- make fuzz [FUZZ_SECONDS=60] [FUZZ_FLAGS=...] ---------------------------
 # Builds the libFuzzer harness of the wire protocol (fuzz/fuzz_proto.c with

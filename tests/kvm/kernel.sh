@@ -11,13 +11,15 @@
 #
 # Both are tinyconfig kernels with tests/kvm/kernel.config merged in, built
 # one after the other in the same tree, so each patch is shown to build on
-# its own; the tree's checkpatch.pl must pass both patches first.  They are cached outside any build tree, in
-# $POSTCOPY_KERNEL_CACHE (default /var/cache/postcopy/kernels), under a key
-# hashed from the patches, the config and the source package's version: a
-# second run skips the build, a cold machine builds (about 5 minutes on two
-# cores).  Exit status: 0 built or cached, 1 the build failed (see the log
-# it names), 2 it cannot be built here (missing packages and not root, or
-# not enough disk).
+# its own; the tree's checkpatch.pl must pass both patches first.  They are
+# cached outside any build tree, in $POSTCOPY_KERNEL_CACHE (default
+# /var/cache/postcopy/kernels), under a key hashed from the patches, the
+# config, this script and the source package's version: a second run skips
+# the build, a cold machine builds (about 5 minutes on two cores).
+#
+# Exit status: 0 built or cached, 1 the build failed (see the log it
+# names), 2 it cannot be built here (missing packages and not root, or not
+# enough disk).
 set -uo pipefail
 
 srcdir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -47,7 +49,9 @@ tarball=$(ls /usr/src/linux-source-6.12.tar.* 2>/dev/null | head -1)
 [[ -n $tarball ]] || { say "linux-source-6.12 has no tarball in /usr/src"; exit 2; }
 
 version=$(dpkg-query -W -f '${Version}' linux-source-6.12)
-key=$(cat "${patches[@]}" "$config" <(echo "$version") | sha256sum | cut -c1-16)
+# The recipe (this script) is part of what the images are made from.
+key=$(cat "${patches[@]}" "$config" "${BASH_SOURCE[0]}" <(echo "$version") |
+	sha256sum | cut -c1-16)
 cache=$cache_root/$key
 print() {
 	echo "6.12-patch1:image:$cache/bzImage-patch1:yes:no"
@@ -91,11 +95,13 @@ build() {
 	cp "$cache/out/arch/x86/boot/bzImage" "$cache/bzImage-patched" &&
 	mv "$cache/bzImage-patch1.tmp" "$cache/bzImage-patch1"
 }
-if ! (build) >"$log" 2>&1; then
+(build) >"$log" 2>&1
+status=$?
+# The tree is 1.5 GB; only the images (and the log) are kept, either way.
+rm -rf "$cache/src" "$cache/out"
+if ((status)); then
 	say "the build failed; the end of $log:"
 	tail -20 "$log" >&2
 	exit 1
 fi
-# The tree is 1.5 GB; only the images are kept.
-rm -rf "$cache/src" "$cache/out"
 print

@@ -70,12 +70,14 @@ skip_all() {
 }
 
 # ---- what the host needs -----------------------------------------------
+# Statically linked: no program interpreter (readelf comes with gcc).
+is_static() { ! readelf -l "$1" 2>/dev/null | grep -q 'program interpreter'; }
 need_pkgs=()
 command -v qemu-system-x86_64 >/dev/null || need_pkgs+=(qemu-system-x86)
-[[ -x /bin/busybox ]] && file -L /bin/busybox 2>/dev/null | grep -q static || need_pkgs+=(busybox-static)
+dpkg -s busybox-static 2>/dev/null | grep -q '^Status: install ok installed' ||
+	need_pkgs+=(busybox-static)
 command -v cpio >/dev/null || need_pkgs+=(cpio)
 command -v xz >/dev/null || need_pkgs+=(xz-utils)
-command -v file >/dev/null || need_pkgs+=(file)
 if ((${#need_pkgs[@]})); then
 	if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
 		skip_all "needs Debian packages ${need_pkgs[*]} (as root: apt-get install ${need_pkgs[*]})"
@@ -88,7 +90,7 @@ if ((${#need_pkgs[@]})); then
 fi
 for f in postcopy tests/test_kvm tests/kvm_hold; do
 	[[ -x $builddir/$f ]] || { echo "$0: $builddir/$f is missing (ninja -C $builddir)" >&2; exit 2; }
-	file -L "$builddir/$f" | grep -q 'statically linked' ||
+	is_static "$builddir/$f" ||
 		{ echo "$0: $builddir/$f is not statically linked" >&2; exit 2; }
 done
 
@@ -201,22 +203,26 @@ for spec in $kernels; do
 		echo "$0: bad kernel spec '$spec'" >&2
 		exit 2
 	fi
-	initrd=$cache/initrd-$label.cpio.gz
+	# One image per set of modules: kernels with KVM built in share one.
+	initrd=$cache/initrd-${mods:+$(basename "$(dirname "$mods")")}.cpio.gz
+	[[ -n $mods ]] || initrd=$cache/initrd-builtin.cpio.gz
 	make_initrd "$initrd" "$mods" || { tap "not ok" "$label initramfs built"; continue; }
 	log=$builddir/kvm-$job-$label.log
 	t0=$(date +%s)
+	rerun=
 	if ! boot "$label" "$kernel" "$initrd" "$expect" "$bitmap" "$log"; then
-		echo "# $label: the boot ended without a result (infrastructure failure?), rerunning; first log kept in $log.1"
-		mv "$log" "$log.1"
-		boot "$label" "$kernel" "$initrd" "$expect" "$bitmap" "$log"
+		rerun="the boot ended without a result (infrastructure failure?)"
 	elif ! grep -q '^@@END 0' "$log" && grep -q 'KVM_EXIT_INTERNAL_ERROR, suberror 1' "$log"; then
 		# An emulation failure: seen about once in 20 two-vCPU runs on
 		# Debian's 6.12 under TCG, an instruction fetch just past the code
 		# slot.  The guest's code lives in plain memory postcopy never
 		# touches, and no value it reads steers its control flow, so the
-		# RIP went astray in the emulation.  Reported, and rerun once.
-		echo "# $label: a vCPU's RIP went astray in the nested emulation (KVM_EXIT_INTERNAL_ERROR, emulation), rerunning; first log kept in $log.1"
+		# RIP went astray in the emulation.
+		rerun="a vCPU's RIP went astray in the nested emulation (KVM_EXIT_INTERNAL_ERROR, emulation)"
 		grep -h 'KVM_EXIT_INTERNAL_ERROR' "$log" | head -2 | sed 's/^/#   /'
+	fi
+	if [[ -n $rerun ]]; then
+		echo "# $label: $rerun, rerunning once; first log kept in $log.1"
 		mv "$log" "$log.1"
 		boot "$label" "$kernel" "$initrd" "$expect" "$bitmap" "$log"
 	fi
