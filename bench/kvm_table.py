@@ -11,6 +11,8 @@ import re
 import statistics
 import sys
 
+from md_table import rewrite as rewrite_between_markers
+
 args = sys.argv[1:]
 rewrite = None
 if args[:1] == ["--rewrite"]:
@@ -55,8 +57,4 @@ table = "\n".join(rows)
 print(table)
 
 if rewrite:
-    text = open(rewrite).read()
-    begin = text.index("<!-- kvm-bench:begin")
-    begin = text.index("\n", begin) + 1
-    end = text.index("<!-- kvm-bench:end -->")
-    open(rewrite, "w").write(text[:begin] + table + "\n" + text[end:])
+    rewrite_between_markers(rewrite, "kvm-bench", table)

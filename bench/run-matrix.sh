@@ -19,11 +19,15 @@ reps=${BENCH_REPS:-3}
 mkdir -p "$out"
 : > "$out/results.jsonl"
 
+# A point that fails (bench exits 1 and still writes its JSON, marked
+# unverified) does not stop the matrix; the script exits 1 at the end.
+failures=0
 run() { # name, then bench args
 	local name=$1; shift
 	for rep in $(seq "$reps"); do
 		echo "bench: $name ($rep/$reps) $*" >&2
-		"$cli" bench --json --cdf "$out/cdf-$name-r$rep.dat" "$@" >> "$out/results.jsonl"
+		"$cli" bench --json --cdf "$out/cdf-$name-r$rep.dat" "$@" >> "$out/results.jsonl" ||
+			{ echo "bench: $name ($rep/$reps) failed" >&2; failures=$((failures + 1)); }
 	done
 }
 
@@ -51,16 +55,12 @@ echo "bench: results in $out (tables.md, *.png)" >&2
 # unless BENCH_NO_UPDATE is set; the prose around the table is by hand.
 md=$here/../BENCHMARKS.md
 if [[ -z ${BENCH_NO_UPDATE:-} && -f $md ]]; then
-	python3 - "$md" "$out/tables.md" <<'PY'
-import sys
-md, table = sys.argv[1], open(sys.argv[2]).read().rstrip("\n")
-text = open(md).read()
-begin = text.index("<!-- bench:begin")
-begin = text.index("\n", begin) + 1
-end = text.index("<!-- bench:end -->")
-open(md, "w").write(text[:begin] + table + "\n" + text[end:])
-PY
+	python3 "$here/md_table.py" "$md" bench "$out/tables.md"
 	mkdir -p "$here/../docs/bench"
 	cp "$out"/*.png "$here/../docs/bench/" 2>/dev/null || true
 	echo "bench: updated BENCHMARKS.md's table and docs/bench/*.png" >&2
+fi
+if ((failures)); then
+	echo "bench: $failures runs failed (see above)" >&2
+	exit 1
 fi
