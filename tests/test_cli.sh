@@ -123,7 +123,8 @@ check "cli_kvm_bench_auto_path_says_which_path_and_why" $?
 # The image shrinks to one page while a slow restore (2 ms per request, no
 # filler) runs; the pages past the new end cannot be read any more.
 shrink_during_restore() { # MODE
-	"$cli" mkimage "$tmp/shrink.img" 16M >/dev/null 2>&1 || { rc=1; return; }
+	# A failed mkimage must fail both checks below: no status they accept.
+	"$cli" mkimage "$tmp/shrink.img" 16M >/dev/null 2>&1 || { rc=99; return; }
 	timeout -k 5 60 "$cli" restore --image "$tmp/shrink.img" -m "$1" \
 		--vcpus 2 --no-fill -d 2000 >"$out" 2>"$err" &
 	local pid=$!
