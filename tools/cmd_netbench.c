@@ -31,7 +31,6 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "tools.h"
@@ -45,13 +44,6 @@ struct nb_opts {
 	unsigned max_vcpus;
 	unsigned samples;
 };
-
-static uint64_t ns_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ---- a temporary image and an in-process server ---- */
 
@@ -110,14 +102,10 @@ static void serve_stop(struct served *sv)
 	pc_server_destroy(sv->s);
 }
 
+/* The in-process server runs insecure, on loopback. */
 static int net_source(const char *addr, pc_source **src)
 {
-	struct pc_net_opts no = { .address = addr, .insecure = true };
-	char why[256];
-	int ret = pc_source_net(&no, src, why, sizeof(why));
-	if (ret < 0)
-		complain("netbench", "%s: %s", addr, why);
-	return ret;
+	return open_net_source("netbench", addr, NULL, true, 0, src);
 }
 
 /* ---- 1. raw baselines ---- */

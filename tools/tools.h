@@ -35,6 +35,8 @@ const char *mode_str(enum pc_mode m);
 /* "postcopy <cmd>: <message>" on stderr. */
 void complain(const char *cmd, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* The monotonic clock, in ns and in seconds. */
+uint64_t ns_now(void);
 double seconds_now(void);
 
 /* ---- workload.c: vCPU threads touching guest memory ---- */

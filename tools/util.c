@@ -121,11 +121,16 @@ void complain(const char *cmd, const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-double seconds_now(void)
+uint64_t ns_now(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+double seconds_now(void)
+{
+	return (double)ns_now() / 1e9;
 }
 
 static struct json_object *jdouble(double v)
