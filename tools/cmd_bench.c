@@ -29,6 +29,7 @@ struct bench_opts {
 	enum pc_mode mode;
 	unsigned readers;
 	bool one_uffd;
+	unsigned uffds; /* userfaultfds the region gets: derived from the above */
 	bool overlap;
 	unsigned delay_us;
 	enum pc_delay_kind delay_kind;
@@ -211,6 +212,7 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 	}
 	if (!page_multiple_ok("bench", o->backend, o->per_vcpu))
 		return EXIT_USAGE;
+	o->uffds = o->mode == PC_MODE_WAIT && !o->one_uffd ? o->vcpus : 1;
 	if (o->json && o->csv) {
 		complain("bench", "--json and --csv are exclusive");
 		return EXIT_USAGE;
@@ -276,7 +278,7 @@ static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
 		.size = size,
 		.backend = o->backend,
 		.mode = o->mode,
-		.uffds = o->mode == PC_MODE_WAIT && !o->one_uffd ? o->vcpus : 1,
+		.uffds = o->uffds,
 		.readers = o->readers,
 		.window = o->window,
 		.max_threads = o->vcpus,
@@ -352,10 +354,7 @@ static const char *delivery(const struct bench_opts *o, char *buf, size_t len)
 	if (o->mode == PC_MODE_EXIT)
 		snprintf(buf, len, "exit (SIGBUS, no handler thread)");
 	else
-		snprintf(buf, len, "wait (%u userfaultfd%s x %u reader%s)",
-			 o->one_uffd ? 1 : o->vcpus,
-			 o->one_uffd || o->vcpus == 1 ? "" : "s", o->readers,
-			 o->readers == 1 ? "" : "s");
+		wait_desc(buf, len, o->uffds, o->readers);
 	return buf;
 }
 
@@ -404,7 +403,7 @@ static void print_json(const struct bench_opts *o, uint64_t size,
 	json_object_object_add(j, "mode", json_object_new_string(mode_str(o->mode)));
 	json_object_object_add(j, "backend", json_object_new_string(backend_str(o->backend)));
 	json_object_object_add(j, "vcpus", json_object_new_int((int)o->vcpus));
-	json_object_object_add(j, "uffds", json_object_new_int(o->mode == PC_MODE_EXIT || o->one_uffd ? 1 : (int)o->vcpus));
+	json_object_object_add(j, "uffds", json_object_new_int((int)o->uffds));
 	json_object_object_add(j, "readers", json_object_new_int(o->mode == PC_MODE_EXIT ? 0 : (int)o->readers));
 	json_object_object_add(j, "one_uffd", json_object_new_boolean(o->mode == PC_MODE_EXIT || o->one_uffd));
 	json_object_object_add(j, "bytes", json_object_new_int64((int64_t)size));
@@ -444,7 +443,7 @@ static void print_csv(const struct bench_opts *o, const struct run_result *base,
 	       "faults,duplicate_fetches,p50_us,p99_us,verified\n");
 	printf("%s,%s,%u,%u,%u,%u,%u,%.0f,%.0f,%.3f,%.0f,%llu,%llu,%.1f,%.1f,%s\n",
 	       mode_str(o->mode), backend_str(o->backend), o->vcpus,
-	       o->mode == PC_MODE_EXIT || o->one_uffd ? 1 : o->vcpus,
+	       o->uffds,
 	       o->mode == PC_MODE_EXIT ? 0 : o->readers, o->window, o->delay_us,
 	       m->rate, base->rate, m->rate / base->rate,
 	       mean(m->vcpu_rate, o->vcpus), (unsigned long long)st->faults,

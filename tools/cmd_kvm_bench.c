@@ -30,6 +30,7 @@ struct kvm_bench_opts {
 	enum path_choice choice;
 	unsigned readers;
 	bool one_uffd;
+	unsigned uffds; /* userfaultfds the region gets, once the path is known */
 	unsigned delay_us;
 	bool cold;
 	bool baseline;
@@ -254,12 +255,11 @@ static int run_path(const struct kvm_bench_opts *o, enum kvm_path path,
 	pc_source_set_delay(src, o->delay_us, PC_DELAY_SLEEP);
 	/* The bitmap path keeps the userfaultfd in wait mode for KVM's own
 	 * accesses. */
-	bool wait = path == KVM_PATH_WAIT;
 	struct pc_region_opts ro = {
 		.size = size,
 		.backend = o->backend,
 		.mode = path == KVM_PATH_EXIT ? PC_MODE_EXIT : PC_MODE_WAIT,
-		.uffds = wait && !o->one_uffd ? o->vcpus : 1,
+		.uffds = o->uffds,
 		.readers = o->readers,
 		.max_threads = o->vcpus,
 		.prealloc = !o->cold,
@@ -307,10 +307,7 @@ static const char *path_desc(const struct kvm_bench_opts *o, enum kvm_path path,
 	else if (path == KVM_PATH_BITMAP)
 		snprintf(buf, len, "bitmap (KVM userfault exits, resolved on the vCPU thread)");
 	else
-		snprintf(buf, len, "wait (%u userfaultfd%s x %u reader%s)",
-			 o->one_uffd ? 1 : o->vcpus,
-			 o->one_uffd || o->vcpus == 1 ? "" : "s", o->readers,
-			 o->readers == 1 ? "" : "s");
+		wait_desc(buf, len, o->uffds, o->readers);
 	return buf;
 }
 
@@ -336,7 +333,7 @@ static void print_json(const struct kvm_bench_opts *o, enum kvm_path path,
 	json_object_object_add(j, "backend", json_object_new_string(backend_str(o->backend)));
 	json_object_object_add(j, "vcpus", json_object_new_int((int)o->vcpus));
 	bool wait = path == KVM_PATH_WAIT;
-	json_object_object_add(j, "uffds", json_object_new_int(wait && !o->one_uffd ? (int)o->vcpus : 1));
+	json_object_object_add(j, "uffds", json_object_new_int((int)o->uffds));
 	json_object_object_add(j, "readers", json_object_new_int(wait ? (int)o->readers : 0));
 	json_object_object_add(j, "bytes", json_object_new_int64((int64_t)size));
 	json_object_object_add(j, "pages", json_object_new_int64((int64_t)(size / PC_SOURCE_PAGE_SIZE)));
@@ -452,6 +449,7 @@ int cmd_kvm_bench(int argc, char **argv)
 	enum kvm_path path;
 	if (choose_path(&o, &path, why, sizeof(why)))
 		return EXIT_FAIL;
+	o.uffds = path == KVM_PATH_WAIT && !o.one_uffd ? o.vcpus : 1;
 
 	uint64_t size = o.per_vcpu * o.vcpus;
 	pc_source *ref;

@@ -32,6 +32,8 @@ int parse_backend(const char *s, enum pc_backend *out);
 const char *backend_str(enum pc_backend b);
 int parse_mode(const char *s, enum pc_mode *out);
 const char *mode_str(enum pc_mode m);
+/* "wait (U userfaultfds x R readers)", into @buf. */
+const char *wait_desc(char *buf, size_t len, unsigned uffds, unsigned readers);
 /* "postcopy <cmd>: <message>" on stderr. */
 void complain(const char *cmd, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -121,6 +121,13 @@ void complain(const char *cmd, const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+const char *wait_desc(char *buf, size_t len, unsigned uffds, unsigned readers)
+{
+	snprintf(buf, len, "wait (%u userfaultfd%s x %u reader%s)", uffds,
+		 uffds == 1 ? "" : "s", readers, readers == 1 ? "" : "s");
+	return buf;
+}
+
 uint64_t ns_now(void)
 {
 	struct timespec ts;
