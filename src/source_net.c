@@ -429,7 +429,6 @@ static void say(const char *s)
 static int request_many_on(struct net_source *ns, struct lane *l, unsigned n,
 			   const uint64_t *first, const uint64_t *npages,
 			   void *const *dst, uint32_t priority);
-static int net_fetch(void *ctx, uint64_t first, uint64_t npages, void *dst);
 
 /*
  * Run @n requests on lane @l (which the caller holds), reconnecting until
@@ -481,16 +480,6 @@ static int with_reconnect(struct net_source *ns, struct lane *l, unsigned n,
 	return ret;
 }
 
-/* Fetch one run (at most PROTO_MAX_RUN pages) through this thread's lane. */
-static int fetch_run(struct net_source *ns, uint64_t first, uint64_t n,
-		     void *dst)
-{
-	struct lane *l = acquire_lane(ns);
-	int ret = with_reconnect(ns, l, 1, &first, &n, &dst, PRIO_DEMAND);
-	release_lane(l);
-	return ret;
-}
-
 /* Send every request of a batch (one or more), then read the answers in
  * order. */
 static int request_many_on(struct net_source *ns, struct lane *l, unsigned n,
@@ -520,44 +509,52 @@ static int request_many_on(struct net_source *ns, struct lane *l, unsigned n,
 	return ret;
 }
 
-/* Several runs in one go: pipelined on this thread's lane, retried as a
- * whole when the lane breaks (nothing was installed from a partial one). */
-static int net_fetch_many(void *ctx, unsigned n, const uint64_t *first,
-			  const uint64_t *npages, void *const *dst,
-			  unsigned flags)
+/*
+ * Runs of any number and length, on this thread's lane: cut into requests
+ * of at most PROTO_MAX_RUN pages, pipelined PC_MAX_BATCH at a time, each
+ * batch retried as a whole when the lane breaks (nothing was installed
+ * from a partial one).  The library's batches already fit in one.
+ */
+static int fetch_on_lane(struct net_source *ns, unsigned n, const uint64_t *first,
+			 const uint64_t *npages, void *const *dst, uint32_t priority)
 {
-	struct net_source *ns = ctx;
-	for (unsigned i = 0; i < n; i++)
-		if (npages[i] > PROTO_MAX_RUN || n > PC_MAX_BATCH) {
-			/* Too big to pipeline in one go: one by one. */
-			for (unsigned k = 0; k < n; k++) {
-				int ret = net_fetch(ctx, first[k], npages[k], dst[k]);
-				if (ret < 0)
-					return ret;
-			}
-			return 0;
-		}
+	uint64_t cfirst[PC_MAX_BATCH], cn[PC_MAX_BATCH];
+	void *cdst[PC_MAX_BATCH];
+	unsigned k = 0;
+	int ret = 0;
 	struct lane *l = acquire_lane(ns);
-	int ret = with_reconnect(ns, l, n, first, npages, dst,
-				 flags & PC_FETCH_PREFETCH ? PRIO_PREFETCH : PRIO_DEMAND);
+	for (unsigned i = 0; i < n && ret == 0; i++) {
+		for (uint64_t off = 0; off < npages[i] && ret == 0; off += cn[k - 1]) {
+			if (k == PC_MAX_BATCH) {
+				ret = with_reconnect(ns, l, k, cfirst, cn, cdst, priority);
+				k = 0;
+				if (ret < 0)
+					break;
+			}
+			uint64_t left = npages[i] - off;
+			cfirst[k] = first[i] + off;
+			cn[k] = left < PROTO_MAX_RUN ? left : PROTO_MAX_RUN;
+			cdst[k] = (char *)dst[i] + off * PROTO_PAGE_SIZE;
+			k++;
+		}
+	}
+	if (ret == 0 && k)
+		ret = with_reconnect(ns, l, k, cfirst, cn, cdst, priority);
 	release_lane(l);
 	return ret;
 }
 
+static int net_fetch_many(void *ctx, unsigned n, const uint64_t *first,
+			  const uint64_t *npages, void *const *dst,
+			  unsigned flags)
+{
+	return fetch_on_lane(ctx, n, first, npages, dst,
+			     flags & PC_FETCH_PREFETCH ? PRIO_PREFETCH : PRIO_DEMAND);
+}
+
 static int net_fetch(void *ctx, uint64_t first, uint64_t npages, void *dst)
 {
-	struct net_source *ns = ctx;
-	char *to = dst;
-	while (npages) {
-		uint64_t n = npages < PROTO_MAX_RUN ? npages : PROTO_MAX_RUN;
-		int ret = fetch_run(ns, first, n, to);
-		if (ret < 0)
-			return ret;
-		first += n;
-		npages -= n;
-		to += n * PROTO_PAGE_SIZE;
-	}
-	return 0;
+	return fetch_on_lane(ctx, 1, &first, &npages, &dst, PRIO_DEMAND);
 }
 
 static bool net_is_zero(void *ctx, uint64_t page)
