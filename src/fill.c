@@ -60,7 +60,7 @@ static int fill_step(const struct install_ctx *ic, uint64_t p, uint64_t step,
 	return install_run(ic, first, n, buf, ORIGIN_FILL);
 }
 
-void *fill_main(void *arg)
+static void *fill_main(void *arg)
 {
 	struct pc_region *r = arg;
 	uint64_t step = FILL_STEP_BYTES / r->page_size;

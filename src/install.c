@@ -98,15 +98,17 @@ static int fetch_subruns(const struct install_ctx *ic, unsigned k,
 			ret = src->ops.fetch(src->ctx, first[i], n[i], dst[i]);
 	if (ret < 0)
 		return ret;
-	for (unsigned i = 0; i < k; i++) {
-		stat_add(&ic->slot->fetches, 1);
-		stat_add(&ic->slot->bytes_fetched, n[i] * PC_SOURCE_PAGE_SIZE);
-	}
+	uint64_t pages = 0;
+	for (unsigned i = 0; i < k; i++)
+		pages += n[i];
+	stat_add(&ic->slot->fetches, k);
+	stat_add(&ic->slot->bytes_fetched, pages * PC_SOURCE_PAGE_SIZE);
 	return 0;
 }
 
-int fetch_pages(const struct install_ctx *ic, uint64_t first, uint64_t n,
-		void *dst)
+/* Fetch pages [first, first+n) into @dst with one source call; counted. */
+static int fetch_pages(const struct install_ctx *ic, uint64_t first, uint64_t n,
+		       void *dst)
 {
 	struct pc_region *r = ic->r;
 	uint64_t per = r->page_size / PC_SOURCE_PAGE_SIZE;

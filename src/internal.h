@@ -200,9 +200,6 @@ uint32_t page_wait(struct pc_region *r, uint64_t p);
  */
 void claim_around(struct pc_region *r, uint64_t p, uint64_t lo, uint64_t hi,
 		  uint64_t *first, uint64_t *n);
-/* Fetch pages [first, first+n) into @dst with one source call; counted. */
-int fetch_pages(const struct install_ctx *ic, uint64_t first, uint64_t n,
-		void *dst);
 /*
  * Fetch the data pages of @count claimed runs (first[i], n[i] region
  * pages) into @dst, laid out run after run, as one pipelined request;
@@ -237,11 +234,10 @@ int resolve_page(const struct install_ctx *ic, uint64_t p);
 void region_complete(struct pc_region *r);
 void region_fail(struct pc_region *r, int err);
 
-/* ---- fault_exit.c / fault_wait.c / fill.c ---- */
+/* ---- fault_exit.c / fault_wait.c ---- */
 int exit_mode_install_handler(void);
 int wait_mode_start(struct pc_region *r);
 void wait_mode_stop(struct pc_region *r);
-void *fill_main(void *arg);
 
 /* ---- registry (fault_exit.c): the SIGBUS handler's view of regions ---- */
 int registry_add(struct pc_region *r);

@@ -416,9 +416,8 @@ bool pc_region_page_present(const pc_region *r, uint64_t offset)
 {
 	if (offset >= r->opts.size)
 		return false;
-	uint32_t state = atomic_load_explicit(&r->state[offset / r->page_size],
-					      memory_order_acquire);
-	return (state & ~(uint32_t)PAGE_WAITERS) == PAGE_PRESENT;
+	return atomic_load_explicit(&r->state[offset / r->page_size],
+				    memory_order_acquire) == PAGE_PRESENT;
 }
 
 void *pc_region_addr(const pc_region *r)
