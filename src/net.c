@@ -129,6 +129,26 @@ static int wait_for(int fd, short events, uint64_t deadline_ns)
 	}
 }
 
+int net_check_auth(const struct net_addr *a, bool has_key, size_t key_len,
+		   bool insecure, char *why, size_t len)
+{
+	const char *fmt = NULL;
+	int ret = -EPERM;
+	if (insecure && !net_is_local(a))
+		fmt = "--insecure is for loopback addresses only, not %s";
+	else if (!a->unix_socket && !has_key && !insecure)
+		fmt = "TCP needs a key (--key FILE); --insecure is for loopback tests only";
+	else if (has_key && key_len < 16) {
+		fmt = "the key must be at least 16 bytes";
+		ret = -EINVAL;
+	}
+	if (!fmt)
+		return 0;
+	if (why && len)
+		snprintf(why, len, fmt, a->text);
+	return ret;
+}
+
 int net_wait_readable(int fd, uint64_t deadline_ns)
 {
 	return wait_for(fd, POLLIN, deadline_ns);

@@ -39,6 +39,13 @@ int net_connect(const struct net_addr *a, uint64_t deadline_ns);
  * EOF, or -errno.  Async-signal-safe. */
 int net_send_all(int fd, const void *buf, size_t len, uint64_t deadline_ns);
 int net_recv_all(int fd, void *buf, size_t len, uint64_t deadline_ns);
+/*
+ * The rules both ends share: TCP needs a key (at least 16 bytes) unless
+ * @insecure, and @insecure is for loopback only.  0, or -EPERM / -EINVAL
+ * with the reason in @why.
+ */
+int net_check_auth(const struct net_addr *a, bool has_key, size_t key_len,
+		   bool insecure, char *why, size_t len);
 /* Wait until @fd has something to read (or EOF): 0 or -ETIMEDOUT. */
 int net_wait_readable(int fd, uint64_t deadline_ns);
 

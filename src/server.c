@@ -858,22 +858,11 @@ int pc_server_create(const struct pc_server_opts *opts, pc_server **out,
 	int ret = net_parse(s->opts.listen, &s->addr, why, len);
 	if (ret < 0)
 		goto err;
-	if (s->opts.insecure && !net_is_local(&s->addr)) {
-		snprintf(why, len, "--insecure is for loopback addresses only, not %s", s->addr.text);
-		ret = -EPERM;
+	ret = net_check_auth(&s->addr, s->opts.key, s->opts.key_len,
+			     s->opts.insecure, why, len);
+	if (ret < 0)
 		goto err;
-	}
-	if (!s->addr.unix_socket && !s->opts.key && !s->opts.insecure) {
-		snprintf(why, len, "TCP needs a key (--key FILE); --insecure is for loopback tests only");
-		ret = -EPERM;
-		goto err;
-	}
 	if (s->opts.key) {
-		if (s->opts.key_len < 16) {
-			snprintf(why, len, "the key must be at least 16 bytes");
-			ret = -EINVAL;
-			goto err;
-		}
 		s->key = malloc(s->opts.key_len);
 		if (!s->key) {
 			ret = -ENOMEM;

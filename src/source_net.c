@@ -818,12 +818,10 @@ int pc_source_net(const struct pc_net_opts *o, pc_source **out, char *why,
 	int ret = net_parse(o->address, &ns->addr, why, why_len);
 	if (ret < 0)
 		goto err;
+	ret = net_check_auth(&ns->addr, o->key, o->key_len, o->insecure, why, why_len);
+	if (ret < 0)
+		goto err;
 	if (o->key) {
-		if (o->key_len < 16) {
-			set_why(why, why_len, "the key must be at least 16 bytes", NULL);
-			ret = -EINVAL;
-			goto err;
-		}
 		ns->key = malloc(o->key_len);
 		if (!ns->key) {
 			ret = -ENOMEM;
@@ -831,14 +829,6 @@ int pc_source_net(const struct pc_net_opts *o, pc_source **out, char *why,
 		}
 		memcpy(ns->key, o->key, o->key_len);
 		ns->key_len = o->key_len;
-	} else if (o->insecure && !net_is_local(&ns->addr)) {
-		set_why(why, why_len, "--insecure is for loopback addresses only, not ", ns->addr.text);
-		ret = -EPERM;
-		goto err;
-	} else if (!ns->addr.unix_socket && !o->insecure) {
-		set_why(why, why_len, "TCP needs a key (--key FILE); --insecure is for loopback tests only", NULL);
-		ret = -EPERM;
-		goto err;
 	}
 	randombytes_buf(&ns->session, sizeof(ns->session));
 
