@@ -55,6 +55,8 @@ void futex_wake_all(_Atomic uint32_t *word);
 
 /* Monotonic clock in ns.  Async-signal-safe (vDSO clock_gettime). */
 uint64_t now_ns(void);
+/* Sleep @ns, through signals.  Async-signal-safe (nanosleep). */
+void sleep_ns(uint64_t ns);
 
 /* ---- page state ---- */
 

@@ -60,6 +60,14 @@ void pc_source_set_delay(pc_source *src, unsigned usec,
 	src->delay_kind = kind;
 }
 
+void sleep_ns(uint64_t ns)
+{
+	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000ull),
+			       .tv_nsec = (long)(ns % 1000000000ull) };
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
 /* clock_gettime and nanosleep are both async-signal-safe. */
 void source_delay(const struct pc_source *src)
 {
@@ -72,10 +80,7 @@ void source_delay(const struct pc_source *src)
 			__builtin_ia32_pause();
 		return;
 	}
-	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000ull),
-			       .tv_nsec = (long)(ns % 1000000000ull) };
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
+	sleep_ns(ns);
 }
 
 void pc_source_stop(pc_source *src, bool complete)

@@ -89,14 +89,6 @@ static void set_why(char *why, size_t len, const char *a, const char *b)
 	why[n] = '\0';
 }
 
-static void sleep_ns(uint64_t ns)
-{
-	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000ull),
-			       .tv_nsec = (long)(ns % 1000000000ull) };
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
 /* Encode a frame at @out, with its MAC tag on a keyed connection
  * (@mac NULL or off: none); returns its length. */
 static size_t put_frame(uint8_t *out, struct frame_mac *mac, uint16_t type,
@@ -184,14 +176,6 @@ static int exchange(int fd, uint16_t type, uint8_t *buf, size_t len,
 					   -ECONNREFUSED;
 }
 
-static bool all_zero(const uint8_t *p, size_t n)
-{
-	uint8_t acc = 0;
-	for (size_t i = 0; i < n; i++)
-		acc |= p[i];
-	return acc == 0;
-}
-
 /*
  * HELLO, CHALLENGE, AUTH, READY on a fresh connection.  @first learns the
  * image (and its zero map) instead of checking it.  Returns 0, -EACCES
@@ -233,7 +217,7 @@ static int handshake(struct net_source *ns, int fd, uint32_t role, bool first,
 	struct auth auth = { { 0 } };
 	if (ns->key) {
 		uint8_t want[PROTO_MAC_LEN];
-		if (all_zero(chal.proof, PROTO_MAC_LEN)) {
+		if (sodium_is_zero(chal.proof, PROTO_MAC_LEN)) {
 			set_why(why, why_len, "the server does not authenticate (start it with --key, or use --insecure on both sides)", NULL);
 			return -EACCES;
 		}
