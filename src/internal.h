@@ -58,6 +58,25 @@ uint64_t now_ns(void);
 /* Sleep @ns, through signals.  Async-signal-safe (nanosleep). */
 void sleep_ns(uint64_t ns);
 
+/* ---- page bitmaps (zero pages, pages sent) ---- */
+static inline bool bitmap_test(const uint64_t *bits, uint64_t i)
+{
+	return (bits[i / 64] >> (i % 64)) & 1;
+}
+
+static inline void bitmap_set(uint64_t *bits, uint64_t i)
+{
+	bits[i / 64] |= 1ull << (i % 64);
+}
+
+/*
+ * Set the bits of the 4 KiB pages of file @fd (@size bytes) that lie
+ * wholly in holes (SEEK_HOLE) in @zero_bits; returns how many.  A
+ * filesystem without SEEK_HOLE reports one data extent: correct, just not
+ * sparse.  (source_file.c)
+ */
+uint64_t find_holes(int fd, uint64_t size, uint64_t *zero_bits);
+
 /* ---- page state ---- */
 
 enum page_state {

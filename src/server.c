@@ -100,16 +100,6 @@ struct pc_server {
 	unsigned nsessions;
 };
 
-static bool bit(const uint64_t *bits, uint64_t i)
-{
-	return (bits[i / 64] >> (i % 64)) & 1;
-}
-
-static void set_bit(uint64_t *bits, uint64_t i)
-{
-	bits[i / 64] |= 1ull << (i % 64);
-}
-
 /* ---- image ---- */
 
 static int open_image(struct pc_server *s, char *why, size_t len)
@@ -163,21 +153,7 @@ static int open_image(struct pc_server *s, char *why, size_t len)
 		ret = -ENOMEM;
 		goto out;
 	}
-	off_t pos = 0;
-	while ((uint64_t)pos < s->image.size) {
-		off_t hole = lseek(s->image_fd, pos, SEEK_HOLE);
-		if (hole < 0 || (uint64_t)hole >= s->image.size)
-			break;
-		off_t data = lseek(s->image_fd, hole, SEEK_DATA);
-		if (data < 0)
-			data = (off_t)s->image.size;
-		for (uint64_t p = ((uint64_t)hole + PROTO_PAGE_SIZE - 1) / PROTO_PAGE_SIZE;
-		     p < (uint64_t)data / PROTO_PAGE_SIZE; p++) {
-			set_bit(s->zero_bits, p);
-			s->zero_pages++;
-		}
-		pos = data;
-	}
+	s->zero_pages = find_holes(s->image_fd, s->image.size, s->zero_bits);
 out:
 	XXH64_freeState(h);
 	free(buf);
@@ -275,9 +251,9 @@ static int queue_pages(struct pc_server *s, struct conn *c, uint64_t first,
 		c->out_off = c->out_len = 0;
 	size_t undo = c->out_len;
 	for (uint64_t p = first; p < first + n;) {
-		bool zero = bit(s->zero_bits, p);
+		bool zero = bitmap_test(s->zero_bits, p);
 		uint64_t q = p + 1;
-		while (q < first + n && bit(s->zero_bits, q) == zero)
+		while (q < first + n && bitmap_test(s->zero_bits, q) == zero)
 			q++;
 		struct data_run run = { .first = p, .npages = (uint32_t)(q - p) };
 		size_t bytes = zero ? 0 : (size_t)run.npages * PROTO_PAGE_SIZE;
@@ -312,8 +288,8 @@ static int queue_pages(struct pc_server *s, struct conn *c, uint64_t first,
 static void mark_sent(struct session *ss, uint64_t first, uint64_t n)
 {
 	for (uint64_t p = first; p < first + n; p++)
-		if (!bit(ss->sent, p)) {
-			set_bit(ss->sent, p);
+		if (!bitmap_test(ss->sent, p)) {
+			bitmap_set(ss->sent, p);
 			ss->unsent--;
 		}
 }
@@ -363,7 +339,7 @@ static int queue_zeromap(struct pc_server *s, struct conn *c)
 		uint8_t *bits = f + PROTO_HDR_LEN + proto_put_zeromap(f + PROTO_HDR_LEN, &zm);
 		memset(bits, 0, (n + 7) / 8);
 		for (uint32_t i = 0; i < n; i++)
-			if (bit(s->zero_bits, first + i))
+			if (bitmap_test(s->zero_bits, first + i))
 				bits[i / 8] |= (uint8_t)(1u << (i % 8));
 		if (seal(c, (size_t)(f - c->out)) < 0)
 			return -ENOMEM;
@@ -688,10 +664,10 @@ static bool push_step(struct pc_server *s, struct conn *c)
 		return true;
 	}
 	uint64_t pages = s->image.page_count, p = ss->cursor;
-	while (bit(ss->sent, p))
+	while (bitmap_test(ss->sent, p))
 		p = (p + 1) % pages;
 	uint64_t n = 1;
-	while (n < PUSH_CHUNK && p + n < pages && !bit(ss->sent, p + n))
+	while (n < PUSH_CHUNK && p + n < pages && !bitmap_test(ss->sent, p + n))
 		n++;
 	if (queue_pages(s, c, p, (uint32_t)n, 0) < 0) {
 		c->state = CLOSING;

@@ -22,7 +22,7 @@ struct image_file {
 static bool file_is_zero(void *ctx, uint64_t page)
 {
 	const struct image_file *img = ctx;
-	return (img->zero_bits[page / 64] >> (page % 64)) & 1;
+	return bitmap_test(img->zero_bits, page);
 }
 
 /* pread is async-signal-safe. */
@@ -57,25 +57,25 @@ static void file_destroy(void *ctx)
 	free(img);
 }
 
-/* Mark the pages wholly inside holes.  A filesystem without SEEK_HOLE
- * reports one data extent, which is correct, just not sparse. */
-static void find_holes(struct image_file *img, uint64_t size)
+uint64_t find_holes(int fd, uint64_t size, uint64_t *zero_bits)
 {
+	uint64_t count = 0;
 	off_t pos = 0;
 	while ((uint64_t)pos < size) {
-		off_t hole = lseek(img->fd, pos, SEEK_HOLE);
+		off_t hole = lseek(fd, pos, SEEK_HOLE);
 		if (hole < 0 || (uint64_t)hole >= size)
-			return;
-		off_t data = lseek(img->fd, hole, SEEK_DATA);
+			break;
+		off_t data = lseek(fd, hole, SEEK_DATA);
 		if (data < 0)
 			data = (off_t)size; /* ENXIO: hole runs to the end */
 		uint64_t first = ((uint64_t)hole + PC_SOURCE_PAGE_SIZE - 1) /
 				 PC_SOURCE_PAGE_SIZE;
 		uint64_t end = (uint64_t)data / PC_SOURCE_PAGE_SIZE;
-		for (uint64_t p = first; p < end; p++)
-			img->zero_bits[p / 64] |= 1ull << (p % 64);
+		for (uint64_t p = first; p < end; p++, count++)
+			bitmap_set(zero_bits, p);
 		pos = data;
 	}
+	return count;
 }
 
 int pc_source_file(const char *path, pc_source **out)
@@ -125,7 +125,7 @@ int pc_source_file(const char *path, pc_source **out)
 		ret = -ENOMEM;
 		goto err_close;
 	}
-	find_holes(img, size);
+	find_holes(img->fd, size, img->zero_bits);
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
 	ret = pc_source_custom(&ops, img, size, out);

@@ -277,7 +277,7 @@ static int recv_zeromap(struct net_source *ns, int fd, struct frame_mac *mac,
 		const uint8_t *bits = buf + PROTO_ZEROMAP_FIXED;
 		for (uint32_t i = 0; i < zm.npages; i++)
 			if (bits[i / 8] >> (i % 8) & 1)
-				ns->zero_bits[(zm.first + i) / 64] |= 1ull << ((zm.first + i) % 64);
+				bitmap_set(ns->zero_bits, zm.first + i);
 		covered += zm.npages;
 	}
 	free(buf);
@@ -544,7 +544,7 @@ static int net_fetch(void *ctx, uint64_t first, uint64_t npages, void *dst)
 static bool net_is_zero(void *ctx, uint64_t page)
 {
 	struct net_source *ns = ctx;
-	return (ns->zero_bits[page / 64] >> (page % 64)) & 1;
+	return bitmap_test(ns->zero_bits, page);
 }
 
 static void push_stop(struct net_source *ns)
