@@ -61,10 +61,9 @@ struct session {
 struct conn {
 	int fd;
 	enum conn_state state;
-	uint32_t role;
-	struct hello hello;
+	struct hello hello; /* its role, once READY */
 	struct challenge chal;
-	struct session *session;
+	struct session *session; /* set when authenticated (READY) */
 	uint8_t in[PROTO_HDR_LEN + PROTO_MAX_CLIENT_PAYLOAD];
 	size_t in_have;
 	uint8_t *out;
@@ -75,7 +74,6 @@ struct conn {
 	/* Push: PUSH_DONE queued here.  Per connection, because a push
 	 * connection that broke may have lost it with the rest. */
 	bool push_done_sent;
-	bool authenticated; /* reached READY */
 	struct frame_mac mac; /* keyed connections, after READY */
 	bool refused;	    /* counted already */
 };
@@ -415,15 +413,13 @@ static void on_auth(struct pc_server *s, struct conn *c, const uint8_t *p,
 	if (!c->session)
 		return refuse(s, c, REFUSE_BUSY, "too many destinations at once");
 	c->session->conns++;
-	c->role = c->hello.role;
 	c->state = READY;
-	c->authenticated = true;
 	queue_frame(c, FRAME_READY, 0, NULL, 0);
 	/* From here on, with a key, every frame carries a tag. */
 	if (s->key)
 		proto_mac_init(&c->mac, s->key, s->opts.key_len, &c->hello,
 			       &c->chal);
-	if (created && c->role == ROLE_DEMAND)
+	if (created && c->hello.role == ROLE_DEMAND)
 		queue_zeromap(s, c);
 }
 
@@ -434,7 +430,7 @@ static void on_request(struct pc_server *s, struct conn *c, uint32_t tag,
 	int ret = proto_get_request(p, len, s->image.page_count, &rq);
 	if (ret == -ERANGE)
 		return refuse(s, c, REFUSE_RANGE, "request outside the image");
-	if (ret < 0 || c->role != ROLE_DEMAND)
+	if (ret < 0 || c->hello.role != ROLE_DEMAND)
 		return refuse(s, c, REFUSE_BAD_FRAME, "malformed REQUEST");
 	ret = queue_pages(s, c, rq.first, rq.npages, tag);
 	if (ret == -ENOMEM)
@@ -488,7 +484,7 @@ static void conn_close(struct pc_server *s, unsigned i)
 	struct conn *c = s->conns[i];
 	/* A client that walked away mid-handshake (it did not like our
 	 * proof, say) failed it as surely as one we refused. */
-	if (!c->authenticated && !c->refused)
+	if (!c->session && !c->refused)
 		s->stats.refused++;
 	if (c->session && --c->session->conns == 0)
 		c->session->idle_since = now_ns();
@@ -587,7 +583,7 @@ static void reap_conns(struct pc_server *s)
 	uint64_t now = now_ns();
 	for (unsigned i = 0; i < MAX_CONNS; i++) {
 		struct conn *c = s->conns[i];
-		if (c && !c->authenticated && now - c->since > HANDSHAKE_NS)
+		if (c && !c->session && now - c->since > HANDSHAKE_NS)
 			conn_close(s, i);
 	}
 	if (s->accept_paused_until && now >= s->accept_paused_until) {
@@ -638,7 +634,7 @@ static bool demand_waiting(struct pc_server *s, struct session *ss)
 {
 	for (unsigned i = 0; i < MAX_CONNS; i++) {
 		struct conn *c = s->conns[i];
-		if (c && c->session == ss && c->role == ROLE_DEMAND && pending(c))
+		if (c && c->session == ss && c->hello.role == ROLE_DEMAND && pending(c))
 			return true;
 	}
 	return false;
@@ -736,7 +732,7 @@ int pc_server_run(pc_server *s)
 		for (int round = 0; round < 2; round++)
 			for (unsigned i = 0; i < MAX_CONNS; i++) {
 				struct conn *c = s->conns[i];
-				if (!c || (c->role == ROLE_PUSH) != round)
+				if (!c || (c->hello.role == ROLE_PUSH) != round)
 					continue;
 				int ret = flush(c);
 				/* A push connection whose queue drained gets the
