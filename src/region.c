@@ -285,8 +285,12 @@ err:
 
 int pc_region_start(pc_region *r)
 {
-	if (r->nslices)
-		return -EBUSY;
+	/* Started already, or a start failed: its error stands (destroy and
+	 * create anew), and nothing half-made is allocated twice. */
+	if (r->slices) {
+		int err = atomic_load(&r->error);
+		return err ? err : -EBUSY;
+	}
 	/* The SIGBUS handler must be in place before the first fault can
 	 * come, and it finds regions through the registry. */
 	int err = r->opts.mode == PC_MODE_EXIT ? exit_mode_install_handler() : 0;

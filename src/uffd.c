@@ -175,11 +175,11 @@ static int fill_range(int fd, enum fill_op op, uint64_t dst,
 static int region_fill(struct pc_region *r, enum fill_op op, uint64_t first,
 		       uint64_t n, const char *from, bool wake)
 {
+	/* Slice i starts at i * per pages; the last takes the remainder. */
+	uint64_t per = r->slices[0].npages;
 	while (n) {
-		const struct uffd_slice *s = &r->slices[0];
-		for (unsigned i = 1; i < r->nslices; i++)
-			if (first >= r->slices[i].first)
-				s = &r->slices[i];
+		uint64_t i = per ? first / per : r->nslices - 1;
+		const struct uffd_slice *s = &r->slices[i < r->nslices ? i : r->nslices - 1];
 		uint64_t here = s->first + s->npages - first;
 		if (here > n)
 			here = n;
