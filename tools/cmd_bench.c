@@ -23,21 +23,13 @@
 #include "tools.h"
 
 struct bench_opts {
-	unsigned vcpus;
-	uint64_t per_vcpu;
-	enum pc_backend backend;
+	struct memstress_opts m;
 	enum pc_mode mode;
-	unsigned readers;
-	bool one_uffd;
-	unsigned uffds; /* userfaultfds the region gets: derived from the above */
 	bool overlap;
-	unsigned delay_us;
 	enum pc_delay_kind delay_kind;
 	enum access_order order;
 	unsigned window;
-	bool cold;
-	bool json, csv;
-	uint64_t seed;
+	bool csv;
 	const char *cdf_path;
 	const char *source; /* a postcopy server instead of the pattern */
 	const char *key_path;
@@ -85,12 +77,6 @@ static void usage(FILE *f)
 		"2 bad arguments.\n");
 }
 
-static int bad(const char *what, const char *arg)
-{
-	complain("bench", "bad %s '%s' (see --help)", what, arg);
-	return EXIT_USAGE;
-}
-
 static int parse(int argc, char **argv, struct bench_opts *o)
 {
 	static const struct option longopts[] = {
@@ -109,40 +95,23 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 	};
 	int c;
 
-	*o = (struct bench_opts){ .vcpus = 1, .per_vcpu = 64 << 20,
-				  .readers = 1, .window = 1, .seed = 1 };
+	*o = (struct bench_opts){ .window = 1 };
+	memstress_defaults(&o->m, 64 << 20);
 	while ((c = getopt_long(argc, argv, "v:b:s:m:r:aod:w:h", longopts,
 				NULL)) != -1) {
+		int taken = memstress_opt("bench", c, optarg, 4096, &o->m);
+		if (taken >= 0) {
+			if (taken)
+				return taken;
+			continue;
+		}
 		switch (c) {
-		case 'v':
-			if (parse_uint(optarg, 1, 4096, &o->vcpus) < 0)
-				return bad("vCPU count (1..4096)", optarg);
-			break;
-		case 'b':
-			if (parse_size(optarg, &o->per_vcpu) < 0 || !o->per_vcpu)
-				return bad("size", optarg);
-			break;
-		case 's':
-			if (parse_backend(optarg, &o->backend) < 0)
-				return bad("backend", optarg);
-			break;
 		case 'm':
 			if (parse_mode(optarg, &o->mode) < 0)
-				return bad("mode", optarg);
-			break;
-		case 'r':
-			if (parse_uint(optarg, 1, 256, &o->readers) < 0)
-				return bad("reader count (1..256)", optarg);
-			break;
-		case 'a':
-			o->one_uffd = true;
+				return bad_arg("bench", "mode", optarg);
 			break;
 		case 'o':
 			o->overlap = true;
-			break;
-		case 'd':
-			if (parse_uint(optarg, 0, 10000000, &o->delay_us) < 0)
-				return bad("delay", optarg);
 			break;
 		case 'K':
 			if (!strcmp(optarg, "sleep"))
@@ -150,11 +119,11 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 			else if (!strcmp(optarg, "busy"))
 				o->delay_kind = PC_DELAY_BUSY;
 			else
-				return bad("delay kind", optarg);
+				return bad_arg("bench", "delay kind", optarg);
 			break;
 		case 'w':
 			if (parse_uint(optarg, 1, 512, &o->window) < 0)
-				return bad("window (1..512)", optarg);
+				return bad_arg("bench", "window (1..512)", optarg);
 			break;
 		case 'P':
 			if (!strcmp(optarg, "seq"))
@@ -162,17 +131,7 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 			else if (!strcmp(optarg, "random"))
 				o->order = ORDER_RANDOM;
 			else
-				return bad("pattern", optarg);
-			break;
-		case 'C':
-			o->cold = true;
-			break;
-		case 'S':
-			if (parse_seed(optarg, &o->seed) < 0)
-				return bad("seed", optarg);
-			break;
-		case 'j':
-			o->json = true;
+				return bad_arg("bench", "pattern", optarg);
 			break;
 		case 'c':
 			o->csv = true;
@@ -201,19 +160,19 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 		complain("bench", "unexpected argument '%s'", argv[optind]);
 		return EXIT_USAGE;
 	}
-	if (o->per_vcpu > (UINT64_MAX >> 1) / o->vcpus) {
+	if (o->m.per_vcpu > (UINT64_MAX >> 1) / o->m.vcpus) {
 		complain("bench", "-b %llu x %u vCPUs is too much memory",
-			 (unsigned long long)o->per_vcpu, o->vcpus);
+			 (unsigned long long)o->m.per_vcpu, o->m.vcpus);
 		return EXIT_USAGE;
 	}
-	if (o->backend == PC_BACKEND_HUGETLB && o->window > 1) {
+	if (o->m.backend == PC_BACKEND_HUGETLB && o->window > 1) {
 		complain("bench", "note: hugetlb resolves one 2 MiB page per fault; -w ignored");
 		o->window = 1;
 	}
-	if (!page_multiple_ok("bench", o->backend, o->per_vcpu))
+	if (!page_multiple_ok("bench", o->m.backend, o->m.per_vcpu))
 		return EXIT_USAGE;
-	o->uffds = o->mode == PC_MODE_WAIT && !o->one_uffd ? o->vcpus : 1;
-	if (o->json && o->csv) {
+	o->m.uffds = o->mode == PC_MODE_WAIT && !o->m.one_uffd ? o->m.vcpus : 1;
+	if (o->m.json && o->csv) {
 		complain("bench", "--json and --csv are exclusive");
 		return EXIT_USAGE;
 	}
@@ -236,14 +195,14 @@ static int run_baseline(const struct bench_opts *o, uint64_t size,
 			pc_source *ref, struct run_result *out)
 {
 	struct baseline_mem bm;
-	int ret = baseline_map(o->backend, size, ref, &bm);
+	int ret = baseline_map(o->m.backend, size, ref, &bm);
 	if (ret < 0) {
-		if (o->backend == PC_BACKEND_HUGETLB && ret == -ENOMEM)
+		if (o->m.backend == PC_BACKEND_HUGETLB && ret == -ENOMEM)
 			complain("bench", "not enough 2 MiB huge pages for the baseline: reserve them with 'echo N > /proc/sys/vm/nr_hugepages'");
 		return ret;
 	}
 	struct workload w = {
-		.mem = bm.mem, .size = size, .vcpus = o->vcpus,
+		.mem = bm.mem, .size = size, .vcpus = o->m.vcpus,
 		.overlap = o->overlap, .write = true, .order = o->order,
 	};
 	struct workload_result res;
@@ -267,22 +226,22 @@ static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
 {
 	struct counting *counter = NULL;
 	pc_source *inner = remote, *src;
-	int ret = inner ? 0 : pc_source_pattern(size, o->seed, &inner);
+	int ret = inner ? 0 : pc_source_pattern(size, o->m.seed, &inner);
 	if (ret == 0)
 		ret = counting_source(inner, &counter, &src);
 	if (ret < 0)
 		return ret;
-	pc_source_set_delay(src, o->delay_us, o->delay_kind);
+	pc_source_set_delay(src, o->m.delay_us, o->delay_kind);
 
 	struct pc_region_opts ro = {
 		.size = size,
-		.backend = o->backend,
+		.backend = o->m.backend,
 		.mode = o->mode,
-		.uffds = o->uffds,
-		.readers = o->readers,
+		.uffds = o->m.uffds,
+		.readers = o->m.readers,
 		.window = o->window,
-		.max_threads = o->vcpus,
-		.prealloc = !o->cold,
+		.max_threads = o->m.vcpus,
+		.prealloc = !o->m.cold,
 	};
 	pc_region *r;
 	char why[256];
@@ -298,7 +257,7 @@ static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
 		return ret;
 	}
 	struct workload w = {
-		.mem = pc_region_addr(r), .size = size, .vcpus = o->vcpus,
+		.mem = pc_region_addr(r), .size = size, .vcpus = o->m.vcpus,
 		.overlap = o->overlap, .write = true, .order = o->order,
 		.region = r,
 	};
@@ -354,7 +313,7 @@ static const char *delivery(const struct bench_opts *o, char *buf, size_t len)
 	if (o->mode == PC_MODE_EXIT)
 		snprintf(buf, len, "exit (SIGBUS, no handler thread)");
 	else
-		wait_desc(buf, len, o->uffds, o->readers);
+		wait_desc(buf, len, o->m.uffds, o->m.readers);
 	return buf;
 }
 
@@ -365,20 +324,20 @@ static void print_text(const struct bench_opts *o, uint64_t size,
 	char how[96];
 	printf("backend %s, mode %s, %u vCPUs x %llu KiB%s, %s access, window %u, "
 	       "delay %u us (%s), %s page cache\n",
-	       backend_str(o->backend), delivery(o, how, sizeof(how)), o->vcpus,
-	       (unsigned long long)(o->per_vcpu >> 10),
+	       backend_str(o->m.backend), delivery(o, how, sizeof(how)), o->m.vcpus,
+	       (unsigned long long)(o->m.per_vcpu >> 10),
 	       o->overlap ? " (overlapping)" : "",
 	       o->order == ORDER_RANDOM ? "random" : "sequential", o->window,
-	       o->delay_us, o->delay_kind == PC_DELAY_BUSY ? "busy" : "sleep",
-	       o->backend == PC_BACKEND_ANON ? "no" : o->cold ? "cold" : "warm");
+	       o->m.delay_us, o->delay_kind == PC_DELAY_BUSY ? "busy" : "sleep",
+	       o->m.backend == PC_BACKEND_ANON ? "no" : o->m.cold ? "cold" : "warm");
 	printf("baseline   %s\n",
-	       o->backend == PC_BACKEND_ANON ?
+	       o->m.backend == PC_BACKEND_ANON ?
 		       "no userfaultfd; first touch of fresh anonymous memory (allocate + zero, no contents)" :
 		       "no userfaultfd; contents already in the page cache, minor faults only");
 	printf("  %.3f s, %.0f pages/s total, %.0f pages/s per vCPU\n",
-	       base->seconds, base->rate, mean(base->vcpu_rate, o->vcpus));
+	       base->seconds, base->rate, mean(base->vcpu_rate, o->m.vcpus));
 	printf("%-10s %.3f s, %.0f pages/s total, %.0f pages/s per vCPU, %.2fx baseline\n",
-	       mode_str(o->mode), m->seconds, m->rate, mean(m->vcpu_rate, o->vcpus),
+	       mode_str(o->mode), m->seconds, m->rate, mean(m->vcpu_rate, o->m.vcpus),
 	       m->rate / base->rate);
 	printf("latency    per access as the vCPU saw it: p50 %.1f us, p90 %.1f, p99 %.1f, "
 	       "p99.9 %.1f, max %.1f (baseline p50 %.1f us)\n",
@@ -401,28 +360,28 @@ static void print_json(const struct bench_opts *o, uint64_t size,
 {
 	struct json_object *j = json_object_new_object();
 	json_object_object_add(j, "mode", json_object_new_string(mode_str(o->mode)));
-	json_object_object_add(j, "backend", json_object_new_string(backend_str(o->backend)));
-	json_object_object_add(j, "vcpus", json_object_new_int((int)o->vcpus));
-	json_object_object_add(j, "uffds", json_object_new_int((int)o->uffds));
-	json_object_object_add(j, "readers", json_object_new_int(o->mode == PC_MODE_EXIT ? 0 : (int)o->readers));
-	json_object_object_add(j, "one_uffd", json_object_new_boolean(o->mode == PC_MODE_EXIT || o->one_uffd));
+	json_object_object_add(j, "backend", json_object_new_string(backend_str(o->m.backend)));
+	json_object_object_add(j, "vcpus", json_object_new_int((int)o->m.vcpus));
+	json_object_object_add(j, "uffds", json_object_new_int((int)o->m.uffds));
+	json_object_object_add(j, "readers", json_object_new_int(o->mode == PC_MODE_EXIT ? 0 : (int)o->m.readers));
+	json_object_object_add(j, "one_uffd", json_object_new_boolean(o->mode == PC_MODE_EXIT || o->m.one_uffd));
 	json_object_object_add(j, "bytes", json_object_new_int64((int64_t)size));
 	json_object_object_add(j, "pages", json_object_new_int64((int64_t)(size / PC_SOURCE_PAGE_SIZE)));
 	json_object_object_add(j, "overlap", json_object_new_boolean(o->overlap));
 	json_object_object_add(j, "pattern", json_object_new_string(o->order == ORDER_RANDOM ? "random" : "seq"));
 	json_object_object_add(j, "window", json_object_new_int((int)o->window));
-	json_object_object_add(j, "delay_us", json_object_new_int((int)o->delay_us));
+	json_object_object_add(j, "delay_us", json_object_new_int((int)o->m.delay_us));
 	json_object_object_add(j, "delay_kind", json_object_new_string(o->delay_kind == PC_DELAY_BUSY ? "busy" : "sleep"));
-	json_object_object_add(j, "cold", json_object_new_boolean(o->cold));
+	json_object_object_add(j, "cold", json_object_new_boolean(o->m.cold));
 	json_object_object_add(j, "seconds", json_object_new_double(m->seconds));
 	json_object_object_add(j, "pages_per_sec", json_object_new_double(m->rate));
 	struct json_object *per = json_object_new_array();
-	for (unsigned i = 0; i < o->vcpus; i++)
+	for (unsigned i = 0; i < o->m.vcpus; i++)
 		json_object_array_add(per, json_object_new_double(m->vcpu_rate[i]));
 	json_object_object_add(j, "per_vcpu_pages_per_sec", per);
 	json_object_object_add(j, "baseline_pages_per_sec", json_object_new_double(base->rate));
 	json_object_object_add(j, "baseline_kind", json_object_new_string(
-		o->backend == PC_BACKEND_ANON ? "anon-first-touch" : "page-cache-minor-faults"));
+		o->m.backend == PC_BACKEND_ANON ? "anon-first-touch" : "page-cache-minor-faults"));
 	json_object_object_add(j, "ratio_to_baseline", json_object_new_double(m->rate / base->rate));
 	json_object_object_add(j, "faults", json_object_new_int64((int64_t)st->faults));
 	json_object_object_add(j, "duplicate_fetches", json_object_new_int64((int64_t)dups));
@@ -442,11 +401,11 @@ static void print_csv(const struct bench_opts *o, const struct run_result *base,
 	       "baseline_pages_per_sec,ratio_to_baseline,per_vcpu_pages_per_sec,"
 	       "faults,duplicate_fetches,p50_us,p99_us,verified\n");
 	printf("%s,%s,%u,%u,%u,%u,%u,%.0f,%.0f,%.3f,%.0f,%llu,%llu,%.1f,%.1f,%s\n",
-	       mode_str(o->mode), backend_str(o->backend), o->vcpus,
-	       o->uffds,
-	       o->mode == PC_MODE_EXIT ? 0 : o->readers, o->window, o->delay_us,
+	       mode_str(o->mode), backend_str(o->m.backend), o->m.vcpus,
+	       o->m.uffds,
+	       o->mode == PC_MODE_EXIT ? 0 : o->m.readers, o->window, o->m.delay_us,
 	       m->rate, base->rate, m->rate / base->rate,
-	       mean(m->vcpu_rate, o->vcpus), (unsigned long long)st->faults,
+	       mean(m->vcpu_rate, o->m.vcpus), (unsigned long long)st->faults,
 	       (unsigned long long)dups, hist_percentile(m->latency, 500) / 1e3,
 	       hist_percentile(m->latency, 990) / 1e3,
 	       m->verified && base->verified ? "true" : "false");
@@ -486,11 +445,11 @@ int cmd_bench(int argc, char **argv)
 		if (open_net_source("bench", o.source, o.key_path, o.insecure, 0,
 				    &remote) < 0)
 			return EXIT_FAIL;
-		o.per_vcpu = pc_source_size(remote) / o.vcpus;
+		o.m.per_vcpu = pc_source_size(remote) / o.m.vcpus;
 	}
-	uint64_t size = remote ? pc_source_size(remote) : o.per_vcpu * o.vcpus;
+	uint64_t size = remote ? pc_source_size(remote) : o.m.per_vcpu * o.m.vcpus;
 	pc_source *ref;
-	if (pc_source_pattern(size, o.seed, &ref) < 0) {
+	if (pc_source_pattern(size, o.m.seed, &ref) < 0) {
 		pc_source_destroy(remote);
 		return EXIT_FAIL;
 	}
@@ -508,7 +467,7 @@ int cmd_bench(int argc, char **argv)
 	ret = run_mode(&o, size, ref, remote, &m, &st, &dups);
 	if (ret < 0 || !st)
 		goto out;
-	if (o.json)
+	if (o.m.json)
 		print_json(&o, size, &base, &m, st, dups);
 	else if (o.csv)
 		print_csv(&o, &base, &m, st, dups);

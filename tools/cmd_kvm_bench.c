@@ -24,18 +24,9 @@
 enum path_choice { CHOOSE_AUTO, CHOOSE_WAIT, CHOOSE_EXIT, CHOOSE_BITMAP };
 
 struct kvm_bench_opts {
-	unsigned vcpus;
-	uint64_t per_vcpu;
-	enum pc_backend backend;
+	struct memstress_opts m; /* m.uffds: once the path is known */
 	enum path_choice choice;
-	unsigned readers;
-	bool one_uffd;
-	unsigned uffds; /* userfaultfds the region gets, once the path is known */
-	unsigned delay_us;
-	bool cold;
 	bool baseline;
-	bool json;
-	uint64_t seed;
 };
 
 static void usage(FILE *f)
@@ -81,12 +72,6 @@ static void usage(FILE *f)
 		"failure, 2 bad arguments.\n");
 }
 
-static int bad(const char *what, const char *arg)
-{
-	complain("kvm-bench", "bad %s '%s' (see --help)", what, arg);
-	return EXIT_USAGE;
-}
-
 static int parse(int argc, char **argv, struct kvm_bench_opts *o)
 {
 	static const struct option longopts[] = {
@@ -99,22 +84,16 @@ static int parse(int argc, char **argv, struct kvm_bench_opts *o)
 	};
 	int c;
 
-	*o = (struct kvm_bench_opts){ .vcpus = 1, .per_vcpu = 16 << 20,
-				      .readers = 1, .baseline = true, .seed = 1 };
+	*o = (struct kvm_bench_opts){ .baseline = true };
+	memstress_defaults(&o->m, 16 << 20);
 	while ((c = getopt_long(argc, argv, "v:b:s:p:r:ad:h", longopts, NULL)) != -1) {
+		int taken = memstress_opt("kvm-bench", c, optarg, 256, &o->m);
+		if (taken >= 0) {
+			if (taken)
+				return taken;
+			continue;
+		}
 		switch (c) {
-		case 'v':
-			if (parse_uint(optarg, 1, 256, &o->vcpus) < 0)
-				return bad("vCPU count (1..256)", optarg);
-			break;
-		case 'b':
-			if (parse_size(optarg, &o->per_vcpu) < 0 || !o->per_vcpu)
-				return bad("size", optarg);
-			break;
-		case 's':
-			if (parse_backend(optarg, &o->backend) < 0)
-				return bad("backend", optarg);
-			break;
 		case 'p':
 			if (!strcmp(optarg, "auto"))
 				o->choice = CHOOSE_AUTO;
@@ -125,31 +104,10 @@ static int parse(int argc, char **argv, struct kvm_bench_opts *o)
 			else if (!strcmp(optarg, "bitmap"))
 				o->choice = CHOOSE_BITMAP;
 			else
-				return bad("path (auto, wait, exit or bitmap)", optarg);
-			break;
-		case 'r':
-			if (parse_uint(optarg, 1, 256, &o->readers) < 0)
-				return bad("reader count (1..256)", optarg);
-			break;
-		case 'a':
-			o->one_uffd = true;
-			break;
-		case 'd':
-			if (parse_uint(optarg, 0, 10000000, &o->delay_us) < 0)
-				return bad("delay", optarg);
-			break;
-		case 'C':
-			o->cold = true;
+				return bad_arg("kvm-bench", "path (auto, wait, exit or bitmap)", optarg);
 			break;
 		case 'B':
 			o->baseline = false;
-			break;
-		case 'S':
-			if (parse_seed(optarg, &o->seed) < 0)
-				return bad("seed", optarg);
-			break;
-		case 'j':
-			o->json = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -163,11 +121,11 @@ static int parse(int argc, char **argv, struct kvm_bench_opts *o)
 		complain("kvm-bench", "unexpected argument '%s'", argv[optind]);
 		return EXIT_USAGE;
 	}
-	if (!page_multiple_ok("kvm-bench", o->backend, o->per_vcpu))
+	if (!page_multiple_ok("kvm-bench", o->m.backend, o->m.per_vcpu))
 		return EXIT_USAGE;
-	if (o->per_vcpu > KVM_GUEST_MEM_MAX / o->vcpus) {
+	if (o->m.per_vcpu > KVM_GUEST_MEM_MAX / o->m.vcpus) {
 		complain("kvm-bench", "-b %llu x %u vCPUs is more than the guest's "
-			 "%llu MiB", (unsigned long long)o->per_vcpu, o->vcpus,
+			 "%llu MiB", (unsigned long long)o->m.per_vcpu, o->m.vcpus,
 			 (unsigned long long)(KVM_GUEST_MEM_MAX >> 20));
 		return EXIT_USAGE;
 	}
@@ -227,15 +185,15 @@ static int run_baseline(const struct kvm_bench_opts *o, uint64_t size,
 			pc_source *ref, struct outcome *out)
 {
 	struct baseline_mem bm;
-	int ret = baseline_map(o->backend, size, ref, &bm);
+	int ret = baseline_map(o->m.backend, size, ref, &bm);
 	if (ret < 0) {
 		complain("kvm-bench", "baseline memory: %s%s", strerror(-ret),
-			 o->backend == PC_BACKEND_HUGETLB && ret == -ENOMEM ?
+			 o->m.backend == PC_BACKEND_HUGETLB && ret == -ENOMEM ?
 			 " (reserve huge pages: echo N > /proc/sys/vm/nr_hugepages)" : "");
 		return ret;
 	}
 	struct kvm_guest_opts go = { .mem = bm.mem, .size = size,
-				     .vcpus = o->vcpus, .path = KVM_PATH_NONE };
+				     .vcpus = o->m.vcpus, .path = KVM_PATH_NONE };
 	ret = run_guest(&go, bm.expect, out);
 	baseline_unmap(&bm);
 	return ret;
@@ -247,22 +205,22 @@ static int run_path(const struct kvm_bench_opts *o, enum kvm_path path,
 {
 	pc_source *pattern, *src;
 	struct counting *counter;
-	int ret = pc_source_pattern(size, o->seed, &pattern);
+	int ret = pc_source_pattern(size, o->m.seed, &pattern);
 	if (ret == 0)
 		ret = counting_source(pattern, &counter, &src);
 	if (ret < 0)
 		return ret;
-	pc_source_set_delay(src, o->delay_us, PC_DELAY_SLEEP);
+	pc_source_set_delay(src, o->m.delay_us, PC_DELAY_SLEEP);
 	/* The bitmap path keeps the userfaultfd in wait mode for KVM's own
 	 * accesses. */
 	struct pc_region_opts ro = {
 		.size = size,
-		.backend = o->backend,
+		.backend = o->m.backend,
 		.mode = path == KVM_PATH_EXIT ? PC_MODE_EXIT : PC_MODE_WAIT,
-		.uffds = o->uffds,
-		.readers = o->readers,
-		.max_threads = o->vcpus,
-		.prealloc = !o->cold,
+		.uffds = o->m.uffds,
+		.readers = o->m.readers,
+		.max_threads = o->m.vcpus,
+		.prealloc = !o->m.cold,
 	};
 	pc_region *r;
 	char why[256];
@@ -278,7 +236,7 @@ static int run_path(const struct kvm_bench_opts *o, enum kvm_path path,
 		return ret;
 	}
 	struct kvm_guest_opts go = { .mem = pc_region_addr(r), .size = size,
-				     .vcpus = o->vcpus, .path = path, .region = r };
+				     .vcpus = o->m.vcpus, .path = path, .region = r };
 	ret = run_guest(&go, ref, out);
 	if (ret == -EIO && pc_region_error(r)[0]) {
 		/* Its vCPUs sleep in KVM_RUN for good; tearing the region down
@@ -307,7 +265,7 @@ static const char *path_desc(const struct kvm_bench_opts *o, enum kvm_path path,
 	else if (path == KVM_PATH_BITMAP)
 		snprintf(buf, len, "bitmap (KVM userfault exits, resolved on the vCPU thread)");
 	else
-		wait_desc(buf, len, o->uffds, o->readers);
+		wait_desc(buf, len, o->m.uffds, o->m.readers);
 	return buf;
 }
 
@@ -330,14 +288,14 @@ static void print_json(const struct kvm_bench_opts *o, enum kvm_path path,
 	struct json_object *j = json_object_new_object();
 	json_object_object_add(j, "path", json_object_new_string(kvm_path_str(path)));
 	json_object_object_add(j, "path_reason", json_object_new_string(path_why));
-	json_object_object_add(j, "backend", json_object_new_string(backend_str(o->backend)));
-	json_object_object_add(j, "vcpus", json_object_new_int((int)o->vcpus));
+	json_object_object_add(j, "backend", json_object_new_string(backend_str(o->m.backend)));
+	json_object_object_add(j, "vcpus", json_object_new_int((int)o->m.vcpus));
 	bool wait = path == KVM_PATH_WAIT;
-	json_object_object_add(j, "uffds", json_object_new_int((int)o->uffds));
-	json_object_object_add(j, "readers", json_object_new_int(wait ? (int)o->readers : 0));
+	json_object_object_add(j, "uffds", json_object_new_int((int)o->m.uffds));
+	json_object_object_add(j, "readers", json_object_new_int(wait ? (int)o->m.readers : 0));
 	json_object_object_add(j, "bytes", json_object_new_int64((int64_t)size));
 	json_object_object_add(j, "pages", json_object_new_int64((int64_t)(size / PC_SOURCE_PAGE_SIZE)));
-	json_object_object_add(j, "delay_us", json_object_new_int((int)o->delay_us));
+	json_object_object_add(j, "delay_us", json_object_new_int((int)o->m.delay_us));
 	json_object_object_add(j, "seconds", json_object_new_double(m->seconds));
 	json_object_object_add(j, "pages_per_sec", json_object_new_double(m->rate));
 	if (o->baseline) {
@@ -358,16 +316,16 @@ static void print_text(const struct kvm_bench_opts *o, enum kvm_path path,
 		       const struct pc_stats *st, uint64_t dups)
 {
 	char how[96];
-	printf("kvm-bench: %u vCPUs x %llu KiB %s, delay %u us\n", o->vcpus,
-	       (unsigned long long)(o->per_vcpu >> 10), backend_str(o->backend),
-	       o->delay_us);
+	printf("kvm-bench: %u vCPUs x %llu KiB %s, delay %u us\n", o->m.vcpus,
+	       (unsigned long long)(o->m.per_vcpu >> 10), backend_str(o->m.backend),
+	       o->m.delay_us);
 	printf("path       %s\n           because: %s\n",
 	       path_desc(o, path, how, sizeof(how)), path_why);
 	if (o->baseline)
 		printf("baseline   %.3f s, %.0f pages/s total (no userfaultfd)\n",
 		       base->seconds, base->rate);
 	printf("%-10s %.3f s, %.0f pages/s total, %.0f pages/s per vCPU",
-	       kvm_path_str(path), m->seconds, m->rate, m->rate / o->vcpus);
+	       kvm_path_str(path), m->seconds, m->rate, m->rate / o->m.vcpus);
 	if (o->baseline)
 		printf(", %.2fx baseline", m->rate / base->rate);
 	printf("\nKVM exits  io %llu, memory_fault %llu (userfault %llu), intr %llu, other %llu\n",
@@ -449,11 +407,11 @@ int cmd_kvm_bench(int argc, char **argv)
 	enum kvm_path path;
 	if (choose_path(&o, &path, why, sizeof(why)))
 		return EXIT_FAIL;
-	o.uffds = path == KVM_PATH_WAIT && !o.one_uffd ? o.vcpus : 1;
+	o.m.uffds = path == KVM_PATH_WAIT && !o.m.one_uffd ? o.m.vcpus : 1;
 
-	uint64_t size = o.per_vcpu * o.vcpus;
+	uint64_t size = o.m.per_vcpu * o.m.vcpus;
 	pc_source *ref;
-	if (pc_source_pattern(size, o.seed, &ref) < 0)
+	if (pc_source_pattern(size, o.m.seed, &ref) < 0)
 		return EXIT_FAIL;
 	struct outcome base = { 0 }, m = { 0 };
 	struct pc_stats *st = NULL;
@@ -463,7 +421,7 @@ int cmd_kvm_bench(int argc, char **argv)
 		goto out;
 	if (run_path(&o, path, size, ref, &m, &st, &dups) < 0 || !st)
 		goto out;
-	if (o.json)
+	if (o.m.json)
 		print_json(&o, path, why, size, &base, &m, st, dups);
 	else
 		print_text(&o, path, why, size, &base, &m, st, dups);

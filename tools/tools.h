@@ -24,6 +24,34 @@ enum {
 int parse_size(const char *s, uint64_t *out);
 /* Parse an unsigned integer in [min, max].  0 on success. */
 int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
+/* "postcopy CMD: bad WHAT 'ARG' (see --help)"; returns EXIT_USAGE. */
+int bad_arg(const char *cmd, const char *what, const char *arg);
+
+/*
+ * The options bench and kvm-bench share, after the KVM selftest:
+ * -v vCPUs, -b bytes per vCPU, -s backend, -r readers, -a one
+ * userfaultfd, -d delay (us), and the long options --cold ('C'), --seed
+ * ('S') and --json ('j').
+ */
+struct memstress_opts {
+	unsigned vcpus;
+	uint64_t per_vcpu;
+	enum pc_backend backend;
+	unsigned readers;
+	bool one_uffd;
+	unsigned delay_us;
+	bool cold;
+	uint64_t seed;
+	bool json;
+	unsigned uffds; /* userfaultfds the region gets: the command derives it */
+};
+/* 1 vCPU of @per_vcpu bytes, shmem, 1 reader, seed 1. */
+void memstress_defaults(struct memstress_opts *m, uint64_t per_vcpu);
+/* Take option @c: 0 taken, EXIT_USAGE for a bad value (said why), -1 not
+ * one of these. */
+int memstress_opt(const char *cmd, int c, const char *arg, unsigned max_vcpus,
+		  struct memstress_opts *m);
+
 /* A pattern seed: decimal, 0x hex or 0 octal.  0 on success. */
 int parse_seed(const char *s, uint64_t *out);
 /* Is @bytes (-b) a whole number of @backend's pages?  Says why not. */

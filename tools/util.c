@@ -75,6 +75,61 @@ bool page_multiple_ok(const char *cmd, enum pc_backend backend, uint64_t bytes)
 	return false;
 }
 
+int bad_arg(const char *cmd, const char *what, const char *arg)
+{
+	complain(cmd, "bad %s '%s' (see --help)", what, arg);
+	return EXIT_USAGE;
+}
+
+void memstress_defaults(struct memstress_opts *m, uint64_t per_vcpu)
+{
+	*m = (struct memstress_opts){ .vcpus = 1, .per_vcpu = per_vcpu,
+				      .readers = 1, .seed = 1 };
+}
+
+int memstress_opt(const char *cmd, int c, const char *arg, unsigned max_vcpus,
+		  struct memstress_opts *m)
+{
+	char what[40];
+	switch (c) {
+	case 'v':
+		snprintf(what, sizeof(what), "vCPU count (1..%u)", max_vcpus);
+		if (parse_uint(arg, 1, max_vcpus, &m->vcpus) < 0)
+			return bad_arg(cmd, what, arg);
+		return 0;
+	case 'b':
+		if (parse_size(arg, &m->per_vcpu) < 0 || !m->per_vcpu)
+			return bad_arg(cmd, "size", arg);
+		return 0;
+	case 's':
+		if (parse_backend(arg, &m->backend) < 0)
+			return bad_arg(cmd, "backend", arg);
+		return 0;
+	case 'r':
+		if (parse_uint(arg, 1, 256, &m->readers) < 0)
+			return bad_arg(cmd, "reader count (1..256)", arg);
+		return 0;
+	case 'a':
+		m->one_uffd = true;
+		return 0;
+	case 'd':
+		if (parse_uint(arg, 0, 10000000, &m->delay_us) < 0)
+			return bad_arg(cmd, "delay", arg);
+		return 0;
+	case 'C':
+		m->cold = true;
+		return 0;
+	case 'S':
+		if (parse_seed(arg, &m->seed) < 0)
+			return bad_arg(cmd, "seed", arg);
+		return 0;
+	case 'j':
+		m->json = true;
+		return 0;
+	}
+	return -1;
+}
+
 int parse_backend(const char *s, enum pc_backend *out)
 {
 	if (!strcmp(s, "shmem"))
