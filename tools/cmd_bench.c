@@ -244,18 +244,9 @@ static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
 		.prealloc = !o->m.cold,
 	};
 	pc_region *r;
-	char why[256];
-	ret = pc_region_create(&ro, src, &r, why, sizeof(why));
-	if (ret < 0) {
-		complain("bench", "%s", why);
+	ret = start_region("bench", &ro, src, &r);
+	if (ret < 0)
 		return ret;
-	}
-	ret = pc_region_start(r);
-	if (ret < 0) {
-		complain("bench", "%s", pc_region_error(r));
-		pc_region_destroy(r);
-		return ret;
-	}
 	struct workload w = {
 		.mem = pc_region_addr(r), .size = size, .vcpus = o->m.vcpus,
 		.overlap = o->overlap, .write = true, .order = o->order,

@@ -223,18 +223,9 @@ static int run_path(const struct kvm_bench_opts *o, enum kvm_path path,
 		.prealloc = !o->m.cold,
 	};
 	pc_region *r;
-	char why[256];
-	ret = pc_region_create(&ro, src, &r, why, sizeof(why));
-	if (ret < 0) {
-		complain("kvm-bench", "%s", why);
+	ret = start_region("kvm-bench", &ro, src, &r);
+	if (ret < 0)
 		return ret;
-	}
-	ret = pc_region_start(r);
-	if (ret < 0) {
-		complain("kvm-bench", "%s", pc_region_error(r));
-		pc_region_destroy(r);
-		return ret;
-	}
 	struct kvm_guest_opts go = { .mem = pc_region_addr(r), .size = size,
 				     .vcpus = o->m.vcpus, .path = path, .region = r };
 	ret = run_guest(&go, ref, out);

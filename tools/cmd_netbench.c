@@ -299,15 +299,9 @@ static int fault_latency(const char *addr, bool push, unsigned samples,
 		return ret;
 	struct pc_region_opts ro = { .size = pc_source_size(src), .max_threads = 1 };
 	pc_region *r;
-	char why[256];
-	if ((ret = pc_region_create(&ro, src, &r, why, sizeof(why))) < 0) {
-		complain("netbench", "%s", why);
+	if ((ret = start_region("netbench", &ro, src, &r)) < 0)
 		return ret;
-	}
-	ret = pc_region_start(r);
-	if (ret == 0 && push)
-		ret = pc_net_start_push(src, r);
-	if (ret < 0) {
+	if (push && (ret = pc_net_start_push(src, r)) < 0) {
 		pc_region_destroy(r);
 		return ret;
 	}
@@ -342,14 +336,10 @@ static double push_transfer(const char *addr)
 		return -1;
 	struct pc_region_opts ro = { .size = pc_source_size(src) };
 	pc_region *r;
-	char why[256];
-	if (pc_region_create(&ro, src, &r, why, sizeof(why)) < 0) {
-		complain("netbench", "%s", why);
-		return -1;
-	}
 	double t0 = seconds_now(), secs = -1;
-	if (pc_region_start(r) == 0 && pc_net_start_push(src, r) == 0 &&
-	    pc_region_wait(r, 600000) == 0)
+	if (start_region("netbench", &ro, src, &r) < 0)
+		return -1;
+	if (pc_net_start_push(src, r) == 0 && pc_region_wait(r, 600000) == 0)
 		secs = seconds_now() - t0;
 	pc_region_destroy(r);
 	return secs;
@@ -367,28 +357,23 @@ static double vcpu_rate(const char *addr, enum pc_mode mode, unsigned vcpus,
 				     .uffds = mode == PC_MODE_WAIT ? vcpus : 1,
 				     .max_threads = vcpus };
 	pc_region *r;
-	char why[256];
-	if (pc_region_create(&ro, src, &r, why, sizeof(why)) < 0) {
-		complain("netbench", "%s", why);
+	if (start_region("netbench", &ro, src, &r) < 0)
 		return -1;
-	}
 	double rate = -1;
-	if (pc_region_start(r) == 0) {
-		struct workload w = { .mem = pc_region_addr(r), .size = size,
-				      .vcpus = vcpus, .region = r };
-		struct workload_result res;
-		int ret = workload_run(&w, &res);
-		if (ret == -EIO) {
-			/* Its vCPUs sleep in the kernel for good: destroying the
-			 * region under them could let them read zeroes. */
-			complain("netbench", "the pager failed: %s", pc_region_error(r));
-			fflush(stdout);
-			_exit(EXIT_FAIL);
-		}
-		if (ret == 0) {
-			rate = (double)res.accesses / res.seconds;
-			workload_result_free(&res);
-		}
+	struct workload w = { .mem = pc_region_addr(r), .size = size,
+			      .vcpus = vcpus, .region = r };
+	struct workload_result res;
+	int ret = workload_run(&w, &res);
+	if (ret == -EIO) {
+		/* Its vCPUs sleep in the kernel for good: destroying the
+		 * region under them could let them read zeroes. */
+		complain("netbench", "the pager failed: %s", pc_region_error(r));
+		fflush(stdout);
+		_exit(EXIT_FAIL);
+	}
+	if (ret == 0) {
+		rate = (double)res.accesses / res.seconds;
+		workload_result_free(&res);
 	}
 	pc_region_destroy(r);
 	return rate;

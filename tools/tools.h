@@ -69,6 +69,11 @@ void complain(const char *cmd, const char *fmt, ...)
 uint64_t ns_now(void);
 double seconds_now(void);
 
+/* Create and start a region over @src (owned from here on); says why on
+ * failure, and then nothing is left to destroy. */
+int start_region(const char *cmd, const struct pc_region_opts *ro,
+		 pc_source *src, pc_region **out);
+
 /* ---- workload.c: vCPU threads touching guest memory ---- */
 enum access_order { ORDER_SEQ, ORDER_RANDOM };
 

@@ -130,6 +130,23 @@ int memstress_opt(const char *cmd, int c, const char *arg, unsigned max_vcpus,
 	return -1;
 }
 
+int start_region(const char *cmd, const struct pc_region_opts *ro,
+		 pc_source *src, pc_region **out)
+{
+	char why[256];
+	int ret = pc_region_create(ro, src, out, why, sizeof(why));
+	if (ret < 0) {
+		complain(cmd, "%s", why);
+		return ret;
+	}
+	ret = pc_region_start(*out);
+	if (ret < 0) {
+		complain(cmd, "%s", pc_region_error(*out));
+		pc_region_destroy(*out);
+	}
+	return ret;
+}
+
 int parse_backend(const char *s, enum pc_backend *out)
 {
 	if (!strcmp(s, "shmem"))
