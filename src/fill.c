@@ -109,30 +109,75 @@ static void *fill_main(void *arg)
 	return NULL;
 }
 
-int pc_region_offer(pc_region *r, uint64_t first, uint64_t npages,
-		    const void *data)
+int offer_claim(struct pc_region *r, uint64_t first, uint64_t npages,
+		uint64_t *claimed)
 {
-	if (!r->nslices || first > r->npages || npages > r->npages - first)
+	if (!r->nslices || first > r->npages || npages > r->npages - first ||
+	    npages > OFFER_MAX)
 		return -EINVAL;
+	memset(claimed, 0, (npages + 63) / 64 * 8);
+	for (uint64_t i = 0; i < npages; i++)
+		if (page_try_claim(r, first + i))
+			bitmap_set(claimed, i);
+	return 0;
+}
+
+/* The claimed runs of an offer, one after another: install (@data) or
+ * give back (NULL). */
+static int offer_settle(struct pc_region *r, uint64_t first, uint64_t npages,
+			const uint64_t *claimed, const char *data)
+{
 	struct install_ctx ic = {
 		.r = r,
 		.slot = &r->slots[r->nslots - 1],
 		.wake = r->opts.mode == PC_MODE_WAIT,
 	};
-	const char *from = data;
-	for (uint64_t p = first; p < first + npages;) {
-		if (!page_try_claim(r, p)) {
-			p++; /* present, or someone is fetching it */
+	int ret = 0;
+	for (uint64_t i = 0; i < npages;) {
+		if (!bitmap_test(claimed, i)) {
+			i++; /* present, or someone else is fetching it */
 			continue;
 		}
-		uint64_t run, n;
-		claim_around(r, p, p, first + npages, &run, &n);
-		int ret = install_run(&ic, run, n,
-				      from + (run - first) * r->page_size,
-				      ORIGIN_FILL);
+		uint64_t k = i + 1;
+		while (k < npages && bitmap_test(claimed, k))
+			k++;
+		if (data && ret == 0)
+			ret = install_run(&ic, first + i, k - i,
+					  data + i * r->page_size, ORIGIN_FILL);
+		else
+			release_pages(r, first + i, k - i);
+		i = k;
+	}
+	return ret;
+}
+
+int offer_install(struct pc_region *r, uint64_t first, uint64_t npages,
+		  const uint64_t *claimed, const void *data)
+{
+	return offer_settle(r, first, npages, claimed, data);
+}
+
+void offer_release(struct pc_region *r, uint64_t first, uint64_t npages,
+		   const uint64_t *claimed)
+{
+	offer_settle(r, first, npages, claimed, NULL);
+}
+
+int pc_region_offer(pc_region *r, uint64_t first, uint64_t npages,
+		    const void *data)
+{
+	uint64_t claimed[OFFER_MAX / 64];
+	const char *from = data;
+	while (npages) {
+		uint64_t n = npages < OFFER_MAX ? npages : OFFER_MAX;
+		int ret = offer_claim(r, first, n, claimed);
+		if (ret == 0)
+			ret = offer_install(r, first, n, claimed, from);
 		if (ret < 0)
 			return ret;
-		p = run + n;
+		first += n;
+		npages -= n;
+		from += n * r->page_size;
 	}
 	return 0;
 }

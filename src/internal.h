@@ -251,6 +251,21 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 int claim_fault(const struct install_ctx *ic, uint64_t p, uint64_t *first,
 		uint64_t *n);
 int resolve_page(const struct install_ctx *ic, uint64_t p);
+/*
+ * pc_region_offer() in two steps, for a receiver that learns which pages
+ * come before their contents (a push frame's header): claim the missing
+ * pages of the run (at most OFFER_MAX; a bit per page in @claimed), so a
+ * fault on one of them waits for the frame instead of asking again; then
+ * install the claimed ones from @data, or release them if the frame
+ * failed.  On an install error the rest are released too.  (fill.c)
+ */
+#define OFFER_MAX 512u
+int offer_claim(struct pc_region *r, uint64_t first, uint64_t npages,
+		uint64_t *claimed);
+int offer_install(struct pc_region *r, uint64_t first, uint64_t npages,
+		  const uint64_t *claimed, const void *data);
+void offer_release(struct pc_region *r, uint64_t first, uint64_t npages,
+		   const uint64_t *claimed);
 /* Called when the last page is published: unregister and signal. */
 void region_complete(struct pc_region *r);
 void region_fail(struct pc_region *r, int err);

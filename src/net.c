@@ -154,11 +154,14 @@ int net_wait_readable(int fd, uint64_t deadline_ns)
 	return wait_for(fd, POLLIN, deadline_ns);
 }
 
-int net_connect(const struct net_addr *a, uint64_t deadline_ns)
+int net_connect(const struct net_addr *a, int rcvbuf, uint64_t deadline_ns)
 {
 	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
+	/* Before connect, so that TCP sizes its window for it. */
+	if (rcvbuf)
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 	int ret = 0;
 	if (connect(fd, (const struct sockaddr *)&a->ss, a->len) < 0) {
 		if (errno != EINPROGRESS && errno != EAGAIN) {

@@ -32,7 +32,9 @@ bool net_is_local(const struct net_addr *a);
 int net_listen(const struct net_addr *a);
 /* Connect, giving up at @deadline_ns (CLOCK_MONOTONIC); fd or -errno.
  * Async-signal-safe. */
-int net_connect(const struct net_addr *a, uint64_t deadline_ns);
+/* @rcvbuf: the receive buffer to ask for (SO_RCVBUF), 0 for the system's
+ * default and autotuning. */
+int net_connect(const struct net_addr *a, int rcvbuf, uint64_t deadline_ns);
 
 /* Send or receive exactly @len bytes on a blocking or non-blocking socket,
  * waiting with poll() until @deadline_ns.  0, -ETIMEDOUT, -ECONNRESET on

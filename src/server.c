@@ -4,19 +4,29 @@
  *
  * A destination opens several connections under one session id: demand
  * lanes (request/response) and one push connection, on which the server
- * streams every page nobody asked for.  The loop answers demand requests
- * first; it tops up a push connection only while no demand answer of that
- * session is waiting to be written, and after each request the push goes
- * on right after the requested run (locality, as in QEMU's postcopy
- * preempt).  Every field a peer sends is checked before use; a malformed
- * frame closes that connection and nothing else; the image is only ever
- * read at offsets a validated request names.
+ * streams every page nobody asked for.  The loop handles handshakes and
+ * demand requests; once a push connection is ready it is handed to a push
+ * thread of its own, which streams without pause.  A demand answer so never
+ * waits for the push on the server: it goes out on its own connection from
+ * a loop that does nothing else, as QEMU's postcopy-preempt channel does.
+ * The push follows the guest: each demand request moves one of a few
+ * stream positions (a vCPU walking memory keeps its own), and the push
+ * takes turns among the recently moved streams before it sweeps the rest.
+ * Every field a peer sends is checked before use; a malformed frame closes
+ * that connection and nothing else; the image is only ever read at offsets
+ * a validated request names.
+ *
+ * Threads: the loop owns connections and sessions; a push thread owns its
+ * connection.  What both touch (a session's sent map, streams and
+ * connection count, and the push counters) is under the server's lock,
+ * held only to pick or mark pages, never across I/O.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,28 +43,46 @@
 #include "net.h"
 #include "proto.h"
 
-/* Pages per push step (256 KiB): the longest a demand request that
- * arrives meanwhile waits for the loop to come back to it. */
+/* Pages per push frame (256 KiB): what the destination claims at once
+ * when the frame's header arrives, so a fault on one of them waits for at
+ * most the rest of one frame. */
 #define PUSH_CHUNK 64u
+/* Push frames per send(): fewer system calls at the same frame size. */
+#define PUSH_BATCH 4u
+/* The push socket's send buffer.  Pages queued there are sent but not
+ * yet seen by the destination, which would ask for them again on a fault:
+ * keep it to a few frames. */
+#define PUSH_SNDBUF (256 << 10)
+/* Stream positions per session, and how long one stays worth following
+ * after its last demand request. */
+#define PUSH_STREAMS 8u
+#define STREAM_NEAR 512u
+#define STREAM_IDLE_NS 1000000000ull
 #define MAX_CONNS 1024u
 #define OUT_QUEUE_MAX (8u << 20)
 #define MAX_SESSIONS 64u
-/* How long the push stays quiet after a demand request. */
-#define PUSH_QUIET_NS 300000ull
 /* A connection must finish its handshake within this long. */
 #define HANDSHAKE_NS (10ull * 1000000000ull)
 
 enum conn_state { WAIT_HELLO, WAIT_AUTH, READY, CLOSING };
 
+/* Where a walk through memory (a vCPU's, as seen in its requests) is. */
+struct stream {
+	uint64_t pos;  /* first page after its latest request */
+	uint64_t used; /* ns of that request; 0 never */
+};
+
+/* Fields marked (L) are under pc_server.lock: push threads use them too. */
 struct session {
 	uint64_t id;
-	uint64_t cursor;      /* where the push goes on */
-	uint64_t *sent;	      /* pages sent once (push skips them) */
-	uint64_t unsent;      /* pages not yet sent */
-	unsigned conns;
+	uint64_t cursor;      /* (L) where the sweep goes on */
+	uint64_t *sent;	      /* (L) pages sent once (push skips them) */
+	uint64_t unsent;      /* (L) pages not yet sent */
+	struct stream streams[PUSH_STREAMS]; /* (L) */
+	unsigned next_stream; /* (L) round robin */
+	unsigned conns;	      /* (L) connections, push threads' included */
 	bool done;	      /* BYE received */
-	uint64_t last_demand; /* ns: the push stays quiet for a moment after */
-	uint64_t idle_since;  /* ns; when its last connection closed */
+	uint64_t idle_since;  /* (L) ns; when its last connection closed */
 	struct session *next;
 };
 
@@ -71,9 +99,6 @@ struct conn {
 	bool want_out; /* EPOLLOUT registered */
 	bool want_in;  /* EPOLLIN registered */
 	uint64_t since; /* accepted at, ns */
-	/* Push: PUSH_DONE queued here.  Per connection, because a push
-	 * connection that broke may have lost it with the rest. */
-	bool push_done_sent;
 	struct frame_mac mac; /* keyed connections, after READY */
 	bool refused;	    /* counted already */
 };
@@ -92,10 +117,23 @@ struct pc_server {
 	int listen_fd, epoll_fd, stop_fd;
 	struct conn *conns[MAX_CONNS];
 	struct session *sessions;
-	struct pc_server_stats stats;
+	struct pc_server_stats stats; /* the loop's; push counters below */
 	uint64_t accept_paused_until; /* ns; 0 when accepting */
-	uint64_t push_resume;	      /* ns; a quiet push to wake for */
 	unsigned nsessions;
+
+	pthread_mutex_t lock;
+	struct pusher *pushers; /* the loop's list */
+	uint64_t pages_pushed;	/* (L) */
+	_Atomic uint64_t bytes_sent;
+};
+
+/* A push thread and the connection it owns. */
+struct pusher {
+	struct pc_server *s;
+	struct conn *c;
+	pthread_t thread;
+	_Atomic bool finished; /* the loop may join it */
+	struct pusher *next;
 };
 
 /* ---- image ---- */
@@ -279,10 +317,12 @@ static int queue_pages(struct pc_server *s, struct conn *c, uint64_t first,
 		}
 		p = q;
 	}
-	s->stats.bytes_sent += c->out_len - undo;
+	atomic_fetch_add_explicit(&s->bytes_sent, c->out_len - undo,
+				  memory_order_relaxed);
 	return 0;
 }
 
+/* Called with the lock held. */
 static void mark_sent(struct session *ss, uint64_t first, uint64_t n)
 {
 	for (uint64_t p = first; p < first + n; p++)
@@ -412,7 +452,9 @@ static void on_auth(struct pc_server *s, struct conn *c, const uint8_t *p,
 	c->session = session_get(s, c->hello.session, &created);
 	if (!c->session)
 		return refuse(s, c, REFUSE_BUSY, "too many destinations at once");
+	pthread_mutex_lock(&s->lock);
 	c->session->conns++;
+	pthread_mutex_unlock(&s->lock);
 	c->state = READY;
 	queue_frame(c, FRAME_READY, 0, NULL, 0);
 	/* From here on, with a key, every frame carries a tag. */
@@ -421,6 +463,27 @@ static void on_auth(struct pc_server *s, struct conn *c, const uint8_t *p,
 			       &c->chal);
 	if (created && c->hello.role == ROLE_DEMAND)
 		queue_zeromap(s, c);
+}
+
+/*
+ * A demand request that ends before @pos moves the stream it continues:
+ * the one whose position is within STREAM_NEAR pages of it, or else the
+ * one least recently moved.  Called with the lock held.
+ */
+static void follow(struct session *ss, uint64_t pos, uint64_t pages)
+{
+	struct stream *st = &ss->streams[0], *lru = st;
+	for (unsigned i = 0; i < PUSH_STREAMS; i++, st++) {
+		if (st->used && pos + STREAM_NEAR >= st->pos &&
+		    pos <= st->pos + STREAM_NEAR)
+			break;
+		if (st->used < lru->used)
+			lru = st;
+	}
+	if (st == ss->streams + PUSH_STREAMS)
+		st = lru;
+	st->pos = pos % pages;
+	st->used = now_ns();
 }
 
 static void on_request(struct pc_server *s, struct conn *c, uint32_t tag,
@@ -439,11 +502,11 @@ static void on_request(struct pc_server *s, struct conn *c, uint32_t tag,
 		return refuse(s, c, REFUSE_STALE, "cannot read the image (changed or truncated on disk?)");
 	s->stats.requests++;
 	s->stats.pages_demand += rq.npages;
+	pthread_mutex_lock(&s->lock);
 	mark_sent(c->session, rq.first, rq.npages);
-	if (rq.priority == PRIO_DEMAND) { /* the push follows the guest */
-		c->session->cursor = (rq.first + rq.npages) % s->image.page_count;
-		c->session->last_demand = now_ns();
-	}
+	if (rq.priority == PRIO_DEMAND) /* the push follows the guest */
+		follow(c->session, rq.first + rq.npages, s->image.page_count);
+	pthread_mutex_unlock(&s->lock);
 }
 
 static void on_frame(struct pc_server *s, struct conn *c,
@@ -479,6 +542,17 @@ static void on_frame(struct pc_server *s, struct conn *c,
 
 /* ---- the loop ---- */
 
+/* A connection of @ss (or none) is gone. */
+static void session_put(struct pc_server *s, struct session *ss)
+{
+	if (!ss)
+		return;
+	pthread_mutex_lock(&s->lock);
+	if (--ss->conns == 0)
+		ss->idle_since = now_ns();
+	pthread_mutex_unlock(&s->lock);
+}
+
 static void conn_close(struct pc_server *s, unsigned i)
 {
 	struct conn *c = s->conns[i];
@@ -486,8 +560,7 @@ static void conn_close(struct pc_server *s, unsigned i)
 	 * proof, say) failed it as surely as one we refused. */
 	if (!c->session && !c->refused)
 		s->stats.refused++;
-	if (c->session && --c->session->conns == 0)
-		c->session->idle_since = now_ns();
+	session_put(s, c->session);
 	epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	free(c->out);
@@ -629,56 +702,169 @@ static void accept_all(struct pc_server *s)
 	}
 }
 
-/* Demand answers of this session still waiting to be written? */
-static bool demand_waiting(struct pc_server *s, struct session *ss)
+/* ---- the push ---- */
+
+/* First page >= @from that was not sent, or @pages.  Lock held. */
+static uint64_t next_unsent(const struct session *ss, uint64_t from,
+			    uint64_t pages)
 {
-	for (unsigned i = 0; i < MAX_CONNS; i++) {
-		struct conn *c = s->conns[i];
-		if (c && c->session == ss && c->hello.role == ROLE_DEMAND && pending(c))
-			return true;
+	for (uint64_t w = from / 64; w * 64 < pages; w++) {
+		uint64_t free_bits = ~ss->sent[w];
+		if (w == from / 64)
+			free_bits &= ~0ull << (from % 64);
+		if (free_bits) {
+			uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(free_bits);
+			return p < pages ? p : pages;
+		}
 	}
-	return false;
+	return pages;
 }
 
-/* Top up a push connection by one chunk; true if it queued anything. */
-static bool push_step(struct pc_server *s, struct conn *c)
+/*
+ * Choose the next push frame's pages and mark them sent: after the next
+ * recently moved stream in turn, else where the sweep is.  False when
+ * every page was sent.  Lock held.
+ */
+static bool pick_push(struct pc_server *s, struct session *ss, uint64_t *first,
+		      uint32_t *n)
 {
-	struct session *ss = c->session;
-	if (pending(c) || c->push_done_sent || demand_waiting(s, ss))
+	uint64_t pages = s->image.page_count, now = now_ns(), p = pages;
+	uint64_t *pos = NULL;
+	if (!ss->unsent)
 		return false;
-	/* Faults come in bursts: right after one, the next is likely, so
-	 * the push keeps off the link and this loop for a moment. */
-	uint64_t quiet_until = ss->last_demand + PUSH_QUIET_NS;
-	if (ss->last_demand && now_ns() < quiet_until) {
-		if (!s->push_resume || quiet_until < s->push_resume)
-			s->push_resume = quiet_until;
-		return false;
+	for (unsigned k = 0; k < PUSH_STREAMS && p == pages; k++) {
+		struct stream *st = &ss->streams[ss->next_stream++ % PUSH_STREAMS];
+		if (!st->used || now - st->used > STREAM_IDLE_NS)
+			continue;
+		p = next_unsent(ss, st->pos, pages);
+		if (p == pages)
+			st->used = 0; /* nothing left after it */
+		else
+			pos = &st->pos;
 	}
-	if (!ss->unsent) {
-		queue_frame(c, FRAME_PUSH_DONE, 0, NULL, 0);
-		c->push_done_sent = true;
-		return true;
+	if (p == pages) {
+		p = next_unsent(ss, ss->cursor, pages);
+		if (p == pages)
+			p = next_unsent(ss, 0, pages);
+		pos = &ss->cursor;
 	}
-	uint64_t pages = s->image.page_count, p = ss->cursor;
-	while (bitmap_test(ss->sent, p))
-		p = (p + 1) % pages;
-	uint64_t n = 1;
-	while (n < PUSH_CHUNK && p + n < pages && !bitmap_test(ss->sent, p + n))
-		n++;
-	if (queue_pages(s, c, p, (uint32_t)n, 0) < 0) {
-		c->state = CLOSING;
-		return false;
-	}
-	mark_sent(ss, p, n);
-	s->stats.pages_pushed += n;
-	ss->cursor = (p + n) % pages;
+	uint32_t k = 1;
+	while (k < PUSH_CHUNK && p + k < pages && !bitmap_test(ss->sent, p + k))
+		k++;
+	mark_sent(ss, p, k);
+	s->pages_pushed += k;
+	*pos = (p + k) % pages;
+	*first = p;
+	*n = k;
 	return true;
+}
+
+/* Write everything queued on a push connection, blocking. */
+static int push_flush(struct pc_server *s, struct conn *c)
+{
+	uint64_t deadline = now_ns() + (uint64_t)s->opts.session_timeout_ms * 1000000ull;
+	int ret = net_send_all(c->fd, c->out + c->out_off, c->out_len - c->out_off,
+			       deadline);
+	c->out_off = c->out_len = 0;
+	return ret;
+}
+
+/*
+ * A push thread: stream every page nobody has been sent yet, a few frames
+ * per send, then PUSH_DONE.  It ends when that is done, when the
+ * connection breaks, or when pc_server_destroy() shuts the socket down.
+ */
+static void *push_main(void *arg)
+{
+	struct pusher *pu = arg;
+	struct pc_server *s = pu->s;
+	struct conn *c = pu->c;
+	struct session *ss = c->session;
+	int ret = push_flush(s, c); /* READY */
+
+	while (ret == 0) {
+		unsigned frames = 0;
+		bool more = true;
+		while (ret == 0 && more && frames < PUSH_BATCH) {
+			uint64_t first;
+			uint32_t n;
+			pthread_mutex_lock(&s->lock);
+			more = pick_push(s, ss, &first, &n);
+			pthread_mutex_unlock(&s->lock);
+			if (more) {
+				ret = queue_pages(s, c, first, n, 0);
+				frames++;
+			}
+		}
+		if (ret == 0 && !more)
+			ret = queue_frame(c, FRAME_PUSH_DONE, 0, NULL, 0);
+		if (ret == 0)
+			ret = push_flush(s, c);
+		if (!more)
+			break;
+	}
+	/* Pages lost with a broken connection come by the destination's
+	 * fill, as do all after a failed read. */
+	session_put(s, ss);
+	atomic_store(&pu->finished, true);
+	return NULL;
+}
+
+/* Hand a push connection that became ready to a thread of its own. */
+static void start_pusher(struct pc_server *s, unsigned i)
+{
+	struct conn *c = s->conns[i];
+	struct pusher *pu = calloc(1, sizeof(*pu));
+	if (!pu) {
+		conn_close(s, i);
+		return;
+	}
+	epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
+	s->conns[i] = NULL;
+	int buf = PUSH_SNDBUF;
+	setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+	/* The thread sends blocking, with a deadline. */
+	fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) & ~O_NONBLOCK);
+	pu->s = s;
+	pu->c = c;
+	if (pthread_create(&pu->thread, NULL, push_main, pu)) {
+		session_put(s, c->session);
+		close(c->fd);
+		free(c->out);
+		free(c);
+		free(pu);
+		return;
+	}
+	pu->next = s->pushers;
+	s->pushers = pu;
+}
+
+/* Join push threads that ended (all of them with @all, after shutting
+ * their sockets down). */
+static void reap_pushers(struct pc_server *s, bool all)
+{
+	for (struct pusher **pp = &s->pushers; *pp;) {
+		struct pusher *pu = *pp;
+		if (all)
+			shutdown(pu->c->fd, SHUT_RDWR);
+		if (!all && !atomic_load(&pu->finished)) {
+			pp = &pu->next;
+			continue;
+		}
+		pthread_join(pu->thread, NULL);
+		close(pu->c->fd);
+		free(pu->c->out);
+		free(pu->c);
+		*pp = pu->next;
+		free(pu);
+	}
 }
 
 /* Forget sessions that finished, or whose destination never came back. */
 static void reap_sessions(struct pc_server *s)
 {
 	uint64_t now = now_ns(), limit = (uint64_t)s->opts.session_timeout_ms * 1000000ull;
+	pthread_mutex_lock(&s->lock);
 	for (struct session **pp = &s->sessions; *pp;) {
 		struct session *ss = *pp;
 		if (!ss->conns && (ss->done || now - ss->idle_since > limit)) {
@@ -690,11 +876,12 @@ static void reap_sessions(struct pc_server *s)
 			pp = &ss->next;
 		}
 	}
+	pthread_mutex_unlock(&s->lock);
 }
 
 static bool finished(struct pc_server *s)
 {
-	if (!s->opts.once || !s->stats.sessions_done)
+	if (!s->opts.once || !s->stats.sessions_done || s->pushers)
 		return false;
 	for (unsigned i = 0; i < MAX_CONNS; i++)
 		if (s->conns[i])
@@ -726,37 +913,24 @@ int pc_server_run(pc_server *s)
 			if (c && (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 				on_readable(s, c);
 		}
-		/* Demand answers first, then top up the push streams. */
-		timeout = -1;
-		s->push_resume = 0;
-		for (int round = 0; round < 2; round++)
-			for (unsigned i = 0; i < MAX_CONNS; i++) {
-				struct conn *c = s->conns[i];
-				if (!c || (c->hello.role == ROLE_PUSH) != round)
-					continue;
-				int ret = flush(c);
-				/* A push connection whose queue drained gets the
-				 * next chunk now; come back soon for more. */
-				if (ret == 0 && round && c->state == READY &&
-				    push_step(s, c)) {
-					timeout = 0;
-					ret = flush(c);
-				}
-				if (ret < 0)
-					conn_close(s, i);
-				else
-					set_out_interest(s, c, i);
-			}
+		for (unsigned i = 0; i < MAX_CONNS; i++) {
+			struct conn *c = s->conns[i];
+			if (!c)
+				continue;
+			int ret = flush(c);
+			if (ret < 0)
+				conn_close(s, i);
+			else if (c->state == READY && c->hello.role == ROLE_PUSH)
+				start_pusher(s, i);
+			else
+				set_out_interest(s, c, i);
+		}
+		reap_pushers(s, false);
 		reap_sessions(s);
 		reap_conns(s);
-		/* Come back for a quiet push, and at least every second for
-		 * the deadlines. */
-		uint64_t now = now_ns();
-		if (timeout < 0 && s->push_resume)
-			timeout = s->push_resume > now ? (int64_t)(s->push_resume - now) : 0;
-		if (timeout < 0)
-			timeout = (s->opts.once && s->stats.sessions_done ? 100 : 1000) *
-				  1000000ll;
+		/* Come back at least every second for the deadlines. */
+		timeout = (s->opts.once && s->stats.sessions_done ? 100 : 1000) *
+			  1000000ll;
 	}
 	return 0;
 }
@@ -818,6 +992,7 @@ int pc_server_create(const struct pc_server_opts *opts, pc_server **out,
 		return -ENOMEM;
 	s->opts = *opts;
 	s->image_fd = s->listen_fd = s->epoll_fd = s->stop_fd = -1;
+	pthread_mutex_init(&s->lock, NULL);
 	if (opts->image)
 		snprintf(s->image_name, sizeof(s->image_name), "%.63s", opts->image);
 	else
@@ -875,12 +1050,17 @@ const char *pc_server_address(const pc_server *s)
 void pc_server_get_stats(const pc_server *s, struct pc_server_stats *out)
 {
 	*out = s->stats;
+	out->bytes_sent = atomic_load(&s->bytes_sent);
+	pthread_mutex_lock((pthread_mutex_t *)&s->lock);
+	out->pages_pushed = s->pages_pushed;
+	pthread_mutex_unlock((pthread_mutex_t *)&s->lock);
 }
 
 void pc_server_destroy(pc_server *s)
 {
 	if (!s)
 		return;
+	reap_pushers(s, true);
 	for (unsigned i = 0; i < MAX_CONNS; i++)
 		if (s->conns[i])
 			conn_close(s, i);
@@ -905,5 +1085,6 @@ void pc_server_destroy(pc_server *s)
 		sodium_memzero(s->key, s->opts.key_len);
 	free(s->key);
 	free(s->zero_bits);
+	pthread_mutex_destroy(&s->lock);
 	free(s);
 }

@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +32,10 @@
 #include "proto.h"
 
 #define NET_LANES 64
+/* The push connection's receive buffer.  Pushed pages waiting there are
+ * on their way but not yet claimed, so a vCPU that reaches them asks for
+ * them again: a small buffer keeps that window short. */
+#define PUSH_RCVBUF (256 << 10)
 #define HANDSHAKE_MAX 512u
 
 struct lane {
@@ -300,7 +303,7 @@ static int check_server_uid(const struct net_source *ns, int fd)
 static int open_conn(struct net_source *ns, uint32_t role, uint64_t deadline,
 		     struct frame_mac *mac)
 {
-	int fd = net_connect(&ns->addr, deadline);
+	int fd = net_connect(&ns->addr, role == ROLE_PUSH ? PUSH_RCVBUF : 0, deadline);
 	if (fd < 0)
 		return fd;
 	int ret = check_server_uid(ns, fd);
@@ -624,20 +627,73 @@ static void close_push_fd(struct net_source *ns, int fd)
 	pthread_mutex_unlock(&ns->push_lock);
 }
 
-/* Receive pushed runs until PUSH_DONE; offer each to the region. */
+/*
+ * One pushed frame after its header: a data run is claimed as soon as its
+ * fixed part says which pages it carries, so a vCPU that faults on one of
+ * them meanwhile waits for this frame rather than asking for the page
+ * again; the pages are installed once tag and checksum match, and given
+ * back otherwise.  1 at PUSH_DONE, else 0 or a negative errno.
+ */
+static int push_frame(struct net_source *ns, int fd, struct frame_mac *mac,
+		      const uint8_t *hdr, const struct frame_hdr *h,
+		      uint8_t *buf, uint64_t deadline)
+{
+	int64_t len = payload_len(mac, h);
+	if (len < 0 || h->tag)
+		return -EPROTO;
+	struct mac_part part = { buf, (size_t)len };
+	if (h->type == FRAME_PUSH_DONE && !len) {
+		int ret = check_tag(fd, mac, hdr, &part, 1, deadline);
+		return ret < 0 ? ret : 1;
+	}
+	struct data_run run;
+	int ret = len >= PROTO_DATA_FIXED ?
+			  net_recv_all(fd, buf, PROTO_DATA_FIXED, deadline) :
+			  -EPROTO;
+	if (ret < 0)
+		return ret;
+	if ((h->type != FRAME_DATA && h->type != FRAME_ZERO) ||
+	    proto_get_data_run(buf, (size_t)len, h->type, ns->image.page_count,
+			       &run) < 0)
+		return -EPROTO;
+	uint64_t claimed[OFFER_MAX / 64];
+	ret = offer_claim(ns->region, run.first, run.npages, claimed);
+	if (ret < 0)
+		return ret;
+	uint8_t *pages = buf + PROTO_DATA_FIXED;
+	size_t bytes = (size_t)run.npages * PROTO_PAGE_SIZE;
+	if (h->type == FRAME_DATA)
+		ret = net_recv_all(fd, pages, bytes, deadline);
+	if (ret == 0)
+		ret = check_tag(fd, mac, hdr, &part, 1, deadline);
+	if (ret == 0 && h->type == FRAME_ZERO)
+		memset(pages, 0, bytes);
+	else if (ret == 0 && proto_checksum(pages, bytes, run.first) != run.checksum) {
+		count(&ns->checksum_failures, 1);
+		ret = -EBADMSG; /* those pages come again, or by fill */
+	}
+	if (ret < 0) {
+		offer_release(ns->region, run.first, run.npages, claimed);
+		return ret;
+	}
+	count(&ns->bytes_received, PROTO_HDR_LEN + h->len);
+	count(&ns->pages_pushed, run.npages);
+	return offer_install(ns->region, run.first, run.npages, claimed, pages);
+}
+
+/* Receive pushed runs until PUSH_DONE. */
 static int push_receive(struct net_source *ns, int fd, struct frame_mac *mac,
-			char *buf)
+			uint8_t *buf)
 {
 	for (;;) {
 		if (atomic_load(&ns->stopping) || pc_region_complete(ns->region))
 			return 0;
 		uint8_t hdr[PROTO_HDR_LEN];
 		struct frame_hdr h;
-		struct data_run run;
-		/* A quiet push (everything sent, or demand first) is fine:
-		 * wait in slices so completion and stop are noticed.  Once a
-		 * frame starts, all of it is read under the full deadline: a
-		 * header cut by a slice would leave the stream mid-frame. */
+		/* A quiet push (everything sent) is fine: wait in slices so
+		 * completion and stop are noticed.  Once a frame starts, all
+		 * of it is read under the full deadline: a header cut by a
+		 * slice would leave the stream mid-frame. */
 		int ret = net_wait_readable(fd, now_ns() + 200000000ull);
 		if (ret == -ETIMEDOUT)
 			continue;
@@ -645,39 +701,14 @@ static int push_receive(struct net_source *ns, int fd, struct frame_mac *mac,
 			return ret;
 		uint64_t deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
 		ret = net_recv_all(fd, hdr, sizeof(hdr), deadline);
-		if (ret < 0)
-			return ret;
-		if (proto_get_hdr(hdr, PROTO_MAX_PAYLOAD, &h) < 0)
-			return -EPROTO;
-		int64_t len = payload_len(mac, &h);
-		if (len < 0 || h.tag)
-			return -EPROTO;
-		if (len)
-			ret = net_recv_all(fd, buf, (size_t)len, deadline);
-		struct mac_part part = { buf, (size_t)len };
+		if (ret == 0 && proto_get_hdr(hdr, PROTO_MAX_PAYLOAD, &h) < 0)
+			ret = -EPROTO;
 		if (ret == 0)
-			ret = check_tag(fd, mac, hdr, &part, 1, deadline);
-		if (ret < 0)
-			return ret;
-		if (h.type == FRAME_PUSH_DONE && !len) {
+			ret = push_frame(ns, fd, mac, hdr, &h, buf, deadline);
+		if (ret == 1) {
 			atomic_store(&ns->push_done, true);
 			return 0;
 		}
-		if ((h.type != FRAME_DATA && h.type != FRAME_ZERO) ||
-		    proto_get_data_run((uint8_t *)buf, (size_t)len, h.type,
-				       ns->image.page_count, &run) < 0)
-			return -EPROTO;
-		char *pages = buf + PROTO_DATA_FIXED;
-		size_t bytes = (size_t)run.npages * PROTO_PAGE_SIZE;
-		if (h.type == FRAME_ZERO)
-			memset(pages, 0, bytes);
-		else if (proto_checksum(pages, bytes, run.first) != run.checksum) {
-			count(&ns->checksum_failures, 1);
-			return -EBADMSG; /* those pages come again, or by fill */
-		}
-		count(&ns->bytes_received, PROTO_HDR_LEN + h.len);
-		count(&ns->pages_pushed, run.npages);
-		ret = pc_region_offer(ns->region, run.first, run.npages, pages);
 		if (ret < 0)
 			return ret;
 	}
@@ -692,15 +723,12 @@ static int push_receive(struct net_source *ns, int fd, struct frame_mac *mac,
 static void *push_main(void *arg)
 {
 	struct net_source *ns = arg;
-	char *buf = malloc(PROTO_MAX_PAYLOAD);
+	uint8_t *buf = malloc(PROTO_MAX_PAYLOAD);
 	uint64_t failing_since = 0, backoff = 10 * 1000000ull;
 	bool connected_once = false;
 
-	/* Background work: at nice 10 a vCPU or fault handler that wakes up
-	 * preempts it, so the push hardly delays a demand fault; but unlike
-	 * SCHED_IDLE it still gets about a tenth of a CPU that busy vCPUs
-	 * keep fully occupied, so the migration finishes even then. */
-	setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
+	/* No lower priority: the pages it claimed are ones a vCPU may be
+	 * waiting for, and the migration is done only when it is. */
 	struct frame_mac mac = { 0 };
 	int fd = -1;
 
@@ -818,7 +846,7 @@ int pc_source_net(const struct pc_net_opts *o, pc_source **out, char *why,
 
 	/* The first connection learns the image; it becomes lane 0. */
 	uint64_t deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
-	int fd = net_connect(&ns->addr, deadline);
+	int fd = net_connect(&ns->addr, 0, deadline);
 	if (fd < 0) {
 		set_why(why, why_len, "cannot connect to ", ns->addr.text);
 		ret = fd;
