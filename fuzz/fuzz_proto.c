@@ -81,6 +81,7 @@ static void check_hello_equal(const struct hello *a, const struct hello *b)
 	CHECK(a->role == b->role);
 	CHECK(a->session == b->session);
 	CHECK(memcmp(a->nonce, b->nonce, PROTO_NONCE_LEN) == 0);
+	CHECK(a->flags == b->flags);
 }
 
 static void check_challenge_equal(const struct challenge *a,
@@ -90,8 +91,9 @@ static void check_challenge_equal(const struct challenge *a,
 	CHECK(a->page_size == b->page_size);
 	CHECK(a->image.size == b->image.size);
 	CHECK(a->image.page_count == b->image.page_count);
-	CHECK(a->image.digest == b->image.digest);
-	CHECK(a->image.generation == b->image.generation);
+	CHECK(memcmp(a->image.digest, b->image.digest, PROTO_ID_LEN) == 0);
+	CHECK(a->mac == b->mac);
+	CHECK(a->flags == b->flags);
 	CHECK(memcmp(a->nonce, b->nonce, PROTO_NONCE_LEN) == 0);
 	CHECK(memcmp(a->proof, b->proof, PROTO_MAC_LEN) == 0);
 }
@@ -122,12 +124,13 @@ static void proofs(const struct conn *c, uint8_t server[PROTO_MAC_LEN],
 static void do_hello(struct conn *c, const uint8_t *p, size_t len)
 {
 	struct hello m, m2;
-	uint8_t out[48];
+	uint8_t out[PROTO_HELLO_LEN];
 
 	if (proto_get_hello(p, len, &m))
 		return;
-	CHECK(len == 48);
+	CHECK(len == PROTO_HELLO_LEN);
 	CHECK(m.role == ROLE_DEMAND || m.role == ROLE_PUSH);
+	CHECK(!(m.flags & ~HELLO_FLAGS));
 	CHECK(proto_put_hello(out, &m) == len);
 	CHECK(memcmp(out, p, len) == 0);
 	CHECK(proto_get_hello(out, sizeof(out), &m2) == 0);
@@ -138,11 +141,12 @@ static void do_hello(struct conn *c, const uint8_t *p, size_t len)
 static void do_challenge(struct conn *c, const uint8_t *p, size_t len)
 {
 	struct challenge m, m2;
-	uint8_t out[104], server[PROTO_MAC_LEN], client[PROTO_MAC_LEN];
+	uint8_t out[PROTO_CHALLENGE_LEN], server[PROTO_MAC_LEN], client[PROTO_MAC_LEN];
 
 	if (proto_get_challenge(p, len, &m))
 		return;
-	CHECK(len == 104);
+	CHECK(len == PROTO_CHALLENGE_LEN);
+	CHECK(m.mac <= MAC_GMAC);
 	CHECK(m.page_size == PROTO_PAGE_SIZE);
 	CHECK(m.image.page_count >= 1);
 	CHECK(m.image.page_count <= UINT64_MAX / PROTO_PAGE_SIZE);
@@ -240,10 +244,10 @@ static void do_data_run(const struct conn *c, uint16_t type, const uint8_t *p,
 		size_t pages = (size_t)m.npages * PROTO_PAGE_SIZE;
 		CHECK(len == PROTO_DATA_FIXED + pages);
 		/* What the client does before it installs the pages. */
-		uint64_t sum = proto_checksum(p + PROTO_DATA_FIXED, pages,
-					      m.first);
-		CHECK(sum == proto_checksum(p + PROTO_DATA_FIXED, pages,
-					    m.first));
+		uint64_t sum = proto_run_checksum(&c->chal.image, m.first,
+						  p + PROTO_DATA_FIXED, m.npages);
+		CHECK(sum == proto_run_checksum(&c->chal.image, m.first,
+						p + PROTO_DATA_FIXED, m.npages));
 		(void)(sum == m.checksum);
 	} else {
 		CHECK(len == PROTO_DATA_FIXED);

@@ -117,8 +117,9 @@ static struct challenge mk_challenge(uint64_t pages, const uint8_t *k,
 
 	c.image.page_count = pages;
 	c.image.size = pages * PROTO_PAGE_SIZE;
-	c.image.digest = 0x0123456789abcdefull;
-	c.image.generation = 1700000000;
+	for (unsigned i = 0; i < PROTO_ID_LEN; i++)
+		c.image.digest[i] = (uint8_t)(0x01 + 0x11 * i);
+	c.mac = k && klen ? MAC_POLY1305 : MAC_NONE;
 	for (unsigned i = 0; i < PROTO_NONCE_LEN; i++)
 		c.nonce[i] = (uint8_t)(0x50 + i);
 	proto_server_proof(k, klen, &h, &c, c.proof);
@@ -170,7 +171,8 @@ static size_t enc_data(uint8_t *out, uint64_t first, uint32_t npages)
 
 	for (size_t i = 0; i < n; i++)
 		pages[i] = (uint8_t)(i * 7 + first);
-	d.checksum = proto_checksum(pages, n, first);
+	struct challenge c = default_challenge();
+	d.checksum = proto_run_checksum(&c.image, first, pages, npages);
 	proto_put_data_run(out, &d);
 	return PROTO_DATA_FIXED + n;
 }
@@ -184,9 +186,12 @@ static size_t enc_zero(uint8_t *out, uint64_t first, uint32_t npages)
 static size_t enc_zeromap(uint8_t *out, uint64_t first, uint32_t npages)
 {
 	struct zeromap z = { .first = first, .npages = npages };
-	size_t n = proto_put_zeromap(out, &z);
-	for (uint32_t i = 0; i < (npages + 7) / 8; i++)
+	struct challenge c = default_challenge();
+	size_t n = PROTO_ZEROMAP_FIXED, bits = (npages + 7) / 8;
+	for (uint32_t i = 0; i < bits; i++)
 		out[n++] = (uint8_t)(i & 1 ? 0xf0 : 0x0f);
+	z.checksum = proto_zeromap_checksum(&c.image, first, out + PROTO_ZEROMAP_FIXED, bits);
+	proto_put_zeromap(out, &z);
 	return n;
 }
 
@@ -318,7 +323,7 @@ int main(int argc, char **argv)
 	save(&b, "trunc-header");
 
 	start(&b, SERVER, PAGES, key, KEY_LEN);
-	proto_put_hdr(h, FRAME_HELLO, 48, 0);
+	proto_put_hdr(h, FRAME_HELLO, PROTO_HELLO_LEN, 0);
 	raw(&b, h, sizeof(h));
 	raw(&b, pl, enc_hello(pl, ROLE_DEMAND) - 28);
 	save(&b, "trunc-payload");

@@ -323,7 +323,12 @@ typedef struct pc_server pc_server;
  * once             return from pc_server_run() after one destination
  *                  said it has every page
  * session_timeout_ms  how long a session whose connections all dropped
- *                  waits for the destination to come back (default 60 s)
+ *                  waits for the destination to come back (default 60 s);
+ *                  with @once, an expired session also ends the run
+ * queue_max        bytes of answers queued for all connections together
+ *                  before the server stops reading requests until they
+ *                  drain (default 256 MiB); each connection is held to
+ *                  8 MiB besides
  */
 struct pc_server_opts {
 	const char *image;
@@ -335,6 +340,7 @@ struct pc_server_opts {
 	int allow_uid;
 	bool once;
 	unsigned session_timeout_ms;
+	uint64_t queue_max;
 };
 
 struct pc_server_stats {
@@ -347,6 +353,9 @@ struct pc_server_stats {
 	uint64_t pages_pushed;	   /* pages sent by the background push */
 	uint64_t bytes_sent;	   /* bytes of page frames (DATA, ZERO) queued */
 	uint64_t bad_frames;	   /* connections closed for a malformed frame */
+	uint64_t evicted;	   /* handshakes closed to make room for new peers */
+	uint64_t queued_peak;	   /* most answer bytes queued at once, all peers */
+	bool image_changed;	   /* a page read back did not match: refusing */
 };
 
 int pc_server_create(const struct pc_server_opts *opts, pc_server **out,

@@ -81,60 +81,73 @@ int proto_get_hdr(const uint8_t *in, uint32_t max_payload,
 	return 0;
 }
 
-/* HELLO: version 4, role 4, session 8, nonce 32 = 48 */
+/* HELLO: version 4, role 4, session 8, nonce 32, flags 4, 0 4 = 56 */
 size_t proto_put_hello(uint8_t *out, const struct hello *m)
 {
 	put32(out, m->version);
 	put32(out + 4, m->role);
 	put64(out + 8, m->session);
 	memcpy(out + 16, m->nonce, PROTO_NONCE_LEN);
-	return 48;
+	put32(out + 48, m->flags);
+	put32(out + 52, 0);
+	return PROTO_HELLO_LEN;
 }
 
 int proto_get_hello(const uint8_t *in, size_t len, struct hello *m)
 {
-	if (len != 48)
+	/* The version comes first in every version's HELLO, so that a
+	 * mismatch can be named whatever the rest looks like. */
+	if (len < 4)
 		return -EPROTO;
 	m->version = get32(in);
+	if (m->version != PROTO_VERSION)
+		return -EPROTONOSUPPORT;
+	if (len != PROTO_HELLO_LEN)
+		return -EPROTO;
 	m->role = get32(in + 4);
 	m->session = get64(in + 8);
 	memcpy(m->nonce, in + 16, PROTO_NONCE_LEN);
-	/* The version is checked by the caller, which must say which it
-	 * speaks; the role is ours to check. */
-	if (m->role != ROLE_DEMAND && m->role != ROLE_PUSH)
+	m->flags = get32(in + 48);
+	if ((m->role != ROLE_DEMAND && m->role != ROLE_PUSH) ||
+	    (m->flags & ~HELLO_FLAGS) || get32(in + 52))
 		return -EPROTO;
 	return 0;
 }
 
-/* CHALLENGE: version 4, page size 4, image 32, nonce 32, proof 32 = 104 */
+/* CHALLENGE: version 4, page size 4, size 8, pages 8, digest 16, mac 4,
+ * flags 4, nonce 32, proof 32 = 112 */
+#define CHAL_PROOF_AT 80u
 size_t proto_put_challenge(uint8_t *out, const struct challenge *m)
 {
 	put32(out, m->version);
 	put32(out + 4, m->page_size);
 	put64(out + 8, m->image.size);
 	put64(out + 16, m->image.page_count);
-	put64(out + 24, m->image.digest);
-	put64(out + 32, m->image.generation);
-	memcpy(out + 40, m->nonce, PROTO_NONCE_LEN);
-	memcpy(out + 72, m->proof, PROTO_MAC_LEN);
-	return 104;
+	memcpy(out + 24, m->image.digest, PROTO_ID_LEN);
+	put32(out + 40, m->mac);
+	put32(out + 44, m->flags);
+	memcpy(out + 48, m->nonce, PROTO_NONCE_LEN);
+	memcpy(out + CHAL_PROOF_AT, m->proof, PROTO_MAC_LEN);
+	return PROTO_CHALLENGE_LEN;
 }
 
 int proto_get_challenge(const uint8_t *in, size_t len, struct challenge *m)
 {
-	if (len != 104)
+	if (len != PROTO_CHALLENGE_LEN)
 		return -EPROTO;
 	m->version = get32(in);
 	m->page_size = get32(in + 4);
 	m->image.size = get64(in + 8);
 	m->image.page_count = get64(in + 16);
-	m->image.digest = get64(in + 24);
-	m->image.generation = get64(in + 32);
-	memcpy(m->nonce, in + 40, PROTO_NONCE_LEN);
-	memcpy(m->proof, in + 72, PROTO_MAC_LEN);
+	memcpy(m->image.digest, in + 24, PROTO_ID_LEN);
+	m->mac = get32(in + 40);
+	m->flags = get32(in + 44);
+	memcpy(m->nonce, in + 48, PROTO_NONCE_LEN);
+	memcpy(m->proof, in + CHAL_PROOF_AT, PROTO_MAC_LEN);
 	if (m->page_size != PROTO_PAGE_SIZE || !m->image.page_count ||
 	    m->image.page_count > (UINT64_MAX / PROTO_PAGE_SIZE) ||
-	    m->image.size != m->image.page_count * PROTO_PAGE_SIZE)
+	    m->image.size != m->image.page_count * PROTO_PAGE_SIZE ||
+	    m->mac > MAC_GMAC || m->flags)
 		return -EPROTO;
 	return 0;
 }
@@ -237,12 +250,14 @@ int proto_get_data_run(const uint8_t *in, size_t len, uint16_t type,
 	return 0;
 }
 
-/* ZEROMAP: first 8, npages 4, reserved 4, then ceil(npages / 8) bytes */
+/* ZEROMAP: first 8, npages 4, reserved 4, checksum 8, then
+ * ceil(npages / 8) bytes */
 size_t proto_put_zeromap(uint8_t *out, const struct zeromap *m)
 {
 	put64(out, m->first);
 	put32(out + 8, m->npages);
 	put32(out + 12, 0);
+	put64(out + 16, m->checksum);
 	return PROTO_ZEROMAP_FIXED;
 }
 
@@ -253,6 +268,7 @@ int proto_get_zeromap(const uint8_t *in, size_t len, uint64_t page_count,
 		return -EPROTO;
 	m->first = get64(in);
 	m->npages = get32(in + 8);
+	m->checksum = get64(in + 16);
 	if (get32(in + 12) || !m->npages ||
 	    m->npages > PROTO_ZEROMAP_MAX_PAGES || m->first % 8 ||
 	    m->first >= page_count || m->npages > page_count - m->first ||
@@ -275,9 +291,67 @@ int proto_get_bye(const uint8_t *in, size_t len, struct bye *m)
 	return 0;
 }
 
-uint64_t proto_checksum(const void *pages, size_t len, uint64_t first)
+uint64_t proto_page_digest(const void *page, uint64_t page_nr)
 {
-	return XXH64(pages, len, first);
+	return XXH3_64bits_withSeed(page, PROTO_PAGE_SIZE, page_nr);
+}
+
+/* Digests travel into hashes as little-endian words on every host. */
+static void digests_le(uint8_t *out, const uint64_t *d, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		put64(out + 8 * i, d[i]);
+}
+
+void proto_image_digest(const uint64_t *digests, uint64_t count, uint64_t size,
+			uint8_t out[PROTO_ID_LEN])
+{
+	XXH3_state_t *st = XXH3_createState();
+	uint8_t buf[8 * 512];
+	XXH3_128bits_reset_withSeed(st, size);
+	for (uint64_t i = 0; i < count; i += 512) {
+		uint32_t n = count - i < 512 ? (uint32_t)(count - i) : 512;
+		digests_le(buf, digests + i, n);
+		XXH3_128bits_update(st, buf, 8 * (size_t)n);
+	}
+	XXH128_canonicalFromHash((XXH128_canonical_t *)out, XXH3_128bits_digest(st));
+	XXH3_freeState(st);
+}
+
+static uint64_t id_seed(const struct image_id *id, uint64_t first)
+{
+	return get64(id->digest) ^ first;
+}
+
+uint64_t proto_run_checksum_of(const struct image_id *id, uint64_t first,
+			       const uint64_t *digests, uint32_t n)
+{
+	uint8_t buf[8 * PROTO_MAX_RUN];
+	if (n > PROTO_MAX_RUN)
+		return 0; /* no such run: matches nothing the peer computed */
+	digests_le(buf, digests, n);
+	return XXH3_64bits_withSeed(buf, 8 * (size_t)n, id_seed(id, first));
+}
+
+uint64_t proto_run_checksum(const struct image_id *id, uint64_t first,
+			    const void *pages, uint32_t n)
+{
+	static const uint8_t zero[PROTO_PAGE_SIZE];
+	uint64_t d[PROTO_MAX_RUN];
+	if (n > PROTO_MAX_RUN)
+		return 0;
+	for (uint32_t i = 0; i < n; i++)
+		d[i] = proto_page_digest(pages ? (const uint8_t *)pages +
+							 (size_t)i * PROTO_PAGE_SIZE :
+						 zero,
+					 first + i);
+	return proto_run_checksum_of(id, first, d, n);
+}
+
+uint64_t proto_zeromap_checksum(const struct image_id *id, uint64_t first,
+				const uint8_t *bits, size_t len)
+{
+	return XXH3_64bits_withSeed(bits, len, id_seed(id, first) ^ 0x7a65726fu);
 }
 
 static void proof(const char *label, const uint8_t *key, size_t key_len,
@@ -285,12 +359,12 @@ static void proof(const char *label, const uint8_t *key, size_t key_len,
 		  uint8_t out[PROTO_MAC_LEN])
 {
 	crypto_auth_hmacsha256_state st;
-	uint8_t hello_bytes[48], chal_bytes[104];
+	uint8_t hello_bytes[PROTO_HELLO_LEN], chal_bytes[PROTO_CHALLENGE_LEN];
 
 	proto_put_hello(hello_bytes, h);
 	proto_put_challenge(chal_bytes, c);
 	/* The server's proof field is not part of what either side signs. */
-	memset(chal_bytes + 72, 0, PROTO_MAC_LEN);
+	memset(chal_bytes + CHAL_PROOF_AT, 0, PROTO_MAC_LEN);
 	crypto_auth_hmacsha256_init(&st, key, key_len);
 	crypto_auth_hmacsha256_update(&st, (const uint8_t *)label,
 				      strlen(label));
@@ -304,14 +378,14 @@ void proto_server_proof(const uint8_t *key, size_t key_len,
 			const struct hello *h, const struct challenge *c,
 			uint8_t out[PROTO_MAC_LEN])
 {
-	proof("postcopy v1 server", key, key_len, h, c, out);
+	proof("postcopy v2 server", key, key_len, h, c, out);
 }
 
 void proto_client_proof(const uint8_t *key, size_t key_len,
 			const struct hello *h, const struct challenge *c,
 			uint8_t out[PROTO_MAC_LEN])
 {
-	proof("postcopy v1 client", key, key_len, h, c, out);
+	proof("postcopy v2 client", key, key_len, h, c, out);
 }
 
 bool proto_proof_equal(const uint8_t *a, const uint8_t *b)
@@ -319,12 +393,65 @@ bool proto_proof_equal(const uint8_t *a, const uint8_t *b)
 	return sodium_memcmp(a, b, PROTO_MAC_LEN) == 0;
 }
 
+enum mac_alg proto_mac_choose(uint32_t hello_flags)
+{
+	return (hello_flags & HELLO_GMAC) && proto_mac_offer() ? MAC_GMAC :
+								MAC_POLY1305;
+}
+
+uint32_t proto_mac_offer(void)
+{
+	return crypto_aead_aes256gcm_is_available() ? HELLO_GMAC : 0;
+}
+
 void proto_mac_init(struct frame_mac *m, const uint8_t *key, size_t key_len,
 		    const struct hello *h, const struct challenge *c)
 {
-	proof("postcopy v1 frames", key, key_len, h, c, m->key);
+	proof("postcopy v2 frames", key, key_len, h, c, m->key);
+	m->alg = c->mac == MAC_GMAC ? MAC_GMAC : MAC_POLY1305;
+	if (m->alg == MAC_GMAC)
+		crypto_aead_aes256gcm_beforenm(&m->gcm, m->key);
 	m->on = true;
 	m->sent = m->received = 0;
+}
+
+/* GMAC: the header and the first PROTO_MAC_PREFIX payload bytes are the
+ * message (encrypted only to make the tag; nobody sends the ciphertext),
+ * the rest of the payload the associated data. */
+static void gmac_tag(const struct frame_mac *m, const uint8_t nonce[9],
+		     const uint8_t hdr[PROTO_HDR_LEN],
+		     const struct mac_part *parts, unsigned nparts,
+		     uint8_t tag[PROTO_TAG_LEN])
+{
+	uint8_t msg[PROTO_HDR_LEN + PROTO_MAC_PREFIX], ct[sizeof(msg)];
+	uint8_t npub[crypto_aead_aes256gcm_NPUBBYTES] = { 0 };
+	size_t mlen = PROTO_HDR_LEN;
+	const uint8_t *ad = NULL;
+	size_t adlen = 0;
+	bool ok = true;
+	memcpy(msg, hdr, PROTO_HDR_LEN);
+	memcpy(npub, nonce, 9);
+	for (unsigned i = 0; i < nparts; i++) {
+		const uint8_t *p = parts[i].p;
+		size_t len = parts[i].len, take = sizeof(msg) - mlen;
+		if (take > len)
+			take = len;
+		memcpy(msg + mlen, p, take);
+		mlen += take;
+		if (len == take)
+			continue;
+		ok &= !ad; /* the rest must be one part */
+		ad = p + take;
+		adlen = len - take;
+	}
+	unsigned long long maclen;
+	if (!ok) { /* a caller broke the rule: a tag that matches nothing */
+		randombytes_buf(tag, PROTO_TAG_LEN);
+		return;
+	}
+	crypto_aead_aes256gcm_encrypt_detached_afternm(ct, tag, &maclen, msg, mlen,
+						       ad, adlen, NULL, npub,
+						       &m->gcm);
 }
 
 void proto_mac_tag(const struct frame_mac *m, char dir, uint64_t counter,
@@ -332,12 +459,14 @@ void proto_mac_tag(const struct frame_mac *m, char dir, uint64_t counter,
 		   const struct mac_part *parts, unsigned nparts,
 		   uint8_t tag[PROTO_TAG_LEN])
 {
-	/* Poly1305 needs a key of its own for every message. */
 	uint8_t nonce[9], otk[crypto_onetimeauth_KEYBYTES];
 	crypto_onetimeauth_state st;
 	nonce[0] = (uint8_t)dir;
 	for (int i = 0; i < 8; i++)
 		nonce[1 + i] = (uint8_t)(counter >> (8 * i));
+	if (m->alg == MAC_GMAC)
+		return gmac_tag(m, nonce, hdr, parts, nparts, tag);
+	/* Poly1305 needs a key of its own for every message. */
 	crypto_generichash(otk, sizeof(otk), nonce, sizeof(nonce), m->key,
 			   sizeof(m->key));
 	crypto_onetimeauth_init(&st, otk);

@@ -59,10 +59,19 @@
 #define STREAM_NEAR 512u
 #define STREAM_IDLE_NS 1000000000ull
 #define MAX_CONNS 1024u
+/* Connections still in their handshake, all peers together: past this the
+ * oldest is closed for a new one, so idle strangers cannot keep real
+ * lanes out.  A real destination finishes its handshake in a round trip
+ * or two. */
+#define MAX_PREAUTH 128u
 #define OUT_QUEUE_MAX (8u << 20)
+/* Answers queued for all connections together (pc_server_opts can lower
+ * it): past this no connection's requests are read until they drain. */
+#define SERVER_OUT_MAX (256ull << 20)
 #define MAX_SESSIONS 64u
 /* A connection must finish its handshake within this long. */
-#define HANDSHAKE_NS (10ull * 1000000000ull)
+#define HANDSHAKE_NS (3ull * 1000000000ull)
+#define STALE_REASON "the image changed on disk while it was being served (or cannot be read)"
 
 enum conn_state { WAIT_HELLO, WAIT_AUTH, READY, CLOSING };
 
@@ -108,10 +117,13 @@ struct pc_server {
 	uint8_t *key;
 	int image_fd;
 	struct image_id image;
+	uint64_t *digests; /* every page's, as read at start */
 	uint64_t *zero_bits;
 	uint64_t zero_pages;
 	char image_name[64]; /* for messages */
-	struct stat image_stat; /* at start: a change means another image */
+	/* A page read back did not match its digest: the image changed on
+	 * disk, and nothing more is served from it. */
+	_Atomic bool stale;
 	struct net_addr addr;
 	char address[160];
 	int listen_fd, epoll_fd, stop_fd;
@@ -120,6 +132,9 @@ struct pc_server {
 	struct pc_server_stats stats; /* the loop's; push counters below */
 	uint64_t accept_paused_until; /* ns; 0 when accepting */
 	unsigned nsessions;
+	uint64_t sessions_expired; /* gave up waiting for its destination */
+	uint64_t out_total;	   /* answers queued, all connections */
+	uint64_t out_max;
 
 	pthread_mutex_t lock;
 	struct pusher *pushers; /* the loop's list */
@@ -137,6 +152,47 @@ struct pusher {
 };
 
 /* ---- image ---- */
+
+/*
+ * Every page's digest, read once at start: the image's identity is made
+ * from them, and every page read again to be sent is checked against its
+ * own, so an image changed under the server (written in place, replaced
+ * by one of the same size and time) is refused, never mixed into a
+ * session.  Holes are zero pages and are not read.
+ */
+static int digest_image(struct pc_server *s, char *why, size_t len)
+{
+	enum { STEP = 512 }; /* pages per read */
+	static const uint8_t zero[PROTO_PAGE_SIZE];
+	uint64_t pages = s->image.page_count;
+	uint8_t *buf = malloc((size_t)STEP * PROTO_PAGE_SIZE);
+	s->digests = malloc(pages * sizeof(*s->digests));
+	if (!buf || !s->digests) {
+		free(buf);
+		return -ENOMEM;
+	}
+	int ret = 0;
+	for (uint64_t p = 0; p < pages && ret == 0; p += STEP) {
+		uint64_t n = pages - p < STEP ? pages - p : STEP;
+		size_t bytes = (size_t)n * PROTO_PAGE_SIZE;
+		ssize_t got = pread(s->image_fd, buf, bytes, (off_t)(p * PROTO_PAGE_SIZE));
+		if (got != (ssize_t)bytes) {
+			snprintf(why, len, "%s: cannot read page %llu", s->image_name,
+				 (unsigned long long)p);
+			ret = got < 0 ? -errno : -EIO;
+			break;
+		}
+		for (uint64_t i = 0; i < n; i++)
+			s->digests[p + i] = proto_page_digest(
+				bitmap_test(s->zero_bits, p + i) ?
+					zero : buf + i * PROTO_PAGE_SIZE,
+				p + i);
+	}
+	if (ret == 0)
+		proto_image_digest(s->digests, pages, s->image.size, s->image.digest);
+	free(buf);
+	return ret;
+}
 
 static int open_image(struct pc_server *s, char *why, size_t len)
 {
@@ -156,44 +212,14 @@ static int open_image(struct pc_server *s, char *why, size_t len)
 			 s->image_name);
 		return -EINVAL;
 	}
-	s->image_stat = st;
 	s->image.size = (uint64_t)st.st_size;
 	s->image.page_count = s->image.size / PROTO_PAGE_SIZE;
-	s->image.generation = (uint64_t)st.st_mtim.tv_sec * 1000000000ull +
-			      (uint64_t)st.st_mtim.tv_nsec;
-	/* Identity: a digest of the first and last MiB.  Together with the
-	 * size and mtime it tells two images apart without reading all. */
-	XXH64_state_t *h = XXH64_createState();
-	size_t span = s->image.size < (1u << 20) ? s->image.size : (1u << 20);
-	uint8_t *buf = malloc(span);
-	int ret = 0;
-	if (!h || !buf) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	XXH64_reset(h, 0);
-	for (int part = 0; part < 2; part++) {
-		off_t off = part ? (off_t)(s->image.size - span) : 0;
-		if (pread(s->image_fd, buf, span, off) != (ssize_t)span) {
-			snprintf(why, len, "%s: cannot read", s->image_name);
-			ret = -EIO;
-			goto out;
-		}
-		XXH64_update(h, buf, span);
-	}
-	s->image.digest = XXH64_digest(h);
-
 	/* Zero pages: the holes (SEEK_HOLE), sent to destinations up front. */
 	s->zero_bits = calloc((s->image.page_count + 63) / 64, 8);
-	if (!s->zero_bits) {
-		ret = -ENOMEM;
-		goto out;
-	}
+	if (!s->zero_bits)
+		return -ENOMEM;
 	s->zero_pages = find_holes(s->image_fd, s->image.size, s->zero_bits);
-out:
-	XXH64_freeState(h);
-	free(buf);
-	return ret;
+	return digest_image(s, why, len);
 }
 
 /* ---- output queue ---- */
@@ -255,19 +281,25 @@ static bool pending(const struct conn *c)
 	return c->out_off < c->out_len;
 }
 
-/* A peer that asks without reading gets no more than this queued. */
-static bool queue_full(const struct conn *c)
+/* A peer that asks without reading gets no more than this queued, and
+ * nobody is heard while all peers together have too much waiting. */
+static bool queue_full(const struct pc_server *s, const struct conn *c)
 {
-	return c->out_len - c->out_off > OUT_QUEUE_MAX;
+	return c->out_len - c->out_off > OUT_QUEUE_MAX || s->out_total > s->out_max;
+}
+
+static int queue_refuse(struct conn *c, uint32_t code, const char *reason)
+{
+	struct refuse m = { .code = code };
+	uint8_t buf[4 + sizeof(m.reason)];
+	snprintf(m.reason, sizeof(m.reason), "%s", reason);
+	return queue_frame(c, FRAME_REFUSE, 0, buf, proto_put_refuse(buf, &m));
 }
 
 static void refuse(struct pc_server *s, struct conn *c, uint32_t code,
 		   const char *reason)
 {
-	struct refuse m = { .code = code };
-	uint8_t buf[4 + sizeof(m.reason)];
-	snprintf(m.reason, sizeof(m.reason), "%s", reason);
-	queue_frame(c, FRAME_REFUSE, 0, buf, proto_put_refuse(buf, &m));
+	queue_refuse(c, code, reason);
 	c->state = CLOSING;
 	c->refused = true;
 	if (code == REFUSE_BAD_FRAME || code == REFUSE_RANGE)
@@ -279,7 +311,8 @@ static void refuse(struct pc_server *s, struct conn *c, uint32_t code,
 /* ---- pages out ---- */
 
 /* Queue pages [first, first + n) as DATA and ZERO frames tagged @tag; on
- * failure nothing of it stays queued (no unwritten bytes go out). */
+ * failure nothing of it stays queued (no unwritten bytes go out).
+ * -ESTALE when a page read does not match its digest. */
 static int queue_pages(struct pc_server *s, struct conn *c, uint64_t first,
 		       uint32_t n, uint32_t tag)
 {
@@ -306,8 +339,16 @@ static int queue_pages(struct pc_server *s, struct conn *c, uint64_t first,
 				c->out_len = undo;
 				return got < 0 ? -errno : -EIO;
 			}
-			run.checksum = proto_checksum(data, bytes, p);
+			for (uint64_t i = p; i < q; i++)
+				if (proto_page_digest(data + (i - p) * PROTO_PAGE_SIZE, i) !=
+				    s->digests[i]) {
+					atomic_store(&s->stale, true);
+					c->out_len = undo;
+					return -ESTALE;
+				}
 		}
+		run.checksum = proto_run_checksum_of(&s->image, p, s->digests + p,
+						     run.npages);
 		proto_put_hdr(f, zero ? FRAME_ZERO : FRAME_DATA,
 			      PROTO_DATA_FIXED + (uint32_t)bytes, tag);
 		proto_put_data_run(f + PROTO_HDR_LEN, &run);
@@ -332,6 +373,33 @@ static void mark_sent(struct session *ss, uint64_t first, uint64_t n)
 		}
 }
 
+/*
+ * Make room for a new session by forgetting the one that has been without
+ * connections longest: a destination cut off and gone must not lock new
+ * ones out for the whole session timeout.  (One that does come back
+ * starts over, with a full push.)  False when every session is in use.
+ */
+static bool evict_idle_session(struct pc_server *s)
+{
+	pthread_mutex_lock(&s->lock);
+	struct session **victim = NULL;
+	for (struct session **pp = &s->sessions; *pp; pp = &(*pp)->next)
+		if (!(*pp)->conns &&
+		    (!victim || (*pp)->idle_since < (*victim)->idle_since))
+			victim = pp;
+	if (victim) {
+		struct session *ss = *victim;
+		*victim = ss->next;
+		s->nsessions--;
+		if (!ss->done)
+			s->sessions_expired++;
+		free(ss->sent);
+		free(ss);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return victim != NULL;
+}
+
 static struct session *session_get(struct pc_server *s, uint64_t id,
 				   bool *created)
 {
@@ -339,7 +407,7 @@ static struct session *session_get(struct pc_server *s, uint64_t id,
 	for (struct session *ss = s->sessions; ss; ss = ss->next)
 		if (ss->id == id && !ss->done)
 			return ss;
-	if (s->nsessions >= MAX_SESSIONS)
+	if (s->nsessions >= MAX_SESSIONS && !evict_idle_session(s))
 		return NULL;
 	struct session *ss = calloc(1, sizeof(*ss));
 	if (!ss)
@@ -374,11 +442,13 @@ static int queue_zeromap(struct pc_server *s, struct conn *c)
 			return -ENOMEM;
 		proto_put_hdr(f, FRAME_ZEROMAP, (uint32_t)len, 0);
 		struct zeromap zm = { .first = first, .npages = n };
-		uint8_t *bits = f + PROTO_HDR_LEN + proto_put_zeromap(f + PROTO_HDR_LEN, &zm);
+		uint8_t *bits = f + PROTO_HDR_LEN + PROTO_ZEROMAP_FIXED;
 		memset(bits, 0, (n + 7) / 8);
 		for (uint32_t i = 0; i < n; i++)
 			if (bitmap_test(s->zero_bits, first + i))
 				bits[i / 8] |= (uint8_t)(1u << (i % 8));
+		zm.checksum = proto_zeromap_checksum(&s->image, first, bits, (n + 7) / 8);
+		proto_put_zeromap(f + PROTO_HDR_LEN, &zm);
 		if (seal(c, (size_t)(f - c->out)) < 0)
 			return -ENOMEM;
 	}
@@ -400,38 +470,31 @@ static bool peer_allowed(struct pc_server *s, struct conn *c)
 	return cred.uid == allowed;
 }
 
-static bool image_changed(struct pc_server *s)
-{
-	struct stat st;
-	return fstat(s->image_fd, &st) < 0 || st.st_size != s->image_stat.st_size ||
-	       st.st_mtim.tv_sec != s->image_stat.st_mtim.tv_sec ||
-	       st.st_mtim.tv_nsec != s->image_stat.st_mtim.tv_nsec;
-}
-
 static void on_hello(struct pc_server *s, struct conn *c, const uint8_t *p,
 		     size_t len)
 {
-	if (proto_get_hello(p, len, &c->hello) < 0)
-		return refuse(s, c, REFUSE_BAD_FRAME, "malformed HELLO");
-	if (c->hello.version != PROTO_VERSION) {
+	int ret = proto_get_hello(p, len, &c->hello);
+	if (ret == -EPROTONOSUPPORT) {
 		char why[120];
 		snprintf(why, sizeof(why),
 			 "protocol version %u is not supported; this server speaks version %u",
 			 c->hello.version, PROTO_VERSION);
 		return refuse(s, c, REFUSE_VERSION, why);
 	}
+	if (ret < 0)
+		return refuse(s, c, REFUSE_BAD_FRAME, "malformed HELLO");
 	if (!peer_allowed(s, c))
 		return refuse(s, c, REFUSE_AUTH, "this user may not connect to this socket");
-	if (image_changed(s))
-		return refuse(s, c, REFUSE_STALE, "the image changed on disk since serve started");
 	c->chal = (struct challenge){ .version = PROTO_VERSION,
 				      .page_size = PROTO_PAGE_SIZE,
-				      .image = s->image };
+				      .image = s->image,
+				      .mac = s->key ? proto_mac_choose(c->hello.flags) :
+						      MAC_NONE };
 	randombytes_buf(c->chal.nonce, sizeof(c->chal.nonce));
 	if (s->key)
 		proto_server_proof(s->key, s->opts.key_len, &c->hello, &c->chal,
 				   c->chal.proof);
-	uint8_t buf[104];
+	uint8_t buf[PROTO_CHALLENGE_LEN];
 	queue_frame(c, FRAME_CHALLENGE, 0, buf, proto_put_challenge(buf, &c->chal));
 	c->state = WAIT_AUTH;
 }
@@ -461,7 +524,13 @@ static void on_auth(struct pc_server *s, struct conn *c, const uint8_t *p,
 	if (s->key)
 		proto_mac_init(&c->mac, s->key, s->opts.key_len, &c->hello,
 			       &c->chal);
-	if (created && c->hello.role == ROLE_DEMAND)
+	/* The image changed under us: say so where it is authenticated. */
+	if (atomic_load(&s->stale))
+		return refuse(s, c, REFUSE_STALE, STALE_REASON);
+	/* The destination says whether it has the zero map: one that comes
+	 * back after a restart of ours has it, whatever our new session
+	 * thinks, and one whose first connection was cut does not. */
+	if (c->hello.role == ROLE_DEMAND && !(c->hello.flags & HELLO_RESUME))
 		queue_zeromap(s, c);
 }
 
@@ -499,7 +568,7 @@ static void on_request(struct pc_server *s, struct conn *c, uint32_t tag,
 	if (ret == -ENOMEM)
 		return refuse(s, c, REFUSE_BUSY, "out of memory");
 	if (ret < 0)
-		return refuse(s, c, REFUSE_STALE, "cannot read the image (changed or truncated on disk?)");
+		return refuse(s, c, REFUSE_STALE, STALE_REASON);
 	s->stats.requests++;
 	s->stats.pages_demand += rq.npages;
 	pthread_mutex_lock(&s->lock);
@@ -571,7 +640,7 @@ static void conn_close(struct pc_server *s, unsigned i)
 static void set_out_interest(struct pc_server *s, struct conn *c, unsigned i)
 {
 	bool out = pending(c);
-	bool in = c->state != CLOSING && !queue_full(c);
+	bool in = c->state != CLOSING && !queue_full(s, c);
 	if (out == c->want_out && in == c->want_in)
 		return;
 	struct epoll_event ev = { .events = (in ? EPOLLIN : 0) |
@@ -600,7 +669,7 @@ static void on_readable(struct pc_server *s, struct conn *c)
 {
 	/* A refused connection reads nothing more; one whose answers pile
 	 * up unread waits until they drain (its EPOLLIN is off meanwhile). */
-	while (c->state != CLOSING && !queue_full(c)) {
+	while (c->state != CLOSING && !queue_full(s, c)) {
 		size_t want = PROTO_HDR_LEN;
 		struct frame_hdr h = { 0 };
 		if (c->in_have >= PROTO_HDR_LEN) {
@@ -666,6 +735,36 @@ static void reap_conns(struct pc_server *s)
 	}
 }
 
+/*
+ * A free connection slot for a new peer: the first free one, after closing
+ * the oldest connection still in its handshake when there are too many of
+ * those (or no free slot).  MAX_CONNS when every slot is authenticated.
+ */
+static unsigned make_room(struct pc_server *s)
+{
+	unsigned free_slot = MAX_CONNS, oldest = MAX_CONNS, preauth = 0;
+	for (unsigned i = 0; i < MAX_CONNS; i++) {
+		struct conn *c = s->conns[i];
+		if (!c) {
+			if (free_slot == MAX_CONNS)
+				free_slot = i;
+			continue;
+		}
+		if (c->session || c->state == CLOSING)
+			continue;
+		preauth++;
+		if (oldest == MAX_CONNS || c->since < s->conns[oldest]->since)
+			oldest = i;
+	}
+	if (oldest < MAX_CONNS && (preauth >= MAX_PREAUTH || free_slot == MAX_CONNS)) {
+		s->stats.evicted++;
+		conn_close(s, oldest);
+		if (free_slot == MAX_CONNS)
+			free_slot = oldest;
+	}
+	return free_slot;
+}
+
 static void accept_all(struct pc_server *s)
 {
 	for (;;) {
@@ -678,9 +777,7 @@ static void accept_all(struct pc_server *s)
 				pause_accepting(s);
 			return;
 		}
-		unsigned i = 0;
-		while (i < MAX_CONNS && s->conns[i])
-			i++;
+		unsigned i = make_room(s);
 		struct conn *c = i < MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
 		if (!c) {
 			close(fd);
@@ -798,6 +895,8 @@ static void *push_main(void *arg)
 		}
 		if (ret == 0 && !more)
 			ret = queue_frame(c, FRAME_PUSH_DONE, 0, NULL, 0);
+		if (ret == -ESTALE && queue_refuse(c, REFUSE_STALE, STALE_REASON) == 0)
+			push_flush(s, c);
 		if (ret == 0)
 			ret = push_flush(s, c);
 		if (!more)
@@ -870,6 +969,8 @@ static void reap_sessions(struct pc_server *s)
 		if (!ss->conns && (ss->done || now - ss->idle_since > limit)) {
 			*pp = ss->next;
 			s->nsessions--;
+			if (!ss->done)
+				s->sessions_expired++;
 			free(ss->sent);
 			free(ss);
 		} else {
@@ -881,7 +982,10 @@ static void reap_sessions(struct pc_server *s)
 
 static bool finished(struct pc_server *s)
 {
-	if (!s->opts.once || !s->stats.sessions_done || s->pushers)
+	/* --once: one destination got every page, or gave up and its
+	 * session expired. */
+	if (!s->opts.once || !(s->stats.sessions_done || s->sessions_expired) ||
+	    s->pushers)
 		return false;
 	for (unsigned i = 0; i < MAX_CONNS; i++)
 		if (s->conns[i])
@@ -913,11 +1017,14 @@ int pc_server_run(pc_server *s)
 			if (c && (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 				on_readable(s, c);
 		}
+		/* What flush() leaves queued decides whom we hear next. */
+		s->out_total = 0;
 		for (unsigned i = 0; i < MAX_CONNS; i++) {
 			struct conn *c = s->conns[i];
 			if (!c)
 				continue;
 			int ret = flush(c);
+			s->out_total += c->out_len - c->out_off;
 			if (ret < 0)
 				conn_close(s, i);
 			else if (c->state == READY && c->hello.role == ROLE_PUSH)
@@ -925,6 +1032,8 @@ int pc_server_run(pc_server *s)
 			else
 				set_out_interest(s, c, i);
 		}
+		if (s->out_total > s->stats.queued_peak)
+			s->stats.queued_peak = s->out_total;
 		reap_pushers(s, false);
 		reap_sessions(s);
 		reap_conns(s);
@@ -1002,6 +1111,7 @@ int pc_server_create(const struct pc_server_opts *opts, pc_server **out,
 		s->opts.listen = "tcp://127.0.0.1:7070";
 	if (!s->opts.session_timeout_ms)
 		s->opts.session_timeout_ms = 60000;
+	s->out_max = s->opts.queue_max ? s->opts.queue_max : SERVER_OUT_MAX;
 	int ret = net_parse(s->opts.listen, &s->addr, why, len);
 	if (ret < 0)
 		goto err;
@@ -1051,6 +1161,7 @@ void pc_server_get_stats(const pc_server *s, struct pc_server_stats *out)
 {
 	*out = s->stats;
 	out->bytes_sent = atomic_load(&s->bytes_sent);
+	out->image_changed = atomic_load(&s->stale);
 	pthread_mutex_lock((pthread_mutex_t *)&s->lock);
 	out->pages_pushed = s->pages_pushed;
 	pthread_mutex_unlock((pthread_mutex_t *)&s->lock);
@@ -1085,6 +1196,7 @@ void pc_server_destroy(pc_server *s)
 		sodium_memzero(s->key, s->opts.key_len);
 	free(s->key);
 	free(s->zero_bits);
+	free(s->digests);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }

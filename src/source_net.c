@@ -143,6 +143,13 @@ static int check_tag(int fd, struct frame_mac *mac, const uint8_t *hdr,
 			       nparts, tag) ? 0 : -EBADMSG;
 }
 
+static void say(const char *s)
+{
+	if (write(STDERR_FILENO, s, strlen(s)) < 0) {
+		/* nowhere to say it */
+	}
+}
+
 /* Read one small frame (handshake stage) into @payload. */
 static int recv_small(int fd, struct frame_hdr *h, uint8_t *payload,
 		      uint64_t deadline)
@@ -156,9 +163,20 @@ static int recv_small(int fd, struct frame_hdr *h, uint8_t *payload,
 	return net_recv_all(fd, payload, h->len, deadline);
 }
 
+/* What a refusal means to a destination that may believe it. */
+static int refusal_error(uint32_t code)
+{
+	return code == REFUSE_VERSION ? -EPROTONOSUPPORT :
+	       code == REFUSE_AUTH    ? -EACCES :
+	       code == REFUSE_STALE   ? -ESTALE :
+	       code == REFUSE_BUSY    ? -EBUSY :
+					-ECONNREFUSED;
+}
+
 /*
  * Send a handshake frame (its payload in @buf) and read the answer back
- * into @buf.  A REFUSE becomes an error with the server's reason.
+ * into @buf.  A REFUSE becomes an error with the server's reason; nothing
+ * authenticates it yet (see handshake()).
  */
 static int exchange(int fd, uint16_t type, uint8_t *buf, size_t len,
 		    struct frame_hdr *h, uint64_t deadline, char *why,
@@ -173,17 +191,25 @@ static int exchange(int fd, uint16_t type, uint8_t *buf, size_t len,
 	if (proto_get_refuse(buf, h->len, &rf) < 0)
 		return -EPROTO;
 	set_why(why, why_len, "the server refused: ", rf.reason);
-	return rf.code == REFUSE_VERSION ? -EPROTONOSUPPORT :
-	       rf.code == REFUSE_AUTH	 ? -EACCES :
-	       rf.code == REFUSE_STALE	 ? -ESTALE :
-					   -ECONNREFUSED;
+	/* A server of another version cannot parse our HELLO at all. */
+	if (type == FRAME_HELLO && rf.code == REFUSE_BAD_FRAME)
+		return -EPROTONOSUPPORT;
+	return refusal_error(rf.code);
 }
 
 /*
  * HELLO, CHALLENGE, AUTH, READY on a fresh connection.  @first learns the
  * image (and its zero map) instead of checking it.  Returns 0, -EACCES
  * (authentication), -ESTALE (a different image), -EPROTONOSUPPORT,
- * -ECONNREFUSED (refused for another reason) or an I/O error.
+ * -EBUSY (too many destinations: try again), -ECONNREFUSED (refused for
+ * another reason) or an I/O error.
+ *
+ * Before READY nothing the server says is authenticated but its proof.
+ * So the proof is checked before the image is compared, and on a
+ * reconnect with a key (the guest running on this source) every refusal
+ * and every failed proof is only a broken connection, retried: someone
+ * on the path must not be able to end a migration by saying "stale".  A
+ * different image behind a valid proof is a fact, and final.
  */
 static int handshake(struct net_source *ns, int fd, uint32_t role, bool first,
 		     uint64_t deadline, struct frame_mac *mac, char *why,
@@ -191,10 +217,13 @@ static int handshake(struct net_source *ns, int fd, uint32_t role, bool first,
 {
 	mac->on = false;
 	struct hello hello = { .version = PROTO_VERSION, .role = role,
-			       .session = ns->session };
+			       .session = ns->session,
+			       .flags = (first ? 0 : HELLO_RESUME) |
+					(ns->key ? proto_mac_offer() : 0) };
 	uint8_t buf[HANDSHAKE_MAX];
 	struct frame_hdr h;
 	struct challenge chal;
+	bool believe = first || !ns->key; /* unauthenticated words */
 
 	/* getrandom(2), not libsodium's generator: this runs in the SIGBUS
 	 * handler when a lane reconnects, and a raw system call is safe
@@ -204,43 +233,74 @@ static int handshake(struct net_source *ns, int fd, uint32_t role, bool first,
 	int ret = exchange(fd, FRAME_HELLO, buf, proto_put_hello(buf, &hello),
 			   &h, deadline, why, why_len);
 	if (ret < 0)
-		return ret;
+		return believe || ret == -EBUSY ? ret : -ECONNREFUSED;
 	if (h.type != FRAME_CHALLENGE || proto_get_challenge(buf, h.len, &chal) < 0)
 		return -EPROTO;
 	if (chal.version != PROTO_VERSION) {
 		set_why(why, why_len, "the server speaks another protocol version", NULL);
-		return -EPROTONOSUPPORT;
-	}
-	if (first) {
-		ns->image = chal.image;
-	} else if (memcmp(&chal.image, &ns->image, sizeof(chal.image))) {
-		set_why(why, why_len, "the server now serves a different image", NULL);
-		return -ESTALE;
+		return believe ? -EPROTONOSUPPORT : -ECONNREFUSED;
 	}
 	struct auth auth = { { 0 } };
 	if (ns->key) {
 		uint8_t want[PROTO_MAC_LEN];
 		if (sodium_is_zero(chal.proof, PROTO_MAC_LEN)) {
 			set_why(why, why_len, "the server does not authenticate (start it with --key, or use --insecure on both sides)", NULL);
-			return -EACCES;
+			return believe ? -EACCES : -ECONNREFUSED;
 		}
 		proto_server_proof(ns->key, ns->key_len, &hello, &chal, want);
 		if (!proto_proof_equal(want, chal.proof)) {
 			set_why(why, why_len, "the server could not prove it has the key", NULL);
-			return -EACCES;
+			return believe ? -EACCES : -ECONNREFUSED;
 		}
 		proto_client_proof(ns->key, ns->key_len, &hello, &chal, auth.proof);
+	}
+	/* Only now, with the challenge proven, does its image count. */
+	if (first) {
+		ns->image = chal.image;
+	} else if (memcmp(&chal.image, &ns->image, sizeof(chal.image))) {
+		set_why(why, why_len, "the server now serves a different image", NULL);
+		return -ESTALE;
 	}
 	ret = exchange(fd, FRAME_AUTH, buf, proto_put_auth(buf, &auth), &h,
 		       deadline, why, why_len);
 	if (ret < 0)
-		return ret;
+		return believe || ret == -EBUSY ? ret : -ECONNREFUSED;
 	if (h.type != FRAME_READY || h.len)
 		return -EPROTO;
 	/* From here on, with a key, every frame carries a tag. */
 	if (ns->key)
 		proto_mac_init(mac, ns->key, ns->key_len, &hello, &chal);
 	return 0;
+}
+
+/*
+ * A REFUSE where pages were expected, after READY: on a keyed connection
+ * its tag proves the server sent it.  The image having changed under the
+ * server is final (-ESTALE); anything else breaks the connection.
+ */
+static int read_refusal(int fd, struct frame_mac *mac, const uint8_t *hdr,
+			const struct frame_hdr *h, uint64_t deadline)
+{
+	uint8_t buf[HANDSHAKE_MAX];
+	int64_t len = payload_len(mac, h);
+	if (len < 0 || (size_t)len > sizeof(buf))
+		return -EPROTO;
+	int ret = net_recv_all(fd, buf, (size_t)len, deadline);
+	struct mac_part part = { buf, (size_t)len };
+	if (ret == 0)
+		ret = check_tag(fd, mac, hdr, &part, 1, deadline);
+	struct refuse rf;
+	if (ret == 0 && proto_get_refuse(buf, (size_t)len, &rf) < 0)
+		ret = -EPROTO;
+	if (ret < 0)
+		return ret;
+	if (rf.code == REFUSE_STALE) {
+		say("postcopy: the migration source says: ");
+		say(rf.reason);
+		say("\n");
+		return -ESTALE;
+	}
+	return -ECONNREFUSED;
 }
 
 /* The zero map follows READY on the session's first connection. */
@@ -278,6 +338,14 @@ static int recv_zeromap(struct net_source *ns, int fd, struct frame_mac *mac,
 			break;
 		}
 		const uint8_t *bits = buf + PROTO_ZEROMAP_FIXED;
+		/* Also without a key: a flipped bit would install data as
+		 * zeros. */
+		if (proto_zeromap_checksum(&ns->image, zm.first, bits,
+					   (size_t)len - PROTO_ZEROMAP_FIXED) != zm.checksum) {
+			count(&ns->checksum_failures, 1);
+			ret = -EBADMSG;
+			break;
+		}
 		for (uint32_t i = 0; i < zm.npages; i++)
 			if (bits[i / 8] >> (i % 8) & 1)
 				bitmap_set(ns->zero_bits, zm.first + i);
@@ -314,6 +382,20 @@ static int open_conn(struct net_source *ns, uint32_t role, uint64_t deadline,
 		return ret;
 	}
 	return fd;
+}
+
+/*
+ * Wait before the next try: *@backoff, doubling up to half a second, but
+ * never past @deadline.  False when the deadline has passed.
+ */
+static bool backoff_until(uint64_t *backoff, uint64_t deadline)
+{
+	uint64_t now = now_ns();
+	if (now >= deadline)
+		return false;
+	sleep_ns(deadline - now < *backoff ? deadline - now : *backoff);
+	*backoff = *backoff * 2 > 500000000ull ? 500000000ull : *backoff * 2;
+	return true;
 }
 
 /* Fatal: no retry can fix these. */
@@ -372,8 +454,11 @@ static int read_answer(struct net_source *ns, int fd, struct frame_mac *mac,
 		if (ret < 0)
 			return ret;
 		int64_t len = -EPROTO;
-		if (proto_get_hdr(hdr, PROTO_MAX_PAYLOAD, &h) == 0 && h.tag == tag &&
-		    (h.type == FRAME_DATA || h.type == FRAME_ZERO))
+		if (proto_get_hdr(hdr, PROTO_MAX_PAYLOAD, &h) < 0)
+			return -EPROTO;
+		if (h.type == FRAME_REFUSE)
+			return read_refusal(fd, mac, hdr, &h, deadline);
+		if (h.tag == tag && (h.type == FRAME_DATA || h.type == FRAME_ZERO))
 			len = payload_len(mac, &h);
 		if (len < PROTO_DATA_FIXED)
 			return -EPROTO;
@@ -392,13 +477,12 @@ static int read_answer(struct net_source *ns, int fd, struct frame_mac *mac,
 		ret = check_tag(fd, mac, hdr, parts, 2, deadline);
 		if (ret < 0)
 			return ret;
-		if (h.type == FRAME_ZERO) {
+		if (h.type == FRAME_ZERO)
 			memset(to, 0, (size_t)run.npages * PROTO_PAGE_SIZE);
-		} else {
-			if (proto_checksum(to, bytes, run.first) != run.checksum) {
-				count(&ns->checksum_failures, 1);
-				return -EBADMSG;
-			}
+		if (proto_run_checksum(&ns->image, run.first, to, run.npages) !=
+		    run.checksum) {
+			count(&ns->checksum_failures, 1);
+			return -EBADMSG;
 		}
 		count(&ns->bytes_received, PROTO_HDR_LEN + h.len);
 		next += run.npages;
@@ -406,16 +490,9 @@ static int read_answer(struct net_source *ns, int fd, struct frame_mac *mac,
 	return 0;
 }
 
-static void say(const char *s)
-{
-	if (write(STDERR_FILENO, s, strlen(s)) < 0) {
-		/* nowhere to say it */
-	}
-}
-
 static int request_many_on(struct net_source *ns, struct lane *l, unsigned n,
 			   const uint64_t *first, const uint64_t *npages,
-			   void *const *dst, uint32_t priority);
+			   void *const *dst, uint32_t priority, uint64_t deadline);
 
 /*
  * Run @n requests on lane @l (which the caller holds), reconnecting until
@@ -425,18 +502,17 @@ static int with_reconnect(struct net_source *ns, struct lane *l, unsigned n,
 			  const uint64_t *first, const uint64_t *npages,
 			  void *const *dst, uint32_t priority)
 {
-	uint64_t failing_since = 0, backoff = 10 * 1000000ull;
+	/* One deadline for the whole fetch, across answers and reconnects,
+	 * so --net-timeout means what it says. */
+	uint64_t deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
+	uint64_t backoff = 10 * 1000000ull;
 	bool lost = false; /* a connection broke here: the next one is a reconnect */
 	int ret;
 
 	for (;;) {
 		if (l->fd < 0) {
-			ret = open_conn(ns, ROLE_DEMAND, now_ns() + 1000000000ull, &l->mac);
-			if (fatal(ret)) {
-				say(ret == -ESTALE ? "postcopy: the migration source now serves a different image\n" :
-						     "postcopy: the migration source refused to reconnect\n");
-				break;
-			}
+			uint64_t t = now_ns() + 1000000000ull;
+			ret = open_conn(ns, ROLE_DEMAND, t < deadline ? t : deadline, &l->mac);
 			if (ret >= 0) {
 				l->fd = ret;
 				if (lost)
@@ -444,25 +520,24 @@ static int with_reconnect(struct net_source *ns, struct lane *l, unsigned n,
 			}
 		}
 		if (l->fd >= 0) {
-			ret = request_many_on(ns, l, n, first, npages, dst, priority);
+			ret = request_many_on(ns, l, n, first, npages, dst, priority,
+					      deadline);
 			if (ret == 0)
 				break;
 			close(l->fd);
 			l->fd = -1;
 			lost = true;
 		}
-		uint64_t now = now_ns();
-		if (!failing_since)
-			failing_since = now;
-		else if (now - failing_since > (uint64_t)ns->timeout_ms * 1000000ull) {
+		if (fatal(ret)) {
+			say(ret == -ESTALE ? "postcopy: the migration source now serves a different image, or its image changed\n" :
+					     "postcopy: the migration source refused to reconnect\n");
+			break;
+		}
+		if (!backoff_until(&backoff, deadline)) {
 			say("postcopy: the migration source has been unreachable for longer than the timeout\n");
 			ret = -EHOSTDOWN; /* not ETIMEDOUT: that is pc_region_wait's own */
 			break;
 		}
-		/* Whatever failed, connecting or asking, the next try waits
-		 * longer, up to half a second. */
-		sleep_ns(backoff);
-		backoff = backoff * 2 > 500000000ull ? 500000000ull : backoff * 2;
 	}
 	return ret;
 }
@@ -471,12 +546,13 @@ static int with_reconnect(struct net_source *ns, struct lane *l, unsigned n,
  * order. */
 static int request_many_on(struct net_source *ns, struct lane *l, unsigned n,
 			   const uint64_t *first, const uint64_t *npages,
-			   void *const *dst, uint32_t priority)
+			   void *const *dst, uint32_t priority, uint64_t deadline)
 {
-	uint64_t deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
 	uint8_t buf[PC_MAX_BATCH * (PROTO_HDR_LEN + 16 + PROTO_TAG_LEN)];
 	uint32_t tag0 = l->tag + 1;
 	size_t len = 0;
+	if (!n)
+		return 0;
 	for (unsigned i = 0; i < n; i++) {
 		struct request rq = { .first = first[i], .npages = (uint32_t)npages[i],
 				      .priority = priority };
@@ -566,19 +642,26 @@ static void push_stop(struct net_source *ns)
 	ns->push_started = false;
 }
 
-static void send_bye(struct net_source *ns, struct lane *l)
+/* Say BYE on @fd and wait for the server to close it, which is how it
+ * says it counted the session complete. */
+static int bye_on(struct net_source *ns, int fd, struct frame_mac *mac)
 {
 	struct bye b = { .pages_received = atomic_load(&ns->pages_received) +
 					   atomic_load(&ns->pages_pushed) };
 	uint8_t buf[8];
-	send_frame(l->fd, &l->mac, FRAME_BYE, 0, buf, proto_put_bye(buf, &b),
-		   now_ns() + 1000000000ull);
+	uint64_t deadline = now_ns() + 1000000000ull;
+	int ret = send_frame(fd, mac, FRAME_BYE, 0, buf, proto_put_bye(buf, &b),
+			     deadline);
+	if (ret == 0)
+		ret = net_recv_all(fd, buf, 1, deadline);
+	return ret == -ECONNRESET ? 0 : ret < 0 ? ret : -EPROTO;
 }
 
 /*
  * Before the region goes: stop the push, and if every page arrived say
  * BYE, so that the server counts the session complete (and, with --once,
- * exits when the lanes close).
+ * exits).  On lane 0 if it still works, else on a fresh connection: a
+ * lane that was cut must not swallow it.
  */
 static void net_stop(void *ctx, bool complete)
 {
@@ -587,10 +670,13 @@ static void net_stop(void *ctx, bool complete)
 	if (!complete || ns->bye_sent)
 		return;
 	struct lane *l = &ns->lanes[0]; /* no fetch runs any more: ours */
-	if (l->fd < 0)
+	int ret = l->fd >= 0 ? bye_on(ns, l->fd, &l->mac) : -ENOTCONN;
+	for (int tries = 0; ret < 0 && tries < 3; tries++) {
+		if (l->fd >= 0)
+			close(l->fd);
 		l->fd = open_conn(ns, ROLE_DEMAND, now_ns() + 1000000000ull, &l->mac);
-	if (l->fd >= 0)
-		send_bye(ns, l);
+		ret = l->fd >= 0 ? bye_on(ns, l->fd, &l->mac) : l->fd;
+	}
 	ns->bye_sent = true;
 }
 
@@ -646,6 +732,8 @@ static int push_frame(struct net_source *ns, int fd, struct frame_mac *mac,
 		int ret = check_tag(fd, mac, hdr, &part, 1, deadline);
 		return ret < 0 ? ret : 1;
 	}
+	if (h->type == FRAME_REFUSE)
+		return read_refusal(fd, mac, hdr, h, deadline);
 	struct data_run run;
 	int ret = len >= PROTO_DATA_FIXED ?
 			  net_recv_all(fd, buf, PROTO_DATA_FIXED, deadline) :
@@ -668,7 +756,8 @@ static int push_frame(struct net_source *ns, int fd, struct frame_mac *mac,
 		ret = check_tag(fd, mac, hdr, &part, 1, deadline);
 	if (ret == 0 && h->type == FRAME_ZERO)
 		memset(pages, 0, bytes);
-	else if (ret == 0 && proto_checksum(pages, bytes, run.first) != run.checksum) {
+	if (ret == 0 && proto_run_checksum(&ns->image, run.first, pages, run.npages) !=
+			       run.checksum) {
 		count(&ns->checksum_failures, 1);
 		ret = -EBADMSG; /* those pages come again, or by fill */
 	}
@@ -724,7 +813,7 @@ static void *push_main(void *arg)
 {
 	struct net_source *ns = arg;
 	uint8_t *buf = malloc(PROTO_MAX_PAYLOAD);
-	uint64_t failing_since = 0, backoff = 10 * 1000000ull;
+	uint64_t deadline = 0, backoff = 10 * 1000000ull;
 	bool connected_once = false;
 
 	/* No lower priority: the pages it claimed are ones a vCPU may be
@@ -740,7 +829,7 @@ static void *push_main(void *arg)
 			if (connected_once)
 				count(&ns->reconnects, 1);
 			connected_once = true;
-			failing_since = 0;
+			deadline = 0;
 			backoff = 10 * 1000000ull;
 			set_push_fd(ns, fd);
 			ret = push_receive(ns, fd, &mac, buf);
@@ -749,13 +838,10 @@ static void *push_main(void *arg)
 			close_push_fd(ns, fd);
 			fd = -1;
 		}
-		uint64_t now = now_ns();
-		if (!failing_since)
-			failing_since = now;
-		if (fatal(ret) || now - failing_since > (uint64_t)ns->timeout_ms * 1000000ull)
+		if (!deadline)
+			deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
+		if (fatal(ret) || !backoff_until(&backoff, deadline))
 			break;
-		sleep_ns(backoff);
-		backoff = backoff * 2 > 500000000ull ? 500000000ull : backoff * 2;
 	}
 	free(buf);
 	/* Whatever did not come by push comes by fill. */
@@ -808,6 +894,44 @@ static const struct pc_source_ops net_ops = {
 	.destroy = net_destroy,
 };
 
+/* One try at lane 0: connect, handshake, zero map. */
+static int first_connection(struct net_source *ns, uint64_t deadline, char *why,
+			    size_t why_len)
+{
+	struct lane *l = &ns->lanes[0];
+	if (l->fd >= 0)
+		close(l->fd);
+	l->fd = net_connect(&ns->addr, 0, deadline);
+	if (l->fd < 0) {
+		set_why(why, why_len, "cannot connect to ", ns->addr.text);
+		return l->fd;
+	}
+	int ret = check_server_uid(ns, l->fd);
+	if (ret < 0) {
+		set_why(why, why_len, ret == -EACCES ?
+			"the socket's server runs as another user: " :
+			"cannot check who serves the socket: ", ns->addr.text);
+		return ret;
+	}
+	ret = handshake(ns, l->fd, ROLE_DEMAND, true, deadline, &l->mac, why,
+			why_len);
+	if (ret == 0 && !ns->zero_bits) {
+		ns->zero_bits = calloc((ns->image.page_count + 63) / 64, 8);
+		if (!ns->zero_bits)
+			return -ENOMEM;
+	}
+	if (ret == 0) {
+		memset(ns->zero_bits, 0, (ns->image.page_count + 63) / 64 * 8);
+		ret = recv_zeromap(ns, l->fd, &l->mac, deadline);
+	}
+	if (ret < 0 && why && !why[0])
+		set_why(why, why_len, "handshake with the server failed: ",
+			ret == -ETIMEDOUT ? "timed out" :
+			ret == -EBADMSG ? "the zero map failed its checksum" :
+					  "protocol error or connection lost");
+	return ret;
+}
+
 int pc_source_net(const struct pc_net_opts *o, pc_source **out, char *why,
 		  size_t why_len)
 {
@@ -844,35 +968,21 @@ int pc_source_net(const struct pc_net_opts *o, pc_source **out, char *why,
 	}
 	randombytes_buf(&ns->session, sizeof(ns->session));
 
-	/* The first connection learns the image; it becomes lane 0. */
+	/* The first connection learns the image; it becomes lane 0.  Like
+	 * every later one it is retried within the timeout: a server still
+	 * starting, or a connection cut early, is no reason to give up. */
 	uint64_t deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
-	int fd = net_connect(&ns->addr, 0, deadline);
-	if (fd < 0) {
-		set_why(why, why_len, "cannot connect to ", ns->addr.text);
-		ret = fd;
+	uint64_t backoff = 10 * 1000000ull;
+	for (;;) {
+		if (why && why_len)
+			why[0] = '\0';
+		ret = first_connection(ns, deadline, why, why_len);
+		if (ret == 0 || ret == -EACCES || ret == -EPROTONOSUPPORT ||
+		    ret == -ENOMEM || !backoff_until(&backoff, deadline))
+			break;
+	}
+	if (ret < 0)
 		goto err;
-	}
-	ns->lanes[0].fd = fd;
-	ret = check_server_uid(ns, fd);
-	if (ret < 0) {
-		set_why(why, why_len, ret == -EACCES ?
-			"the socket's server runs as another user: " :
-			"cannot check who serves the socket: ", ns->addr.text);
-		goto err;
-	}
-	ret = handshake(ns, fd, ROLE_DEMAND, true, deadline, &ns->lanes[0].mac,
-			why, why_len);
-	if (ret == 0) {
-		ns->zero_bits = calloc((ns->image.page_count + 63) / 64, 8);
-		ret = ns->zero_bits ? recv_zeromap(ns, fd, &ns->lanes[0].mac, deadline) :
-				      -ENOMEM;
-	}
-	if (ret < 0) {
-		if (why && !why[0])
-			set_why(why, why_len, "handshake with the server failed: ",
-				ret == -ETIMEDOUT ? "timed out" : "protocol error or connection lost");
-		goto err;
-	}
 	ret = pc_source_custom(&net_ops, ns, ns->image.size, out);
 	if (ret < 0)
 		goto err;

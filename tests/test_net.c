@@ -517,6 +517,8 @@ static bool raw_hello(int fd, const struct hello *hl, struct challenge *c)
  * A complete insecure handshake for a demand lane of a new session:
  * HELLO, CHALLENGE, AUTH (zero proof), READY and the zero map.
  */
+static struct image_id raw_image; /* what the last raw handshake learned */
+
 static bool raw_handshake_insecure(int fd, uint64_t *page_count)
 {
 	static uint8_t buf[PROTO_MAX_PAYLOAD];
@@ -542,6 +544,7 @@ static bool raw_handshake_insecure(int fd, uint64_t *page_count)
 		covered += zm.npages;
 	}
 	*page_count = c.image.page_count;
+	raw_image = c.image;
 	return true;
 }
 
@@ -706,10 +709,10 @@ static void test_protocol_abuse(void)
 	tap_watchdog(60);
 	srv_start_or_bail(&v, "tcp://127.0.0.1:0", NULL, true);
 
-	/* version 2 */
+	/* another version */
 	fd = raw_connect(v.addr);
 	{
-		struct hello hl = make_hello(2, ROLE_DEMAND);
+		struct hello hl = make_hello(PROTO_VERSION + 1, ROLE_DEMAND);
 
 		send_frame(fd, FRAME_HELLO, 0, buf, proto_put_hello(buf, &hl));
 	}
@@ -717,8 +720,8 @@ static void test_protocol_abuse(void)
 	ret = expect_refuse(fd, REFUSE_VERSION, reason, sizeof(reason), why,
 			    sizeof(why));
 	close(fd);
-	if (!ok(ret && strstr(reason, "version") && strstr(reason, "2"),
-		"protocol_version_2_hello_gets_refuse_version_naming_it"))
+	if (!ok(ret && strstr(reason, "version") && strstr(reason, "3"),
+		"protocol_version_3_hello_gets_refuse_version_naming_it"))
 		diag("%s; reason '%s'", why, reason);
 	else
 		diag("reason: %s", reason);
@@ -778,8 +781,8 @@ static void test_protocol_abuse(void)
 			snprintf(why, sizeof(why), "no DATA/ZERO answer for the last page");
 		else if (h.type == FRAME_DATA &&
 			 (memcmp(buf + PROTO_DATA_FIXED, want, SRC_PAGE) ||
-			  proto_checksum(buf + PROTO_DATA_FIXED, SRC_PAGE,
-					 last) != run.checksum))
+			  proto_run_checksum(&raw_image, last, buf + PROTO_DATA_FIXED,
+					     1) != run.checksum))
 			snprintf(why, sizeof(why), "last page data or checksum wrong");
 		else if (h.type == FRAME_ZERO && !pc_source_is_zero(ref, last))
 			snprintf(why, sizeof(why), "last page sent as ZERO but has data");

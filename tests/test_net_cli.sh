@@ -76,7 +76,7 @@ serve_kill() {
 	serve_pid=
 }
 
-echo "1..20"
+echo "1..21"
 
 img=$tmp/img key=$tmp/key wrong=$tmp/wrong.key open_key=$tmp/open.key
 if ! "$cli" mkimage "$img" 8M >"$out" 2>"$err"; then
@@ -189,11 +189,19 @@ check "restore_of_a_served_memfd_verified_against_the_image" $? "$sout" "$serr"
 serve_kill
 
 # ---- the image changes under a running server: refused at once, never mixed -
+# Content, not the file's time, is the image's identity: a touch changes
+# nothing, a page written in place is refused.
 cp "$img" "$tmp/changing.img"
 serve --image "$tmp/changing.img" --listen "unix:$tmp/chg.sock"
 touch -d '+1 hour' "$tmp/changing.img"
+run restore --source "unix:$tmp/chg.sock" --image "$img" --vcpus 1 --json
+((rc == 0)) && json_check "$verified"
+check "restore_after_only_a_touch_of_the_served_image_still_succeeds" $? "$sout" "$serr"
+serve_kill
+serve --image "$tmp/changing.img" --listen "unix:$tmp/chg.sock"
+head -c 4096 /dev/urandom | dd of="$tmp/changing.img" bs=4096 seek=7 conv=notrunc status=none
 start=$SECONDS
-run restore --source "unix:$tmp/chg.sock" --vcpus 1 --net-timeout 20
+run restore --source "unix:$tmp/chg.sock" --vcpus 1 --net-timeout 20 -m wait
 ((rc == 1)) && grep -q "changed on disk" "$err" && ((SECONDS - start < 10))
 check "restore_from_a_server_whose_image_changed_is_refused_at_once" $? "$sout" "$serr"
 serve_kill
