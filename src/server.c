@@ -564,7 +564,10 @@ static void on_request(struct pc_server *s, struct conn *c, uint32_t tag,
 		return refuse(s, c, REFUSE_RANGE, "request outside the image");
 	if (ret < 0 || c->hello.role != ROLE_DEMAND)
 		return refuse(s, c, REFUSE_BAD_FRAME, "malformed REQUEST");
+	size_t queued = c->out_len - c->out_off;
 	ret = queue_pages(s, c, rq.first, rq.npages, tag);
+	if (ret == 0)
+		s->out_total += c->out_len - c->out_off - queued;
 	if (ret == -ENOMEM)
 		return refuse(s, c, REFUSE_BUSY, "out of memory");
 	if (ret < 0)
@@ -600,6 +603,9 @@ static void on_frame(struct pc_server *s, struct conn *c,
 			if (!c->session->done)
 				s->stats.sessions_done++;
 			c->session->done = true;
+			/* The acknowledgment: BYE back, then the close. */
+			uint8_t buf[8];
+			queue_frame(c, FRAME_BYE, 0, buf, proto_put_bye(buf, &b));
 			c->state = CLOSING;
 			return;
 		}

@@ -642,19 +642,29 @@ static void push_stop(struct net_source *ns)
 	ns->push_started = false;
 }
 
-/* Say BYE on @fd and wait for the server to close it, which is how it
- * says it counted the session complete. */
+/* Say BYE on @fd and wait for the server's BYE back: it counted the
+ * session complete.  (A close alone proves nothing: a cut lane closes
+ * too.) */
 static int bye_on(struct net_source *ns, int fd, struct frame_mac *mac)
 {
 	struct bye b = { .pages_received = atomic_load(&ns->pages_received) +
 					   atomic_load(&ns->pages_pushed) };
-	uint8_t buf[8];
+	uint8_t buf[8], hdr[PROTO_HDR_LEN];
 	uint64_t deadline = now_ns() + 1000000000ull;
+	struct frame_hdr h;
 	int ret = send_frame(fd, mac, FRAME_BYE, 0, buf, proto_put_bye(buf, &b),
 			     deadline);
 	if (ret == 0)
-		ret = net_recv_all(fd, buf, 1, deadline);
-	return ret == -ECONNRESET ? 0 : ret < 0 ? ret : -EPROTO;
+		ret = net_recv_all(fd, hdr, sizeof(hdr), deadline);
+	if (ret == 0 && (proto_get_hdr(hdr, sizeof(buf) + PROTO_TAG_LEN, &h) < 0 ||
+			 h.type != FRAME_BYE || payload_len(mac, &h) != sizeof(buf)))
+		ret = -EPROTO;
+	struct mac_part part = { buf, sizeof(buf) };
+	if (ret == 0)
+		ret = net_recv_all(fd, buf, sizeof(buf), deadline);
+	if (ret == 0)
+		ret = check_tag(fd, mac, hdr, &part, 1, deadline);
+	return ret;
 }
 
 /*
