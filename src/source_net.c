@@ -507,7 +507,7 @@ static int with_reconnect(struct net_source *ns, struct lane *l, unsigned n,
 	uint64_t deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
 	uint64_t backoff = 10 * 1000000ull;
 	bool lost = false; /* a connection broke here: the next one is a reconnect */
-	int ret;
+	int ret = 0;
 
 	for (;;) {
 		if (l->fd < 0) {
