@@ -11,7 +11,11 @@
  *   3. whole-image transfer by the push against a plain sender/receiver
  *      pair moving the same bytes;
  *   4. exit against wait mode at 1..32 vCPUs with the network source
- *      (vCPUs touching the first 64 MiB, one round trip per page).
+ *      (vCPUs touching the first 64 MiB, one round trip per page);
+ *   5. whole migrations under load: V = 1, 2, 4, 8 vCPU threads keep
+ *      reading and writing their slices (in order, at random, with a
+ *      stride of 7919 pages) until every page is present, in both modes;
+ *      each against the push alone (3) and the plain pair (3) of this run.
  *
  * The server runs in this process on its own thread, serving an image
  * written to a temporary file (every page data, no holes, so every byte
@@ -41,7 +45,9 @@ struct nb_opts {
 	uint64_t size;
 	bool unix_socket;
 	bool json;
+	bool load_only; /* baselines and the migrations under load only */
 	unsigned max_vcpus;
+	unsigned load_vcpus;
 	unsigned samples;
 };
 
@@ -379,22 +385,98 @@ static double vcpu_rate(const char *addr, enum pc_mode mode, unsigned vcpus,
 	return rate;
 }
 
+/* ---- 5. a whole migration while the guest keeps running ---- */
+
+struct load_point {
+	enum pc_mode mode;
+	unsigned vcpus;
+	enum access_order order;
+	double seconds;	     /* region start to every page present */
+	double push_mibs;    /* pushed bytes over that time */
+	uint64_t faults;     /* demand faults the pager took */
+	uint64_t stalls;     /* accesses that found their page missing */
+	struct pc_latency stall; /* their latency, vCPU side */
+	double blocked;	     /* of the vCPUs' time, resolving or waiting */
+	bool verified;
+};
+
+static const char *order_name(enum access_order o)
+{
+	return o == ORDER_SEQ ? "seq" : o == ORDER_RANDOM ? "random" : "stride";
+}
+
+static int migrate_under_load(const char *addr, pc_source *truth,
+			      struct load_point *lp)
+{
+	pc_source *src;
+	int ret = net_source(addr, &src);
+	if (ret < 0)
+		return ret;
+	struct pc_region_opts ro = { .size = pc_source_size(src), .mode = lp->mode,
+				     .max_threads = lp->vcpus };
+	pc_region *r;
+	if ((ret = start_region("netbench", &ro, src, &r)) < 0)
+		return ret;
+	if ((ret = pc_net_start_push(src, r)) < 0) {
+		pc_region_destroy(r);
+		return ret;
+	}
+	struct workload w = { .mem = pc_region_addr(r), .size = ro.size,
+			      .vcpus = lp->vcpus, .write = true, .read_too = true,
+			      .until_complete = true, .order = lp->order, .region = r };
+	struct workload_result res;
+	ret = workload_run(&w, &res);
+	if (ret == -EIO) {
+		complain("netbench", "the pager failed: %s", pc_region_error(r));
+		fflush(stdout);
+		_exit(EXIT_FAIL); /* its vCPUs sleep in the kernel for good */
+	}
+	struct pc_stats *st = NULL;
+	struct pc_net_stats ns;
+	if (ret == 0)
+		ret = pc_region_stats(r, &st);
+	if (ret == 0 && (ret = pc_net_get_stats(src, &ns)) == 0) {
+		lp->seconds = st->elapsed_ns / 1e9;
+		lp->push_mibs = ns.pages_pushed * 4096.0 / (1 << 20) / lp->seconds;
+		lp->faults = st->faults;
+		hist_summarize(res.stalls, &lp->stall);
+		lp->stalls = lp->stall.count;
+		lp->blocked = st->blocked_ns / 1e9 / (lp->vcpus * res.seconds);
+		uint64_t first_bad;
+		lp->verified = verify_memory(pc_region_addr(r), ro.size, truth, &first_bad) == 0;
+		if (!lp->verified)
+			complain("netbench", "memory differs from the image (first at page %llu)",
+				 (unsigned long long)first_bad);
+	}
+	free(st);
+	if (ret == 0)
+		workload_result_free(&res);
+	pc_region_destroy(r);
+	return ret < 0 ? ret : lp->verified ? 0 : -EIO;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: postcopy netbench [-s SIZE] [--unix] [-v MAX_VCPUS] [--json]\n"
+		"usage: postcopy netbench [-s SIZE] [--unix] [-v MAX_VCPUS] [--load-vcpus N]\n"
+		"                         [--load-only] [--json]\n"
 		"\n"
 		"Post-copy over loopback against raw baselines measured in the same run:\n"
 		"the 4 KiB request/response round trip and the minor-fault cost,\n"
 		"demand-fault latency with and without the push, whole-image transfer\n"
 		"against a plain sender/receiver pair, and exit vs wait mode at\n"
-		"1..MAX_VCPUS vCPUs.  The server runs in-process, insecure, on\n"
-		"127.0.0.1 (or a Unix socket with --unix).\n"
+		"1..MAX_VCPUS vCPUs; then whole migrations while 1, 2, 4 .. N vCPU\n"
+		"threads keep reading and writing their memory (in order, at random,\n"
+		"with a stride of 7919 pages) until every page is present, in both\n"
+		"modes, each verified byte for byte.  The server runs in-process,\n"
+		"insecure, on 127.0.0.1 (or a Unix socket with --unix).\n"
 		"\n"
 		"  -s SIZE       image size (default 1G)\n"
 		"  --unix        Unix sockets instead of TCP\n"
 		"  -v N          largest vCPU count for the mode comparison (default 32)\n"
 		"  -n N          demand-latency samples (default 2000)\n"
+		"  --load-vcpus N  most vCPUs of the migrations under load (default 8)\n"
+		"  --load-only   only the baselines and the migrations under load\n"
 		"  --json        one JSON object\n"
 		"  -h, --help    this text\n"
 		"\n"
@@ -406,11 +488,14 @@ static int parse(int argc, char **argv, struct nb_opts *o)
 	static const struct option longopts[] = {
 		{ "unix", no_argument, NULL, 'U' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "load-only", no_argument, NULL, 'L' },
+		{ "load-vcpus", required_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	int c;
-	*o = (struct nb_opts){ .size = 1ull << 30, .max_vcpus = 32, .samples = 2000 };
+	*o = (struct nb_opts){ .size = 1ull << 30, .max_vcpus = 32, .load_vcpus = 8,
+			       .samples = 2000 };
 	while ((c = getopt_long(argc, argv, "s:v:n:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
@@ -428,6 +513,11 @@ static int parse(int argc, char **argv, struct nb_opts *o)
 			if (parse_uint(optarg, 1, 10000000, &o->samples) < 0)
 				return complain("netbench", "bad -n '%s'", optarg), EXIT_USAGE;
 			break;
+		case 'l':
+			if (parse_uint(optarg, 1, 64, &o->load_vcpus) < 0)
+				return complain("netbench", "bad --load-vcpus '%s'", optarg), EXIT_USAGE;
+			break;
+		case 'L': o->load_only = true; break;
 		case 'U': o->unix_socket = true; break;
 		case 'j': o->json = true; break;
 		case 'h': usage(stdout); return -1;
@@ -475,17 +565,36 @@ int cmd_netbench(int argc, char **argv)
 	/* A part that fails is reported as -1 and makes the exit status 1. */
 	bool failed = raw_round_trip(o.unix_socket, o.samples, rtt) < 0;
 	double minor = minor_fault_us(16384);
-	failed |= fault_latency(addr, false, o.samples, &cold) < 0;
-	failed |= fault_latency(addr, true, o.samples, &pushed) < 0;
+	if (!o.load_only) {
+		failed |= fault_latency(addr, false, o.samples, &cold) < 0;
+		failed |= fault_latency(addr, true, o.samples, &pushed) < 0;
+	}
 	double raw_s = raw_transfer(o.unix_socket, image, o.size);
 	double push_s = push_transfer(addr);
 	failed |= minor < 0 || raw_s < 0 || push_s < 0;
+
+	/* Whole migrations under load, each verified. */
+	pc_source *truth = NULL;
+	struct load_point loads[2 * 7 * 3];
+	unsigned nl = 0;
+	if (pc_source_file(image, &truth) < 0)
+		failed = true;
+	for (int m = 0; truth && m < 2; m++)
+		for (unsigned v = 1; v <= o.load_vcpus && v <= 64; v *= 2)
+			for (int ord = ORDER_SEQ; ord <= ORDER_STRIDE; ord++) {
+				struct load_point *lp = &loads[nl++];
+				*lp = (struct load_point){ .mode = m ? PC_MODE_WAIT : PC_MODE_EXIT,
+							   .vcpus = v, .order = ord,
+							   .seconds = -1 };
+				failed |= migrate_under_load(addr, truth, lp) < 0;
+			}
+	pc_source_destroy(truth);
 
 	/* Every touch is a round trip: 64 MiB of them is plenty. */
 	uint64_t touched = o.size < (64u << 20) ? o.size : (64u << 20);
 	unsigned counts[16], nc = 0;
 	double exit_rate[16], wait_rate[16];
-	for (unsigned v = 1; v <= o.max_vcpus && nc < 16; v *= 2) {
+	for (unsigned v = 1; !o.load_only && v <= o.max_vcpus && nc < 16; v *= 2) {
 		counts[nc] = v;
 		exit_rate[nc] = vcpu_rate(addr, PC_MODE_EXIT, v, touched);
 		wait_rate[nc] = vcpu_rate(addr, PC_MODE_WAIT, v, touched);
@@ -520,6 +629,26 @@ int cmd_netbench(int argc, char **argv)
 			json_object_array_add(modes, m);
 		}
 		json_object_object_add(j, "modes", modes);
+		struct json_object *ul = json_object_new_array();
+		double push_mibs = o.size / push_s / (1 << 20);
+		for (unsigned i = 0; i < nl; i++) {
+			struct load_point *lp = &loads[i];
+			struct json_object *m = json_object_new_object();
+			json_object_object_add(m, "mode", json_object_new_string(mode_str(lp->mode)));
+			json_object_object_add(m, "vcpus", json_object_new_int((int)lp->vcpus));
+			json_object_object_add(m, "pattern", json_object_new_string(order_name(lp->order)));
+			json_object_object_add(m, "seconds_to_all_present", json_object_new_double(lp->seconds));
+			json_object_object_add(m, "push_mib_per_s", json_object_new_double(lp->push_mibs));
+			json_object_object_add(m, "push_vs_push_alone", json_object_new_double(lp->push_mibs / push_mibs));
+			json_object_object_add(m, "vs_push_alone", json_object_new_double(lp->seconds / push_s));
+			json_object_object_add(m, "demand_faults", json_object_new_int64((int64_t)lp->faults));
+			json_object_object_add(m, "stalls", json_object_new_int64((int64_t)lp->stalls));
+			json_object_object_add(m, "stall_latency_us", latency_json(&lp->stall));
+			json_object_object_add(m, "blocked_fraction", json_object_new_double(lp->blocked));
+			json_object_object_add(m, "verified", json_object_new_boolean(lp->verified));
+			json_object_array_add(ul, m);
+		}
+		json_object_object_add(j, "under_load", ul);
 		printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY));
 		json_object_put(j);
 	} else {
@@ -527,17 +656,33 @@ int cmd_netbench(int argc, char **argv)
 		       o.unix_socket ? "Unix socket" : "TCP", (double)o.size / (1 << 20));
 		printf("raw        4 KiB round trip p50 %.1f us, p99 %.1f us; minor fault %.2f us\n",
 		       rtt50, hist_percentile(rtt, 990) / 1e3, minor);
-		printf("demand     fault p50 %.1f us, p99 %.1f us (%llu faults); p50 = %.2fx (round trip + minor fault)\n",
-		       cold50, cold99, (unsigned long long)cold.count, cold50 / (rtt50 + minor));
-		printf("with push  fault p50 %.1f us, p99 %.1f us (%llu faults); p99 = %.2fx the p50 without push\n",
-		       push50, push99, (unsigned long long)pushed.count, push99 / cold50);
+		if (!o.load_only) {
+			printf("demand     fault p50 %.1f us, p99 %.1f us (%llu faults); p50 = %.2fx (round trip + minor fault)\n",
+			       cold50, cold99, (unsigned long long)cold.count, cold50 / (rtt50 + minor));
+			printf("with push  fault p50 %.1f us, p99 %.1f us (%llu faults); p99 = %.2fx the p50 without push\n",
+			       push50, push99, (unsigned long long)pushed.count, push99 / cold50);
+		}
 		printf("transfer   push %.3f s, plain socket %.3f s: %.2fx the raw throughput (%.0f MiB/s vs %.0f MiB/s)\n",
 		       push_s, raw_s, raw_s / push_s, o.size / push_s / (1 << 20),
 		       o.size / raw_s / (1 << 20));
-		printf("vCPUs      exit pages/s    wait pages/s   exit/wait\n");
+		if (nc)
+			printf("vCPUs      exit pages/s    wait pages/s   exit/wait\n");
 		for (unsigned i = 0; i < nc; i++)
 			printf("%5u %15.0f %15.0f %10.2f\n", counts[i], exit_rate[i],
 			       wait_rate[i], exit_rate[i] / wait_rate[i]);
+		if (nl)
+			printf("under load (every page present; push MiB/s and time against the push alone):\n"
+			       "mode vCPUs pattern    present   x alone   push MiB/s x alone   faults  stall p50/p99/max us   blocked\n");
+		for (unsigned i = 0; i < nl; i++) {
+			struct load_point *lp = &loads[i];
+			printf("%-4s %5u %-7s %9.3f s %8.2f %12.0f %7.2f %8llu  %6.0f/%5.0f/%6.0f %8.0f%%%s\n",
+			       mode_str(lp->mode), lp->vcpus, order_name(lp->order), lp->seconds,
+			       lp->seconds / push_s, lp->push_mibs,
+			       lp->push_mibs / (o.size / push_s / (1 << 20)),
+			       (unsigned long long)lp->faults, lp->stall.p50 / 1e3,
+			       lp->stall.p99 / 1e3, lp->stall.max / 1e3, lp->blocked * 100,
+			       lp->verified ? "" : "  NOT VERIFIED");
+		}
 	}
 	if (failed)
 		complain("netbench", "some measurements failed (shown as -1)");

@@ -75,7 +75,10 @@ int start_region(const char *cmd, const struct pc_region_opts *ro,
 		 pc_source *src, pc_region **out);
 
 /* ---- workload.c: vCPU threads touching guest memory ---- */
-enum access_order { ORDER_SEQ, ORDER_RANDOM };
+/* ORDER_STRIDE: every STRIDE_PAGES-th page, wrapping (a prime, so each
+ * page comes once per pass). */
+enum access_order { ORDER_SEQ, ORDER_RANDOM, ORDER_STRIDE };
+#define STRIDE_PAGES 7919u
 
 struct workload {
 	char *mem;
@@ -83,6 +86,10 @@ struct workload {
 	unsigned vcpus;
 	bool overlap; /* every vCPU touches all memory, not its slice */
 	bool write;   /* write one word per page (bench) or read (restore) */
+	bool read_too; /* with write: read another word of the page first */
+	/* A guest under load: go over the slice again and again until the
+	 * region is complete, then once more (so every page was written). */
+	bool until_complete;
 	enum access_order order;
 	pc_region *region; /* attach threads to it; NULL for a baseline */
 };
@@ -92,6 +99,9 @@ struct workload_result {
 	uint64_t accesses;	/* 4 KiB pages touched, all vCPUs */
 	double *vcpu_rate;	/* pages/s of each vCPU (malloc'ed) */
 	struct hist *latency;	/* per access, ns (malloc'ed) */
+	/* Accesses to pages that were missing when the vCPU reached them:
+	 * what a vCPU waited for each, from its side (with a region). */
+	struct hist *stalls;
 };
 
 /*

@@ -24,7 +24,8 @@ struct vcpu {
 	uint64_t *order;
 	struct gate *gate;
 	double seconds;
-	struct hist *latency;
+	uint64_t passes;
+	struct hist *latency, *stalls;
 };
 
 static uint64_t xorshift(uint64_t *s)
@@ -41,7 +42,11 @@ static int make_order(struct vcpu *v)
 	if (!v->order)
 		return -ENOMEM;
 	for (uint64_t i = 0; i < v->npages; i++)
-		v->order[i] = v->first + i;
+		v->order[i] = v->first + (v->w->order == ORDER_STRIDE ?
+						  i * STRIDE_PAGES % v->npages : i);
+	if (v->w->order == ORDER_STRIDE && v->npages % STRIDE_PAGES == 0)
+		for (uint64_t i = 0; i < v->npages; i++) /* not coprime: plain */
+			v->order[i] = v->first + i;
 	if (v->w->order == ORDER_RANDOM && v->npages > 1) {
 		uint64_t seed = 0x9e3779b97f4a7c15ull * (v->id + 1);
 		for (uint64_t i = v->npages - 1; i > 0; i--) {
@@ -66,20 +71,32 @@ static void *vcpu_main(void *arg)
 	}
 
 	uint64_t t0 = ns_now(), prev = t0;
-	for (uint64_t i = 0; i < v->npages; i++) {
-		uint64_t p = v->order[i];
-		volatile uint64_t *word =
-			(volatile uint64_t *)(w->mem + p * PAGE +
-					      written_offset(p));
-		if (w->write)
-			*word = written_value(p);
-		else
-			(void)*word; /* a volatile read: the access is the point */
-		uint64_t t = ns_now();
-		hist_record(v->latency, t - prev);
-		prev = t;
-	}
-	v->seconds = (double)(prev - t0) / 1e9;
+	bool last_pass = !w->until_complete;
+	for (;;) {
+		for (uint64_t i = 0; i < v->npages; i++) {
+			uint64_t p = v->order[i];
+			char *page = w->mem + p * PAGE;
+			bool missing = w->region && w->until_complete &&
+				       !pc_region_page_present(w->region, p * PAGE);
+			volatile uint64_t *word =
+				(volatile uint64_t *)(page + written_offset(p));
+			if (w->read_too)
+				(void)*(volatile uint64_t *)(page + (written_offset(p) + 8) % PAGE);
+			if (w->write)
+				*word = written_value(p);
+			else
+				(void)*word; /* a volatile read: the access is the point */
+			uint64_t t = ns_now();
+			hist_record(v->latency, t - prev);
+			if (missing)
+				hist_record(v->stalls, t - prev);
+			prev = t;
+		}
+		v->passes++;
+		if (last_pass)
+			break;
+		last_pass = pc_region_complete(w->region);
+	}	v->seconds = (double)(prev - t0) / 1e9;
 	if (w->region)
 		pc_thread_detach(w->region);
 	gate_leave(v->gate);
@@ -100,7 +117,8 @@ int workload_run(const struct workload *w, struct workload_result *res)
 	memset(res, 0, sizeof(*res));
 	res->vcpu_rate = calloc(w->vcpus, sizeof(double));
 	res->latency = calloc(1, sizeof(*res->latency));
-	if (!v || !tids || !gate || !res->vcpu_rate || !res->latency) {
+	res->stalls = calloc(1, sizeof(*res->stalls));
+	if (!v || !tids || !gate || !res->vcpu_rate || !res->latency || !res->stalls) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -113,7 +131,8 @@ int workload_run(const struct workload *w, struct workload_result *res)
 				pages * (i + 1) / w->vcpus - v[i].first;
 		v[i].gate = gate;
 		v[i].latency = calloc(1, sizeof(struct hist));
-		if (!v[i].latency || make_order(&v[i]) < 0) {
+		v[i].stalls = calloc(1, sizeof(struct hist));
+		if (!v[i].latency || !v[i].stalls || make_order(&v[i]) < 0) {
 			ret = -ENOMEM;
 			goto out;
 		}
@@ -139,11 +158,12 @@ int workload_run(const struct workload *w, struct workload_result *res)
 	if (ret < 0)
 		goto out;
 	for (unsigned i = 0; i < w->vcpus; i++) {
-		res->accesses += v[i].npages;
+		res->accesses += v[i].npages * v[i].passes;
 		res->vcpu_rate[i] = v[i].seconds > 0 ?
-					    (double)v[i].npages / v[i].seconds :
+					    (double)(v[i].npages * v[i].passes) / v[i].seconds :
 					    0;
 		hist_merge(res->latency, v[i].latency);
+		hist_merge(res->stalls, v[i].stalls);
 	}
 out:
 	free(gate);
@@ -151,6 +171,7 @@ out:
 		for (unsigned i = 0; i < w->vcpus; i++) {
 			free(v[i].order);
 			free(v[i].latency);
+			free(v[i].stalls);
 		}
 	free(v);
 	free(tids);
@@ -163,8 +184,9 @@ void workload_result_free(struct workload_result *res)
 {
 	free(res->vcpu_rate);
 	free(res->latency);
+	free(res->stalls);
 	res->vcpu_rate = NULL;
-	res->latency = NULL;
+	res->latency = res->stalls = NULL;
 }
 
 uint64_t verify_memory(const char *mem, uint64_t size, pc_source *src,
