@@ -53,6 +53,19 @@ void region_set_error(struct pc_region *r, int err, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* The same with a ready message and no stdio: async-signal-safe, for the
+ * SIGBUS handler. */
+void region_set_error_str(struct pc_region *r, int err, const char *msg)
+{
+	int none = 0;
+	if (!atomic_compare_exchange_strong(&r->error, &none, err))
+		return;
+	size_t i = 0;
+	for (; msg[i] && i < sizeof(r->errmsg) - 1; i++)
+		r->errmsg[i] = msg[i];
+	r->errmsg[i] = '\0';
+}
+
 static int why(char *buf, size_t len, int err, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 static int why(char *buf, size_t len, int err, const char *fmt, ...)

@@ -76,7 +76,7 @@ serve_kill() {
 	serve_pid=
 }
 
-echo "1..21"
+echo "1..24"
 
 img=$tmp/img key=$tmp/key wrong=$tmp/wrong.key open_key=$tmp/open.key
 if ! "$cli" mkimage "$img" 8M >"$out" 2>"$err"; then
@@ -213,5 +213,32 @@ run bench --source "unix:$tmp/bench.sock" -v 2 -m wait --json
 	serve_exits && [[ $src == 0 ]]
 check "bench_source_verified_no_duplicates_and_serve_once_exits" $? "$sout" "$serr"
 serve_kill
+
+# ---- the server dies mid-restore: both modes end alike --------------------
+# Slow demand paging (2 ms a request, no push) so the server can be stopped
+# while the vCPUs still fault; then, within --net-timeout, exit status 1, the
+# reason on stderr, and the JSON object with "verified": false and it.
+# Pins issue #9's finding 12 (exit mode used to die of SIGBUS, status 135).
+gone='d["verified"] is False and "Host is down" in d.get("error", "")'
+server_dies_during() { # CMD ARGS...
+	serve --image "$img" --listen "unix:$tmp/die.sock" || { rc=99; return; }
+	timeout -k 5 60 "$cli" "$@" >"$out" 2>"$err" &
+	local pid=$!
+	sleep 0.7
+	serve_kill
+	wait "$pid"
+	rc=$?
+}
+for mode in exit wait; do
+	server_dies_during restore --source "unix:$tmp/die.sock" -m "$mode" \
+		--vcpus 2 --no-fill -d 2000 --net-timeout 2 --json
+	((rc == 1)) && grep -q "page [0-9]*.*Host is down" "$err" && json_check "$gone"
+	check "restore_${mode}_mode_server_dies_exits_1_with_reason_and_json" $?
+done
+
+server_dies_during bench --source "unix:$tmp/die.sock" -v 2 -m exit -d 2000 \
+	--net-timeout 2 --json
+((rc == 1)) && grep -q "Host is down" "$err" && json_check "$gone"
+check "bench_exit_mode_server_dies_exits_1_with_reason_and_json" $?
 
 exit $((failed != 0))

@@ -34,6 +34,7 @@ struct bench_opts {
 	const char *source; /* a postcopy server instead of the pattern */
 	const char *key_path;
 	bool insecure;
+	unsigned net_timeout_s; /* 0: not given */
 };
 
 static void usage(FILE *f)
@@ -71,6 +72,8 @@ static void usage(FILE *f)
 		"                must be `postcopy mkimage` output with the same --seed,\n"
 		"                and -b is then its size divided by -v\n"
 		"  --key FILE, --insecure   authentication for --source over TCP\n"
+		"  --net-timeout S  with --source: give up when the server is gone S\n"
+		"                seconds (default 30)\n"
 		"  -h, --help    this text\n"
 		"\n"
 		"Exit status: 0 measured and verified, 1 error or verification failure,\n"
@@ -90,6 +93,7 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 		{ "source", required_argument, NULL, 'N' },
 		{ "key", required_argument, NULL, 'k' },
 		{ "insecure", no_argument, NULL, 'I' },
+		{ "net-timeout", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -147,6 +151,10 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 			break;
 		case 'I':
 			o->insecure = true;
+			break;
+		case 'T':
+			if (parse_uint(optarg, 1, 86400, &o->net_timeout_s) < 0)
+				return bad_arg("bench", "--net-timeout (seconds)", optarg);
 			break;
 		case 'h':
 			usage(stdout);
@@ -220,6 +228,38 @@ static int run_baseline(const struct bench_opts *o, uint64_t size,
 	return ret;
 }
 
+/*
+ * A run that failed: say why on stderr and, with --json, print the run's
+ * description and the region's figures with "verified": false and the
+ * reason, so a script sees the same object shape fail as succeed.
+ */
+static void fail_report(const struct bench_opts *o, uint64_t size,
+			const char *what, pc_region *r)
+{
+	const char *reason = pc_region_error(r);
+	char error[320];
+	snprintf(error, sizeof(error), "%s%s%s", what, reason[0] ? ": " : "",
+		 reason);
+	complain("bench", "%s", error);
+	if (!o->m.json)
+		return;
+	struct json_object *j = json_object_new_object();
+	json_object_object_add(j, "mode", json_object_new_string(mode_str(o->mode)));
+	json_object_object_add(j, "backend", json_object_new_string(backend_str(o->m.backend)));
+	json_object_object_add(j, "vcpus", json_object_new_int((int)o->m.vcpus));
+	json_object_object_add(j, "bytes", json_object_new_int64((int64_t)size));
+	json_object_object_add(j, "pages", json_object_new_int64((int64_t)(size / PC_SOURCE_PAGE_SIZE)));
+	json_object_object_add(j, "verified", json_object_new_boolean(false));
+	json_object_object_add(j, "error", json_object_new_string(error));
+	struct pc_stats *st = NULL;
+	if (pc_region_stats(r, &st) == 0) {
+		json_object_object_add(j, "stats", stats_json(st));
+		free(st);
+	}
+	printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+	json_object_put(j);
+}
+
 static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
 		    pc_source *remote, struct run_result *out,
 		    struct pc_stats **stats, uint64_t *dups)
@@ -255,10 +295,12 @@ static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
 	struct workload_result res;
 	ret = workload_run(&w, &res);
 	if (ret == -EIO) {
-		/* Its vCPUs sleep in the kernel for good: report and leave. */
-		complain("bench", "the pager failed: %s", pc_region_error(r));
-		/* Not exit(): the stuck threads and their region are left
-		 * behind on purpose, and leak checkers would say so. */
+		/* Its vCPUs are parked for good (postcopy.h, WHEN A PAGE
+		 * CANNOT BE HAD): report, with the JSON asked for, and
+		 * leave.  Not exit(): the parked threads and their region
+		 * are left behind on purpose, and leak checkers would say
+		 * so. */
+		fail_report(o, size, "the pager failed", r);
 		fflush(stdout);
 		_exit(EXIT_FAIL);
 	}
@@ -266,8 +308,9 @@ static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
 		/* Every page was touched, so the region completes itself. */
 		ret = pc_region_wait(r, 60000);
 		if (ret < 0) {
-			complain("bench", "region did not complete: %s",
-				 ret == -ETIMEDOUT ? "timed out" : pc_region_error(r));
+			fail_report(o, size, ret == -ETIMEDOUT ?
+				    "region did not complete: timed out" :
+				    "region did not complete", r);
 			workload_result_free(&res);
 			pc_region_destroy(r);
 			return ret;
@@ -433,8 +476,8 @@ int cmd_bench(int argc, char **argv)
 
 	pc_source *remote = NULL;
 	if (o.source) {
-		if (open_net_source("bench", o.source, o.key_path, o.insecure, 0,
-				    &remote) < 0)
+		if (open_net_source("bench", o.source, o.key_path, o.insecure,
+				    o.net_timeout_s, &remote) < 0)
 			return EXIT_FAIL;
 		o.m.per_vcpu = pc_source_size(remote) / o.m.vcpus;
 	}

@@ -317,32 +317,29 @@ static int run(const struct restore_opts *o)
 	};
 	struct workload_result res;
 	int status = EXIT_OK;
+	/* The region failed while vCPUs ran: in either mode they are parked
+	 * on pages that will not come (postcopy.h, WHEN A PAGE CANNOT BE
+	 * HAD).  Report like any other failure, then leave without touching
+	 * the region again. */
+	bool stuck = false;
 	ret = workload_run(&w, &res);
 	if (ret == -EIO) {
-		/* The vCPUs sleep in the kernel on pages that will not come:
-		 * say why and leave without touching the region again. */
-		if (show) {
-			atomic_store(&pr.stop, true);
-			pthread_join(progress, NULL);
-		}
-		complain("restore", "%s", pc_region_error(r));
-		/* Not exit(): the stuck threads and their region are left
-		 * behind on purpose, and leak checkers would say so. */
-		fflush(stdout);
-		_exit(EXIT_FAIL);
-	}
-	if (ret == 0)
+		stuck = true;
+		ret = pc_region_wait(r, 0);
+	} else if (ret == 0) {
 		ret = pc_region_wait(r, (int)(o->timeout_s * 1000));
+	}
 	double restored = seconds_now() - t0;
 	if (show) {
 		atomic_store(&pr.stop, true);
 		pthread_join(progress, NULL);
 	}
+	const char *error = NULL;
 	if (ret < 0) {
-		complain("restore", "%s", ret == -ETIMEDOUT ?
-			 "timed out before every page arrived" :
-			 pc_region_error(r)[0] ? pc_region_error(r) :
-			 strerror(-ret));
+		error = ret == -ETIMEDOUT ? "timed out before every page arrived" :
+			pc_region_error(r)[0] ? pc_region_error(r) :
+						strerror(-ret);
+		complain("restore", "%s", error);
 		status = EXIT_FAIL;
 	}
 
@@ -385,6 +382,8 @@ static int run(const struct restore_opts *o)
 		json_object_object_add(j, "workload_pages_per_sec", json_object_new_double(wl_rate));
 		json_object_object_add(j, "verified", json_object_new_boolean(verified));
 		json_object_object_add(j, "mismatched_pages", json_object_new_int64((int64_t)bad));
+		if (error)
+			json_object_object_add(j, "error", json_object_new_string(error));
 		if (st)
 			json_object_object_add(j, "stats", stats_json(st));
 		if (res.latency)
@@ -423,6 +422,12 @@ static int run(const struct restore_opts *o)
 	}
 	free(st);
 	workload_result_free(&res);
+	if (stuck) {
+		/* Not exit(): the parked threads and their region are left
+		 * behind on purpose, and leak checkers would say so. */
+		fflush(stdout);
+		_exit(status);
+	}
 	pc_region_destroy(r);
 	return status;
 }
