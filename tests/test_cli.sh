@@ -4,7 +4,10 @@
 # test_cli.sh POSTCOPY - the command-line tool, end to end.  Prints TAP.
 #
 # Pins: --help lists the subcommands; bad command lines exit 2 with a
-# message on stderr; a missing image exits 1 naming the file; mkimage
+# message on stderr, and so do flags that would be ignored and a FIFO or a
+# directory given as a file to read (at once, no hang); a missing image
+# exits 1 naming the file; a source lost mid-restore exits 1 with the reason
+# and the JSON object in both modes; mkimage
 # rejects a size that is not a multiple of 4 KiB; mkimage + restore (exit
 # and wait mode, shmem and anon) verify the restored memory; bench prints
 # the documented JSON with verified == true.
@@ -14,7 +17,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_init cli
 trap 'rm -rf "$tmp"' EXIT
 
-echo "1..24"
+echo "1..37"
 
 # Each check below is a command list whose status is the verdict.
 nonempty_err() { [[ -s $err ]]; }
@@ -144,5 +147,55 @@ check "cli_restore_wait_mode_source_lost_exits_1_with_reason_and_json" $?
 shrink_during_restore exit
 ((rc == 1)) && grep -q "page [0-9]*.*Input/output error" "$err" && json_check "$lost"
 check "cli_restore_exit_mode_source_lost_exits_1_with_reason_and_json" $?
+
+# ---- a FIFO or a directory where a file is read: refused at once, status 2
+# (issue #9, finding 13: a FIFO used to hang open() for ever) -------------
+mkfifo "$tmp/fifo"
+# quick ARGS...: like run, but a hang fails within 10 s.
+quick() {
+	timeout -k 2 10 "$cli" "$@" >"$out" 2>"$err"
+	rc=$?
+}
+quick restore --image "$tmp/fifo"
+((rc == 2)) && grep -q -- "--image .*fifo: a FIFO; a regular file is needed" "$err"
+check "cli_restore_image_fifo_exits_2_at_once_saying_fifo" $?
+
+quick restore --image "$tmp"
+((rc == 2)) && grep -q "a directory; a regular file is needed" "$err"
+check "cli_restore_image_directory_exits_2_saying_directory" $?
+
+quick restore --source unix:"$tmp/none.sock" --key "$tmp/fifo"
+((rc == 2)) && grep -q "key file .*fifo: a FIFO" "$err"
+check "cli_restore_key_fifo_exits_2_at_once_saying_fifo" $?
+
+# ---- flags that would be ignored: said, status 2 (finding 14) ------------
+# unused NAME PATTERN ARGS...: exit status 2 and PATTERN (grep -E) on stderr.
+unused() {
+	local name=$1 pattern=$2
+	shift 2
+	quick "$@"
+	((rc == 2)) && grep -Eq -- "$pattern" "$err"
+	check "cli_${name}_exits_2_saying_so" $?
+}
+unused restore_net_timeout_without_source "--net-timeout goes with --source" \
+	restore --image "$tmp/img" --net-timeout 5
+unused restore_window_with_hugetlb "hugetlb .*--window does not apply" \
+	restore --image "$tmp/img" -s hugetlb -w 4
+unused bench_readers_in_exit_mode "-r and -a are for wait mode" \
+	bench -b 1M -m exit -r 2
+unused bench_one_uffd_in_exit_mode "-r and -a are for wait mode" \
+	bench -b 1M -a
+unused bench_delay_kind_without_delay "--delay-kind goes with -d" \
+	bench -b 1M --delay-kind busy
+unused bench_cold_with_anon "--cold is for shmem and hugetlb" \
+	bench -b 1M -s anon --cold
+unused bench_window_with_hugetlb "hugetlb .*-w does not apply" \
+	bench -b 2M -s hugetlb -w 4
+unused bench_net_timeout_without_source "--net-timeout goes with --source" \
+	bench -b 1M --net-timeout 5
+unused kvm_bench_readers_on_exit_path "-r and -a are for the wait and bitmap paths" \
+	kvm-bench -b 1M -p exit -a
+unused kvm_bench_cold_with_anon "--cold is for shmem and hugetlb" \
+	kvm-bench -b 1M -s anon --cold
 
 exit $((failed != 0))

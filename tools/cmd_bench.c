@@ -58,8 +58,9 @@ static void usage(FILE *f)
 		"                per vCPU slice, like the selftest)\n"
 		"  -o            overlap: every vCPU touches all memory\n"
 		"  -d US         injected latency per fetch, microseconds (default 0)\n"
-		"  --delay-kind sleep|busy   how the delay waits (default sleep)\n"
-		"  -w N          pages resolved per fault, aligned window (default 1)\n"
+		"  --delay-kind sleep|busy   how the -d delay waits (default sleep)\n"
+		"  -w N          pages resolved per fault, aligned window (default 1;\n"
+		"                not hugetlb)\n"
 		"  --pattern seq|random      access order within a slice (default seq)\n"
 		"  --cold        put page-cache allocation in the timed path (shared\n"
 		"                backends; by default it happens before the clock)\n"
@@ -70,14 +71,18 @@ static void usage(FILE *f)
 		"  --source ADDR fetch from `postcopy serve` at tcp://HOST:PORT or\n"
 		"                unix:PATH instead of the in-memory pattern; the image\n"
 		"                must be `postcopy mkimage` output with the same --seed,\n"
-		"                and -b is then its size divided by -v\n"
+		"                and its size divided by -v is the memory per vCPU\n"
+		"                (no -b)\n"
 		"  --key FILE, --insecure   authentication for --source over TCP\n"
 		"  --net-timeout S  with --source: give up when the server is gone S\n"
 		"                seconds (default 30)\n"
 		"  -h, --help    this text\n"
 		"\n"
-		"Exit status: 0 measured and verified, 1 error or verification failure,\n"
-		"2 bad arguments.\n");
+		"Exit status: 0 measured and verified, 1 error or verification failure\n"
+		"(also a source lost mid-run, in either mode), 2 bad arguments: unknown,\n"
+		"conflicting or unused flags (-r/-a in exit mode, -w with hugetlb,\n"
+		"--delay-kind without -d, --cold with anon, -b or --net-timeout where\n"
+		"they do not apply), a bad address or an unusable key file.\n");
 }
 
 static int parse(int argc, char **argv, struct bench_opts *o)
@@ -101,8 +106,11 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 
 	*o = (struct bench_opts){ .window = 1 };
 	memstress_defaults(&o->m, 64 << 20);
+	bool seen[128] = { false }; /* options given, by their getopt code */
 	while ((c = getopt_long(argc, argv, "v:b:s:m:r:aod:w:h", longopts,
 				NULL)) != -1) {
+		if (c > 0 && c < 128)
+			seen[c] = true;
 		int taken = memstress_opt("bench", c, optarg, 4096, &o->m);
 		if (taken >= 0) {
 			if (taken)
@@ -173,9 +181,30 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 			 (unsigned long long)o->m.per_vcpu, o->m.vcpus);
 		return EXIT_USAGE;
 	}
+	/* Flags that would be ignored are refused, not dropped silently. */
 	if (o->m.backend == PC_BACKEND_HUGETLB && o->window > 1) {
-		complain("bench", "note: hugetlb resolves one 2 MiB page per fault; -w ignored");
-		o->window = 1;
+		complain("bench", "hugetlb resolves one 2 MiB page per fault: -w does not apply");
+		return EXIT_USAGE;
+	}
+	if (o->mode == PC_MODE_EXIT && (seen['r'] || seen['a'])) {
+		complain("bench", "-r and -a are for wait mode (-m wait): exit mode has no handler threads");
+		return EXIT_USAGE;
+	}
+	if (seen['K'] && !o->m.delay_us) {
+		complain("bench", "--delay-kind goes with -d US");
+		return EXIT_USAGE;
+	}
+	if (seen['C'] && o->m.backend == PC_BACKEND_ANON) {
+		complain("bench", "--cold is for shmem and hugetlb: anonymous memory has no page cache");
+		return EXIT_USAGE;
+	}
+	if (o->source && seen['b']) {
+		complain("bench", "-b does not apply with --source: the memory per vCPU is the image's size divided by -v");
+		return EXIT_USAGE;
+	}
+	if (o->net_timeout_s && !o->source) {
+		complain("bench", "--net-timeout goes with --source");
+		return EXIT_USAGE;
 	}
 	if (!page_multiple_ok("bench", o->m.backend, o->m.per_vcpu))
 		return EXIT_USAGE;
@@ -185,6 +214,11 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 		return EXIT_USAGE;
 	}
 	if (!auth_flags_ok("bench", o->source != NULL, o->key_path, o->insecure))
+		return EXIT_USAGE;
+	if (o->source && !address_ok("bench", "--source", o->source,
+				     o->key_path != NULL, o->insecure))
+		return EXIT_USAGE;
+	if (o->key_path && !key_file_ok("bench", o->key_path))
 		return EXIT_USAGE;
 	return EXIT_OK;
 }

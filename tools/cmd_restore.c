@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tools.h"
@@ -54,8 +55,8 @@ static void usage(FILE *f)
 		"                        result is verified even without --image\n"
 		"  --key FILE            pre-shared key for TCP (mode 600)\n"
 		"  --insecure            TCP without authentication: loopback tests only\n"
-		"  --net-timeout S       give up when the server is gone S seconds\n"
-		"                        (default 30)\n"
+		"  --net-timeout S       with --source: give up when the server is gone\n"
+		"                        S seconds (default 30)\n"
 		"  -m, --mode exit|wait  fault delivery (default exit)\n"
 		"  -s, --backend shmem|hugetlb|anon   guest memory (default shmem)\n"
 		"  --vcpus N             vCPU threads running the workload (default 2)\n"
@@ -63,15 +64,18 @@ static void usage(FILE *f)
 		"                        (default seq)\n"
 		"  -d, --delay US        injected latency per fetch, microseconds\n"
 		"  -w, --window N        pages fetched per fault, aligned around it\n"
-		"                        (default 1; a prefetch window)\n"
+		"                        (default 1; a prefetch window; not hugetlb)\n"
 		"  --no-fill             no background filler: only touched pages load\n"
 		"  --timeout S           give up if not complete after S seconds\n"
 		"                        (default 600)\n"
 		"  --json                one JSON object on stdout instead of text\n"
 		"  -h, --help            this text\n"
 		"\n"
-		"Exit status: 0 restored and verified, 1 error or mismatch, 2 bad\n"
-		"arguments.\n");
+		"Exit status: 0 restored and verified, 1 error or mismatch (also a\n"
+		"source lost mid-restore, in either mode), 2 bad arguments: unknown,\n"
+		"conflicting or unused flags, a bad address, TCP without a key,\n"
+		"--insecure off loopback, an unusable key file, an --image that is not\n"
+		"a regular file.\n");
 }
 
 static int parse(int argc, char **argv, struct restore_opts *o)
@@ -188,6 +192,22 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 	}
 	if (!auth_flags_ok("restore", o->source != NULL, o->key_path, o->insecure))
 		return EXIT_USAGE;
+	/* Flags that would be ignored are refused, not dropped silently. */
+	if (o->net_timeout_s && !o->source) {
+		complain("restore", "--net-timeout goes with --source");
+		return EXIT_USAGE;
+	}
+	if (o->window > 1 && o->backend == PC_BACKEND_HUGETLB) {
+		complain("restore", "hugetlb resolves one 2 MiB page per fault: --window does not apply");
+		return EXIT_USAGE;
+	}
+	if (o->source && !address_ok("restore", "--source", o->source,
+				     o->key_path != NULL, o->insecure))
+		return EXIT_USAGE;
+	if (o->key_path && !key_file_ok("restore", o->key_path))
+		return EXIT_USAGE;
+	if (o->image)
+		return check_input_file("restore", "--image", o->image);
 	return EXIT_OK;
 }
 
@@ -197,13 +217,20 @@ static int verify_against_file(const char *path, const char *mem,
 			       uint64_t *first_bad)
 {
 	enum { CHUNK = 1 << 20 };
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: the path was checked at start, but what it names now
+	 * might be a FIFO, whose open() would wait for a writer. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	char *buf = malloc(CHUNK);
 	int ret = 0;
 
 	*bad_pages = 0;
 	if (fd < 0 || !buf) {
 		ret = fd < 0 ? -errno : -ENOMEM;
+		goto out;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		ret = -EINVAL;
 		goto out;
 	}
 	for (uint64_t off = 0; off < size; off += CHUNK) {
