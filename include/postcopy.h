@@ -215,6 +215,8 @@ enum pc_mode {
  *             print one line on stderr and terminate the process with
  *             SIGBUS (as an unhandled fault would) instead of parking the
  *             faulting thread (see WHEN A PAGE CANNOT BE HAD).
+ * no_memory_check  skip the check that the machine can hold the region
+ *             (see pc_region_create()).
  */
 struct pc_region_opts {
 	uint64_t size;
@@ -226,14 +228,20 @@ struct pc_region_opts {
 	unsigned max_threads;
 	bool prealloc;
 	bool sigbus_on_failure;
+	bool no_memory_check;
 };
 
 /*
  * Create a region over @src (the region takes ownership of @src, also on
  * failure).  Maps the memory and checks the configuration; nothing is
  * registered with userfaultfd yet.  Errors: -EINVAL (bad size or size
- * mismatch with the source), -ENOMEM with the hugetlb backend when too few
- * huge pages are reserved (see /proc/sys/vm/nr_hugepages), -ENOSYS or
+ * mismatch with the source), -ENOMEM when the machine cannot hold the
+ * region: shmem larger than MemAvailable plus SwapFree (/proc/meminfo) or
+ * than what the process's memory cgroup has left, hugetlb needing more 2 MiB
+ * pages than are free and unreserved (see /proc/sys/vm/nr_hugepages); every
+ * page of a shared backend ends up allocated, and past that point only the
+ * OOM killer would stop it (opts.no_memory_check skips this check; anon
+ * memory is left to overcommit and not checked), -ENOSYS or
  * -EPERM when userfaultfd is unavailable, other negative errnos from the
  * kernel.  When @why is not NULL, a one-line human-readable reason is
  * written there on failure (truncated to @why_len).

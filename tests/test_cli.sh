@@ -7,7 +7,9 @@
 # message on stderr, and so do flags that would be ignored and a FIFO or a
 # directory given as a file to read (at once, no hang); a missing image
 # exits 1 naming the file; a source lost mid-restore exits 1 with the reason
-# and the JSON object in both modes; mkimage
+# and the JSON object in both modes; a restore (or bench) larger than shmem
+# or hugetlb can hold exits 1 at once with the numbers, unless
+# --no-memory-check; mkimage
 # rejects a size that is not a multiple of 4 KiB; mkimage + restore (exit
 # and wait mode, shmem and anon) verify the restored memory; bench prints
 # the documented JSON with verified == true.
@@ -17,7 +19,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_init cli
 trap 'rm -rf "$tmp"' EXIT
 
-echo "1..37"
+echo "1..41"
 
 # Each check below is a command list whose status is the verdict.
 nonempty_err() { [[ -s $err ]]; }
@@ -197,5 +199,33 @@ unused kvm_bench_readers_on_exit_path "-r and -a are for the wait and bitmap pat
 	kvm-bench -b 1M -p exit -a
 unused kvm_bench_cold_with_anon "--cold is for shmem and hugetlb" \
 	kvm-bench -b 1M -s anon --cold
+
+# ---- more memory than the machine holds: refused before anything is
+# allocated, with the numbers (finding 15: it used to run into the OOM
+# killer).  The image is sparse: twice MemAvailable + SwapFree (at least
+# 64 GiB) of apparent size, no block allocated; it goes with $tmp.
+room_kb=$(awk '/^(MemAvailable|SwapFree):/ { s += $2 } END { print s }' /proc/meminfo)
+big_gib=$(( (2 * room_kb >> 20) + 1 ))
+((big_gib < 64)) && big_gib=64
+truncate -s "${big_gib}G" "$tmp/huge.img"
+quick restore --image "$tmp/huge.img" --vcpus 1
+((rc == 1)) && grep -Eq "$big_gib\.[0-9] GiB of shmem guest memory .* is more than this (machine|process's memory cgroup)" "$err" &&
+	grep -Eq "MemAvailable [0-9.]+ GiB" "$err" && grep -q -- "--no-memory-check starts anyway" "$err"
+check "cli_restore_larger_than_memory_exits_1_at_once_naming_the_numbers" $?
+
+quick bench -b "${big_gib}G"
+((rc == 1)) && grep -Eq "GiB of shmem guest memory .* is more than" "$err"
+check "cli_bench_larger_than_memory_exits_1_before_the_baseline" $?
+
+quick restore --image "$tmp/huge.img" -s hugetlb --vcpus 1
+((rc == 1)) && grep -Eq "needs [0-9]+ 2 MiB huge pages, and [0-9]+ are free" "$err"
+check "cli_restore_hugetlb_larger_than_free_huge_pages_exits_1_naming_the_counts" $?
+
+# The override skips the check: hugetlb then meets the kernel's own refusal
+# at mmap (no pool holds twice the machine's memory), a different message.
+quick restore --image "$tmp/huge.img" -s hugetlb --vcpus 1 --no-memory-check
+((rc == 1)) && grep -q "not enough 2 MiB huge pages" "$err" && ! grep -q "are free" "$err"
+check "cli_restore_no_memory_check_skips_the_check" $?
+rm -f "$tmp/huge.img"
 
 exit $((failed != 0))

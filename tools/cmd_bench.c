@@ -35,6 +35,7 @@ struct bench_opts {
 	const char *key_path;
 	bool insecure;
 	unsigned net_timeout_s; /* 0: not given */
+	bool no_memory_check;
 };
 
 static void usage(FILE *f)
@@ -76,6 +77,9 @@ static void usage(FILE *f)
 		"  --key FILE, --insecure   authentication for --source over TCP\n"
 		"  --net-timeout S  with --source: give up when the server is gone S\n"
 		"                seconds (default 30)\n"
+		"  --no-memory-check  start even if the memory is more than shmem or\n"
+		"                hugetlb can hold here (MemAvailable + SwapFree, the\n"
+		"                cgroup's limit, free huge pages)\n"
 		"  -h, --help    this text\n"
 		"\n"
 		"Exit status: 0 measured and verified, 1 error or verification failure\n"
@@ -99,6 +103,7 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 		{ "key", required_argument, NULL, 'k' },
 		{ "insecure", no_argument, NULL, 'I' },
 		{ "net-timeout", required_argument, NULL, 'T' },
+		{ "no-memory-check", no_argument, NULL, 'M' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -164,6 +169,9 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 			if (parse_uint(optarg, 1, 86400, &o->net_timeout_s) < 0)
 				return bad_arg("bench", "--net-timeout (seconds)", optarg);
 			break;
+		case 'M':
+			o->no_memory_check = true;
+			break;
 		case 'h':
 			usage(stdout);
 			return -1;
@@ -221,6 +229,32 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 	if (o->key_path && !key_file_ok("bench", o->key_path))
 		return EXIT_USAGE;
 	return EXIT_OK;
+}
+
+/*
+ * Would a region of @size bytes fit (pc_region_create()'s memory check)?
+ * A trial region over a pattern source maps memory but allocates none.
+ * Says why not.
+ */
+static bool memory_fits(const struct bench_opts *o, uint64_t size)
+{
+	pc_source *src;
+	if (pc_source_pattern(size, o->m.seed, &src) < 0)
+		return true; /* the real run will say what is wrong */
+	struct pc_region_opts ro = { .size = size, .backend = o->m.backend,
+				     .mode = o->mode };
+	pc_region *r;
+	char why[256];
+	int ret = pc_region_create(&ro, src, &r, why, sizeof(why));
+	if (ret == 0) {
+		pc_region_destroy(r);
+		return true;
+	}
+	if (ret != -ENOMEM)
+		return true;
+	complain("bench", "%s%s", why, o->m.backend == PC_BACKEND_SHMEM ?
+		 "; --no-memory-check starts anyway" : "");
+	return false;
 }
 
 /* ---- the baseline: same memory, contents already local ---- */
@@ -316,6 +350,7 @@ static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
 		.window = o->window,
 		.max_threads = o->m.vcpus,
 		.prealloc = !o->m.cold,
+		.no_memory_check = o->no_memory_check,
 	};
 	pc_region *r;
 	ret = start_region("bench", &ro, src, &r);
@@ -526,6 +561,12 @@ int cmd_bench(int argc, char **argv)
 	uint64_t dups = 0;
 	int status = EXIT_FAIL;
 
+	/* The baseline allocates as much as the region will: ask the library
+	 * whether the machine can hold it before either does. */
+	if (!o.no_memory_check && !memory_fits(&o, size)) {
+		pc_source_destroy(remote);
+		goto out;
+	}
 	ret = run_baseline(&o, size, ref, &base);
 	if (ret < 0) {
 		complain("bench", "baseline run failed: %s", strerror(-ret));

@@ -35,6 +35,7 @@ struct restore_opts {
 	unsigned delay_us;
 	unsigned timeout_s;
 	unsigned window;
+	bool no_memory_check;
 };
 
 static void usage(FILE *f)
@@ -68,6 +69,9 @@ static void usage(FILE *f)
 		"  --no-fill             no background filler: only touched pages load\n"
 		"  --timeout S           give up if not complete after S seconds\n"
 		"                        (default 600)\n"
+		"  --no-memory-check     start even if the image is larger than shmem or\n"
+		"                        hugetlb memory can hold here (MemAvailable +\n"
+		"                        SwapFree, the cgroup's limit, free huge pages)\n"
 		"  --json                one JSON object on stdout instead of text\n"
 		"  -h, --help            this text\n"
 		"\n"
@@ -94,6 +98,7 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		{ "window", required_argument, NULL, 'w' },
 		{ "no-fill", no_argument, NULL, 'F' },
 		{ "timeout", required_argument, NULL, 'T' },
+		{ "no-memory-check", no_argument, NULL, 'M' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -173,6 +178,9 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 			break;
 		case 'j':
 			o->json = true;
+			break;
+		case 'M':
+			o->no_memory_check = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -311,12 +319,15 @@ static int run(const struct restore_opts *o)
 		.mode = o->mode,
 		.max_threads = o->vcpus,
 		.window = o->window,
+		.no_memory_check = o->no_memory_check,
 	};
 	pc_region *r;
 	char why[256];
 	ret = pc_region_create(&ro, src, &r, why, sizeof(why));
 	if (ret < 0) {
-		complain("restore", "%s: %s", from, why);
+		complain("restore", "%s: %s%s", from, why,
+			 ret == -ENOMEM && o->backend == PC_BACKEND_SHMEM ?
+				 "; --no-memory-check starts anyway" : "");
 		return EXIT_FAIL;
 	}
 	double t0 = seconds_now();
