@@ -86,7 +86,8 @@ static void usage(FILE *f)
 		"(also a source lost mid-run, in either mode), 2 bad arguments: unknown,\n"
 		"conflicting or unused flags (-r/-a in exit mode, -w with hugetlb,\n"
 		"--delay-kind without -d, --cold with anon, -b or --net-timeout where\n"
-		"they do not apply), a bad address or an unusable key file.\n");
+		"they do not apply), a bad address, TCP without a key, --insecure off\n"
+		"loopback, or an unusable key file.\n");
 }
 
 static int parse(int argc, char **argv, struct bench_opts *o)
