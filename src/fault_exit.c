@@ -127,6 +127,8 @@ static int resolve_here(struct pc_region *r, void *addr)
 	return resolve_counted(&ic, page);
 }
 
+static void fail_from_handler(struct pc_region *r, void *addr, int err);
+
 int pc_resolve(void *addr)
 {
 	struct pc_region *r = region_lookup(addr, 1);
@@ -134,7 +136,7 @@ int pc_resolve(void *addr)
 		return -EFAULT;
 	int ret = resolve_here(r, addr);
 	if (ret < 0)
-		region_fail(r, ret);
+		fail_from_handler(r, addr, ret);
 	return ret;
 }
 
