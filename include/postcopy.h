@@ -169,6 +169,32 @@ enum pc_mode {
 };
 
 /*
+ * WHEN A PAGE CANNOT BE HAD (both modes).  A fetch that fails is fatal:
+ * sources retry what can be retried themselves (the network source
+ * reconnects for up to its timeout_ms), so an error that reaches the pager
+ * means the page will not come.  The pager then
+ *   - marks the region failed: pc_region_wait() returns the error and
+ *     pc_region_error() says which page and why (the first error wins);
+ *   - never lets the faulting thread run on: it is never given zeros or
+ *     stale memory, and it never returns from the access.  In wait mode it
+ *     sleeps in the kernel on the userfaultfd; in exit mode it is parked
+ *     inside the SIGBUS handler (blocked on a futex nobody wakes), so the
+ *     process survives and its other threads go on;
+ *   - keeps serving other faults whose pages can still be fetched.
+ * So the thread that started the region (or any other that is not parked)
+ * learns of the failure from pc_region_wait(), reports it and ends the
+ * process (or the VM) itself: a failed region is terminal, its parked
+ * threads stay parked until the process ends, and a parked thread keeps
+ * any lock it held.  Exit mode: a parked thread never touches the region
+ * again, but do not pc_region_destroy() a failed wait-mode region while
+ * threads sleep on it (closing its userfaultfd would let them run on over
+ * memory that is going away): exit instead.  pc_resolve() and
+ * pc_populate() do not park; they return the error to their caller (and
+ * fail the region the same way).  An embedder that prefers the process to
+ * die at once sets pc_region_opts.sigbus_on_failure (exit mode only).
+ */
+
+/*
  * Region options.  Zero-initialise and set what you need; zero means the
  * default given.
  *
@@ -185,6 +211,12 @@ enum pc_mode {
  * prealloc    shared backends: allocate every page-cache page and map the
  *             alias before start, so the fault path only copies contents
  *             and installs (the KVM selftest's MINOR setup).
+ * sigbus_on_failure  exit mode: when a fault's page cannot be fetched,
+ *             print one line on stderr and terminate the process with
+ *             SIGBUS (as an unhandled fault would) instead of parking the
+ *             faulting thread (see WHEN A PAGE CANNOT BE HAD).
+ * no_memory_check  skip the check that the machine can hold the region
+ *             (see pc_region_create()).
  */
 struct pc_region_opts {
 	uint64_t size;
@@ -195,14 +227,21 @@ struct pc_region_opts {
 	unsigned window;
 	unsigned max_threads;
 	bool prealloc;
+	bool sigbus_on_failure;
+	bool no_memory_check;
 };
 
 /*
  * Create a region over @src (the region takes ownership of @src, also on
  * failure).  Maps the memory and checks the configuration; nothing is
  * registered with userfaultfd yet.  Errors: -EINVAL (bad size or size
- * mismatch with the source), -ENOMEM with the hugetlb backend when too few
- * huge pages are reserved (see /proc/sys/vm/nr_hugepages), -ENOSYS or
+ * mismatch with the source), -ENOMEM when the machine cannot hold the
+ * region: shmem larger than MemAvailable plus SwapFree (/proc/meminfo) or
+ * than what the process's memory cgroup has left, hugetlb needing more 2 MiB
+ * pages than are free and unreserved (see /proc/sys/vm/nr_hugepages); every
+ * page of a shared backend ends up allocated, and past that point only the
+ * OOM killer would stop it (opts.no_memory_check skips this check; anon
+ * memory is left to overcommit and not checked), -ENOSYS or
  * -EPERM when userfaultfd is unavailable, other negative errnos from the
  * kernel.  When @why is not NULL, a one-line human-readable reason is
  * written there on failure (truncated to @why_len).
@@ -236,7 +275,9 @@ int pc_region_start_fill(pc_region *r);
 /*
  * Wait until every page is present (or an error stopped the pager).
  * @timeout_ms < 0 waits forever.  Returns 0 when complete, -ETIMEDOUT,
- * or the negative errno of the error that stopped the pager.
+ * or the negative errno of the error that stopped the pager: then the
+ * region is failed for good, threads that faulted on the lost pages are
+ * parked, and pc_region_error() says why (see WHEN A PAGE CANNOT BE HAD).
  */
 int pc_region_wait(pc_region *r, int timeout_ms);
 

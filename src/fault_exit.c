@@ -7,7 +7,9 @@
  * address, and this handler, on that same thread, claims the page, fetches
  * it, installs it with DONTWAKE (nobody sleeps on it) and returns; the
  * access is retried and succeeds.  pc_resolve() is the same code for a VMM
- * whose vCPU thread learned the address from KVM_EXIT_MEMORY_FAULT.
+ * whose vCPU thread learned the address from KVM_EXIT_MEMORY_FAULT.  A page
+ * that cannot be fetched fails the region and parks the thread in the
+ * handler (postcopy.h, WHEN A PAGE CANNOT BE HAD).
  *
  * Why this is async-signal-safe: the handler reads the region registry
  * with atomic loads, reads its thread binding from initial-exec TLS, and
@@ -21,10 +23,12 @@
  * wide because a signal handler is; nothing else here is.
  */
 #include <errno.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -123,6 +127,8 @@ static int resolve_here(struct pc_region *r, void *addr)
 	return resolve_counted(&ic, page);
 }
 
+static void fail_from_handler(struct pc_region *r, void *addr, int err);
+
 int pc_resolve(void *addr)
 {
 	struct pc_region *r = region_lookup(addr, 1);
@@ -130,7 +136,7 @@ int pc_resolve(void *addr)
 		return -EFAULT;
 	int ret = resolve_here(r, addr);
 	if (ret < 0)
-		region_fail(r, ret);
+		fail_from_handler(r, addr, ret);
 	return ret;
 }
 
@@ -170,6 +176,60 @@ static void say(const char *s)
 	}
 }
 
+/* Append @s to @buf (of @len, kept NUL-terminated) at *@at; no stdio. */
+static void put_str(char *buf, size_t len, size_t *at, const char *s)
+{
+	while (*s && *at + 1 < len)
+		buf[(*at)++] = *s++;
+	buf[*at] = '\0';
+}
+
+static void put_u64(char *buf, size_t len, size_t *at, uint64_t v)
+{
+	char digits[21];
+	int i = (int)sizeof(digits) - 1;
+	digits[i] = '\0';
+	do {
+		digits[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	put_str(buf, len, at, digits + i);
+}
+
+/*
+ * The region's reason, as wait mode words it, built without stdio or
+ * locale: strerrordesc_np() is a lookup in a constant table, unlike
+ * strerror(), which may translate.
+ */
+static void fail_from_handler(struct pc_region *r, void *addr, int err)
+{
+	char msg[160];
+	size_t at = 0;
+	uint64_t page = ((uintptr_t)addr - (uintptr_t)r->guest) / r->page_size;
+	const char *desc = strerrordesc_np(-err);
+	put_str(msg, sizeof(msg), &at, "fetching page ");
+	put_u64(msg, sizeof(msg), &at, page);
+	put_str(msg, sizeof(msg), &at, " for a faulting thread: ");
+	put_str(msg, sizeof(msg), &at, desc ? desc : "unknown error");
+	region_set_error_str(r, err, msg);
+	region_fail(r, err);
+}
+
+/*
+ * Where a thread whose page cannot be had waits for the process to end: a
+ * futex word nobody ever changes (not the region's, so that a destroyed
+ * region is never touched again).  The access is never retried, so the
+ * thread never runs on over a missing page.
+ */
+static _Atomic uint32_t parked;
+
+static void __attribute__((noreturn)) park_forever(void)
+{
+	for (;;)
+		syscall(SYS_futex, &parked, FUTEX_WAIT_PRIVATE, 0, NULL, NULL,
+			0);
+}
+
 static void sigbus_handler(int sig, siginfo_t *si, void *uc)
 {
 	int saved_errno = errno;
@@ -181,11 +241,17 @@ static void sigbus_handler(int sig, siginfo_t *si, void *uc)
 	} else {
 		int ret = resolve_here(r, si->si_addr);
 		if (ret < 0) {
-			/* The page cannot be had: the thread must not run on
-			 * with a missing page, so die the way an unhandled
-			 * SIGBUS does. */
+			/* The page cannot be had (the source has retried
+			 * what it could): fail the region, so that whoever
+			 * waits on it hears why, and never return to the
+			 * access.  The embedder's choice: park this thread
+			 * (the default), or die the way an unhandled SIGBUS
+			 * does. */
+			bool die = r->opts.sigbus_on_failure;
+			fail_from_handler(r, si->si_addr, ret);
+			if (!die)
+				park_forever();
 			say("postcopy: cannot fetch a missing guest page; terminating\n");
-			region_fail(r, ret);
 			signal(SIGBUS, SIG_DFL);
 		}
 	}

@@ -3,7 +3,7 @@
  * gate.h - the start line of a benchmark's vCPU threads (src/gate.c):
  * every thread reports ready, the clock starts when all are, and the
  * starter waits for them to finish, or for their region to fail (a
- * wait-mode vCPU whose pager failed sleeps in the kernel for good).
+ * vCPU whose pager failed is parked for good, in either mode).
  * Internal: used by the KVM runner and the CLI's thread workload.
  */
 #ifndef PC_GATE_H

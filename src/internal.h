@@ -180,6 +180,7 @@ static inline bool region_finished(struct pc_region *r)
 }
 void region_set_error(struct pc_region *r, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+void region_set_error_str(struct pc_region *r, int err, const char *msg);
 struct thread_slot *region_current_slot(struct pc_region *r);
 struct thread_slot *region_slot_by_tid(struct pc_region *r, int32_t tid);
 bool page_is_zero(struct pc_region *r, uint64_t page);

@@ -53,6 +53,19 @@ void region_set_error(struct pc_region *r, int err, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* The same with a ready message and no stdio: async-signal-safe, for the
+ * SIGBUS handler. */
+void region_set_error_str(struct pc_region *r, int err, const char *msg)
+{
+	int none = 0;
+	if (!atomic_compare_exchange_strong(&r->error, &none, err))
+		return;
+	size_t i = 0;
+	for (; msg[i] && i < sizeof(r->errmsg) - 1; i++)
+		r->errmsg[i] = msg[i];
+	r->errmsg[i] = '\0';
+}
+
 static int why(char *buf, size_t len, int err, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 static int why(char *buf, size_t len, int err, const char *fmt, ...)
@@ -127,6 +140,150 @@ static int check_opts(struct pc_region_opts *o, const pc_source *src,
 		return why(buf, len, -EINVAL, "max_threads %u: at most 65536",
 			   o->max_threads);
 	return 0;
+}
+
+/* ---- can the machine hold it? ---- */
+
+#define PC_HUGEPAGES_DIR "/sys/kernel/mm/hugepages/hugepages-2048kB/"
+
+/* A "Key:   N kB" line of /proc/meminfo, in bytes; false if absent. */
+static bool meminfo_bytes(const char *text, const char *key, uint64_t *out)
+{
+	size_t kl = strlen(key);
+	for (const char *line = text; line && *line;) {
+		if (!strncmp(line, key, kl) && line[kl] == ':') {
+			unsigned long long kb;
+			if (sscanf(line + kl + 1, "%llu", &kb) != 1)
+				return false;
+			*out = (uint64_t)kb << 10;
+			return true;
+		}
+		line = strchr(line, '\n');
+		if (line)
+			line++;
+	}
+	return false;
+}
+
+static bool read_text(const char *path, char *buf, size_t len)
+{
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return false;
+	size_t n = fread(buf, 1, len - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return n > 0;
+}
+
+static bool read_u64(const char *path, uint64_t *out)
+{
+	char buf[64];
+	unsigned long long v;
+	if (!read_text(path, buf, sizeof(buf)) || sscanf(buf, "%llu", &v) != 1)
+		return false; /* also "max": no limit */
+	*out = v;
+	return true;
+}
+
+/*
+ * What our memory cgroup still lets us charge (limit - usage), if it has
+ * a limit we can read: cgroup v2 (memory.max) or v1 (limit_in_bytes).
+ * shmem pages are charged to the cgroup that first touches them, which is
+ * us.  False when there is no limit or it cannot be read.
+ */
+static bool cgroup_room(uint64_t *out)
+{
+	char text[4096], path[512];
+	if (!read_text("/proc/self/cgroup", text, sizeof(text)))
+		return false;
+	char *save = NULL;
+	for (char *line = strtok_r(text, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		uint64_t limit, usage;
+		const char *cg;
+		if (!strncmp(line, "0::", 3)) {
+			cg = line + 3;
+			snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", cg);
+			if (!read_u64(path, &limit))
+				continue;
+			snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.current", cg);
+		} else if ((cg = strstr(line, ":memory:"))) {
+			cg += 8;
+			snprintf(path, sizeof(path), "/sys/fs/cgroup/memory%s/memory.limit_in_bytes", cg);
+			if (!read_u64(path, &limit) || limit >= (1ull << 62))
+				continue; /* v1 says "no limit" with a huge number */
+			snprintf(path, sizeof(path), "/sys/fs/cgroup/memory%s/memory.usage_in_bytes", cg);
+		} else {
+			continue;
+		}
+		if (!read_u64(path, &usage))
+			continue;
+		*out = usage < limit ? limit - usage : 0;
+		return true;
+	}
+	return false;
+}
+
+static double gib(uint64_t bytes)
+{
+	return (double)bytes / (double)(1ull << 30);
+}
+
+/*
+ * Every page of a shared backend ends up allocated (the filler sees to
+ * it), and nothing stops that allocation short of the OOM killer, so a
+ * region the machine cannot hold is refused before anything is mapped.
+ * shmem can be swapped: what it may use is MemAvailable (free memory plus
+ * what reclaim can free without swapping) plus free swap, within what our
+ * memory cgroup still allows.  hugetlb has its own pool: free huge pages
+ * not reserved by others, plus the surplus the kernel may still create.
+ * Anonymous memory is mapped MAP_NORESERVE and left to overcommit.
+ */
+static int check_memory(const struct pc_region *r, char *buf, size_t len)
+{
+	uint64_t size = r->opts.size;
+	if (r->opts.no_memory_check || r->opts.backend == PC_BACKEND_ANON)
+		return 0;
+	if (r->opts.backend == PC_BACKEND_HUGETLB) {
+		uint64_t free_pages, resv, over = 0, surplus = 0;
+		if (!read_u64(PC_HUGEPAGES_DIR "free_hugepages", &free_pages) ||
+		    !read_u64(PC_HUGEPAGES_DIR "resv_hugepages", &resv))
+			return 0; /* cannot tell: mmap will say */
+		read_u64(PC_HUGEPAGES_DIR "nr_overcommit_hugepages", &over);
+		read_u64(PC_HUGEPAGES_DIR "surplus_hugepages", &surplus);
+		uint64_t room = (free_pages > resv ? free_pages - resv : 0) +
+				(over > surplus ? over - surplus : 0);
+		uint64_t need = size / PC_HUGE_PAGE_SIZE;
+		if (need <= room)
+			return 0;
+		return why(buf, len, -ENOMEM,
+			   "%llu MiB of hugetlb memory needs %llu 2 MiB huge pages, and %llu are free (free %llu - reserved %llu + overcommit room %llu): reserve them with 'echo N > /proc/sys/vm/nr_hugepages' (as root)",
+			   (unsigned long long)(size >> 20), (unsigned long long)need,
+			   (unsigned long long)room,
+			   (unsigned long long)free_pages,
+			   (unsigned long long)resv,
+			   (unsigned long long)(over > surplus ? over - surplus : 0));
+	}
+	char text[8192];
+	uint64_t avail, swap = 0;
+	if (!read_text("/proc/meminfo", text, sizeof(text)) ||
+	    !meminfo_bytes(text, "MemAvailable", &avail))
+		return 0; /* cannot tell: say nothing rather than guess */
+	meminfo_bytes(text, "SwapFree", &swap);
+	/* The page-state table comes on top of the memory itself. */
+	uint64_t need = size + r->npages * sizeof(*r->state);
+	uint64_t room = avail + swap, cg;
+	bool limited = cgroup_room(&cg) && cg < room;
+	if (need <= (limited ? cg : room))
+		return 0;
+	if (limited)
+		return why(buf, len, -ENOMEM,
+			   "%.1f GiB of shmem guest memory (with its page table) is more than this process's memory cgroup allows: %.1f GiB left under its limit (the machine has %.1f GiB: MemAvailable %.1f + SwapFree %.1f)",
+			   gib(need), gib(cg), gib(room), gib(avail), gib(swap));
+	return why(buf, len, -ENOMEM,
+		   "%.1f GiB of shmem guest memory (with its page table) is more than this machine can hold: %.1f GiB available (MemAvailable %.1f GiB + SwapFree %.1f GiB)",
+		   gib(need), gib(room), gib(avail), gib(swap));
 }
 
 /* Map the backend's memory: guest view, and alias for shared backends. */
@@ -245,6 +402,9 @@ int pc_region_create(const struct pc_region_opts *opts, pc_source *src,
 			  (r->shared && r->opts.prealloc);
 
 	ret = probe_userfaultfd(r, buf, len);
+	if (ret < 0)
+		goto err;
+	ret = check_memory(r, buf, len);
 	if (ret < 0)
 		goto err;
 	ret = map_memory(r, buf, len);

@@ -88,7 +88,9 @@ int pc_source_file(const char *path, pc_source **out)
 	struct stat st;
 	int ret;
 
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: open() of a FIFO would wait for a writer, for ever if
+	 * none comes.  Cleared once the file is known to be regular. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
 	if (fstat(fd, &st) < 0) {
@@ -97,6 +99,11 @@ int pc_source_file(const char *path, pc_source **out)
 	}
 	if (!S_ISREG(st.st_mode)) {
 		ret = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+		goto err_close;
+	}
+	int flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+		ret = -errno;
 		goto err_close;
 	}
 	uint64_t size = (uint64_t)st.st_size;

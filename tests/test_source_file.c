@@ -2,7 +2,8 @@
 /*
  * test_source_file - the snapshot-file source.
  *
- * Opening errors come back as the documented negative errnos; a region
+ * Opening errors come back as the documented negative errnos (a FIFO is
+ * refused at once, without waiting for a writer); a region
  * whose size differs from the file's fails with -EINVAL and leaves nothing
  * behind (no mapping, no userfaultfd, no open file); holes of a sparse
  * file are reported as zero pages, data pages never are; and a restore
@@ -160,6 +161,17 @@ static void test_open_errors(void)
 	if (ret == 0)
 		pc_source_destroy(s);
 
+	/* A FIFO: refused at once, not an open() that waits for a writer. */
+	path_of(path, sizeof(path), "fifo");
+	if (mkfifo(path, 0600))
+		bail_out("mkfifo %s: %s", path, strerror(errno));
+	tap_watchdog(10);
+	ret = pc_source_file(path, &s);
+	tap_watchdog(0);
+	if (!ok(ret == -EINVAL && s == (pc_source *)&s,
+		"file_source_fifo_is_einval_without_blocking"))
+		diag("pc_source_file(FIFO) = %d, want %d", ret, -EINVAL);
+
 	if (geteuid() == 0) {
 		skip("root is not stopped by file permissions",
 		     "file_source_unreadable_file_is_eacces");
@@ -309,7 +321,7 @@ int main(void)
 
 	if (!mkdtemp(dir))
 		bail_out("mkdtemp: %s", strerror(errno));
-	plan(14);
+	plan(15);
 	test_open_errors();
 
 	if (pc_source_pattern(FILE_PAGES * SRC_PAGE, SEED, &pattern))
@@ -327,7 +339,7 @@ int main(void)
 
 	{
 		static const char *const names[] = {
-			"empty", "odd", "secret", "sparse.img",
+			"empty", "odd", "secret", "sparse.img", "fifo",
 		};
 		char path[256];
 

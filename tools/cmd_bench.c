@@ -34,6 +34,8 @@ struct bench_opts {
 	const char *source; /* a postcopy server instead of the pattern */
 	const char *key_path;
 	bool insecure;
+	unsigned net_timeout_s; /* 0: not given */
+	bool no_memory_check;
 };
 
 static void usage(FILE *f)
@@ -57,8 +59,9 @@ static void usage(FILE *f)
 		"                per vCPU slice, like the selftest)\n"
 		"  -o            overlap: every vCPU touches all memory\n"
 		"  -d US         injected latency per fetch, microseconds (default 0)\n"
-		"  --delay-kind sleep|busy   how the delay waits (default sleep)\n"
-		"  -w N          pages resolved per fault, aligned window (default 1)\n"
+		"  --delay-kind sleep|busy   how the -d delay waits (default sleep)\n"
+		"  -w N          pages resolved per fault, aligned window (default 1;\n"
+		"                not hugetlb)\n"
 		"  --pattern seq|random      access order within a slice (default seq)\n"
 		"  --cold        put page-cache allocation in the timed path (shared\n"
 		"                backends; by default it happens before the clock)\n"
@@ -69,12 +72,22 @@ static void usage(FILE *f)
 		"  --source ADDR fetch from `postcopy serve` at tcp://HOST:PORT or\n"
 		"                unix:PATH instead of the in-memory pattern; the image\n"
 		"                must be `postcopy mkimage` output with the same --seed,\n"
-		"                and -b is then its size divided by -v\n"
+		"                and its size divided by -v is the memory per vCPU\n"
+		"                (no -b)\n"
 		"  --key FILE, --insecure   authentication for --source over TCP\n"
+		"  --net-timeout S  with --source: give up when the server is gone S\n"
+		"                seconds (default 30)\n"
+		"  --no-memory-check  start even if the memory is more than shmem or\n"
+		"                hugetlb can hold here (MemAvailable + SwapFree, the\n"
+		"                cgroup's limit, free huge pages)\n"
 		"  -h, --help    this text\n"
 		"\n"
-		"Exit status: 0 measured and verified, 1 error or verification failure,\n"
-		"2 bad arguments.\n");
+		"Exit status: 0 measured and verified, 1 error or verification failure\n"
+		"(also a source lost mid-run, in either mode), 2 bad arguments: unknown,\n"
+		"conflicting or unused flags (-r/-a in exit mode, -w with hugetlb,\n"
+		"--delay-kind without -d, --cold with anon, -b or --net-timeout where\n"
+		"they do not apply), a bad address, TCP without a key, --insecure off\n"
+		"loopback, or an unusable key file.\n");
 }
 
 static int parse(int argc, char **argv, struct bench_opts *o)
@@ -90,6 +103,8 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 		{ "source", required_argument, NULL, 'N' },
 		{ "key", required_argument, NULL, 'k' },
 		{ "insecure", no_argument, NULL, 'I' },
+		{ "net-timeout", required_argument, NULL, 'T' },
+		{ "no-memory-check", no_argument, NULL, 'M' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -97,8 +112,11 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 
 	*o = (struct bench_opts){ .window = 1 };
 	memstress_defaults(&o->m, 64 << 20);
+	bool seen[128] = { false }; /* options given, by their getopt code */
 	while ((c = getopt_long(argc, argv, "v:b:s:m:r:aod:w:h", longopts,
 				NULL)) != -1) {
+		if (c > 0 && c < 128)
+			seen[c] = true;
 		int taken = memstress_opt("bench", c, optarg, 4096, &o->m);
 		if (taken >= 0) {
 			if (taken)
@@ -148,6 +166,13 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 		case 'I':
 			o->insecure = true;
 			break;
+		case 'T':
+			if (parse_uint(optarg, 1, 86400, &o->net_timeout_s) < 0)
+				return bad_arg("bench", "--net-timeout (seconds)", optarg);
+			break;
+		case 'M':
+			o->no_memory_check = true;
+			break;
 		case 'h':
 			usage(stdout);
 			return -1;
@@ -165,9 +190,30 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 			 (unsigned long long)o->m.per_vcpu, o->m.vcpus);
 		return EXIT_USAGE;
 	}
+	/* Flags that would be ignored are refused, not dropped silently. */
 	if (o->m.backend == PC_BACKEND_HUGETLB && o->window > 1) {
-		complain("bench", "note: hugetlb resolves one 2 MiB page per fault; -w ignored");
-		o->window = 1;
+		complain("bench", "hugetlb resolves one 2 MiB page per fault: -w does not apply");
+		return EXIT_USAGE;
+	}
+	if (o->mode == PC_MODE_EXIT && (seen['r'] || seen['a'])) {
+		complain("bench", "-r and -a are for wait mode (-m wait): exit mode has no handler threads");
+		return EXIT_USAGE;
+	}
+	if (seen['K'] && !o->m.delay_us) {
+		complain("bench", "--delay-kind goes with -d US");
+		return EXIT_USAGE;
+	}
+	if (seen['C'] && o->m.backend == PC_BACKEND_ANON) {
+		complain("bench", "--cold is for shmem and hugetlb: anonymous memory has no page cache");
+		return EXIT_USAGE;
+	}
+	if (o->source && seen['b']) {
+		complain("bench", "-b does not apply with --source: the memory per vCPU is the image's size divided by -v");
+		return EXIT_USAGE;
+	}
+	if (o->net_timeout_s && !o->source) {
+		complain("bench", "--net-timeout goes with --source");
+		return EXIT_USAGE;
 	}
 	if (!page_multiple_ok("bench", o->m.backend, o->m.per_vcpu))
 		return EXIT_USAGE;
@@ -178,7 +224,38 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 	}
 	if (!auth_flags_ok("bench", o->source != NULL, o->key_path, o->insecure))
 		return EXIT_USAGE;
+	if (o->source && !address_ok("bench", "--source", o->source,
+				     o->key_path != NULL, o->insecure))
+		return EXIT_USAGE;
+	if (o->key_path && !key_file_ok("bench", o->key_path))
+		return EXIT_USAGE;
 	return EXIT_OK;
+}
+
+/*
+ * Would a region of @size bytes fit (pc_region_create()'s memory check)?
+ * A trial region over a pattern source maps memory but allocates none.
+ * Says why not.
+ */
+static bool memory_fits(const struct bench_opts *o, uint64_t size)
+{
+	pc_source *src;
+	if (pc_source_pattern(size, o->m.seed, &src) < 0)
+		return true; /* the real run will say what is wrong */
+	struct pc_region_opts ro = { .size = size, .backend = o->m.backend,
+				     .mode = o->mode };
+	pc_region *r;
+	char why[256];
+	int ret = pc_region_create(&ro, src, &r, why, sizeof(why));
+	if (ret == 0) {
+		pc_region_destroy(r);
+		return true;
+	}
+	if (ret != -ENOMEM)
+		return true;
+	complain("bench", "%s%s", why, o->m.backend == PC_BACKEND_SHMEM ?
+		 "; --no-memory-check starts anyway" : "");
+	return false;
 }
 
 /* ---- the baseline: same memory, contents already local ---- */
@@ -220,6 +297,38 @@ static int run_baseline(const struct bench_opts *o, uint64_t size,
 	return ret;
 }
 
+/*
+ * A run that failed: say why on stderr and, with --json, print the run's
+ * description and the region's figures with "verified": false and the
+ * reason, so a script sees the same object shape fail as succeed.
+ */
+static void fail_report(const struct bench_opts *o, uint64_t size,
+			const char *what, pc_region *r)
+{
+	const char *reason = pc_region_error(r);
+	char error[320];
+	snprintf(error, sizeof(error), "%s%s%s", what, reason[0] ? ": " : "",
+		 reason);
+	complain("bench", "%s", error);
+	if (!o->m.json)
+		return;
+	struct json_object *j = json_object_new_object();
+	json_object_object_add(j, "mode", json_object_new_string(mode_str(o->mode)));
+	json_object_object_add(j, "backend", json_object_new_string(backend_str(o->m.backend)));
+	json_object_object_add(j, "vcpus", json_object_new_int((int)o->m.vcpus));
+	json_object_object_add(j, "bytes", json_object_new_int64((int64_t)size));
+	json_object_object_add(j, "pages", json_object_new_int64((int64_t)(size / PC_SOURCE_PAGE_SIZE)));
+	json_object_object_add(j, "verified", json_object_new_boolean(false));
+	json_object_object_add(j, "error", json_object_new_string(error));
+	struct pc_stats *st = NULL;
+	if (pc_region_stats(r, &st) == 0) {
+		json_object_object_add(j, "stats", stats_json(st));
+		free(st);
+	}
+	printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+	json_object_put(j);
+}
+
 static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
 		    pc_source *remote, struct run_result *out,
 		    struct pc_stats **stats, uint64_t *dups)
@@ -242,6 +351,7 @@ static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
 		.window = o->window,
 		.max_threads = o->m.vcpus,
 		.prealloc = !o->m.cold,
+		.no_memory_check = o->no_memory_check,
 	};
 	pc_region *r;
 	ret = start_region("bench", &ro, src, &r);
@@ -255,10 +365,12 @@ static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
 	struct workload_result res;
 	ret = workload_run(&w, &res);
 	if (ret == -EIO) {
-		/* Its vCPUs sleep in the kernel for good: report and leave. */
-		complain("bench", "the pager failed: %s", pc_region_error(r));
-		/* Not exit(): the stuck threads and their region are left
-		 * behind on purpose, and leak checkers would say so. */
+		/* Its vCPUs are parked for good (postcopy.h, WHEN A PAGE
+		 * CANNOT BE HAD): report, with the JSON asked for, and
+		 * leave.  Not exit(): the parked threads and their region
+		 * are left behind on purpose, and leak checkers would say
+		 * so. */
+		fail_report(o, size, "the pager failed", r);
 		fflush(stdout);
 		_exit(EXIT_FAIL);
 	}
@@ -266,8 +378,9 @@ static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
 		/* Every page was touched, so the region completes itself. */
 		ret = pc_region_wait(r, 60000);
 		if (ret < 0) {
-			complain("bench", "region did not complete: %s",
-				 ret == -ETIMEDOUT ? "timed out" : pc_region_error(r));
+			fail_report(o, size, ret == -ETIMEDOUT ?
+				    "region did not complete: timed out" :
+				    "region did not complete", r);
 			workload_result_free(&res);
 			pc_region_destroy(r);
 			return ret;
@@ -433,8 +546,8 @@ int cmd_bench(int argc, char **argv)
 
 	pc_source *remote = NULL;
 	if (o.source) {
-		if (open_net_source("bench", o.source, o.key_path, o.insecure, 0,
-				    &remote) < 0)
+		if (open_net_source("bench", o.source, o.key_path, o.insecure,
+				    o.net_timeout_s, &remote) < 0)
 			return EXIT_FAIL;
 		o.m.per_vcpu = pc_source_size(remote) / o.m.vcpus;
 	}
@@ -449,6 +562,12 @@ int cmd_bench(int argc, char **argv)
 	uint64_t dups = 0;
 	int status = EXIT_FAIL;
 
+	/* The baseline allocates as much as the region will: ask the library
+	 * whether the machine can hold it before either does. */
+	if (!o.no_memory_check && !memory_fits(&o, size)) {
+		pc_source_destroy(remote);
+		goto out;
+	}
 	ret = run_baseline(&o, size, ref, &base);
 	if (ret < 0) {
 		complain("bench", "baseline run failed: %s", strerror(-ret));

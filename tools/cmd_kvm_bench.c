@@ -69,7 +69,7 @@ static void usage(FILE *f)
 		"\n"
 		"Exit status: 0 measured and verified, 1 error (no /dev/kvm, a kernel\n"
 		"without the exit path when -p exit asked for it) or verification\n"
-		"failure, 2 bad arguments.\n");
+		"failure, 2 bad arguments (also -r/-a with -p exit, --cold with anon).\n");
 }
 
 static int parse(int argc, char **argv, struct kvm_bench_opts *o)
@@ -86,7 +86,10 @@ static int parse(int argc, char **argv, struct kvm_bench_opts *o)
 
 	*o = (struct kvm_bench_opts){ .baseline = true };
 	memstress_defaults(&o->m, 16 << 20);
+	bool seen[128] = { false }; /* options given, by their getopt code */
 	while ((c = getopt_long(argc, argv, "v:b:s:p:r:ad:h", longopts, NULL)) != -1) {
+		if (c > 0 && c < 128)
+			seen[c] = true;
 		int taken = memstress_opt("kvm-bench", c, optarg, 256, &o->m);
 		if (taken >= 0) {
 			if (taken)
@@ -119,6 +122,15 @@ static int parse(int argc, char **argv, struct kvm_bench_opts *o)
 	}
 	if (optind < argc) {
 		complain("kvm-bench", "unexpected argument '%s'", argv[optind]);
+		return EXIT_USAGE;
+	}
+	/* Flags that would be ignored are refused, not dropped silently. */
+	if (o->choice == CHOOSE_EXIT && (seen['r'] || seen['a'])) {
+		complain("kvm-bench", "-r and -a are for the wait and bitmap paths: -p exit has no handler threads");
+		return EXIT_USAGE;
+	}
+	if (seen['C'] && o->m.backend == PC_BACKEND_ANON) {
+		complain("kvm-bench", "--cold is for shmem and hugetlb: anonymous memory has no page cache");
 		return EXIT_USAGE;
 	}
 	if (!page_multiple_ok("kvm-bench", o->m.backend, o->m.per_vcpu))

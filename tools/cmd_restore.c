@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tools.h"
@@ -34,6 +35,7 @@ struct restore_opts {
 	unsigned delay_us;
 	unsigned timeout_s;
 	unsigned window;
+	bool no_memory_check;
 };
 
 static void usage(FILE *f)
@@ -54,8 +56,8 @@ static void usage(FILE *f)
 		"                        result is verified even without --image\n"
 		"  --key FILE            pre-shared key for TCP (mode 600)\n"
 		"  --insecure            TCP without authentication: loopback tests only\n"
-		"  --net-timeout S       give up when the server is gone S seconds\n"
-		"                        (default 30)\n"
+		"  --net-timeout S       with --source: give up when the server is gone\n"
+		"                        S seconds (default 30)\n"
 		"  -m, --mode exit|wait  fault delivery (default exit)\n"
 		"  -s, --backend shmem|hugetlb|anon   guest memory (default shmem)\n"
 		"  --vcpus N             vCPU threads running the workload (default 2)\n"
@@ -63,15 +65,21 @@ static void usage(FILE *f)
 		"                        (default seq)\n"
 		"  -d, --delay US        injected latency per fetch, microseconds\n"
 		"  -w, --window N        pages fetched per fault, aligned around it\n"
-		"                        (default 1; a prefetch window)\n"
+		"                        (default 1; a prefetch window; not hugetlb)\n"
 		"  --no-fill             no background filler: only touched pages load\n"
 		"  --timeout S           give up if not complete after S seconds\n"
 		"                        (default 600)\n"
+		"  --no-memory-check     start even if the image is larger than shmem or\n"
+		"                        hugetlb memory can hold here (MemAvailable +\n"
+		"                        SwapFree, the cgroup's limit, free huge pages)\n"
 		"  --json                one JSON object on stdout instead of text\n"
 		"  -h, --help            this text\n"
 		"\n"
-		"Exit status: 0 restored and verified, 1 error or mismatch, 2 bad\n"
-		"arguments.\n");
+		"Exit status: 0 restored and verified, 1 error or mismatch (also a\n"
+		"source lost mid-restore, in either mode), 2 bad arguments: unknown,\n"
+		"conflicting or unused flags, a bad address, TCP without a key,\n"
+		"--insecure off loopback, an unusable key file, an --image that is not\n"
+		"a regular file.\n");
 }
 
 static int parse(int argc, char **argv, struct restore_opts *o)
@@ -90,6 +98,7 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		{ "window", required_argument, NULL, 'w' },
 		{ "no-fill", no_argument, NULL, 'F' },
 		{ "timeout", required_argument, NULL, 'T' },
+		{ "no-memory-check", no_argument, NULL, 'M' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -170,6 +179,9 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		case 'j':
 			o->json = true;
 			break;
+		case 'M':
+			o->no_memory_check = true;
+			break;
 		case 'h':
 			usage(stdout);
 			return -1;
@@ -188,6 +200,22 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 	}
 	if (!auth_flags_ok("restore", o->source != NULL, o->key_path, o->insecure))
 		return EXIT_USAGE;
+	/* Flags that would be ignored are refused, not dropped silently. */
+	if (o->net_timeout_s && !o->source) {
+		complain("restore", "--net-timeout goes with --source");
+		return EXIT_USAGE;
+	}
+	if (o->window > 1 && o->backend == PC_BACKEND_HUGETLB) {
+		complain("restore", "hugetlb resolves one 2 MiB page per fault: --window does not apply");
+		return EXIT_USAGE;
+	}
+	if (o->source && !address_ok("restore", "--source", o->source,
+				     o->key_path != NULL, o->insecure))
+		return EXIT_USAGE;
+	if (o->key_path && !key_file_ok("restore", o->key_path))
+		return EXIT_USAGE;
+	if (o->image)
+		return check_input_file("restore", "--image", o->image);
 	return EXIT_OK;
 }
 
@@ -197,13 +225,20 @@ static int verify_against_file(const char *path, const char *mem,
 			       uint64_t *first_bad)
 {
 	enum { CHUNK = 1 << 20 };
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: the path was checked at start, but what it names now
+	 * might be a FIFO, whose open() would wait for a writer. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	char *buf = malloc(CHUNK);
 	int ret = 0;
 
 	*bad_pages = 0;
 	if (fd < 0 || !buf) {
 		ret = fd < 0 ? -errno : -ENOMEM;
+		goto out;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		ret = -EINVAL;
 		goto out;
 	}
 	for (uint64_t off = 0; off < size; off += CHUNK) {
@@ -284,12 +319,15 @@ static int run(const struct restore_opts *o)
 		.mode = o->mode,
 		.max_threads = o->vcpus,
 		.window = o->window,
+		.no_memory_check = o->no_memory_check,
 	};
 	pc_region *r;
 	char why[256];
 	ret = pc_region_create(&ro, src, &r, why, sizeof(why));
 	if (ret < 0) {
-		complain("restore", "%s: %s", from, why);
+		complain("restore", "%s: %s%s", from, why,
+			 ret == -ENOMEM && o->backend == PC_BACKEND_SHMEM ?
+				 "; --no-memory-check starts anyway" : "");
 		return EXIT_FAIL;
 	}
 	double t0 = seconds_now();
@@ -317,32 +355,29 @@ static int run(const struct restore_opts *o)
 	};
 	struct workload_result res;
 	int status = EXIT_OK;
+	/* The region failed while vCPUs ran: in either mode they are parked
+	 * on pages that will not come (postcopy.h, WHEN A PAGE CANNOT BE
+	 * HAD).  Report like any other failure, then leave without touching
+	 * the region again. */
+	bool stuck = false;
 	ret = workload_run(&w, &res);
 	if (ret == -EIO) {
-		/* The vCPUs sleep in the kernel on pages that will not come:
-		 * say why and leave without touching the region again. */
-		if (show) {
-			atomic_store(&pr.stop, true);
-			pthread_join(progress, NULL);
-		}
-		complain("restore", "%s", pc_region_error(r));
-		/* Not exit(): the stuck threads and their region are left
-		 * behind on purpose, and leak checkers would say so. */
-		fflush(stdout);
-		_exit(EXIT_FAIL);
-	}
-	if (ret == 0)
+		stuck = true;
+		ret = pc_region_wait(r, 0);
+	} else if (ret == 0) {
 		ret = pc_region_wait(r, (int)(o->timeout_s * 1000));
+	}
 	double restored = seconds_now() - t0;
 	if (show) {
 		atomic_store(&pr.stop, true);
 		pthread_join(progress, NULL);
 	}
+	const char *error = NULL;
 	if (ret < 0) {
-		complain("restore", "%s", ret == -ETIMEDOUT ?
-			 "timed out before every page arrived" :
-			 pc_region_error(r)[0] ? pc_region_error(r) :
-			 strerror(-ret));
+		error = ret == -ETIMEDOUT ? "timed out before every page arrived" :
+			pc_region_error(r)[0] ? pc_region_error(r) :
+						strerror(-ret);
+		complain("restore", "%s", error);
 		status = EXIT_FAIL;
 	}
 
@@ -385,6 +420,8 @@ static int run(const struct restore_opts *o)
 		json_object_object_add(j, "workload_pages_per_sec", json_object_new_double(wl_rate));
 		json_object_object_add(j, "verified", json_object_new_boolean(verified));
 		json_object_object_add(j, "mismatched_pages", json_object_new_int64((int64_t)bad));
+		if (error)
+			json_object_object_add(j, "error", json_object_new_string(error));
 		if (st)
 			json_object_object_add(j, "stats", stats_json(st));
 		if (res.latency)
@@ -423,6 +460,12 @@ static int run(const struct restore_opts *o)
 	}
 	free(st);
 	workload_result_free(&res);
+	if (stuck) {
+		/* Not exit(): the parked threads and their region are left
+		 * behind on purpose, and leak checkers would say so. */
+		fflush(stdout);
+		_exit(status);
+	}
 	pc_region_destroy(r);
 	return status;
 }

@@ -106,7 +106,8 @@ static void usage(FILE *f)
 		"                    (default tcp://127.0.0.1:7070; port 0 picks one)\n"
 		"  --key FILE        pre-shared key (16+ bytes, mode 600): required for TCP\n"
 		"  --insecure        TCP without authentication: loopback tests only\n"
-		"  --allow-uid UID   Unix socket: the uid that may connect (default: ours)\n"
+		"  --allow-uid UID   unix: --listen only: the uid that may connect\n"
+		"                    (default: ours)\n"
 		"  --once            exit after one destination has every page\n"
 		"  --session-timeout S  keep a dropped destination's session S seconds\n"
 		"                    (default 60)\n"
@@ -114,7 +115,10 @@ static void usage(FILE *f)
 		"  -h, --help        this text\n"
 		"\n"
 		"It prints 'listening on ADDR' on stdout once ready.\n"
-		"Exit status: 0 served, 1 error, 2 bad arguments.\n");
+		"Exit status: 0 served, 1 error, 2 bad arguments: unknown, conflicting\n"
+		"or unused flags, a bad --listen address, TCP without a key, --insecure\n"
+		"off loopback, an unusable key file, an --image that is not a regular\n"
+		"file.\n");
 }
 
 int cmd_serve(int argc, char **argv)
@@ -171,14 +175,29 @@ int cmd_serve(int argc, char **argv)
 	}
 	if (optind < argc || !so.image == !image_from) {
 		complain("serve", optind < argc ? "unexpected argument" :
+			 so.image ? "--image and --image-from are exclusive" :
 			 "one of --image FILE and --image-from unix:PATH is required");
 		return EXIT_USAGE;
 	}
 	if (!auth_flags_ok("serve", true, key_path, so.insecure))
 		return EXIT_USAGE;
+	const char *listen = so.listen ? so.listen : "tcp://127.0.0.1:7070";
+	if (!address_ok("serve", "--listen", listen, key_path != NULL,
+			so.insecure))
+		return EXIT_USAGE;
+	if (so.allow_uid >= 0 && strncmp(listen, "unix:", 5)) {
+		complain("serve", "--allow-uid goes with a unix:PATH --listen address");
+		return EXIT_USAGE;
+	}
+	/* The server opens the image itself; looking first, without
+	 * blocking, turns a FIFO into a clear error instead of a hang. */
+	int status = so.image ? check_input_file("serve", "--image", so.image) :
+				EXIT_OK;
+	if (status != EXIT_OK)
+		return status;
 	uint8_t *key = NULL;
 	if (key_path && read_key_file("serve", key_path, &key, &so.key_len) < 0)
-		return EXIT_FAIL;
+		return EXIT_USAGE;
 	so.key = key;
 	if (so.insecure)
 		complain("serve", "warning: --insecure: anyone who can connect gets the image");

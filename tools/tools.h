@@ -131,10 +131,31 @@ uint64_t verify_memory(const char *mem, uint64_t size, pc_source *src,
 
 /*
  * Read a pre-shared key file (16..4096 bytes, used as is).  Refuses a
- * file that others can read.  0, or a negative errno with a message.
+ * file that others can read and anything but a regular file (opened
+ * without blocking).  0, or a negative errno with a message.
  */
 int read_key_file(const char *cmd, const char *path, uint8_t **key,
 		  size_t *len);
+
+/* The key file at @path is usable (regular, mode 600, 16..4096 bytes);
+ * says why not.  A bad key is a bad command line: EXIT_USAGE. */
+bool key_file_ok(const char *cmd, const char *path);
+
+/*
+ * @addr (the argument of @flag) is tcp://HOST:PORT or unix:PATH, TCP has a
+ * key or --insecure, and --insecure is on a loopback address; says why
+ * not.  The library checks the same, but as a runtime error.
+ */
+bool address_ok(const char *cmd, const char *flag, const char *addr,
+		bool has_key, bool insecure);
+
+/*
+ * An input file named on the command line (@flag @path) is a regular file
+ * we can open, checked without blocking (a FIFO would hang open()):
+ * EXIT_OK, EXIT_USAGE when it is not a regular file, EXIT_FAIL when it
+ * cannot be opened; says why.
+ */
+int check_input_file(const char *cmd, const char *flag, const char *path);
 
 /* --key and --insecure: only with a network peer, and not both; says why. */
 bool auth_flags_ok(const char *cmd, bool networked, const char *key_path,

@@ -1,8 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* util.c - small parsing and reporting helpers for the CLI. */
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -278,17 +284,74 @@ struct json_object *stats_json(const struct pc_stats *s)
 	return o;
 }
 
+static const char *file_kind(mode_t mode)
+{
+	return S_ISFIFO(mode) ? "a FIFO" :
+	       S_ISDIR(mode)  ? "a directory" :
+	       S_ISCHR(mode)  ? "a character device" :
+	       S_ISBLK(mode)  ? "a block device" :
+	       S_ISSOCK(mode) ? "a socket" :
+				"not a regular file";
+}
+
+/*
+ * Open @path for reading without blocking: open() of a FIFO waits for a
+ * writer, for ever if none comes, so O_NONBLOCK first, and it is cleared
+ * once the file is known to be regular.  Returns the descriptor (*st
+ * filled), -EINVAL for anything but a regular file, or -errno.
+ */
+static int open_regular(const char *path, struct stat *st)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	int flags;
+	if (fstat(fd, st) < 0 || (flags = fcntl(fd, F_GETFL)) < 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	if (!S_ISREG(st->st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
+	if (fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+int check_input_file(const char *cmd, const char *flag, const char *path)
+{
+	struct stat st = { 0 };
+	int fd = open_regular(path, &st);
+	if (fd >= 0) {
+		close(fd);
+		return EXIT_OK;
+	}
+	if (fd == -EINVAL) {
+		complain(cmd, "%s %s: %s; a regular file is needed", flag, path,
+			 file_kind(st.st_mode));
+		return EXIT_USAGE;
+	}
+	complain(cmd, "%s %s: %s", flag, path, strerror(-fd));
+	return EXIT_FAIL;
+}
+
 int read_key_file(const char *cmd, const char *path, uint8_t **key,
 		  size_t *len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		int err = errno;
-		complain(cmd, "key file %s: %s", path, strerror(err));
-		if (fd >= 0)
-			close(fd);
-		return -err;
+	struct stat st = { 0 };
+	int fd = open_regular(path, &st);
+	if (fd < 0) {
+		if (fd == -EINVAL)
+			complain(cmd, "key file %s: %s; a regular file is needed",
+				 path, file_kind(st.st_mode));
+		else
+			complain(cmd, "key file %s: %s", path, strerror(-fd));
+		return fd;
 	}
 	int ret = 0;
 	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
@@ -328,6 +391,83 @@ int open_net_source(const char *cmd, const char *addr, const char *key_path,
 	if (ret < 0)
 		complain(cmd, "%s: %s", addr, why[0] ? why : strerror(-ret));
 	return ret;
+}
+
+bool key_file_ok(const char *cmd, const char *path)
+{
+	uint8_t *key = NULL;
+	size_t len = 0;
+	if (read_key_file(cmd, path, &key, &len) < 0)
+		return false;
+	memset(key, 0, len);
+	free(key);
+	return true;
+}
+
+static bool is_loopback(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+	if (sa->sa_family == AF_INET6)
+		return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+	return false;
+}
+
+/* The library's rules (src/net.c), checked here so that a bad command line
+ * is told apart from a failure at run time. */
+bool address_ok(const char *cmd, const char *flag, const char *addr,
+		bool has_key, bool insecure)
+{
+	if (!strncmp(addr, "unix:", 5)) {
+		size_t n = strlen(addr + 5);
+		if (n && n < sizeof(((struct sockaddr_un *)0)->sun_path))
+			return true;
+		complain(cmd, "%s '%s': a Unix socket path of 1..%zu bytes is needed",
+			 flag, addr, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+		return false;
+	}
+	const char *s = strncmp(addr, "tcp://", 6) ? addr : addr + 6;
+	const char *colon = strrchr(s, ':');
+	char host[128], *end;
+	unsigned long port = 0;
+	size_t hl = colon ? (size_t)(colon - s) : 0;
+	if (colon && colon[1])
+		port = strtoul(colon + 1, &end, 10);
+	if (!colon || !hl || !colon[1] || *end || !isdigit((unsigned char)colon[1]) ||
+	    port > 65535) {
+		complain(cmd, "%s '%s': expected tcp://HOST:PORT (port 0..65535) or unix:PATH",
+			 flag, addr);
+		return false;
+	}
+	if (s[0] == '[' && hl >= 2 && s[hl - 1] == ']') { /* [v6]:port */
+		s++;
+		hl -= 2;
+	}
+	if (hl >= sizeof(host)) {
+		complain(cmd, "%s '%s': host name too long", flag, addr);
+		return false;
+	}
+	memcpy(host, s, hl);
+	host[hl] = '\0';
+	if (!has_key && !insecure) {
+		complain(cmd, "%s %s: TCP needs a key (--key FILE); --insecure is for loopback tests only",
+			 flag, addr);
+		return false;
+	}
+	if (!insecure)
+		return true;
+	/* --insecure: the address must be loopback, so resolve it now. */
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res;
+	int err = getaddrinfo(host, NULL, &hints, &res);
+	if (err) {
+		complain(cmd, "%s '%s': %s", flag, addr, gai_strerror(err));
+		return false;
+	}
+	bool local = is_loopback(res->ai_addr);
+	freeaddrinfo(res);
+	if (!local)
+		complain(cmd, "--insecure is for loopback addresses only, not %s", addr);
+	return local;
 }
 
 bool auth_flags_ok(const char *cmd, bool networked, const char *key_path,

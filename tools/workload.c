@@ -147,8 +147,9 @@ int workload_run(const struct workload *w, struct workload_result *res)
 	}
 	uint64_t t0;
 	if (gate_run(gate, started, ret == 0, w->region, &t0) < 0) {
-		/* vCPUs of a failed wait-mode region sleep in the kernel for
-		 * good: leave them, and their memory, to the process's end. */
+		/* vCPUs of a failed region are parked for good (asleep in
+		 * the kernel in wait mode, in the SIGBUS handler in exit
+		 * mode): leave them, and their memory, to the process's end. */
 		return -EIO;
 	}
 	for (unsigned i = 0; i < started; i++)
