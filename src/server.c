@@ -197,8 +197,10 @@ static int digest_image(struct pc_server *s, char *why, size_t len)
 static int open_image(struct pc_server *s, char *why, size_t len)
 {
 	struct stat st;
+	/* O_NONBLOCK: a FIFO given as the image must not hang the open; it
+	 * is refused below, and a regular file gets blocking reads back. */
 	if (s->opts.image)
-		s->image_fd = open(s->opts.image, O_RDONLY | O_CLOEXEC);
+		s->image_fd = open(s->opts.image, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	else
 		s->image_fd = fcntl(s->opts.image_fd, F_DUPFD_CLOEXEC, 0);
 	if (s->image_fd < 0 || fstat(s->image_fd, &st) < 0) {
@@ -212,6 +214,9 @@ static int open_image(struct pc_server *s, char *why, size_t len)
 			 s->image_name);
 		return -EINVAL;
 	}
+	int flags = fcntl(s->image_fd, F_GETFL);
+	if (flags < 0 || fcntl(s->image_fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+		return -errno;
 	s->image.size = (uint64_t)st.st_size;
 	s->image.page_count = s->image.size / PROTO_PAGE_SIZE;
 	/* Zero pages: the holes (SEEK_HOLE), sent to destinations up front. */

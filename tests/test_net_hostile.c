@@ -759,9 +759,28 @@ static void test_once(void)
 		diag("ret %d (%s), ended %d", ret, why, ended);
 }
 
+/* #13: a FIFO given as the image is refused, not waited on. */
+static void test_fifo_image(void)
+{
+	char fifo[300], why[256] = "";
+	snprintf(fifo, sizeof(fifo), "%s/fifo.img", dir);
+	if (mkfifo(fifo, 0600))
+		bail_out("mkfifo: %s", strerror(errno));
+	struct pc_server_opts o = { .image = fifo, .listen = "tcp://127.0.0.1:0",
+				    .insecure = true, .allow_uid = -1 };
+	pc_server *s = NULL;
+	double t0 = now_s();
+	int ret = pc_server_create(&o, &s, why, sizeof(why));
+	if (ret == 0)
+		pc_server_destroy(s);
+	if (!ok(ret == -EINVAL && now_s() - t0 < 2 && strstr(why, "regular file"),
+		"server_given_a_fifo_as_its_image_refuses_it_at_once"))
+		diag("pc_server_create = %d (%s)", ret, why);
+}
+
 int main(void)
 {
-	plan(15);
+	plan(16);
 	tap_watchdog(240);
 	signal(SIGPIPE, SIG_IGN);
 	image_setup(dir, image_path, sizeof(image_path), IMAGE_SIZE, IMAGE_SEED, &ref);
@@ -778,6 +797,7 @@ int main(void)
 	test_abandoned_sessions();
 	test_queue_cap();
 	test_once();
+	test_fifo_image();
 
 	pc_source_destroy(ref);
 	char cmd[300];

@@ -52,8 +52,9 @@ static void usage(FILE *f)
 		"                        of 2 MiB for hugetlb); with --source, the copy\n"
 		"                        to verify against, byte for byte\n"
 		"  --source ADDR         restore from `postcopy serve` at tcp://HOST:PORT\n"
-		"                        or unix:PATH; every run is checksummed, so the\n"
-		"                        result is verified even without --image\n"
+		"                        or unix:PATH; every run is checked against the\n"
+		"                        image digest (\"checksummed\"); with --image it\n"
+		"                        is also compared byte for byte (\"verified\")\n"
 		"  --key FILE            pre-shared key for TCP (mode 600)\n"
 		"  --insecure            TCP without authentication: loopback tests only\n"
 		"  --net-timeout S       with --source: give up when the server is gone\n"
@@ -382,11 +383,12 @@ static int run(const struct restore_opts *o)
 	}
 
 	uint64_t bad = 0, first_bad = 0;
-	bool verified = false;
+	bool verified = false, checksummed = false;
 	if (status == EXIT_OK && !o->image) {
-		/* Over the network every run was checked against its xxHash
-		 * before it was installed, and the region is complete. */
-		verified = true;
+		/* Over the network every run was checked against the image
+		 * digest before it was installed, and the region is complete;
+		 * but nothing was compared with a copy. */
+		checksummed = true;
 	} else if (status == EXIT_OK) {
 		ret = verify_against_file(o->image, pc_region_addr(r), size,
 					  &bad, &first_bad);
@@ -419,6 +421,9 @@ static int run(const struct restore_opts *o)
 		json_object_object_add(j, "seconds", json_object_new_double(restored));
 		json_object_object_add(j, "workload_pages_per_sec", json_object_new_double(wl_rate));
 		json_object_object_add(j, "verified", json_object_new_boolean(verified));
+		if (o->source)
+			json_object_object_add(j, "checksummed",
+					       json_object_new_boolean(checksummed || verified));
 		json_object_object_add(j, "mismatched_pages", json_object_new_int64((int64_t)bad));
 		if (error)
 			json_object_object_add(j, "error", json_object_new_string(error));
@@ -454,9 +459,11 @@ static int run(const struct restore_opts *o)
 			       (unsigned long long)ns.requests, (unsigned long long)ns.pages_received,
 			       (unsigned long long)ns.pages_pushed, (double)ns.bytes_received / (1 << 20),
 			       (unsigned long long)ns.reconnects, (unsigned long long)ns.checksum_failures);
-		printf("verified   %s\n", !verified ? "NO: see the message above" :
-		       o->image ? "every byte matches the image" :
-				  "every page arrived and matched its checksum");
+		if (checksummed)
+			printf("checksummed every page matched the server's image digest (no copy compared: --image FILE verifies every byte)\n");
+		else
+			printf("verified   %s\n", verified ? "every byte matches the image" :
+							 "NO: see the message above");
 	}
 	free(st);
 	workload_result_free(&res);
