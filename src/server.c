@@ -51,8 +51,9 @@
 #define PUSH_BATCH 4u
 /* The push socket's send buffer.  Pages queued there are sent but not
  * yet seen by the destination, which would ask for them again on a fault:
- * keep it to a few frames. */
-#define PUSH_SNDBUF (256 << 10)
+ * a few frames, as many as keep the stream from stalling on the socket
+ * (smaller ones cost more wakeups than they save). */
+#define PUSH_SNDBUF (1 << 20)
 /* Stream positions per session, and how long one stays worth following
  * after its last demand request. */
 #define PUSH_STREAMS 8u
@@ -128,6 +129,7 @@ struct pc_server {
 	char address[160];
 	int listen_fd, epoll_fd, stop_fd;
 	struct conn *conns[MAX_CONNS];
+	unsigned conns_end; /* slots at and past it are free: scans stop there */
 	struct session *sessions;
 	struct pc_server_stats stats; /* the loop's; push counters below */
 	uint64_t accept_paused_until; /* ns; 0 when accepting */
@@ -622,6 +624,13 @@ static void on_frame(struct pc_server *s, struct conn *c,
 
 /* ---- the loop ---- */
 
+static void slot_free(struct pc_server *s, unsigned i)
+{
+	s->conns[i] = NULL;
+	while (s->conns_end && !s->conns[s->conns_end - 1])
+		s->conns_end--;
+}
+
 /* A connection of @ss (or none) is gone. */
 static void session_put(struct pc_server *s, struct session *ss)
 {
@@ -645,7 +654,7 @@ static void conn_close(struct pc_server *s, unsigned i)
 	close(c->fd);
 	free(c->out);
 	free(c);
-	s->conns[i] = NULL;
+	slot_free(s, i);
 }
 
 static void set_out_interest(struct pc_server *s, struct conn *c, unsigned i)
@@ -734,7 +743,7 @@ static void pause_accepting(struct pc_server *s)
 static void reap_conns(struct pc_server *s)
 {
 	uint64_t now = now_ns();
-	for (unsigned i = 0; i < MAX_CONNS; i++) {
+	for (unsigned i = 0; i < s->conns_end; i++) {
 		struct conn *c = s->conns[i];
 		if (c && !c->session && now - c->since > HANDSHAKE_NS)
 			conn_close(s, i);
@@ -806,6 +815,8 @@ static void accept_all(struct pc_server *s)
 		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
 		epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
 		s->conns[i] = c;
+		if (i >= s->conns_end)
+			s->conns_end = i + 1;
 		s->stats.connections++;
 	}
 }
@@ -930,7 +941,7 @@ static void start_pusher(struct pc_server *s, unsigned i)
 		return;
 	}
 	epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
-	s->conns[i] = NULL;
+	slot_free(s, i);
 	int buf = PUSH_SNDBUF;
 	setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
 	/* The thread sends blocking, with a deadline. */
@@ -998,7 +1009,7 @@ static bool finished(struct pc_server *s)
 	if (!s->opts.once || !(s->stats.sessions_done || s->sessions_expired) ||
 	    s->pushers)
 		return false;
-	for (unsigned i = 0; i < MAX_CONNS; i++)
+	for (unsigned i = 0; i < s->conns_end; i++)
 		if (s->conns[i])
 			return false;
 	return true;
@@ -1030,7 +1041,7 @@ int pc_server_run(pc_server *s)
 		}
 		/* What flush() leaves queued decides whom we hear next. */
 		s->out_total = 0;
-		for (unsigned i = 0; i < MAX_CONNS; i++) {
+		for (unsigned i = 0; i < s->conns_end; i++) {
 			struct conn *c = s->conns[i];
 			if (!c)
 				continue;

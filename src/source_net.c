@@ -34,8 +34,9 @@
 #define NET_LANES 64
 /* The push connection's receive buffer.  Pushed pages waiting there are
  * on their way but not yet claimed, so a vCPU that reaches them asks for
- * them again: a small buffer keeps that window short. */
-#define PUSH_RCVBUF (256 << 10)
+ * them again: a small buffer keeps that window short, but not so small
+ * that the stream stalls on it. */
+#define PUSH_RCVBUF (1 << 20)
 #define HANDSHAKE_MAX 512u
 
 struct lane {
