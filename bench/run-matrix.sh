@@ -3,7 +3,8 @@
 #
 # The standard benchmark matrix: vCPUs 1..32 x {wait, 1 uffd, 1 reader;
 # wait, one uffd per vCPU; exit} x fetch delay {0, 30 us sleeping}, plus
-# windowed exit runs.  Each bench run measures its own no-userfaultfd
+# windowed exit runs; then whole migrations under load over TCP and Unix
+# sockets (netbench --load-only, BENCH_LOAD_REPS times, default 3).  Each bench run measures its own no-userfaultfd
 # baseline, so every figure is a ratio taken within one run; each point is
 # run BENCH_REPS times (default 3) and the tables show the median run.
 # Writes OUT/results.jsonl, OUT/tables.md, OUT/*.png (gnuplot).
@@ -42,6 +43,20 @@ for v in $vcpus; do
 	run "exitw16-v$v-d0" -v "$v" -b "$per_vcpu" -m exit -w 16
 done
 
+# Whole migrations under load over the network (netbench), TCP and Unix.
+load_reps=${BENCH_LOAD_REPS:-3}
+load_runs=()
+for t in tcp unix; do
+	for rep in $(seq "$load_reps"); do
+		f=$out/load-$t-r$rep.json
+		echo "bench: migration under load, $t ($rep/$load_reps)" >&2
+		"$cli" netbench -s "${BENCH_LOAD_SIZE:-1G}" --load-only $([[ $t == unix ]] && echo --unix) \
+			--json > "$f" && load_runs+=("$f") ||
+			{ echo "bench: netbench $t ($rep) failed" >&2; failures=$((failures + 1)); }
+	done
+done
+((${#load_runs[@]})) && python3 "$here/load_table.py" "${load_runs[@]}" > "$out/load.md"
+
 python3 "$here/tables.py" "$out/results.jsonl" > "$out/tables.md"
 if command -v gnuplot > /dev/null; then
 	gnuplot -e "dir='$out'" "$here/plots.gp" ||
@@ -56,6 +71,7 @@ echo "bench: results in $out (tables.md, *.png)" >&2
 md=$here/../BENCHMARKS.md
 if [[ -z ${BENCH_NO_UPDATE:-} && -f $md ]]; then
 	python3 "$here/md_table.py" "$md" bench "$out/tables.md"
+	[[ -f $out/load.md ]] && python3 "$here/md_table.py" "$md" load "$out/load.md"
 	mkdir -p "$here/../docs/bench"
 	cp "$out"/*.png "$here/../docs/bench/" 2>/dev/null || true
 	echo "bench: updated BENCHMARKS.md's table and docs/bench/*.png" >&2
