@@ -80,7 +80,7 @@ serve_kill() {
 	serve_pid=
 }
 
-echo "1..36"
+echo "1..37"
 
 img=$tmp/img key=$tmp/key wrong=$tmp/wrong.key open_key=$tmp/open.key
 if ! "$cli" mkimage "$img" 8M >"$out" 2>"$err"; then
@@ -211,7 +211,11 @@ start=$SECONDS
 run restore --source "unix:$tmp/chg.sock" --vcpus 1 --net-timeout 20
 ((rc == 1)) && grep -q "changed on disk" "$err" && ((SECONDS - start < 10))
 check "restore_from_a_server_whose_image_changed_is_refused_at_once" $? "$sout" "$serr"
-serve_kill
+kill -TERM "$serve_pid" 2>/dev/null
+wait "$serve_pid"
+src=$? serve_pid=
+((src == 1)) && grep -q "changed on disk" "$serr"
+check "serve_says_its_image_changed_and_exits_1" $? "$sout" "$serr"
 
 # ---- bench over the network: demand_paging_test semantics, verified ----------
 serve --image "$img" --listen "unix:$tmp/bench.sock" --once

@@ -241,6 +241,9 @@ int cmd_serve(int argc, char **argv)
 		json_object_object_add(j, "pages_demand", json_object_new_int64((int64_t)st.pages_demand));
 		json_object_object_add(j, "pages_pushed", json_object_new_int64((int64_t)st.pages_pushed));
 		json_object_object_add(j, "bytes_sent", json_object_new_int64((int64_t)st.bytes_sent));
+		json_object_object_add(j, "handshakes_evicted", json_object_new_int64((int64_t)st.evicted));
+		json_object_object_add(j, "queued_peak", json_object_new_int64((int64_t)st.queued_peak));
+		json_object_object_add(j, "image_changed", json_object_new_boolean(st.image_changed));
 		printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
 		json_object_put(j);
 	} else {
@@ -251,7 +254,13 @@ int cmd_serve(int argc, char **argv)
 		printf("pages      %llu on demand (%llu requests), %llu pushed; %.1f MiB sent\n",
 		       (unsigned long long)st.pages_demand, (unsigned long long)st.requests,
 		       (unsigned long long)st.pages_pushed, (double)st.bytes_sent / (1 << 20));
+		if (st.evicted)
+			printf("evicted    %llu connections that did not finish their handshake in time for new ones\n",
+			       (unsigned long long)st.evicted);
 	}
+	/* Destinations were refused from then on; the operator must know. */
+	if (st.image_changed)
+		complain("serve", "the image changed on disk while it was served: a page read back did not match its digest, and every request since was refused");
 	pc_server_destroy(s);
-	return ret < 0 ? EXIT_FAIL : EXIT_OK;
+	return ret < 0 || st.image_changed ? EXIT_FAIL : EXIT_OK;
 }
