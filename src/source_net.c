@@ -191,10 +191,13 @@ static int exchange(int fd, uint16_t type, uint8_t *buf, size_t len,
 	struct refuse rf;
 	if (proto_get_refuse(buf, h->len, &rf) < 0)
 		return -EPROTO;
-	set_why(why, why_len, "the server refused: ", rf.reason);
 	/* A server of another version cannot parse our HELLO at all. */
-	if (type == FRAME_HELLO && rf.code == REFUSE_BAD_FRAME)
+	if (type == FRAME_HELLO && rf.code == REFUSE_BAD_FRAME) {
+		set_why(why, why_len, "the server does not speak protocol version 2 (an older postcopy?); it said: ",
+			rf.reason);
 		return -EPROTONOSUPPORT;
+	}
+	set_why(why, why_len, "the server refused: ", rf.reason);
 	return refusal_error(rf.code);
 }
 
