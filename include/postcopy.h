@@ -209,8 +209,9 @@ enum pc_mode {
  * max_threads threads that may be attached with pc_thread_attach()
  *             (default 64).
  * prealloc    shared backends: allocate every page-cache page and map the
- *             alias before start, so the fault path only copies contents
- *             and installs (the KVM selftest's MINOR setup).
+ *             alias in pc_region_start(), before the first fault, so the
+ *             fault path only copies contents and installs (the KVM
+ *             selftest's MINOR setup).
  * sigbus_on_failure  exit mode: when a fault's page cannot be fetched,
  *             print one line on stderr and terminate the process with
  *             SIGBUS (as an unhandled fault would) instead of parking the
@@ -259,7 +260,9 @@ uint64_t pc_region_page_size(const pc_region *r);
  * Register the guest view with userfaultfd and start delivering faults
  * (handler threads in wait mode; the process-wide SIGBUS handler in exit
  * mode, installed on first use).  From now on every page is missing until
- * fetched.  On failure pc_region_error() says why.
+ * fetched: whatever was read or written in the guest view before this
+ * call is discarded, so no page keeps the zeros or the writes the kernel
+ * gave it while nobody paged it.  On failure pc_region_error() says why.
  */
 int pc_region_start(pc_region *r);
 

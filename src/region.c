@@ -350,6 +350,35 @@ static int preallocate(struct pc_region *r, char *buf, size_t len)
 	return 0;
 }
 
+/*
+ * Whatever was touched between create and start was mapped without us:
+ * an anonymous page as the zero page, a shared one from a page cache that
+ * then holds whatever was written.  Unmap the guest view and empty the
+ * page cache, so that every first access from now on faults and gets the
+ * source's contents, zero pages included (QEMU discards RAM at init for
+ * the same reason).  Then, for prealloc, allocate the page cache anew.
+ * Called once registered, so nothing can slip in between.
+ */
+static int discard_early_touches(struct pc_region *r)
+{
+	char why_buf[256];
+	int err = 0;
+	if (madvise(r->guest, r->opts.size, MADV_DONTNEED) < 0)
+		err = -errno;
+	else if (r->shared && fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					0, (off_t)r->opts.size) < 0)
+		err = -errno;
+	if (err < 0) {
+		region_set_error(r, err, "discarding pages touched before start: %s",
+				 strerror(-err));
+		return err;
+	}
+	if (r->shared && r->opts.prealloc &&
+	    (err = preallocate(r, why_buf, sizeof(why_buf))) < 0)
+		region_set_error(r, err, "%s", why_buf);
+	return err;
+}
+
 /* Fail early, with a reason, where userfaultfd cannot do what we need. */
 static int probe_userfaultfd(const struct pc_region *r, char *buf, size_t len)
 {
@@ -410,11 +439,6 @@ int pc_region_create(const struct pc_region_opts *opts, pc_source *src,
 	ret = map_memory(r, buf, len);
 	if (ret < 0)
 		goto err;
-	if (r->shared && r->opts.prealloc) {
-		ret = preallocate(r, buf, len);
-		if (ret < 0)
-			goto err;
-	}
 
 	size_t state_len = r->npages * sizeof(*r->state);
 	void *state = mmap(NULL, state_len, PROT_READ | PROT_WRITE,
@@ -485,6 +509,9 @@ int pc_region_start(pc_region *r)
 			return ret;
 		}
 	}
+	err = discard_early_touches(r);
+	if (err < 0)
+		return err;
 	err = registry_add(r);
 	if (err < 0) {
 		region_set_error(r, err, "too many started regions (at most %d)",

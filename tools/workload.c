@@ -117,8 +117,11 @@ int workload_run(const struct workload *w, struct workload_result *res)
 	memset(res, 0, sizeof(*res));
 	res->vcpu_rate = calloc(w->vcpus, sizeof(double));
 	res->latency = calloc(1, sizeof(*res->latency));
-	res->stalls = calloc(1, sizeof(*res->stalls));
-	if (!v || !tids || !gate || !res->vcpu_rate || !res->latency || !res->stalls) {
+	/* Stalls are told apart under load only (cmd_bench takes the rest of
+	 * the result over and frees it itself). */
+	res->stalls = w->until_complete ? calloc(1, sizeof(*res->stalls)) : NULL;
+	if (!v || !tids || !gate || !res->vcpu_rate || !res->latency ||
+	    (w->until_complete && !res->stalls)) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -131,8 +134,9 @@ int workload_run(const struct workload *w, struct workload_result *res)
 				pages * (i + 1) / w->vcpus - v[i].first;
 		v[i].gate = gate;
 		v[i].latency = calloc(1, sizeof(struct hist));
-		v[i].stalls = calloc(1, sizeof(struct hist));
-		if (!v[i].latency || !v[i].stalls || make_order(&v[i]) < 0) {
+		v[i].stalls = w->until_complete ? calloc(1, sizeof(struct hist)) : NULL;
+		if (!v[i].latency || (w->until_complete && !v[i].stalls) ||
+		    make_order(&v[i]) < 0) {
 			ret = -ENOMEM;
 			goto out;
 		}
@@ -164,7 +168,8 @@ int workload_run(const struct workload *w, struct workload_result *res)
 					    (double)(v[i].npages * v[i].passes) / v[i].seconds :
 					    0;
 		hist_merge(res->latency, v[i].latency);
-		hist_merge(res->stalls, v[i].stalls);
+		if (res->stalls)
+			hist_merge(res->stalls, v[i].stalls);
 	}
 out:
 	free(gate);
