@@ -14,6 +14,9 @@
 #   6.12-patched-tdp0  the same image booted with kvm.tdp_mmu=0: the older
 #                      TDP MMU, whose prefetch goes through the shadow MMU
 #                      code (direct_pte_prefetch_many())
+#   6.12-patched-shadow  the same image booted with kvm_amd.npt=0: shadow
+#                      paging, whose prefetch of a paging guest goes through
+#                      FNAME(prefetch_gpte)()
 #
 # and one line naming the directory of the statically linked selftests
 # (userfault_test, demand_paging_test) built from the patched tree:
@@ -41,7 +44,7 @@ srcdir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 patches=("$srcdir"/patches/linux-6.12/*.patch)
 config=$srcdir/tests/kvm/kernel.config
 cache_root=${POSTCOPY_KERNEL_CACHE:-/var/cache/postcopy/kernels}
-pkgs=(linux-source-6.12 flex bison libelf-dev bc make gcc xz-utils patch perl rsync)
+pkgs=(linux-source-6.12 flex bison libelf-dev bc make gcc xz-utils patch perl rsync python3-ply python3-git)
 # The patch that ends the exit-path kernel (0002): the ones after it add the
 # userfault bitmap.  Patches whose name has "selftests" change only
 # tools/testing/selftests.
@@ -78,6 +81,7 @@ print() {
 	echo "6.12-exit:image:$cache/bzImage-exit:yes:no"
 	echo "6.12-patched:image:$cache/bzImage-patched:yes:yes"
 	echo "6.12-patched-tdp0:image:$cache/bzImage-patched:yes:yes:kvm.tdp_mmu=0"
+	echo "6.12-patched-shadow:image:$cache/bzImage-patched:yes:yes:kvm_amd.npt=0"
 	echo "selftests:$cache/selftests"
 }
 built() {
