@@ -30,10 +30,11 @@
 # already covers with tools/testing/selftests/kvm/); then the patches
 # are applied one at a time and the kernel is built after each of them, so
 # each patch is shown to build on its own (after the first, the builds are
-# incremental).  Everything is cached outside any build tree, in
-# $POSTCOPY_KERNEL_CACHE (default /var/cache/postcopy/kernels), under a key
-# hashed from the patches, the config, this script and the source package's
-# version: a second run skips the build.
+# incremental), with W=1 and no warning in KVM's files.  Everything is
+# cached outside any build tree, in $POSTCOPY_KERNEL_CACHE (default
+# /var/cache/postcopy/kernels), under a key hashed from the patches, the
+# config, this script and the source package's version: a second run skips
+# the build.
 #
 # Exit status: 0 built or cached, 1 the build failed (see the log it
 # names), 2 it cannot be built here (missing packages and not root, or not
@@ -125,7 +126,15 @@ build() {
 		echo "=== $name"
 		patch -p1 <"$p" || return
 		[[ $name == *selftests* ]] && continue
-		make O="$cache/out" -j"$(nproc)" bzImage || { echo "=== $name does not build"; return 1; }
+		# W=1; a warning in KVM's own files fails the patch (the
+		# tree's KVM is W=1 clean in this config).
+		make O="$cache/out" W=1 -j"$(nproc)" bzImage 2>&1 | tee "$cache/make.out" ||
+			{ echo "=== $name does not build"; return 1; }
+		if grep -E '(arch/x86/kvm|virt/kvm|include/linux/kvm|include/uapi/linux/kvm)[^:]*:[0-9]+:[0-9]+: warning:' \
+			"$cache/make.out"; then
+			echo "=== $name adds W=1 warnings to KVM"
+			return 1
+		fi
 		if ((i == exit_patches)); then
 			cp "$cache/out/arch/x86/boot/bzImage" "$cache/bzImage-exit.tmp" || return
 		fi
@@ -147,7 +156,7 @@ build() {
 status=$?
 # The tree is 1.5 GB; only the images, the selftests (and the log) are
 # kept, either way.
-rm -rf "$cache/src" "$cache/out" "$cache/selftests.tmp"
+rm -rf "$cache/src" "$cache/out" "$cache/selftests.tmp" "$cache/make.out"
 if ((status)); then
 	say "the build failed; the end of $log:"
 	tail -20 "$log" >&2
