@@ -10,13 +10,18 @@
 # (`make kvm-check` configures build-kvm for it); its postcopy, tests/test_kvm
 # and tests/kvm_hold go into the initramfs.
 #
-# Kernels: $KVM_KERNELS, words of LABEL:KIND:WHAT:EXIT:BITMAP.  KIND deb:
-# WHAT is a Debian kernel metapackage, fetched with apt-get download; KIND
-# image: WHAT is a bzImage with KVM built in.  EXIT and BITMAP (yes, no) say
-# whether the kernel should report the guest address of a userfault and
-# have the KVM userfault bitmap.  By default: Debian's 6.12 and 6.1, then
-# the kernels of our patch series that tests/kvm/kernel.sh builds (or finds
-# in its cache; KVM_PATCHED=0 leaves them out).  Downloads and initramfs
+# Kernels: $KVM_KERNELS, words of LABEL:KIND:WHAT:EXIT:BITMAP[:ARGS].  KIND
+# deb: WHAT is a Debian kernel metapackage, fetched with apt-get download;
+# KIND image: WHAT is a bzImage with KVM built in.  EXIT and BITMAP (yes, no)
+# say whether the kernel should report the guest address of a userfault and
+# have the KVM userfault bitmap.  ARGS, words joined by commas, go on the
+# kernel command line (kvm.tdp_mmu=0).  By default: Debian's 6.12 and 6.1,
+# then the kernels of our patch series that tests/kvm/kernel.sh builds (or
+# finds in its cache; KVM_PATCHED=0 leaves them out), the patched one also
+# booted with kvm.tdp_mmu=0.  kernel.sh also builds the KVM selftests the
+# series carries (userfault_test, demand_paging_test -k): they go into the
+# initramfs of the image kernels, and their results are TAP lines too.
+# ($KVM_SELFTESTS names another directory of them.)  Downloads and initramfs
 # images are cached in BUILD_DIR/kvm-cache.
 #
 # test: prints TAP (one line per check, named by kernel and path; plan at
@@ -136,11 +141,13 @@ fetch_deb_kernel() {
 }
 
 # ---- the initramfs -------------------------------------------------------
-# make_initrd OUT [MODS_DIR]: busybox, the test binaries, /init, modules.
+# make_initrd OUT [MODS_DIR [SELFTESTS_DIR]]: busybox, the test binaries,
+# /init, modules, the kernel selftests.
 make_initrd() {
-	local out=$1 mods=${2:-} root
+	local out=$1 mods=${2:-} selftests=${3:-} root
 	local inputs=("$builddir/postcopy" "$builddir/tests/test_kvm" "$builddir/tests/kvm_hold"
-		"$srcdir/tests/kvm/init.sh" "$bench_list" /bin/busybox)
+		"$srcdir/tests/kvm/init.sh" "$bench_list" /bin/busybox
+		${selftests:+"$selftests"/*})
 	# Rebuilt when what goes in changed, by content (a list passed in
 	# $KVM_BENCH_LIST may be older than the image and still differ).
 	local sum
@@ -153,6 +160,7 @@ make_initrd() {
 	cp "$srcdir/tests/kvm/init.sh" "$root/init" && chmod 755 "$root/init"
 	[[ -f $bench_list ]] && cp "$bench_list" "$root/bench.list"
 	[[ -n $mods ]] && cp "$mods"/*.ko "$root/mods/"
+	[[ -n $selftests ]] && cp "$selftests"/* "$root/bin/"
 	(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$out.tmp" &&
 		mv "$out.tmp" "$out" && echo "$sum" >"$out.sum"
 	local ret=$?
@@ -161,24 +169,35 @@ make_initrd() {
 }
 
 # ---- one boot ------------------------------------------------------------
-# boot LABEL KERNEL INITRD EXIT BITMAP LOG: runs the job; 0 when @@END came.
-# tsc_early_khz: a kernel may fail to calibrate its TSC under emulation, and
-# KVM_RUN then spins.
+# boot LABEL KERNEL INITRD EXIT BITMAP LOG [ARGS]: runs the job; 0 when
+# @@END came.  tsc_early_khz: a kernel may fail to calibrate its TSC under
+# emulation, and KVM_RUN then spins.
+# The CPU: qemu64 with SVM and nested paging, and the x86-64-v2 features the
+# KVM selftests are compiled for (their Makefile passes -march=x86-64-v2).
+qemu_cpu=qemu64,+svm,+npt,+cx16,+popcnt,+ssse3,+sse4.1,+sse4.2
 boot() {
-	local label=$1 kernel=$2 initrd=$3 expect=$4 bitmap=$5 log=$6
-	timeout -k 10 "$boot_timeout" qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt \
+	local label=$1 kernel=$2 initrd=$3 expect=$4 bitmap=$5 log=$6 args=${7:-}
+	timeout -k 10 "$boot_timeout" qemu-system-x86_64 -accel tcg -cpu "$qemu_cpu" \
 		-M pc -smp 2 -m 1024 -nic none -nographic -no-reboot \
 		-kernel "$kernel" -initrd "$initrd" \
-		-append "console=ttyS0 panic=-1 loglevel=3 tsc_early_khz=2000000 pc.job=$job pc.label=$label pc.expect=$expect pc.bitmap=$bitmap pc.reps=${KVM_BENCH_REPS:-3}" \
+		-append "console=ttyS0 panic=-1 loglevel=3 tsc_early_khz=2000000 ${args//,/ } pc.job=$job pc.label=$label pc.expect=$expect pc.bitmap=$bitmap pc.reps=${KVM_BENCH_REPS:-3}" \
 		</dev/null 2>&1 | tr -d '\r' | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g' >"$log"
 	grep -q '^@@END' "$log"
 }
 
 # ---- the kernels of our patch series -------------------------------------
+selftests=${KVM_SELFTESTS:-}
 if [[ -z ${KVM_KERNELS:-} && ${KVM_PATCHED:-1} != 0 ]]; then
+	t0=$(date +%s)
 	built=$(bash "$srcdir/tests/kvm/kernel.sh" 2>"$cache/kernel.err")
 	case $? in
-	0) kernels+=" $built" ;;
+	0) echo "# patched kernels and selftests: built or found in $(($(date +%s) - t0)) s"
+	   for line in $built; do
+		case $line in
+		selftests:*) selftests=${line#selftests:} ;;
+		*) kernels+=" $line" ;;
+		esac
+	   done ;;
 	2) tap skip "6.12-patched nested KVM tests" "$(tail -1 "$cache/kernel.err")" ;;
 	*) sed 's/^/# /' "$cache/kernel.err"
 	   tap "not ok" "6.12-patched kernels build (tests/kvm/kernel.sh)" ;;
@@ -187,7 +206,10 @@ fi
 
 # ---- per kernel ----------------------------------------------------------
 for spec in $kernels; do
-	IFS=: read -r label kind what expect bitmap <<<"$spec"
+	IFS=: read -r label kind what expect bitmap args <<<"$spec"
+	# A boot variant (kvm.tdp_mmu=0) is there for the tests, not for the
+	# benchmark table.
+	[[ $job == bench && -n $args ]] && continue
 	if [[ $kind == deb ]]; then
 		if ! kdir=$(fetch_deb_kernel "$what" 2>"$cache/fetch-$label.err"); then
 			reason=$(tail -1 "$cache/fetch-$label.err")
@@ -206,11 +228,13 @@ for spec in $kernels; do
 	# One image per set of modules: kernels with KVM built in share one.
 	initrd=$cache/initrd-${mods:+$(basename "$(dirname "$mods")")}.cpio.gz
 	[[ -n $mods ]] || initrd=$cache/initrd-builtin.cpio.gz
-	make_initrd "$initrd" "$mods" || { tap "not ok" "$label initramfs built"; continue; }
+	kst=
+	[[ $kind == image ]] && kst=$selftests
+	make_initrd "$initrd" "$mods" "$kst" || { tap "not ok" "$label initramfs built"; continue; }
 	log=$builddir/kvm-$job-$label.log
 	t0=$(date +%s)
 	rerun=
-	if ! boot "$label" "$kernel" "$initrd" "$expect" "$bitmap" "$log"; then
+	if ! boot "$label" "$kernel" "$initrd" "$expect" "$bitmap" "$log" "$args"; then
 		rerun="the boot ended without a result (infrastructure failure?)"
 	elif ! grep -q '^@@END 0' "$log" && grep -q 'KVM_EXIT_INTERNAL_ERROR, suberror 1' "$log"; then
 		# An emulation failure: seen about once in 20 two-vCPU runs on
@@ -224,7 +248,7 @@ for spec in $kernels; do
 	if [[ -n $rerun ]]; then
 		echo "# $label: $rerun, rerunning once; first log kept in $log.1"
 		mv "$log" "$log.1"
-		boot "$label" "$kernel" "$initrd" "$expect" "$bitmap" "$log"
+		boot "$label" "$kernel" "$initrd" "$expect" "$bitmap" "$log" "$args"
 	fi
 	echo "# $label: boot and $job took $(($(date +%s) - t0)) s; console log $log"
 	if ! grep -q '^@@END' "$log"; then
@@ -241,17 +265,77 @@ for spec in $kernels; do
 		continue
 	fi
 	# Re-number test_kvm's TAP into ours; its diagnostics pass through.
-	plan=0 got=0 failed_before=$failed
+	# Then the selftests: userfault_test's TAP (kselftest's "ok N name"),
+	# named by kernel and test, must come to the end of its plan; each
+	# demand_paging_test run is one line, skipped on exit status 4
+	# (KSFT_SKIP, with the reason it printed).
+	plan=0 got=0 failed_before=$failed section=test_kvm
 	while IFS= read -r line; do
-		case $line in
-		1..*) plan=${line#1..} ;;
-		"ok "*" # SKIP "*) got=$((got + 1)); body=${line#ok * - }
-			tap skip "${body% \# SKIP *}" "${body##* \# SKIP }" ;;
-		"ok "*) got=$((got + 1)); tap ok "${line#ok * - }" ;;
-		"not ok "*) got=$((got + 1)); tap "not ok" "${line#not ok * - }" ;;
-		"#"*) echo "$line" ;;
+		case $section:$line in
+		*:"@@KSFT "*) section=ksft kname=${line#@@KSFT } kplan=0 kgot=0 kfailed=$failed; continue ;;
+		ksft:"@@KSFT-END "*)
+			krc=${line#@@KSFT-END }
+			if ((kgot != kplan || kplan == 0)) || [[ $krc != 0 && $krc != 4 && $failed == "$kfailed" ]]; then
+				tap "not ok" "$label $kname ran its whole plan ($kgot of $kplan results, exit $krc)"
+			fi
+			section=after; continue ;;
+		*:"@@DMESG") section=dmesg; continue ;;
+		dmesg:"@@DMESG-END "*)
+			if [[ ${line#@@DMESG-END } == 0 ]]; then
+				tap ok "$label kernel log has no WARNING, BUG or lockdep report"
+			else
+				tap "not ok" "$label kernel log has no WARNING, BUG or lockdep report (${line#@@DMESG-END } found)"
+			fi
+			section=after; continue ;;
+		*:"@@RUN "*) section=run rname=${line#@@RUN } rskip=; continue ;;
+		run:"@@RUN-END "*)
+			case ${line#@@RUN-END } in
+			0) tap ok "$label $rname" ;;
+			4) tap skip "$label $rname" "${rskip:-the test skipped (KSFT_SKIP)}" ;;
+			*) tap "not ok" "$label $rname (exit ${line#@@RUN-END })" ;;
+			esac
+			section=after; continue ;;
+		esac
+		case $section in
+		test_kvm)
+			case $line in
+			1..*) plan=${line#1..} ;;
+			"ok "*" # SKIP "*) got=$((got + 1)); body=${line#ok * - }
+				tap skip "${body% \# SKIP *}" "${body##* \# SKIP }" ;;
+			"ok "*) got=$((got + 1)); tap ok "${line#ok * - }" ;;
+			"not ok "*) got=$((got + 1)); tap "not ok" "${line#not ok * - }" ;;
+			"#"*) echo "$line" ;;
+			esac ;;
+		ksft)
+			case $line in
+			1..*) kplan=${line#1..} ;;
+			"ok "*" # SKIP"*) kgot=$((kgot + 1)); body=${line#ok [0-9]* }
+				tap skip "$label $kname ${body%% \# SKIP*}" "$(r=${body#* \# SKIP}; echo "${r# }")" ;;
+			"ok "*) kgot=$((kgot + 1)); tap ok "$label $kname ${line#ok [0-9]* }" ;;
+			"not ok "*) kgot=$((kgot + 1)); tap "not ok" "$label $kname ${line#not ok [0-9]* }" ;;
+			"#"*) echo "$line" ;;
+			esac ;;
+		dmesg) echo "$line" ;;
+		run)
+			case $line in
+			*"SKIP"*) rskip=${line#*SKIP}; rskip=${rskip# }; rskip=${rskip#- }; echo "$line" ;;
+			"#"*) echo "$line" ;;
+			esac ;;
 		esac
 	done < <(sed -n '/@@BEGIN/,/^@@END/p' "$log")
+	# memstress's nested mode (the selftests' L2 guest) sets up VMX only in
+	# 6.12; the nested VM here emulates AMD SVM.
+	if [[ $kind == image && $bitmap == yes && -n $kst ]]; then
+		tap skip "$label userfault_test and demand_paging_test -k in an L2 guest" \
+			"memstress's nested mode is VMX-only in 6.12 and the emulated CPU is AMD (SVM)"
+	fi
+	if [[ $section == ksft ]]; then
+		tap "not ok" "$label $kname ran to its end (no @@KSFT-END)"
+	elif [[ $section == run ]]; then
+		tap "not ok" "$label $rname ran to its end (no @@RUN-END)"
+	elif [[ $section == dmesg ]]; then
+		tap "not ok" "$label kernel log read to its end (no @@DMESG-END)"
+	fi
 	rc=$(sed -n 's/^@@END //p' "$log")
 	if ((got != plan || plan == 0)) || [[ $rc != 0 && $failed == "$failed_before" ]]; then
 		tap "not ok" "$label test_kvm ran its whole plan ($got of $plan results, exit $rc)"
