@@ -164,6 +164,19 @@ static int recv_small(int fd, struct frame_hdr *h, uint8_t *payload,
 	return net_recv_all(fd, payload, h->len, deadline);
 }
 
+/* Fatal: no retry can fix these. */
+static bool fatal(int err)
+{
+	return err == -EACCES || err == -ESTALE || err == -EPROTONOSUPPORT;
+}
+
+/* A fatal answer the server has not proven yet: final only where the
+ * destination may believe it (@believe), else a broken connection. */
+static int unproven(bool believe, int err)
+{
+	return believe || !fatal(err) ? err : -ECONNREFUSED;
+}
+
 /* What a refusal means to a destination that may believe it. */
 static int refusal_error(uint32_t code)
 {
@@ -237,24 +250,24 @@ static int handshake(struct net_source *ns, int fd, uint32_t role, bool first,
 	int ret = exchange(fd, FRAME_HELLO, buf, proto_put_hello(buf, &hello),
 			   &h, deadline, why, why_len);
 	if (ret < 0)
-		return believe || ret == -EBUSY ? ret : -ECONNREFUSED;
+		return unproven(believe, ret);
 	if (h.type != FRAME_CHALLENGE || proto_get_challenge(buf, h.len, &chal) < 0)
 		return -EPROTO;
 	if (chal.version != PROTO_VERSION) {
 		set_why(why, why_len, "the server speaks another protocol version", NULL);
-		return believe ? -EPROTONOSUPPORT : -ECONNREFUSED;
+		return unproven(believe, -EPROTONOSUPPORT);
 	}
 	struct auth auth = { { 0 } };
 	if (ns->key) {
 		uint8_t want[PROTO_MAC_LEN];
 		if (sodium_is_zero(chal.proof, PROTO_MAC_LEN)) {
 			set_why(why, why_len, "the server does not authenticate (start it with --key, or use --insecure on both sides)", NULL);
-			return believe ? -EACCES : -ECONNREFUSED;
+			return unproven(believe, -EACCES);
 		}
 		proto_server_proof(ns->key, ns->key_len, &hello, &chal, want);
 		if (!proto_proof_equal(want, chal.proof)) {
 			set_why(why, why_len, "the server could not prove it has the key", NULL);
-			return believe ? -EACCES : -ECONNREFUSED;
+			return unproven(believe, -EACCES);
 		}
 		proto_client_proof(ns->key, ns->key_len, &hello, &chal, auth.proof);
 	}
@@ -268,7 +281,7 @@ static int handshake(struct net_source *ns, int fd, uint32_t role, bool first,
 	ret = exchange(fd, FRAME_AUTH, buf, proto_put_auth(buf, &auth), &h,
 		       deadline, why, why_len);
 	if (ret < 0)
-		return believe || ret == -EBUSY ? ret : -ECONNREFUSED;
+		return unproven(believe, ret);
 	if (h.type != FRAME_READY || h.len)
 		return -EPROTO;
 	/* From here on, with a key, every frame carries a tag. */
@@ -400,12 +413,6 @@ static bool backoff_until(uint64_t *backoff, uint64_t deadline)
 	sleep_ns(deadline - now < *backoff ? deadline - now : *backoff);
 	*backoff = *backoff * 2 > 500000000ull ? 500000000ull : *backoff * 2;
 	return true;
-}
-
-/* Fatal: no retry can fix these. */
-static bool fatal(int err)
-{
-	return err == -EACCES || err == -ESTALE || err == -EPROTONOSUPPORT;
 }
 
 static struct lane *acquire_lane(struct net_source *ns)
@@ -991,8 +998,8 @@ int pc_source_net(const struct pc_net_opts *o, pc_source **out, char *why,
 		if (why && why_len)
 			why[0] = '\0';
 		ret = first_connection(ns, deadline, why, why_len);
-		if (ret == 0 || ret == -EACCES || ret == -EPROTONOSUPPORT ||
-		    ret == -ENOMEM || !backoff_until(&backoff, deadline))
+		if (ret == 0 || fatal(ret) || ret == -ENOMEM ||
+		    !backoff_until(&backoff, deadline))
 			break;
 	}
 	if (ret < 0)

@@ -602,6 +602,7 @@ int cmd_netbench(int argc, char **argv)
 		nc++;
 	}
 
+	double push_mibs = o.size / push_s / (1 << 20); /* the push alone */
 	double rtt50 = hist_percentile(rtt, 500) / 1e3;
 	double cold50 = cold.p50 / 1e3, cold99 = cold.p99 / 1e3;
 	double push50 = pushed.p50 / 1e3, push99 = pushed.p99 / 1e3;
@@ -630,7 +631,6 @@ int cmd_netbench(int argc, char **argv)
 		}
 		json_object_object_add(j, "modes", modes);
 		struct json_object *ul = json_object_new_array();
-		double push_mibs = o.size / push_s / (1 << 20);
 		for (unsigned i = 0; i < nl; i++) {
 			struct load_point *lp = &loads[i];
 			struct json_object *m = json_object_new_object();
@@ -663,7 +663,7 @@ int cmd_netbench(int argc, char **argv)
 			       push50, push99, (unsigned long long)pushed.count, push99 / cold50);
 		}
 		printf("transfer   push %.3f s, plain socket %.3f s: %.2fx the raw throughput (%.0f MiB/s vs %.0f MiB/s)\n",
-		       push_s, raw_s, raw_s / push_s, o.size / push_s / (1 << 20),
+		       push_s, raw_s, raw_s / push_s, push_mibs,
 		       o.size / raw_s / (1 << 20));
 		if (nc)
 			printf("vCPUs      exit pages/s    wait pages/s   exit/wait\n");
@@ -678,7 +678,7 @@ int cmd_netbench(int argc, char **argv)
 			printf("%-4s %5u %-7s %9.3f s %8.2f %12.0f %7.2f %8llu  %6.0f/%5.0f/%6.0f %8.0f%%%s\n",
 			       mode_str(lp->mode), lp->vcpus, order_name(lp->order), lp->seconds,
 			       lp->seconds / push_s, lp->push_mibs,
-			       lp->push_mibs / (o.size / push_s / (1 << 20)),
+			       lp->push_mibs / push_mibs,
 			       (unsigned long long)lp->faults, lp->stall.p50 / 1e3,
 			       lp->stall.p99 / 1e3, lp->stall.max / 1e3, lp->blocked * 100,
 			       lp->verified ? "" : "  NOT VERIFIED");
