@@ -151,6 +151,10 @@ struct pc_region {
 
 	/* Completion: futex word, 0 while running, 1 complete, 2 failed. */
 	_Atomic uint32_t done;
+	/* The first error: claimed, then its message written, then the code
+	 * published (release), so whoever sees the code reads a whole
+	 * message.  region_set_error*() and region_fail() keep that order. */
+	_Atomic bool error_claimed;
 	_Atomic int error;
 	char errmsg[256];
 

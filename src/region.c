@@ -16,6 +16,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <linux/userfaultfd.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,30 +41,39 @@ static __thread struct {
 	unsigned id;
 } binding __attribute__((tls_model("initial-exec")));
 
-/* The first error wins, and only its thread writes the message, as in
- * region_fail(): threads failing together cannot mix code and text. */
+/* The first error wins, and only its thread writes the message: threads
+ * failing together cannot mix code and text, and nobody reads the text
+ * while it is written (the code is published after it). */
+static bool claim_error(struct pc_region *r, int *err)
+{
+	if (!*err)
+		*err = -EIO; /* a code of 0 would read as no error at all */
+	bool none = false;
+	return atomic_compare_exchange_strong(&r->error_claimed, &none, true);
+}
+
 void region_set_error(struct pc_region *r, int err, const char *fmt, ...)
 {
-	int none = 0;
-	if (!atomic_compare_exchange_strong(&r->error, &none, err))
+	if (!claim_error(r, &err))
 		return;
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(r->errmsg, sizeof(r->errmsg), fmt, ap);
 	va_end(ap);
+	atomic_store_explicit(&r->error, err, memory_order_release);
 }
 
 /* The same with a ready message and no stdio: async-signal-safe, for the
  * SIGBUS handler. */
 void region_set_error_str(struct pc_region *r, int err, const char *msg)
 {
-	int none = 0;
-	if (!atomic_compare_exchange_strong(&r->error, &none, err))
+	if (!claim_error(r, &err))
 		return;
 	size_t i = 0;
 	for (; msg[i] && i < sizeof(r->errmsg) - 1; i++)
 		r->errmsg[i] = msg[i];
 	r->errmsg[i] = '\0';
+	atomic_store_explicit(&r->error, err, memory_order_release);
 }
 
 static int why(char *buf, size_t len, int err, const char *fmt, ...)
@@ -562,8 +572,12 @@ void region_fail(struct pc_region *r, int err)
 {
 	if (region_all_present(r))
 		return; /* a late error after completion changes nothing */
-	int none = 0;
-	atomic_compare_exchange_strong(&r->error, &none, err);
+	if (claim_error(r, &err))
+		atomic_store_explicit(&r->error, err, memory_order_release);
+	/* Another thread claimed it: let it finish its message before the
+	 * waiters are told (a few hundred bytes; async-signal-safe). */
+	while (!atomic_load_explicit(&r->error, memory_order_acquire))
+		sched_yield();
 	uint32_t running = 0;
 	if (atomic_compare_exchange_strong(&r->done, &running, 2))
 		futex_wake_all(&r->done);
@@ -628,7 +642,9 @@ uint64_t pc_region_page_size(const pc_region *r)
 
 const char *pc_region_error(const pc_region *r)
 {
-	int err = atomic_load(&r->error);
+	int err = atomic_load_explicit(&r->error, memory_order_acquire);
+	if (!err)
+		return ""; /* none, or its message is still being written */
 	if (r->errmsg[0])
 		return r->errmsg;
 	return err ? strerror(-err) : "";
