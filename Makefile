@@ -92,7 +92,7 @@ bench: build
 
 # ---- make fuzz [FUZZ_SECONDS=60] [FUZZ_FLAGS=...] ---------------------------
 # Builds the libFuzzer harness of the wire protocol (fuzz/fuzz_proto.c with
-# src/proto.c) with clang into build-fuzz/fuzz_proto and runs it for
+# src/net/proto.c) with clang into build-fuzz/fuzz_proto and runs it for
 # FUZZ_SECONDS on build-fuzz/corpus (the seeds of fuzz/corpus plus whatever
 # earlier runs found).  Fails on any crash, sanitizer report, leak or
 # timeout; the input is left in build-fuzz/crashes/.  libFuzzer's runtime is
@@ -102,13 +102,13 @@ FUZZ_SECONDS ?= 60
 FUZZ_FLAGS ?=
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-  -Iinclude -Isrc -D_GNU_SOURCE
+  -Iinclude -Isrc/core -Isrc/net -D_GNU_SOURCE
 
 .PHONY: fuzz
 fuzz:
 	@$(MAKE) --no-print-directory deps PKGS="$(FUZZ_PKGS)"
 	@mkdir -p build-fuzz/corpus build-fuzz/crashes
-	clang $(FUZZ_CFLAGS) fuzz/fuzz_proto.c src/proto.c -lsodium -lxxhash \
+	clang $(FUZZ_CFLAGS) fuzz/fuzz_proto.c src/net/proto.c -lsodium -lxxhash \
 	  -o build-fuzz/fuzz_proto
 	cp fuzz/corpus/* build-fuzz/corpus/
 	$(NOASLR) build-fuzz/fuzz_proto -max_total_time=$(FUZZ_SECONDS) \

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * fuzz_proto.c - libFuzzer harness for the wire protocol (src/proto.c).
+ * fuzz_proto.c - libFuzzer harness for the wire protocol (src/net/proto.c).
  *
  * The input is what one end of a connection receives, preceded by a few
  * bytes that say which end it is:

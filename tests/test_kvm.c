@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_kvm - real KVM vCPUs on postcopy memory (src/kvm.c).
+ * test_kvm - real KVM vCPUs on postcopy memory (tools/vmm/kvm.c).
  *
  * Runs wherever /dev/kvm works: on the host when it has KVM, and inside
  * the nested VM of tests/kvm/nested.sh on the kernels it boots.  Each TAP

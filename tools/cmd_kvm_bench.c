@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * cmd_kvm_bench.c - `postcopy kvm-bench`: the demand_paging_test with real
- * KVM vCPUs (src/kvm.c) on postcopy memory.
+ * KVM vCPUs (tools/vmm/kvm.c) on postcopy memory.
  *
  * The same run measures the no-userfaultfd baseline (plain memory with the
  * contents already local) and then the chosen path, and reports the path

@@ -413,7 +413,7 @@ static bool is_loopback(const struct sockaddr *sa)
 	return false;
 }
 
-/* The library's rules (src/net.c), checked here so that a bad command line
+/* The library's rules (src/net/net.c), checked here so that a bad command line
  * is told apart from a failure at run time. */
 bool address_ok(const char *cmd, const char *flag, const char *addr,
 		bool has_key, bool insecure)

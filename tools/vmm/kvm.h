@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * kvm.h - a minimal KVM runner on postcopy memory (src/kvm.c).
+ * kvm.h - a minimal KVM runner on postcopy memory (tools/vmm/kvm.c).
  *
- * One VM, two memslots: slot 0 holds the guest code (src/kvm_guest.S),
+ * One VM, two memslots: slot 0 holds the guest code (tools/vmm/kvm_guest.S),
  * slot 1 is the memory under test, at KVM_GUEST_MEM_GPA.  V vCPUs each
  * write one word to every 4 KiB page of their slice and read another, as
  * the kernel's demand_paging_test guest does, then report on an I/O port.

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * gate.h - the start line of a benchmark's vCPU threads (src/gate.c):
+ * gate.h - the start line of a benchmark's vCPU threads (tools/vmm/gate.c):
  * every thread reports ready, the clock starts when all are, and the
  * starter waits for them to finish, or for their region to fail (a
  * vCPU whose pager failed is parked for good, in either mode).
@@ -12,8 +12,17 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "postcopy.h"
+
+/* The benchmark VMM's clock: monotonic, in ns. */
+static inline uint64_t gate_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 struct gate {
 	pthread_mutex_t lock;

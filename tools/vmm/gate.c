@@ -6,7 +6,6 @@
 #include <time.h>
 
 #include "gate.h"
-#include "internal.h"
 
 void gate_init(struct gate *g)
 {
@@ -48,7 +47,7 @@ int gate_run(struct gate *g, unsigned n, bool run, pc_region *r,
 	pthread_mutex_lock(&g->lock);
 	while (g->ready < n)
 		pthread_cond_wait(&g->cond, &g->lock);
-	*start_ns = now_ns();
+	*start_ns = gate_now_ns();
 	g->go = run ? 1 : -1;
 	pthread_cond_broadcast(&g->cond);
 	while (g->finished < n && ret == 0) {

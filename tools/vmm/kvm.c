@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * kvm.c - a minimal KVM runner on postcopy memory: one VM, memslots over a
- * region, vCPU threads running the memstress guest (src/kvm_guest.S), and
+ * region, vCPU threads running the memstress guest (tools/vmm/kvm_guest.S), and
  * the three paths that resolve their faults (see kvm.h).
  *
  * The exit path never treats a bare EFAULT as an address: it acts only on
@@ -23,7 +23,6 @@
 #include <unistd.h>
 
 #include "gate.h"
-#include "internal.h"
 #include "kvm.h"
 
 /* Newer than the 6.1 headers. */
@@ -501,7 +500,7 @@ static void *vcpu_main(void *arg)
 		pc_thread_attach(v->region, v->id);
 	if (gate_arrive(v->gate))
 		vcpu_loop(v);
-	v->end_ns = now_ns();
+	v->end_ns = gate_now_ns();
 	if (v->region)
 		pc_thread_detach(v->region);
 	gate_leave(v->gate);
