@@ -22,8 +22,22 @@
  *                 queue, no lock shared between faulting threads.
  *
  * Conventions: every function that can fail returns 0 or a negative errno.
- * Handles are opaque.  Sizes are in bytes and must be multiples of the
- * region's page size.
+ * Handles are opaque.  Units are named where they are not bytes: "region
+ * pages" are the backend's pages (4 KiB, or 2 MiB for hugetlb), "source
+ * pages" are always 4 KiB (PC_SOURCE_PAGE_SIZE); sizes and offsets are in
+ * bytes and must be multiples of the region's page size.  Option structs
+ * end in reserved fields that must be zero: zero-initialise them, and a
+ * program built against this header keeps working when later versions
+ * give those fields a meaning.
+ *
+ * Threads: a region's fault paths (the SIGBUS handler, pc_resolve(),
+ * pc_populate(), pc_region_offer()) and its read-only calls
+ * (pc_region_present(), pc_region_page_present(), pc_region_complete(),
+ * pc_region_stats(), pc_region_error(), pc_region_wait()) may be called
+ * from any thread at any time between pc_region_start() and
+ * pc_region_destroy().  Set-up calls (create, start, start_fill,
+ * set_fault_hook) and destroy are for one thread, not concurrently with
+ * each other.  pc_thread_attach()/detach() bind the calling thread.
  *
  * THE KERNEL-ACCESS RULE (exit mode).  A system call that reads or writes a
  * missing page of an exit-mode region (read() into it, write()/send() from
@@ -40,9 +54,19 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <signal.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The version of this header; pc_version() says that of the library. */
+#define PC_VERSION_MAJOR 0
+#define PC_VERSION_MINOR 2
+#define PC_VERSION_PATCH 0
+#define PC_VERSION ((PC_VERSION_MAJOR << 16) | (PC_VERSION_MINOR << 8) | PC_VERSION_PATCH)
+/* The library's PC_VERSION, for a program linked to a shared build. */
+unsigned pc_version(void);
 
 typedef struct pc_source pc_source;
 typedef struct pc_region pc_region;
@@ -56,13 +80,25 @@ typedef struct pc_region pc_region;
  * source's page granularity (4 KiB); a region with larger pages asks for
  * the matching runs.
  *
- * fetch     write @npages pages starting at @first into @dst.  Returns 0 or
- *           a negative errno.  In exit mode it runs inside a SIGBUS handler
- *           on the faulting thread, so it must be async-signal-safe (raw
+ * fetch     write @npages source pages starting at @first into @dst.
+ *           Returns 0 or a negative errno.  An error that may go away if
+ *           asked again (-EIO, -EAGAIN, -EINTR, -EBUSY, -ETIMEDOUT, a
+ *           reset, refused or unreachable connection, -ENOBUFS) is
+ *           retried by the pager with backoff for
+ *           pc_region_opts.fetch_retry_ms; any other error loses the page
+ *           at once (see WHEN A PAGE CANNOT BE HAD).  It must not touch
+ *           memory of an exit-mode region.  With PC_SOURCE_ASYNC_SIGNAL_SAFE
+ *           in @flags it may be called inside a SIGBUS handler on a
+ *           faulting thread, so it must then be async-signal-safe (raw
  *           system calls such as pread() are; malloc, stdio and locks are
- *           not) and it must not touch memory of an exit-mode region.
+ *           not); without it, exit-mode faults hand their fetches to
+ *           fetcher threads (pc_region_opts.fetchers), and the source may
+ *           do anything a normal thread may.  Several threads may call it
+ *           at once.
  * is_zero   optional: true when page @page is known to be all zeroes, so it
- *           is installed as a zero page without a fetch.  Same rules.
+ *           is installed as a zero page without a fetch.  Always called on
+ *           the faulting thread: it must be async-signal-safe and must not
+ *           block (a lookup in a table the source built beforehand).
  * fetch_many optional: fetch @n runs at once (first[i], npages[i] into
  *           dst[i]).  Wait-mode handler threads pass every run of a batch of
  *           faults, so a source with latency can pipeline the requests:
@@ -70,6 +106,17 @@ typedef struct pc_region pc_region;
  *           PC_FETCH_PREFETCH when nobody waits for these pages (the
  *           filler), so a source may give them lower priority.  Same rules
  *           as fetch.
+ * flags     what the source promises:
+ *           PC_SOURCE_ASYNC_SIGNAL_SAFE  fetch and fetch_many are
+ *               async-signal-safe (see fetch);
+ *           PC_SOURCE_DIRECT  every byte fetch writes into @dst is the
+ *               page's true contents, also when it then fails (it checks
+ *               nothing after receiving, as a source with checksums or
+ *               tags must).  Shared backends with direct writes then fetch
+ *               straight into the page cache, which other processes mapping
+ *               the memory may see; without it the pager fetches into
+ *               private memory and copies only what a successful fetch
+ *               returned.
  * stop      optional: stop background work that uses the region (a push
  *           receiver); pc_region_destroy() calls it before tearing down,
  *           with @complete true when every page had arrived (a source with
@@ -84,7 +131,13 @@ struct pc_source_ops {
 	bool (*is_zero)(void *ctx, uint64_t page);
 	void (*stop)(void *ctx, bool complete);
 	void (*destroy)(void *ctx);
+	unsigned flags;
+	uint64_t reserved[4]; /* zero */
 };
+
+/* pc_source_ops.flags */
+#define PC_SOURCE_ASYNC_SIGNAL_SAFE 1u
+#define PC_SOURCE_DIRECT 2u
 
 /* fetch_many() flags. */
 #define PC_FETCH_PREFETCH 1u
@@ -96,6 +149,8 @@ struct pc_source_ops {
  * A source of @size bytes (a positive multiple of 4 KiB) with
  * caller-provided operations.  On success *out owns @ctx (ops->destroy is
  * called by pc_source_destroy()); on failure @ctx stays the caller's.
+ * -EINVAL for a missing fetch, a bad size, unknown flags or non-zero
+ * reserved fields.
  */
 int pc_source_custom(const struct pc_source_ops *ops, void *ctx,
 		     uint64_t size, pc_source **out);
@@ -121,6 +176,8 @@ bool pc_source_is_zero(pc_source *src, uint64_t page);
 
 /* Size of the source in bytes. */
 uint64_t pc_source_size(const pc_source *src);
+/* Its PC_SOURCE_* flags: for a source that wraps another. */
+unsigned pc_source_flags(const pc_source *src);
 
 /*
  * Write the expected contents of pages [@first, @first + @npages) into
@@ -169,10 +226,13 @@ enum pc_mode {
 };
 
 /*
- * WHEN A PAGE CANNOT BE HAD (both modes).  A fetch that fails is fatal:
- * sources retry what can be retried themselves (the network source
- * reconnects for up to its timeout_ms), so an error that reaches the pager
- * means the page will not come.  The pager then
+ * WHEN A PAGE CANNOT BE HAD (both modes).  A fetch that fails with a
+ * transient error (see pc_source_ops.fetch) is asked again, with a backoff
+ * from 1 ms to 100 ms, for up to pc_region_opts.fetch_retry_ms (the faulting
+ * thread waits meanwhile); sources also retry what they can themselves
+ * (the network source reconnects for up to its timeout_ms and then fails
+ * with -EHOSTDOWN, which is not transient).  A fetch that still fails, or
+ * fails with any other error, means the page will not come.  The pager then
  *   - marks the region failed: pc_region_wait() returns the error and
  *     pc_region_error() says which page and why (the first error wins);
  *   - never lets the faulting thread run on: it is never given zeros or
@@ -192,6 +252,21 @@ enum pc_mode {
  * pc_populate() do not park; they return the error to their caller (and
  * fail the region the same way).  An embedder that prefers the process to
  * die at once sets pc_region_opts.sigbus_on_failure (exit mode only).
+ *
+ * THE SIGBUS CONTRACT (exit mode).  The pager resolves exit-mode faults in
+ * a SIGBUS handler.  By default pc_region_start() installs the library's
+ * (pc_sigbus_install()), which handles the faults of started regions and
+ * hands every other SIGBUS to the handler that was installed before it
+ * (with that handler's mask and flags), or to the default action.  A VMM
+ * that wants a SIGBUS handler of its own (QEMU has one for machine
+ * checks) either installs it before pc_region_start(), or sets
+ * pc_region_opts.sigbus_chained and calls pc_sigbus_handle() first thing
+ * in its own handler: a handler installed later replaces the library's
+ * and its faults would go unhandled.  The handler is installed with
+ * SA_ONSTACK and needs only a few KiB of stack: bounce buffers are
+ * allocated per attached thread (pc_thread_attach()) and from a pool,
+ * never on the signal stack, so threads with small stacks or alternate
+ * signal stacks may fault.
  */
 
 /*
@@ -218,6 +293,13 @@ enum pc_mode {
  *             faulting thread (see WHEN A PAGE CANNOT BE HAD).
  * no_memory_check  skip the check that the machine can hold the region
  *             (see pc_region_create()).
+ * sigbus_chained  exit mode: install no SIGBUS handler; the embedder's
+ *             own calls pc_sigbus_handle() (see THE SIGBUS CONTRACT).
+ * fetch_retry_ms  how long a fetch that fails with a transient error is
+ *             retried (default 10000).
+ * no_fetch_retry  fail on the first error, transient or not.
+ * fetchers    threads that fetch for exit-mode faults when the source is
+ *             not async-signal-safe (default 1, at most 64).
  */
 struct pc_region_opts {
 	uint64_t size;
@@ -230,6 +312,11 @@ struct pc_region_opts {
 	bool prealloc;
 	bool sigbus_on_failure;
 	bool no_memory_check;
+	bool sigbus_chained;
+	bool no_fetch_retry;
+	unsigned fetch_retry_ms;
+	unsigned fetchers;
+	uint64_t reserved[8]; /* zero */
 };
 
 /*
@@ -255,6 +342,15 @@ void *pc_region_addr(const pc_region *r);
 uint64_t pc_region_size(const pc_region *r);
 /* Page size of the backend: 4096 or 2 MiB. */
 uint64_t pc_region_page_size(const pc_region *r);
+/*
+ * The memfd behind a shared backend (-1 for anonymous memory), for a VMM
+ * that shares guest memory with another process (a vhost-user backend).
+ * Still the region's: do not close it.  What another process sees
+ * through it is a page's final contents or a hole, never bytes a fetch
+ * later rejected; but it bypasses the pager, so it may read a missing
+ * page as zeros.
+ */
+int pc_region_fd(const pc_region *r);
 
 /*
  * Register the guest view with userfaultfd and start delivering faults
@@ -300,7 +396,9 @@ bool pc_region_page_present(const pc_region *r, uint64_t offset);
 
 /*
  * Stop delivery (handler threads, filler), unregister, unmap and free,
- * including the source.  Threads must no longer touch the memory.
+ * including the source.  Threads must no longer touch the memory.  Waits
+ * for threads still inside the pager for this region (a fault being
+ * counted, a pc_region_offer() returning) to leave it.
  */
 void pc_region_destroy(pc_region *r);
 
@@ -311,6 +409,20 @@ void pc_region_destroy(pc_region *r);
  */
 int pc_thread_attach(pc_region *r, unsigned id);
 void pc_thread_detach(pc_region *r);
+
+/*
+ * Call @hook for every demand fault that fetches (the faulting page, not
+ * its window nor pages other threads were fetching), with the page's byte
+ * offset in the region and the attached slot of the faulting thread
+ * (PC_THREAD_OTHER for unattached threads and handler threads serving
+ * them): what a working-set recorder needs.  It runs on the faulting
+ * thread, in exit mode inside the SIGBUS handler: it must be
+ * async-signal-safe and quick.  Set it before pc_region_start(); NULL
+ * removes it.
+ */
+#define PC_THREAD_OTHER (~0u)
+typedef void pc_fault_hook(void *arg, uint64_t offset, unsigned thread);
+int pc_region_set_fault_hook(pc_region *r, pc_fault_hook *hook, void *arg);
 
 /*
  * Resolve the fault at @addr on the calling thread: fetch and install the
@@ -328,11 +440,35 @@ void pc_thread_detach(pc_region *r);
 int pc_resolve(void *addr);
 
 /*
- * Make [@addr, @addr + @len) present, for threads about to hand that guest
- * memory to a system call (see THE KERNEL-ACCESS RULE above).  Works in
- * both modes.  Errors: -EFAULT when the range is not inside one region.
+ * For an embedder's own SIGBUS handler (THE SIGBUS CONTRACT): if @si is a
+ * fault on a missing page of a started exit-mode region, resolve it and
+ * return true (return from the handler: the access is retried).  False
+ * when the signal is not the pager's (do what you would have done
+ * without it), or, with sigbus_on_failure, when its page cannot be had
+ * (the region is failed; treat it as a fatal fault).  Without
+ * sigbus_on_failure a fault whose page cannot be had never returns (the
+ * thread is parked).  Async-signal-safe; errno is preserved.
  */
-int pc_populate(void *addr, size_t len);
+bool pc_sigbus_handle(int sig, siginfo_t *si, void *ucontext);
+
+/*
+ * Install the library's SIGBUS handler, chaining whatever handler is
+ * installed now; a no-op while it is installed.  pc_region_start() calls
+ * it for exit-mode regions unless opts.sigbus_chained.  Call it again
+ * after installing a handler of your own to put the pager's in front.
+ */
+int pc_sigbus_install(void);
+
+/*
+ * Make [@addr, @addr + @len) present, for threads about to hand that guest
+ * memory to a system call (see THE KERNEL-ACCESS RULE above): with
+ * PC_POPULATE_WRITE in @flags for a call that writes into it (read(),
+ * recv()), without for one that only reads it (write(), send()), which
+ * leaves zero pages unallocated.  Works in both modes.  Errors: -EFAULT
+ * when the range is not inside one region, -EINVAL for unknown flags.
+ */
+#define PC_POPULATE_WRITE 1u
+int pc_populate(void *addr, size_t len, unsigned flags);
 
 /*
  * Offer pages that arrived without being asked for (a push stream, a
@@ -489,6 +625,7 @@ struct pc_stats {
 	uint64_t refaults;	   /* faults on pages already present */
 	uint64_t bytes_fetched;	   /* bytes read from the source */
 	uint64_t fetches;	   /* calls to the source's fetch */
+	uint64_t fetch_retries;	   /* fetches asked again after a transient error */
 	uint64_t blocked_ns;	   /* all threads */
 	uint64_t elapsed_ns;	   /* from start to completion (or now) */
 	/* Per-fault resolution time as the pager measures it: in exit mode

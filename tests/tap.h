@@ -234,7 +234,9 @@ struct counting_src {
 	_Atomic uint32_t *fetched;	/* per 4 KiB page */
 	_Atomic uint64_t calls;		/* fetch calls */
 	_Atomic uint64_t fetch_max_pages;	/* largest single fetch */
-	_Atomic int64_t fail_page;	/* fetch of this page fails, or -1 */
+	_Atomic int64_t fail_page;	/* fetch of this page fails for good
+					 * (-ENODATA), or -1 */
+	_Atomic int transient;		/* this many fetches fail with -EIO */
 	_Atomic bool destroyed;
 };
 
@@ -254,7 +256,15 @@ static inline int counting_fetch(void *ctx, uint64_t first, uint64_t npages,
 		return -ERANGE;
 	if (fail >= 0 && (uint64_t)fail >= first &&
 	    (uint64_t)fail < first + npages)
+		return -ENODATA;
+	int left = atomic_load(&cs->transient);
+	while (left > 0 &&
+	       !atomic_compare_exchange_weak(&cs->transient, &left, left - 1))
+		;
+	if (left > 0) { /* garbage first, as a source that checks late */
+		memset(dst, 0xee, npages * PC_SOURCE_PAGE_SIZE);
 		return -EIO;
+	}
 	for (uint64_t p = first; p < first + npages; p++)
 		atomic_fetch_add(&cs->fetched[p], 1);
 	return pc_source_read(cs->inner, first, npages, dst);
@@ -280,6 +290,8 @@ static const struct pc_source_ops counting_ops = {
 	.fetch = counting_fetch,
 	.is_zero = counting_is_zero,
 	.destroy = counting_destroy,
+	/* Not DIRECT: a transient failure leaves garbage in @dst. */
+	.flags = PC_SOURCE_ASYNC_SIGNAL_SAFE,
 };
 
 /* Set up @cs over pattern(@size, @seed); *out is the source to hand over. */

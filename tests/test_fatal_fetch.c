@@ -6,7 +6,7 @@
  * Pins, each in a child process of its own (parked threads stay parked):
  *   - exit and wait mode: a thread faulting on a page whose fetch fails
  *     never returns from the access (no zeros, no stale data), the process
- *     lives, pc_region_wait() returns the source's -EIO and
+ *     lives, pc_region_wait() returns the source's -ENODATA and
  *     pc_region_error() names the page and the error; another thread's
  *     fault on a good page is still served byte-exact;
  *   - exit mode: pc_region_destroy() after the failure does not disturb
@@ -38,7 +38,7 @@ static const char *child_code(int code)
 	switch (code) {
 	case CHILD_OK: return "ok";
 	case CHILD_SETUP: return "setup failed";
-	case CHILD_WAIT_RESULT: return "pc_region_wait did not return -EIO";
+	case CHILD_WAIT_RESULT: return "pc_region_wait did not return -ENODATA";
 	case CHILD_NO_REASON: return "pc_region_error lacks the page or the error";
 	case CHILD_RETURNED: return "the faulting thread ran on past its access";
 	case CHILD_GOOD_PAGE_WRONG: return "a good page was not served right";
@@ -118,10 +118,10 @@ static void child(enum pc_mode mode, bool die, bool destroy)
 	const char *reason = pc_region_error(r);
 	diag("child (%s): pc_region_wait = %d: %s", mode_name(mode), ret,
 	     reason);
-	if (ret != -EIO)
+	if (ret != -ENODATA)
 		_exit(CHILD_WAIT_RESULT);
 	snprintf(msg, sizeof(msg), "page %llu", (unsigned long long)bad);
-	if (!strstr(reason, msg) || !strstr(reason, strerror(EIO)))
+	if (!strstr(reason, msg) || !strstr(reason, strerror(ENODATA)))
 		_exit(CHILD_NO_REASON);
 	/* The rest of the region is still served. */
 	if (memcmp(mem + good * SRC_PAGE, want, SRC_PAGE))

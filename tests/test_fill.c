@@ -271,10 +271,10 @@ static void run_source_error(enum pc_mode mode, uint64_t seed)
 			ret = pc_region_start_fill(r);
 		if (!ret)
 			ret = pc_region_wait(r, 10000);
-		if (ret != -EIO)
+		if (ret != -ENODATA)
 			snprintf(why, sizeof(why),
-				 "pc_region_wait = %d, want -EIO (%d)", ret,
-				 -EIO);
+				 "pc_region_wait = %d, want -ENODATA (%d)", ret,
+				 -ENODATA);
 		else if (pc_region_complete(r))
 			snprintf(why, sizeof(why), "complete despite the error");
 		else if (!pc_region_error(r) || !pc_region_error(r)[0])

@@ -97,7 +97,7 @@ static void exit_mode(enum pc_backend backend)
 		     fetched(&f, p), present, pc_region_present(f.r));
 
 	/* After pc_populate() the same write() works. */
-	ret = pc_populate(f.mem + p * SRC_PAGE, SRC_PAGE);
+	ret = pc_populate(f.mem + p * SRC_PAGE, SRC_PAGE, 0);
 	n = write(pfd[1], f.mem + p * SRC_PAGE, SRC_PAGE);
 	if (!ok(ret == 0 && n == (ssize_t)SRC_PAGE &&
 		read(pfd[0], in, SRC_PAGE) == (ssize_t)SRC_PAGE &&
@@ -126,7 +126,7 @@ static void exit_mode(enum pc_backend backend)
 	make_pipe(pfd);
 	if (write(pfd[1], buf, SRC_PAGE) != (ssize_t)SRC_PAGE)
 		bail_out("write to pipe");
-	ret = pc_populate(f.mem + p * SRC_PAGE, SRC_PAGE);
+	ret = pc_populate(f.mem + p * SRC_PAGE, SRC_PAGE, PC_POPULATE_WRITE);
 	n = read(pfd[0], f.mem + p * SRC_PAGE, SRC_PAGE);
 	if (!ok(ret == 0 && n == (ssize_t)SRC_PAGE &&
 		memcmp(f.mem + p * SRC_PAGE, buf, SRC_PAGE) == 0 &&
@@ -139,7 +139,7 @@ static void exit_mode(enum pc_backend backend)
 	/* An unaligned range populates every page it touches, and only those. */
 	p = data_page(&f);
 	present = pc_region_present(f.r);
-	ret = pc_populate(f.mem + p * SRC_PAGE + 100, 2 * SRC_PAGE);
+	ret = pc_populate(f.mem + p * SRC_PAGE + 100, 2 * SRC_PAGE, 0);
 	make_pipe(pfd);
 	n = write(pfd[1], f.mem + p * SRC_PAGE + 100, 2 * SRC_PAGE);
 	{
@@ -167,11 +167,11 @@ static void exit_mode(enum pc_backend backend)
 	if (backend == PC_BACKEND_SHMEM) {
 		char *outside = malloc(2 * SRC_PAGE);
 
-		ret = pc_populate(outside, SRC_PAGE);
+		ret = pc_populate(outside, SRC_PAGE, 0);
 		if (!ok(ret == -EFAULT, "populate_outside_any_region_is_efault"))
 			diag("pc_populate = %d", ret);
 		free(outside);
-		ret = pc_populate(f.mem + REGION_SIZE - SRC_PAGE, 2 * SRC_PAGE);
+		ret = pc_populate(f.mem + REGION_SIZE - SRC_PAGE, 2 * SRC_PAGE, 0);
 		if (!ok(ret == -EFAULT,
 			"populate_range_straddling_region_end_is_efault"))
 			diag("pc_populate = %d", ret);
@@ -217,7 +217,7 @@ static void wait_mode(enum pc_backend backend)
 	close_pipe(pfd);
 
 	p = data_page(&f);
-	ret = pc_populate(f.mem + p * SRC_PAGE, SRC_PAGE);
+	ret = pc_populate(f.mem + p * SRC_PAGE, SRC_PAGE, 0);
 	if (!ok(ret == 0 && fetched(&f, p) == 1 &&
 		same_as_source(&f, p, f.mem + p * SRC_PAGE),
 		"wait_mode_%s_populate_fetches_page_once", b))

@@ -25,7 +25,10 @@ static int zero_fetch(void *ctx, uint64_t first, uint64_t n, void *dst)
 
 static int zero_source(uint64_t size, pc_source **out)
 {
-	static const struct pc_source_ops zero_ops = { .fetch = zero_fetch };
+	static const struct pc_source_ops zero_ops = {
+		.fetch = zero_fetch,
+		.flags = PC_SOURCE_ASYNC_SIGNAL_SAFE | PC_SOURCE_DIRECT,
+	};
 	return pc_source_custom(&zero_ops, NULL, size, out);
 }
 

@@ -60,11 +60,13 @@ int counting_source(pc_source *inner, struct counting **cp,
 			   pc_source **out)
 {
 	uint64_t size = pc_source_size(inner);
-	static const struct pc_source_ops ops = {
+	/* Promises what the wrapped source promises. */
+	const struct pc_source_ops ops = {
 		.fetch = counting_fetch,
 		.is_zero = counting_is_zero,
 		.stop = counting_stop,
 		.destroy = counting_destroy,
+		.flags = pc_source_flags(inner),
 	};
 	struct counting *c = calloc(1, sizeof(*c));
 	if (!c) {

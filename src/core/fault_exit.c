@@ -34,65 +34,7 @@
 #include "internal.h"
 
 
-/*
- * The registry keeps each region's bounds beside its pointer, so a lookup
- * for one region never reads another region's struct (which a concurrent
- * pc_region_destroy() may be freeing).  A slot's bounds are written before
- * its pointer is published and stay until the slot is reused.
- */
-static struct registry_slot {
-	_Atomic(struct pc_region *) region;
-	_Atomic uintptr_t base;
-	_Atomic uint64_t size;
-} registry[PC_MAX_REGIONS];
-static _Atomic(struct pc_region *) registry_claim[PC_MAX_REGIONS];
 static struct sigaction previous_action;
-static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
-static int handler_error;
-
-int registry_add(struct pc_region *r)
-{
-	for (unsigned i = 0; i < PC_MAX_REGIONS; i++) {
-		struct pc_region *empty = NULL;
-		if (!atomic_compare_exchange_strong(&registry_claim[i], &empty,
-						    r))
-			continue;
-		atomic_store(&registry[i].base, (uintptr_t)r->guest);
-		atomic_store(&registry[i].size, r->opts.size);
-		atomic_store_explicit(&registry[i].region, r,
-				      memory_order_release);
-		return 0;
-	}
-	return -ENOSPC;
-}
-
-void registry_remove(struct pc_region *r)
-{
-	for (unsigned i = 0; i < PC_MAX_REGIONS; i++) {
-		if (atomic_load(&registry_claim[i]) != r)
-			continue;
-		atomic_store(&registry[i].region, NULL);
-		atomic_store(&registry_claim[i], NULL);
-	}
-}
-
-struct pc_region *region_lookup(const void *addr, size_t len)
-{
-	uintptr_t a = (uintptr_t)addr;
-	for (unsigned i = 0; i < PC_MAX_REGIONS; i++) {
-		struct pc_region *r = atomic_load_explicit(
-			&registry[i].region, memory_order_acquire);
-		if (!r)
-			continue;
-		uintptr_t base = atomic_load_explicit(&registry[i].base,
-						      memory_order_relaxed);
-		uint64_t size = atomic_load_explicit(&registry[i].size,
-						     memory_order_relaxed);
-		if (a >= base && a - base < size && len <= size - (a - base))
-			return r;
-	}
-	return NULL;
-}
 
 /* Count, time and resolve one fault on the calling thread. */
 static int resolve_counted(const struct install_ctx *ic, uint64_t page)
@@ -107,36 +49,45 @@ static int resolve_counted(const struct install_ctx *ic, uint64_t page)
 	return ret;
 }
 
-/*
- * Resolve on the calling thread.  Backends that write straight into the
- * alias need no bounce buffer; the others take 64 KiB of this thread's
- * stack, and only they do.
- */
+/* Whether installs into @r need a bounce buffer (install.c's
+ * fetch_and_put): all but a direct source writing into the alias. */
+static bool needs_scratch(const struct pc_region *r)
+{
+	return !(r->shared && r->write_direct &&
+		 (r->src->flags & PC_SOURCE_DIRECT));
+}
+
+/* Resolve on the calling thread, which may be in a signal handler. */
 static int resolve_here(struct pc_region *r, void *addr)
 {
-	size_t scratch_len = r->write_direct ? 0 : PC_STACK_SCRATCH;
-	char scratch[scratch_len ? scratch_len : 1] __attribute__((aligned(64)));
 	struct install_ctx ic = {
 		.r = r,
 		.slot = region_current_slot(r),
 		.wake = r->opts.mode == PC_MODE_WAIT,
-		.scratch = scratch,
-		.scratch_len = scratch_len,
+		.signal_safe = true,
 	};
+	_Atomic bool *busy = NULL;
+	if (needs_scratch(r))
+		ic.scratch = scratch_claim(r, ic.slot, &busy);
 	uint64_t page = ((uintptr_t)addr - (uintptr_t)r->guest) / r->page_size;
-	return resolve_counted(&ic, page);
+	int ret = resolve_counted(&ic, page);
+	if (busy)
+		scratch_release(busy);
+	return ret;
 }
 
 static void fail_from_handler(struct pc_region *r, void *addr, int err);
 
 int pc_resolve(void *addr)
 {
-	struct pc_region *r = region_lookup(addr, 1);
+	struct region_entry e;
+	struct pc_region *r = region_enter(addr, 1, &e);
 	if (!r)
 		return -EFAULT;
 	int ret = resolve_here(r, addr);
 	if (ret < 0)
 		fail_from_handler(r, addr, ret);
+	region_leave(&e);
 	return ret;
 }
 
@@ -147,21 +98,36 @@ static bool fault_repeats(const siginfo_t *si)
 	       si->si_code == BUS_OBJERR || si->si_code == BUS_MCEERR_AR;
 }
 
-/* Whatever SIGBUS would have done had we never been installed. */
+/*
+ * Whatever SIGBUS would have done had we never been installed: the
+ * previous handler, run with the mask and flags it asked for, or the
+ * default action.
+ */
 static void foreign_sigbus(int sig, siginfo_t *si, void *uc)
 {
-	if (previous_action.sa_flags & SA_SIGINFO) {
-		previous_action.sa_sigaction(sig, si, uc);
+	struct sigaction prev = previous_action;
+	bool custom = (prev.sa_flags & SA_SIGINFO) ||
+		      (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN);
+	if (custom) {
+		sigset_t mask = prev.sa_mask, old;
+		if (!(prev.sa_flags & SA_NODEFER))
+			sigaddset(&mask, sig);
+		if (prev.sa_flags & SA_RESETHAND) { /* one shot, as asked */
+			previous_action.sa_handler = SIG_DFL;
+			previous_action.sa_flags &= ~SA_SIGINFO;
+		}
+		pthread_sigmask(SIG_BLOCK, &mask, &old);
+		if (prev.sa_flags & SA_SIGINFO)
+			prev.sa_sigaction(sig, si, uc);
+		else
+			prev.sa_handler(sig);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		return;
 	}
-	if (previous_action.sa_handler == SIG_IGN && si->si_code <= 0)
+	if (prev.sa_handler == SIG_IGN && si->si_code <= 0)
 		return; /* an ignored signal sent by someone: ignore it */
-	if (previous_action.sa_handler != SIG_DFL &&
-	    previous_action.sa_handler != SIG_IGN) {
-		previous_action.sa_handler(sig);
-		return;
-	}
-	/* The default action: terminate with SIGBUS (and core).  A fault
+	/* The default action: terminate with SIGBUS (and core); the process
+	 * is ending, so resetting the disposition harms nobody.  A fault
 	 * that repeats does it when we return; anything else is raised
 	 * again, pending until we return. */
 	signal(SIGBUS, SIG_DFL);
@@ -230,65 +196,90 @@ static void __attribute__((noreturn)) park_forever(void)
 			0);
 }
 
-static void sigbus_handler(int sig, siginfo_t *si, void *uc)
+bool pc_sigbus_handle(int sig, siginfo_t *si, void *uc)
 {
+	(void)uc;
+	if (sig != SIGBUS || si->si_code != BUS_ADRERR)
+		return false;
 	int saved_errno = errno;
-	struct pc_region *r = si->si_code == BUS_ADRERR ?
-				      region_lookup(si->si_addr, 1) :
-				      NULL;
+	struct region_entry e;
+	struct pc_region *r = region_enter(si->si_addr, 1, &e);
 	if (!r) {
-		foreign_sigbus(sig, si, uc);
+		errno = saved_errno;
+		return false;
+	}
+	int ret = resolve_here(r, si->si_addr);
+	bool handled = true;
+	if (ret < 0) {
+		/* The page cannot be had (transient errors were retried):
+		 * fail the region, so that whoever waits on it hears why,
+		 * and never return to the access.  Park this thread (the
+		 * default), or let the signal go on to what would handle it
+		 * without us, which by default ends the process. */
+		bool die = r->opts.sigbus_on_failure;
+		fail_from_handler(r, si->si_addr, ret);
+		region_leave(&e); /* a parked thread is not inside */
+		if (!die)
+			park_forever();
+		say("postcopy: cannot fetch a missing guest page\n");
+		handled = false;
 	} else {
-		int ret = resolve_here(r, si->si_addr);
-		if (ret < 0) {
-			/* The page cannot be had (the source has retried
-			 * what it could): fail the region, so that whoever
-			 * waits on it hears why, and never return to the
-			 * access.  The embedder's choice: park this thread
-			 * (the default), or die the way an unhandled SIGBUS
-			 * does. */
-			bool die = r->opts.sigbus_on_failure;
-			fail_from_handler(r, si->si_addr, ret);
-			if (!die)
-				park_forever();
-			say("postcopy: cannot fetch a missing guest page; terminating\n");
-			signal(SIGBUS, SIG_DFL);
-		}
+		region_leave(&e);
 	}
 	errno = saved_errno;
+	return handled;
 }
 
-static void install_once(void)
+static void sigbus_handler(int sig, siginfo_t *si, void *uc)
 {
-	struct sigaction sa = {
-		.sa_sigaction = sigbus_handler,
-		.sa_flags = SA_SIGINFO | SA_RESTART,
-	};
-	sigemptyset(&sa.sa_mask);
-	if (sigaction(SIGBUS, &sa, &previous_action) < 0)
-		handler_error = -errno;
+	if (!pc_sigbus_handle(sig, si, uc))
+		foreign_sigbus(sig, si, uc);
 }
 
-int exit_mode_install_handler(void)
+/* Guards previous_action against two threads installing at once. */
+static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int pc_sigbus_install(void)
 {
-	pthread_once(&handler_once, install_once);
-	return handler_error;
+	int ret = 0;
+	pthread_mutex_lock(&install_lock);
+	struct sigaction cur;
+	if (sigaction(SIGBUS, NULL, &cur) < 0) {
+		ret = -errno;
+	} else if (!((cur.sa_flags & SA_SIGINFO) &&
+		     cur.sa_sigaction == sigbus_handler)) {
+		/* Not ours (never installed, or replaced since): chain to
+		 * whatever is there now.  SA_ONSTACK: a thread with an
+		 * alternate signal stack resolves its faults on it. */
+		struct sigaction sa = {
+			.sa_sigaction = sigbus_handler,
+			.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK,
+		};
+		sigemptyset(&sa.sa_mask);
+		previous_action = cur;
+		if (sigaction(SIGBUS, &sa, NULL) < 0)
+			ret = -errno;
+	}
+	pthread_mutex_unlock(&install_lock);
+	return ret;
 }
 
 /* Exit mode: install what is missing of [first, end) in runs, and wait
  * for what other threads have in flight. */
 static int populate_missing(struct pc_region *r, uint64_t first, uint64_t end)
 {
-	char scratch[PC_STACK_SCRATCH] __attribute__((aligned(64)));
 	struct install_ctx ic = {
 		.r = r,
 		.slot = region_current_slot(r),
-		.scratch = scratch,
-		.scratch_len = sizeof(scratch),
+		.signal_safe = true,
 	};
+	_Atomic bool *busy = NULL;
+	if (needs_scratch(r))
+		ic.scratch = scratch_claim(r, ic.slot, &busy);
 	uint64_t max_run = PC_MAX_RUN_BYTES / r->page_size;
+	int ret = 0;
 
-	for (uint64_t p = first; p < end;) {
+	for (uint64_t p = first; p < end && ret == 0;) {
 		uint32_t s = atomic_load(&r->state[p]);
 		if (s & PAGE_INFLIGHT)
 			s = page_wait(r, p);
@@ -301,21 +292,26 @@ static int populate_missing(struct pc_region *r, uint64_t first, uint64_t end)
 		uint64_t hi = end - p > max_run ? p + max_run : end;
 		uint64_t run, n;
 		claim_around(r, p, p, hi, &run, &n);
-		int ret = install_run(&ic, run, n, NULL, ORIGIN_DEMAND);
-		if (ret < 0)
-			return ret;
+		ret = install_run(&ic, run, n, NULL, ORIGIN_DEMAND);
 		p = run + n;
 	}
-	return 0;
+	if (busy)
+		scratch_release(busy);
+	return ret;
 }
 
-int pc_populate(void *addr, size_t len)
+/* Map [start, start + span) for the kernel's access in @flags' direction:
+ * a read leaves zero pages shared with the zero page. */
+static int populate_mapping(char *start, size_t span, unsigned flags)
 {
-	if (!len)
-		return 0;
-	struct pc_region *r = region_lookup(addr, len);
-	if (!r)
-		return -EFAULT;
+	int advice = flags & PC_POPULATE_WRITE ? MADV_POPULATE_WRITE :
+						 MADV_POPULATE_READ;
+	return madvise(start, span, advice) < 0 ? -errno : 0;
+}
+
+static int populate_in(struct pc_region *r, void *addr, size_t len,
+		       unsigned flags)
+{
 	uint64_t first = ((uintptr_t)addr - (uintptr_t)r->guest) / r->page_size;
 	uint64_t end = ((uintptr_t)addr + len - (uintptr_t)r->guest +
 			r->page_size - 1) / r->page_size;
@@ -324,15 +320,14 @@ int pc_populate(void *addr, size_t len)
 
 	/* Wait mode: the kernel's own faults are served by handler threads. */
 	if (r->opts.mode == PC_MODE_WAIT || region_all_present(r))
-		return madvise(start, span, MADV_POPULATE_WRITE) < 0 ? -errno :
-								       0;
+		return populate_mapping(start, span, flags);
 	int ret = populate_missing(r, first, end);
 	if (ret < 0) {
 		region_fail(r, ret);
 		return ret;
 	}
 	/* Everything is present; map whatever lost its mapping. */
-	if (madvise(start, span, MADV_POPULATE_WRITE) == 0)
+	if (populate_mapping(start, span, flags) == 0)
 		return 0;
 	for (uint64_t p = first; p < end; p++) {
 		ret = resolve_here(r, r->guest + p * r->page_size);
@@ -340,4 +335,19 @@ int pc_populate(void *addr, size_t len)
 			return ret;
 	}
 	return 0;
+}
+
+int pc_populate(void *addr, size_t len, unsigned flags)
+{
+	if (flags & ~PC_POPULATE_WRITE)
+		return -EINVAL;
+	if (!len)
+		return 0;
+	struct region_entry e;
+	struct pc_region *r = region_enter(addr, len, &e);
+	if (!r)
+		return -EFAULT;
+	int ret = populate_in(r, addr, len, flags);
+	region_leave(&e);
+	return ret;
 }

@@ -32,6 +32,22 @@ static uint64_t next_missing(struct pc_region *r, uint64_t from)
 	return r->npages;
 }
 
+/* Page + 1 of the newest demand fault of any thread (0: none yet). */
+static uint64_t latest_fault(struct pc_region *r)
+{
+	uint64_t page = 0, when = 0;
+	for (unsigned i = 0; i < r->nslots; i++) {
+		uint64_t t = atomic_load_explicit(&r->slots[i].last_fault_ns,
+						  memory_order_relaxed);
+		if (t > when) {
+			when = t;
+			page = atomic_load_explicit(&r->slots[i].last_fault,
+						    memory_order_relaxed);
+		}
+	}
+	return page;
+}
+
 static void idle(struct pc_region *r, int ms)
 {
 	struct pollfd pfd = { .fd = r->stop_fd, .events = POLLIN };
@@ -81,8 +97,7 @@ static void *fill_main(void *arg)
 		return NULL;
 	}
 	while (!atomic_load(&r->stopping) && atomic_load(&r->done) == 0) {
-		uint64_t fault = atomic_load_explicit(&r->last_fault,
-						      memory_order_relaxed);
+		uint64_t fault = latest_fault(r);
 		if (fault != seen_fault) { /* follow the guest */
 			seen_fault = fault;
 			cursor = fault % r->npages;
@@ -168,18 +183,27 @@ int pc_region_offer(pc_region *r, uint64_t first, uint64_t npages,
 {
 	uint64_t claimed[OFFER_MAX / 64];
 	const char *from = data;
+	struct region_entry e;
+	/* Counted inside: installing the last page wakes pc_region_wait(),
+	 * and destroy must not free the region under the rest of this. */
+	int err = region_enter_direct(r, &e);
+	if (err < 0)
+		return err;
 	while (npages) {
 		uint64_t n = npages < OFFER_MAX ? npages : OFFER_MAX;
 		int ret = offer_claim(r, first, n, claimed);
 		if (ret == 0)
 			ret = offer_install(r, first, n, claimed, from);
-		if (ret < 0)
-			return ret;
+		if (ret < 0) {
+			err = ret;
+			break;
+		}
 		first += n;
 		npages -= n;
 		from += n * r->page_size;
 	}
-	return 0;
+	region_leave(&e);
+	return err;
 }
 
 int pc_region_start_fill(pc_region *r)

@@ -83,41 +83,13 @@ void claim_around(struct pc_region *r, uint64_t p, uint64_t lo, uint64_t hi,
 	*n = b - a;
 }
 
-/* Source pages, in one fetch_many call where the source has one. */
-static int fetch_subruns(const struct install_ctx *ic, unsigned k,
-			 const uint64_t *first, const uint64_t *n,
-			 void *const *dst)
-{
-	struct pc_source *src = ic->r->src;
-	int ret = 0;
-	if (src->ops.fetch_many)
-		ret = src->ops.fetch_many(src->ctx, k, first, n, dst,
-					  ic->prefetch ? PC_FETCH_PREFETCH : 0);
-	else
-		for (unsigned i = 0; i < k && ret == 0; i++)
-			ret = src->ops.fetch(src->ctx, first[i], n[i], dst[i]);
-	if (ret < 0)
-		return ret;
-	uint64_t pages = 0;
-	for (unsigned i = 0; i < k; i++)
-		pages += n[i];
-	stat_add(&ic->slot->fetches, k);
-	stat_add(&ic->slot->bytes_fetched, pages * PC_SOURCE_PAGE_SIZE);
-	return 0;
-}
-
-/* Fetch pages [first, first+n) into @dst with one source call; counted. */
+/* Fetch region pages [first, first+n) into @dst with one request. */
 static int fetch_pages(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		       void *dst)
 {
-	struct pc_region *r = ic->r;
-	uint64_t per = r->page_size / PC_SOURCE_PAGE_SIZE;
-	int ret = r->src->ops.fetch(r->src->ctx, first * per, n * per, dst);
-	if (ret == 0) {
-		stat_add(&ic->slot->fetches, 1);
-		stat_add(&ic->slot->bytes_fetched, n * r->page_size);
-	}
-	return ret;
+	uint64_t per = ic->r->page_size / PC_SOURCE_PAGE_SIZE;
+	uint64_t sfirst = first * per, sn = n * per;
+	return source_fetch(ic, 1, &sfirst, &sn, &dst);
 }
 
 int fetch_runs(const struct install_ctx *ic, unsigned count,
@@ -140,7 +112,7 @@ int fetch_runs(const struct install_ctx *ic, unsigned count,
 			while (q < first[i] + n[i] && !page_is_zero(r, q))
 				q++;
 			if (k == PC_MAX_BATCH) { /* very fragmented: flush */
-				int ret = fetch_subruns(ic, k, sfirst, sn, sdst);
+				int ret = source_fetch(ic, k, sfirst, sn, sdst);
 				if (ret < 0)
 					return ret;
 				k = 0;
@@ -156,7 +128,7 @@ int fetch_runs(const struct install_ctx *ic, unsigned count,
 	if (!k)
 		return 0;
 	source_delay(r->src); /* pipelined: one round trip for them all */
-	return fetch_subruns(ic, k, sfirst, sn, sdst);
+	return source_fetch(ic, k, sfirst, sn, sdst);
 }
 
 static int pwrite_all(int fd, const char *data, uint64_t len, uint64_t off)
@@ -175,50 +147,43 @@ static int pwrite_all(int fd, const char *data, uint64_t len, uint64_t off)
 	return 0;
 }
 
-/* Put source pages into the page cache of a shared backend. */
-static int write_shared(const struct install_ctx *ic, uint64_t first,
-			uint64_t n, const char *from)
+/* Copy fetched pages into the page cache of a shared backend. */
+static int put_shared(struct pc_region *r, uint64_t first, uint64_t n,
+		      const char *from)
 {
-	struct pc_region *r = ic->r;
-	char *alias = r->alias + first * r->page_size;
-
-	if (r->write_direct) {
-		/* The alias is mapped (or cheap to fault): write in place. */
-		if (!from)
-			return fetch_pages(ic, first, n, alias);
-		memcpy(alias, from, n * r->page_size);
+	if (r->write_direct) { /* the alias is mapped, or cheap to fault */
+		memcpy(r->alias + first * r->page_size, from, n * r->page_size);
 		return 0;
 	}
-	/* pwrite() through a bounce buffer: no page faults on the alias. */
-	if (from)
-		return pwrite_all(r->memfd, from, n * r->page_size,
-				  first * r->page_size);
-	uint64_t chunk = ic->scratch_len / r->page_size;
-	for (uint64_t p = first; p < first + n; p += chunk) {
-		uint64_t k = first + n - p < chunk ? first + n - p : chunk;
-		int ret = fetch_pages(ic, p, k, ic->scratch);
-		if (ret == 0)
-			ret = pwrite_all(r->memfd, ic->scratch,
-					 k * r->page_size, p * r->page_size);
-		if (ret < 0)
-			return ret;
-	}
-	return 0;
+	/* pwrite(): no page faults on the alias. */
+	return pwrite_all(r->memfd, from, n * r->page_size, first * r->page_size);
 }
 
-/* Fetch (unless given) and UFFDIO_COPY pages of an anonymous region. */
-static int copy_anon(const struct install_ctx *ic, uint64_t first,
-		     uint64_t n, const char *from)
+static int put_anon(const struct install_ctx *ic, uint64_t first, uint64_t n,
+		    const char *from)
+{
+	return region_uffd_copy(ic->r, first, n, from, ic->wake, false);
+}
+
+/*
+ * Fetch data pages [first, first+n) and put them in place: through the
+ * bounce buffer, so that the shared page cache (which other processes may
+ * map) only ever holds what a successful fetch returned; straight into
+ * the alias when the source writes only good bytes (PC_SOURCE_DIRECT).
+ */
+static int fetch_and_put(const struct install_ctx *ic, uint64_t first,
+			 uint64_t n)
 {
 	struct pc_region *r = ic->r;
-	if (from)
-		return region_uffd_copy(r, first, n, from, ic->wake);
-	uint64_t chunk = ic->scratch_len / r->page_size;
+	if (r->shared && r->write_direct && (r->src->flags & PC_SOURCE_DIRECT))
+		return fetch_pages(ic, first, n, r->alias + first * r->page_size);
+	uint64_t chunk = PC_SCRATCH_BYTES / r->page_size;
 	for (uint64_t p = first; p < first + n; p += chunk) {
 		uint64_t k = first + n - p < chunk ? first + n - p : chunk;
 		int ret = fetch_pages(ic, p, k, ic->scratch);
 		if (ret == 0)
-			ret = region_uffd_copy(r, p, k, ic->scratch, ic->wake);
+			ret = r->shared ? put_shared(r, p, k, ic->scratch) :
+					  put_anon(ic, p, k, ic->scratch);
 		if (ret < 0)
 			return ret;
 	}
@@ -231,7 +196,7 @@ static int place_zero(const struct install_ctx *ic, uint64_t first,
 {
 	struct pc_region *r = ic->r;
 	if (!r->shared)
-		return region_uffd_zeropage(r, first, n, ic->wake);
+		return region_uffd_zeropage(r, first, n, ic->wake, false);
 	/* A page-cache page is needed for CONTINUE; fallocate makes a
 	 * zeroed one.  prealloc made them all already, still zero: no
 	 * syscall (and no inode lock) on the fault path then. */
@@ -246,9 +211,11 @@ static int place_zero(const struct install_ctx *ic, uint64_t first,
 static int place_data(const struct install_ctx *ic, uint64_t first,
 		      uint64_t n, const char *from)
 {
+	if (!from)
+		return fetch_and_put(ic, first, n);
 	if (ic->r->shared)
-		return write_shared(ic, first, n, from);
-	return copy_anon(ic, first, n, from);
+		return put_shared(ic->r, first, n, from);
+	return put_anon(ic, first, n, from);
 }
 
 int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
@@ -282,7 +249,7 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		p = q;
 	}
 	if (ret == 0 && r->shared)
-		ret = region_uffd_continue(r, first, n, ic->wake);
+		ret = region_uffd_continue(r, first, n, ic->wake, false);
 	if (ret < 0) {
 		release_pages(r, first, n);
 		return ret;
@@ -321,8 +288,8 @@ static int resolve_present(const struct install_ctx *ic, uint64_t p)
 	    madvise(r->guest + p * r->page_size, r->page_size,
 		    MADV_POPULATE_WRITE) == 0)
 		return 0;
-	int ret = r->shared ? region_uffd_continue(r, p, 1, ic->wake) :
-			      region_uffd_zeropage(r, p, 1, ic->wake);
+	int ret = r->shared ? region_uffd_continue(r, p, 1, ic->wake, true) :
+			      region_uffd_zeropage(r, p, 1, ic->wake, true);
 	/* Completion unregisters the range under us: every page is in place
 	 * and the retried access is an ordinary fault. */
 	if (ret < 0 && region_all_present(r))
@@ -354,7 +321,14 @@ int claim_fault(const struct install_ctx *ic, uint64_t p, uint64_t *first,
 			break;
 	}
 
-	atomic_store_explicit(&r->last_fault, p + 1, memory_order_relaxed);
+	atomic_store_explicit(&ic->slot->last_fault, p + 1, memory_order_relaxed);
+	atomic_store_explicit(&ic->slot->last_fault_ns, now_ns(),
+			      memory_order_relaxed);
+	if (r->fault_hook)
+		r->fault_hook(r->fault_hook_arg, p * r->page_size,
+			      ic->slot == &r->slots[r->nslots - 1] ?
+				      PC_THREAD_OTHER :
+				      (unsigned)(ic->slot - r->slots));
 	uint64_t w = r->opts.window;
 	uint64_t lo = p - p % w;
 	uint64_t hi = lo + w < r->npages ? lo + w : r->npages;

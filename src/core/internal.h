@@ -20,6 +20,9 @@
 #include "postcopy.h"
 
 /* Newer than some installed headers. */
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
@@ -29,11 +32,14 @@
 
 #define PC_HUGE_PAGE_SIZE (2ul << 20)
 #define PC_DEFAULT_MAX_THREADS 64
+#define PC_DEFAULT_FETCH_RETRY_MS 10000
 #define PC_MAX_REGIONS 64
 /* Largest run one fault or fill step installs: 2 MiB of 4 KiB pages. */
 #define PC_MAX_RUN_BYTES (2ul << 20)
-/* Bounce buffer on the faulting thread's stack (signal handler). */
-#define PC_STACK_SCRATCH (64u << 10)
+/* Bounce buffers (thread.c): one per attached thread, mapped at attach,
+ * and a pool for the others; virtual memory, touched only as used. */
+#define PC_SCRATCH_BYTES PC_MAX_RUN_BYTES
+#define PC_SCRATCH_POOL 4
 /* Runs one fetch_many call may carry. */
 #define PC_MAX_BATCH 64
 
@@ -41,6 +47,7 @@
 
 struct pc_source {
 	struct pc_source_ops ops;
+	unsigned flags; /* PC_SOURCE_* */
 	void *ctx;
 	uint64_t size;
 	unsigned delay_us;
@@ -49,6 +56,8 @@ struct pc_source {
 
 /* One request's worth of injected latency.  Async-signal-safe. */
 void source_delay(const struct pc_source *src);
+/* Spin-wait hint for the CPU (pause, yield), or nothing. */
+void cpu_relax(void);
 
 /* Wake every thread sleeping on @word (futex).  Async-signal-safe. */
 void futex_wake_all(_Atomic uint32_t *word);
@@ -109,6 +118,12 @@ struct thread_slot {
 	_Atomic uint64_t refaults;
 	_Atomic uint64_t bytes_fetched;
 	_Atomic uint64_t fetches;
+	_Atomic uint64_t fetch_retries;
+	/* The thread's latest demand fault, for the filler to follow: page
+	 * + 1 and when (each thread its own, so no line is shared). */
+	_Atomic uint64_t last_fault, last_fault_ns;
+	_Atomic(char *) scratch;    /* attached threads: bounce buffer */
+	_Atomic bool scratch_busy;
 	struct hist latency;
 } __attribute__((aligned(64)));
 
@@ -146,7 +161,6 @@ struct pc_region {
 	/* Filler. */
 	pthread_t filler;
 	bool filler_started;
-	_Atomic uint64_t last_fault; /* page + 1 of the latest demand fault */
 	_Atomic bool stopping;
 
 	/* Completion: futex word, 0 while running, 1 complete, 2 failed. */
@@ -161,10 +175,46 @@ struct pc_region {
 	uint64_t start_ns;
 	_Atomic uint64_t end_ns;
 
+	/* Registry slot while started (registry.c). */
+	unsigned registry_index;
+	bool registered;
+	_Atomic bool quiescing, quiesced; /* region_quiesce() */
+	/* Unique among the process's regions: a thread's binding names a
+	 * region by pointer and generation, since a new region may get the
+	 * address of a destroyed one. */
+	uint64_t generation;
+
 	unsigned nslots; /* max_threads + 1: the last one is "other" */
 	struct thread_slot *slots;
 	_Atomic unsigned attached_hw; /* highest attached slot id + 1 */
+	struct {
+		char *buf;
+		_Atomic bool busy;
+	} pool[PC_SCRATCH_POOL]; /* bounce buffers for unattached threads */
+
+	/* Sources that are not async-signal-safe: the faulting thread hands
+	 * its fetch to these threads (fetch.c). */
+	_Atomic(struct fetch_job *) jobs;
+	_Atomic uint32_t jobs_seq; /* futex word: bumped on every job */
+	_Atomic bool fetchers_stop;
+	pthread_t *fetchers;
+	unsigned nfetchers;
+
+	/* Demand-fault hook (pc_region_set_fault_hook). */
+	pc_fault_hook *fault_hook;
+	void *fault_hook_arg;
 };
+
+/* ---- thread.c: bindings, stats slots, bounce buffers ---- */
+struct thread_slot *region_current_slot(struct pc_region *r);
+struct thread_slot *region_slot_by_tid(struct pc_region *r, int32_t tid);
+int scratch_pool_create(struct pc_region *r);
+void scratch_free_all(struct pc_region *r);
+/* A bounce buffer of PC_SCRATCH_BYTES for the calling thread: its own if
+ * attached, else one of the pool's (waiting for one).  Async-signal-safe. */
+char *scratch_claim(struct pc_region *r, struct thread_slot *slot,
+		    _Atomic bool **busy);
+void scratch_release(_Atomic bool *busy);
 
 /* ---- region.c ---- */
 /* True once every page is present (completion may still be unregistering). */
@@ -185,8 +235,6 @@ static inline bool region_finished(struct pc_region *r)
 void region_set_error(struct pc_region *r, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void region_set_error_str(struct pc_region *r, int err, const char *msg);
-struct thread_slot *region_current_slot(struct pc_region *r);
-struct thread_slot *region_slot_by_tid(struct pc_region *r, int32_t tid);
 bool page_is_zero(struct pc_region *r, uint64_t page);
 
 /* ---- uffd.c: every userfaultfd ioctl goes through here ---- */
@@ -194,13 +242,16 @@ int uffd_open(uint64_t features, int *fd_out);
 int uffd_register(int fd, void *addr, uint64_t len, bool minor);
 int uffd_unregister(int fd, void *addr, uint64_t len);
 /* Install helpers over a page range of a region: split per slice, retry
- * EAGAIN, count EEXIST as done.  @wake false = DONTWAKE. */
+ * EAGAIN.  @wake false = DONTWAKE.  A page the kernel has mapped already
+ * (EEXIST) counts as done with @exist_ok (a refault on a present page);
+ * without it (an install of pages we hold in flight) it is -EEXIST: a
+ * mapping we did not make. */
 int region_uffd_copy(struct pc_region *r, uint64_t first, uint64_t n,
-		     const void *from, bool wake);
+		     const void *from, bool wake, bool exist_ok);
 int region_uffd_zeropage(struct pc_region *r, uint64_t first, uint64_t n,
-			 bool wake);
+			 bool wake, bool exist_ok);
 int region_uffd_continue(struct pc_region *r, uint64_t first, uint64_t n,
-			 bool wake);
+			 bool wake, bool exist_ok);
 
 /* ---- install.c: claim, fetch, install, publish ---- */
 struct install_ctx {
@@ -210,9 +261,26 @@ struct install_ctx {
 	bool handler;	    /* a wait-mode handler thread: it may leave a page
 			     * in flight to its owner instead of waiting */
 	bool prefetch;	    /* nobody waits for these pages (the filler) */
-	void *scratch;	    /* bounce buffer */
-	size_t scratch_len;
+	bool signal_safe;   /* may run in a signal handler: a source that is
+			     * not async-signal-safe is reached through a
+			     * fetcher thread */
+	void *scratch;	    /* bounce buffer of PC_SCRATCH_BYTES, or NULL */
 };
+
+/* ---- fetch.c: every call into a source ---- */
+struct fetch_job;
+/*
+ * Fetch @k runs of source pages (first[i], n[i] into dst[i]) as one
+ * request: retrying transient errors with backoff for the region's retry
+ * budget, and through a fetcher thread when ic->signal_safe and the source
+ * is not async-signal-safe.  Counted in ic->slot.
+ */
+int source_fetch(const struct install_ctx *ic, unsigned k,
+		 const uint64_t *first, const uint64_t *n, void *const *dst);
+/* True when a fetch error may go away if asked again. */
+bool fetch_error_transient(int err);
+int fetchers_start(struct pc_region *r);
+void fetchers_stop(struct pc_region *r);
 
 /* Try to claim page @p (MISSING -> INFLIGHT). */
 bool page_try_claim(struct pc_region *r, uint64_t p);
@@ -276,14 +344,33 @@ void region_complete(struct pc_region *r);
 void region_fail(struct pc_region *r, int err);
 
 /* ---- fault_exit.c / fault_wait.c ---- */
-int exit_mode_install_handler(void);
 int wait_mode_start(struct pc_region *r);
 void wait_mode_stop(struct pc_region *r);
 
-/* ---- registry (fault_exit.c): the SIGBUS handler's view of regions ---- */
+/* ---- registry.c: the regions a bare address can reach ---- */
+struct region_entry {
+	unsigned index, set, shard;
+};
 int registry_add(struct pc_region *r);
+/* Clear @r's slot and wait until no thread is inside it. */
 void registry_remove(struct pc_region *r);
-/* Find the region whose guest view contains [addr, addr+len).  AS-safe. */
-struct pc_region *region_lookup(const void *addr, size_t len);
+/*
+ * Find the started region whose guest view holds [addr, addr+len) and
+ * count the calling thread inside it: the region is not freed before
+ * region_leave().  NULL if none.  Async-signal-safe.
+ */
+struct pc_region *region_enter(const void *addr, size_t len,
+			       struct region_entry *e);
+/* The same for a caller that holds the region (pc_region_offer):
+ * -EINVAL when it is not started or is being destroyed. */
+int region_enter_direct(struct pc_region *r, struct region_entry *e);
+void region_leave(const struct region_entry *e);
+/*
+ * Wait until every thread that was inside @r when this is called has left
+ * (pc_region_wait's last step once complete); threads entering meanwhile
+ * are not waited for.  -ETIMEDOUT past @deadline_ns (0: none) while
+ * another thread does the waiting.
+ */
+int region_quiesce(struct pc_region *r, uint64_t deadline_ns);
 
 #endif

@@ -30,17 +30,6 @@
 #include "internal.h"
 
 
-/*
- * The SIGBUS handler must find the faulting thread's stats slot without a
- * lock or an allocation.  Initial-exec TLS is a fixed offset from the
- * thread pointer, safe to read in a signal handler; that is why this
- * per-thread binding exists rather than a lookup table.
- */
-static __thread struct {
-	struct pc_region *r;
-	unsigned id;
-} binding __attribute__((tls_model("initial-exec")));
-
 /* The first error wins, and only its thread writes the message: threads
  * failing together cannot mix code and text, and nobody reads the text
  * while it is written (the code is published after it). */
@@ -144,6 +133,17 @@ static int check_opts(struct pc_region_opts *o, const pc_source *src,
 			   o->window, PC_MAX_RUN_BYTES / PC_SOURCE_PAGE_SIZE);
 	if (o->window * page_size > PC_MAX_RUN_BYTES)
 		o->window = 1; /* a huge page is window enough */
+	if (!o->fetch_retry_ms)
+		o->fetch_retry_ms = PC_DEFAULT_FETCH_RETRY_MS;
+	if (!o->fetchers)
+		o->fetchers = 1;
+	if (o->fetchers > 64)
+		return why(buf, len, -EINVAL, "%u fetchers: at most 64",
+			   o->fetchers);
+	for (size_t i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]); i++)
+		if (o->reserved[i])
+			return why(buf, len, -EINVAL,
+				   "reserved option fields must be zero (built against a newer postcopy.h?)");
 	if (!o->max_threads)
 		o->max_threads = PC_DEFAULT_MAX_THREADS;
 	if (o->max_threads > 65536)
@@ -423,6 +423,10 @@ int pc_region_create(const struct pc_region_opts *opts, pc_source *src,
 		pc_source_destroy(src);
 		return -ENOMEM;
 	}
+	/* Process wide, because a thread's binding may outlive its region
+	 * and must not match a new region at the same address. */
+	static _Atomic uint64_t generations;
+	r->generation = atomic_fetch_add(&generations, 1) + 1;
 	r->src = src;
 	r->memfd = -1;
 	r->stop_fd = -1;
@@ -486,10 +490,20 @@ int pc_region_start(pc_region *r)
 		return err ? err : -EBUSY;
 	}
 	/* The SIGBUS handler must be in place before the first fault can
-	 * come, and it finds regions through the registry. */
-	int err = r->opts.mode == PC_MODE_EXIT ? exit_mode_install_handler() : 0;
+	 * come (unless the embedder's own calls pc_sigbus_handle()), and it
+	 * finds regions through the registry. */
+	bool install = r->opts.mode == PC_MODE_EXIT && !r->opts.sigbus_chained;
+	int err = install ? pc_sigbus_install() : 0;
 	if (err < 0) {
 		region_set_error(r, err, "installing the SIGBUS handler: %s",
+				 strerror(-err));
+		return err;
+	}
+	err = scratch_pool_create(r);
+	if (err == 0)
+		err = fetchers_start(r);
+	if (err < 0) {
+		region_set_error(r, err, "starting the pager's threads: %s",
 				 strerror(-err));
 		return err;
 	}
@@ -562,10 +576,10 @@ void region_complete(struct pc_region *r)
 				r->guest + r->slices[i].first * r->page_size,
 				r->slices[i].npages * r->page_size);
 	atomic_store(&r->end_ns, now_ns());
+	signal_stop(r);
 	uint32_t running = 0;
 	if (atomic_compare_exchange_strong(&r->done, &running, 1))
 		futex_wake_all(&r->done);
-	signal_stop(r);
 }
 
 void region_fail(struct pc_region *r, int err)
@@ -604,7 +618,11 @@ int pc_region_wait(pc_region *r, int timeout_ms)
 		syscall(SYS_futex, &r->done, FUTEX_WAIT_PRIVATE, 0, tsp, NULL,
 			0);
 	}
-	return d == 1 ? 0 : atomic_load(&r->error);
+	if (d != 1)
+		return atomic_load(&r->error);
+	/* The thread that installed the last page may still be counting
+	 * it: wait for whoever was inside then, so the stats are final. */
+	return region_quiesce(r, timeout_ms < 0 ? 0 : deadline);
 }
 
 bool pc_region_complete(const pc_region *r)
@@ -640,6 +658,20 @@ uint64_t pc_region_page_size(const pc_region *r)
 	return r->page_size;
 }
 
+int pc_region_fd(const pc_region *r)
+{
+	return r->memfd;
+}
+
+int pc_region_set_fault_hook(pc_region *r, pc_fault_hook *hook, void *arg)
+{
+	if (r->slices)
+		return -EBUSY; /* started: faults may read it right now */
+	r->fault_hook = hook;
+	r->fault_hook_arg = arg;
+	return 0;
+}
+
 const char *pc_region_error(const pc_region *r)
 {
 	int err = atomic_load_explicit(&r->error, memory_order_acquire);
@@ -662,7 +694,8 @@ void pc_region_destroy(pc_region *r)
 	if (r->filler_started)
 		pthread_join(r->filler, NULL);
 	wait_mode_stop(r);
-	registry_remove(r);
+	registry_remove(r); /* waits for the threads inside to leave */
+	fetchers_stop(r);
 	for (unsigned i = 0; i < r->nslices; i++)
 		close(r->slices[i].fd); /* closing also unregisters */
 	free(r->slices);
@@ -676,49 +709,10 @@ void pc_region_destroy(pc_region *r)
 		close(r->memfd);
 	if (r->state)
 		munmap((void *)r->state, r->npages * sizeof(*r->state));
+	scratch_free_all(r);
 	free(r->slots);
 	pc_source_destroy(r->src);
 	free(r);
-}
-
-int pc_thread_attach(pc_region *r, unsigned id)
-{
-	if (id >= r->opts.max_threads)
-		return -EINVAL;
-	binding.r = r;
-	binding.id = id;
-	atomic_store(&r->slots[id].tid, (int32_t)gettid());
-	unsigned hw = atomic_load(&r->attached_hw);
-	while (hw < id + 1 &&
-	       !atomic_compare_exchange_weak(&r->attached_hw, &hw, id + 1))
-		;
-	return 0;
-}
-
-void pc_thread_detach(pc_region *r)
-{
-	if (binding.r != r)
-		return;
-	atomic_store(&r->slots[binding.id].tid, 0);
-	binding.r = NULL;
-}
-
-struct thread_slot *region_current_slot(struct pc_region *r)
-{
-	if (binding.r == r)
-		return &r->slots[binding.id];
-	return &r->slots[r->nslots - 1];
-}
-
-struct thread_slot *region_slot_by_tid(struct pc_region *r, int32_t tid)
-{
-	unsigned hw = atomic_load_explicit(&r->attached_hw,
-					   memory_order_relaxed);
-	for (unsigned i = 0; i < hw; i++)
-		if (atomic_load_explicit(&r->slots[i].tid,
-					 memory_order_relaxed) == tid)
-			return &r->slots[i];
-	return &r->slots[r->nslots - 1];
 }
 
 bool page_is_zero(struct pc_region *r, uint64_t page)

@@ -18,20 +18,35 @@ uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+unsigned pc_version(void)
+{
+	return PC_VERSION;
+}
+
 int pc_source_custom(const struct pc_source_ops *ops, void *ctx,
 		     uint64_t size, pc_source **out)
 {
 	if (!ops || !ops->fetch || !out || !size ||
-	    size % PC_SOURCE_PAGE_SIZE)
+	    size % PC_SOURCE_PAGE_SIZE ||
+	    (ops->flags & ~(PC_SOURCE_ASYNC_SIGNAL_SAFE | PC_SOURCE_DIRECT)))
 		return -EINVAL;
+	for (size_t i = 0; i < sizeof(ops->reserved) / sizeof(ops->reserved[0]); i++)
+		if (ops->reserved[i])
+			return -EINVAL;
 	struct pc_source *src = calloc(1, sizeof(*src));
 	if (!src)
 		return -ENOMEM;
 	src->ops = *ops;
+	src->flags = ops->flags;
 	src->ctx = ctx;
 	src->size = size;
 	*out = src;
 	return 0;
+}
+
+unsigned pc_source_flags(const pc_source *src)
+{
+	return src->flags;
 }
 
 uint64_t pc_source_size(const pc_source *src)
@@ -68,6 +83,15 @@ void sleep_ns(uint64_t ns)
 		;
 }
 
+void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ volatile("yield");
+#endif
+}
+
 /* clock_gettime and nanosleep are both async-signal-safe. */
 void source_delay(const struct pc_source *src)
 {
@@ -77,7 +101,7 @@ void source_delay(const struct pc_source *src)
 	if (src->delay_kind == PC_DELAY_BUSY) {
 		uint64_t until = now_ns() + ns;
 		while (now_ns() < until)
-			__builtin_ia32_pause();
+			cpu_relax();
 		return;
 	}
 	sleep_ns(ns);

@@ -41,6 +41,7 @@ int pc_region_stats(const pc_region *r, struct pc_stats **out)
 		s->refaults += get(&t->refaults);
 		s->bytes_fetched += get(&t->bytes_fetched);
 		s->fetches += get(&t->fetches);
+		s->fetch_retries += get(&t->fetch_retries);
 		hist_merge(all, &t->latency);
 	}
 	hist_summarize(all, &s->latency);
@@ -71,9 +72,13 @@ void pc_stats_print(const struct pc_stats *s, FILE *f)
 	fprintf(f, "faults     %llu (%llu refaults, %llu waited on a fetch in flight instead of fetching again)\n",
 		(unsigned long long)s->faults, (unsigned long long)s->refaults,
 		(unsigned long long)s->duplicate_fetches_avoided);
-	fprintf(f, "fetched    %.1f MiB in %llu requests\n",
+	fprintf(f, "fetched    %.1f MiB in %llu requests",
 		(double)s->bytes_fetched / (1 << 20),
 		(unsigned long long)s->fetches);
+	if (s->fetch_retries)
+		fprintf(f, " (%llu asked again after a transient error)",
+			(unsigned long long)s->fetch_retries);
+	fprintf(f, "\n");
 	fprintf(f, "resolve    p50 %.1f us  p90 %.1f us  p99 %.1f us  p99.9 %.1f us  max %.1f us (pager side)\n",
 		us(s->latency.p50), us(s->latency.p90), us(s->latency.p99),
 		us(s->latency.p999), us(s->latency.max));

@@ -2,8 +2,10 @@
 /*
  * uffd.c - every userfaultfd ioctl goes through here, and so does the
  * policy for their errors: EAGAIN (the mm is changing) is retried from
- * where the kernel stopped, EEXIST (someone installed the page first, or it
- * was never unmapped) counts as done.  All of it is plain ioctl(), so it is
+ * where the kernel stopped.  EEXIST (the page is mapped already) is an
+ * error when we install pages we hold in flight, since nobody else may map
+ * them, and counts as done only where the page is present already (a
+ * refault).  All of it is plain ioctl(), so it is
  * async-signal-safe and callable from the SIGBUS handler.
  */
 #include <errno.h>
@@ -144,7 +146,7 @@ static int64_t fill_once(int fd, enum fill_op op, uint64_t dst,
 
 static int fill_range(int fd, enum fill_op op, uint64_t dst,
 		      const char *from, uint64_t len, uint64_t page_size,
-		      bool wake)
+		      bool wake, bool exist_ok)
 {
 	while (len) {
 		bool existed;
@@ -156,6 +158,11 @@ static int fill_range(int fd, enum fill_op op, uint64_t dst,
 			sched_yield();
 			continue;
 		}
+		/* A page we hold in flight is mapped only by us: if the
+		 * kernel has one there, something mapped it behind our back
+		 * and what it holds is not the source's. */
+		if (existed && !exist_ok)
+			return -EEXIST;
 		if (existed && wake) {
 			/* EEXIST woke nobody: a sleeper on that page may have
 			 * come in after the other install's wake. */
@@ -173,7 +180,7 @@ static int fill_range(int fd, enum fill_op op, uint64_t dst,
 
 /* Run @op over pages [first, first+n), one slice (userfaultfd) at a time. */
 static int region_fill(struct pc_region *r, enum fill_op op, uint64_t first,
-		       uint64_t n, const char *from, bool wake)
+		       uint64_t n, const char *from, bool wake, bool exist_ok)
 {
 	/* Slice i starts at i * per pages; the last takes the remainder. */
 	uint64_t per = r->slices[0].npages;
@@ -185,7 +192,7 @@ static int region_fill(struct pc_region *r, enum fill_op op, uint64_t first,
 			here = n;
 		uint64_t dst = (uintptr_t)r->guest + first * r->page_size;
 		int ret = fill_range(s->fd, op, dst, from, here * r->page_size,
-				     r->page_size, wake);
+				     r->page_size, wake, exist_ok);
 		if (ret < 0)
 			return ret;
 		first += here;
@@ -197,19 +204,19 @@ static int region_fill(struct pc_region *r, enum fill_op op, uint64_t first,
 }
 
 int region_uffd_copy(struct pc_region *r, uint64_t first, uint64_t n,
-		     const void *from, bool wake)
+		     const void *from, bool wake, bool exist_ok)
 {
-	return region_fill(r, OP_COPY, first, n, from, wake);
+	return region_fill(r, OP_COPY, first, n, from, wake, exist_ok);
 }
 
 int region_uffd_zeropage(struct pc_region *r, uint64_t first, uint64_t n,
-			 bool wake)
+			 bool wake, bool exist_ok)
 {
-	return region_fill(r, OP_ZEROPAGE, first, n, NULL, wake);
+	return region_fill(r, OP_ZEROPAGE, first, n, NULL, wake, exist_ok);
 }
 
 int region_uffd_continue(struct pc_region *r, uint64_t first, uint64_t n,
-			 bool wake)
+			 bool wake, bool exist_ok)
 {
-	return region_fill(r, OP_CONTINUE, first, n, NULL, wake);
+	return region_fill(r, OP_CONTINUE, first, n, NULL, wake, exist_ok);
 }

@@ -913,6 +913,9 @@ static const struct pc_source_ops net_ops = {
 	.is_zero = net_is_zero,
 	.stop = net_stop,
 	.destroy = net_destroy,
+	/* Raw system calls only; but a run is checked after it arrived, so
+	 * not DIRECT: the pager receives it into private memory. */
+	.flags = PC_SOURCE_ASYNC_SIGNAL_SAFE,
 };
 
 /* One try at lane 0: connect, handshake, zero map. */

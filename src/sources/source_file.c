@@ -84,6 +84,8 @@ int pc_source_file(const char *path, pc_source **out)
 		.fetch = file_fetch,
 		.is_zero = file_is_zero,
 		.destroy = file_destroy,
+		/* pread() is async-signal-safe and writes only file bytes. */
+		.flags = PC_SOURCE_ASYNC_SIGNAL_SAFE | PC_SOURCE_DIRECT,
 	};
 	struct stat st;
 	int ret;

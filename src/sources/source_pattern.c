@@ -67,6 +67,7 @@ int pc_source_pattern(uint64_t size, uint64_t seed, pc_source **out)
 		.fetch = pattern_fetch,
 		.is_zero = pattern_is_zero,
 		.destroy = pattern_destroy,
+		.flags = PC_SOURCE_ASYNC_SIGNAL_SAFE | PC_SOURCE_DIRECT,
 	};
 	struct pattern *pat = malloc(sizeof(*pat));
 	if (!pat)
