@@ -22,6 +22,7 @@ OPTS_build-kvm  := -Dprefer_static=true -Dc_link_args=-static
 KVM_TARGETS := postcopy tests/test_kvm tests/kvm_hold
 
 # The library's exit mode catches SIGBUS itself: no sanitizer may take it over.
+# (tests/meson.build sets the same three for `meson test`: keep them in step.)
 export ASAN_OPTIONS  := handle_sigbus=0:handle_segv=1:detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS := halt_on_error=1:print_stacktrace=1
 export TSAN_OPTIONS  := halt_on_error=1:handle_sigbus=0:report_signal_unsafe=0
@@ -62,6 +63,8 @@ run: build
 	test -e build/demo.img || build/postcopy mkimage build/demo.img 1G
 	build/postcopy restore --image build/demo.img -m exit --vcpus 2
 
+# Each suite is tests/run-suite.sh over what tests/meson.build registers with
+# `meson test` (one test alone: meson test -C build test_matrix).
 # The fourth suite boots Debian's kernels in QEMU's software emulation and
 # runs the KVM tests there (tests/kvm/nested.sh; it skips, saying why, where
 # QEMU or the kernel packages cannot be had).

@@ -3,21 +3,24 @@
 #
 # tests/run-suite.sh BUILD_DIR [threaded]
 #
-# Runs the test programs of one meson build directory and counts their TAP.
+# Runs the tests of one meson build directory, one at a time, and counts
+# their TAP checks (meson test counts programs; make check counts checks).
 #
-#   * every executable BUILD_DIR/tests/test_* (defined in tests/meson.build);
-#   * every shell test tests/test_*.sh of the source tree, run with bash and
-#     the CLI (BUILD_DIR/postcopy) as $1.
-#   * `threaded`: only the names listed in tests/threaded.list (one per line,
-#     `#` comments allowed; a name is a binary like test_fill or a script like
-#     test_cli.sh).  Without that file: every binary, no shell tests.
+# What runs, and how, is what tests/meson.build registers with `meson test`
+# (read from BUILD_DIR/meson-info/intro-tests.json, which ninja keeps up to
+# date): each test's command (a program, or bash with a tests/test_*.sh and
+# the CLI as $1, under `setarch ARCH -R` in sanitized builds), its
+# environment (the sanitizer options, POSTCOPY_CLI, POSTCOPY_SRCDIR,
+# POSTCOPY_BUILDDIR), its working directory (BUILD_DIR/tests) and its
+# timeout (SUITE_TIMEOUT, in seconds, overrides it for every test).
+#   * without `threaded`: every registered test; a tests/test_*.c or
+#     tests/test_*.sh that is not registered counts as a failure;
+#   * `threaded`: the tests of suite 'threaded' (tests/threaded.list).
 #
-# Each program runs with cwd BUILD_DIR/tests, a ${SUITE_TIMEOUT:-300} s
-# timeout and these variables: POSTCOPY_CLI (absolute path of the CLI),
-# POSTCOPY_SRCDIR, POSTCOPY_BUILDDIR.  Its stdout must be TAP:
+# A test's stdout must be TAP:
 #   1..N  /  ok N - name  /  not ok N - name  /  ok N - name # SKIP reason
 # (`1..0 # SKIP reason` skips a whole program).  stdout and stderr are shown
-# prefixed with the program name; only stdout is parsed.  A program that
+# prefixed with the test's name; only stdout is parsed.  A test that
 # exits non-zero, dies by a signal, times out, prints "Bail out!", has no plan
 # or fewer/more results than its plan counts as one extra failure.
 #
@@ -35,43 +38,38 @@ usage() { echo "usage: $0 BUILD_DIR [threaded]" >&2; exit 2; }
 srcdir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 builddir=$(cd "$1" 2>/dev/null && pwd) || { echo "$0: no build dir '$1'" >&2; exit 2; }
 mode=${2:-all}
-timeout_s=${SUITE_TIMEOUT:-300}
 counts=$builddir/suite-counts
 failures=$builddir/suite-failures
 logdir=$builddir/suite-logs
 rm -f "$counts" "$failures"
 rm -rf "$logdir"
 mkdir -p "$logdir" "$builddir/tests"
-# The fuzz corpus replay is built in BUILD_DIR/fuzz (fuzz/meson.build).
-[[ -x $builddir/fuzz/test_fuzz_replay ]] && ln -sf ../fuzz/test_fuzz_replay "$builddir/tests/test_fuzz_replay"
-
-export POSTCOPY_CLI=$builddir/postcopy
-export POSTCOPY_SRCDIR=$srcdir
-export POSTCOPY_BUILDDIR=$builddir
-
-passed=0 failed=0 skipped=0
+intro=$builddir/meson-info/intro-tests.json
+[[ -f $intro ]] || { echo "$0: no $intro (configure with meson setup)" >&2; exit 2; }
+for f in "$srcdir/tests/meson.build" "$srcdir/tests/threaded.list"; do
+	[[ $f -nt $intro ]] && echo "$0: warning: $f is newer than $intro: run ninja -C $1 first" >&2
+done
 
 # ---- what to run -----------------------------------------------------------
+# One line per registered test: name, timeout, working directory and the
+# command (`env VAR=VALUE... PROGRAM ARGS...`, quoted for bash).
 declare -a names=()
-is_binary() { [[ -f $builddir/tests/$1 && -x $builddir/tests/$1 ]]; }
+declare -A tmo=() wdir=() cmdline=()
+while IFS=$'\t' read -r name t wd cmd; do
+	names+=("$name") tmo[$name]=$t wdir[$name]=$wd cmdline[$name]=$cmd
+done < <(python3 - "$intro" "$mode" <<'EOF'
+import json, shlex, sys
+path, mode = sys.argv[1], sys.argv[2]
+for t in json.load(open(path)):
+    if mode == "threaded" and not any(s.split(":")[-1] == "threaded" for s in t["suite"]):
+        continue
+    env = ["%s=%s" % kv for kv in sorted(t["env"].items())]
+    cmd = " ".join(shlex.quote(a) for a in ["env"] + env + t["cmd"])
+    print("\t".join([t["name"], str(t["timeout"] or 0), t["workdir"] or ".", cmd]))
+EOF
+)
 
-if [[ $mode == threaded && -f $srcdir/tests/threaded.list ]]; then
-	while read -r name _; do
-		[[ -z $name || $name == \#* ]] || names+=("$name")
-	done <"$srcdir/tests/threaded.list"
-else
-	for f in "$builddir"/tests/test_*; do
-		n=${f##*/}
-		# skip meson's *.p object dirs and anything that is not a program
-		[[ $n == *.p || $n == *.o ]] && continue
-		is_binary "$n" && names+=("$n")
-	done
-	if [[ $mode == all ]]; then
-		for f in "$srcdir"/tests/test_*.sh; do
-			[[ -f $f ]] && names+=("${f##*/}")
-		done
-	fi
-fi
+passed=0 failed=0 skipped=0
 
 # ---- one program -----------------------------------------------------------
 fail_msg() {
@@ -83,20 +81,16 @@ fail_msg() {
 run_one() {
 	local name=$1 out=$logdir/$1.out err=$logdir/$1.err rcfile=$logdir/$1.rc
 	local -a cmd
-	if [[ $name == *.sh ]]; then
-		[[ -f $srcdir/tests/$name ]] || { fail_msg "$name" "no such script tests/$name"; return; }
-		cmd=(bash "$srcdir/tests/$name" "$POSTCOPY_CLI")
-	else
-		is_binary "$name" || { fail_msg "$name" "no such test program $builddir/tests/$name"; return; }
-		cmd=("$builddir/tests/$name")
-	fi
+	eval "cmd=(${cmdline[$name]})"
+	local timeout_s=${SUITE_TIMEOUT:-${tmo[$name]}}
+	((timeout_s > 0)) || timeout_s=300
 
 	echo "=== $name"
 	# The program's stdout goes through tee (kept for parsing), its stderr
 	# (fd 3) straight to the screen, both prefixed by sed.  The subshell turns
 	# a death by signal into an exit status, so bash prints no job message.
 	{
-		(cd "$builddir/tests" && timeout -k 10 "$timeout_s" "${cmd[@]}" </dev/null 2> >(tee "$err" >&3) || exit $?) 2>/dev/null |
+		(cd "${wdir[$name]}" && timeout -k 10 "$timeout_s" "${cmd[@]}" </dev/null 2> >(tee "$err" >&3) || exit $?) 2>/dev/null |
 			tee "$out"
 		echo "${PIPESTATUS[0]}" >"$rcfile"
 	} 3>&1 | sed -u "s|^|$name: |"
@@ -146,8 +140,19 @@ run_one() {
 	fi
 }
 
+# Every test in tests/ must be registered, or it would silently not run.
+if [[ $mode == all ]]; then
+	for f in "$srcdir"/tests/test_*.c "$srcdir"/tests/test_*.sh; do
+		[[ -f $f ]] || continue
+		n=${f##*/}
+		n=${n%.c}
+		[[ -v "cmdline[$n]" ]] ||
+			fail_msg "$n" "tests/${f##*/} is not registered in tests/meson.build"
+	done
+fi
+
 if ((${#names[@]} == 0)); then
-	echo "$0: no tests found in $builddir/tests (mode: $mode)"
+	echo "$0: no tests registered in $intro (mode: $mode)"
 	failed=$((failed + 1))
 fi
 for n in "${names[@]}"; do

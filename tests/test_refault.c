@@ -6,8 +6,9 @@
  * but the page-cache page survives, so the next access must see the same
  * bytes (including what the guest wrote), must not fetch again, and is
  * counted as a refault; in both modes.
- * anon: after MADV_DONTNEED the next access must neither hang nor crash
- * (the contents are then either the source's or zeros; both are reported).
+ * anon: after MADV_DONTNEED the page reads as zeros, as the kernel gives a
+ * discarded anon page back, without a new fetch; in both modes, before and
+ * after completion (and the access neither hangs nor crashes).
  * pc_resolve(): makes a missing page present with one fetch, does not fetch
  * an already present page again, accepts an address inside the page, does
  * not fetch a zero page, restores a zapped shmem mapping without a fetch,
@@ -117,12 +118,35 @@ static void shmem_dontneed(enum pc_mode mode)
 	fixture_teardown(&f);
 }
 
-/* Child exit codes for the anon DONTNEED liveness check. */
-enum { SAW_SOURCE = 0, SAW_ZERO = 1, SAW_OTHER = 2, SETUP_FAILED = 3 };
+/*
+ * anon: MADV_DONTNEED discards a private anonymous page, and the kernel
+ * gives a discarded anon page back as zeros.  The pager does the same
+ * (install.c, resolve_present(): "for anonymous memory that was discarded,
+ * a zero page as the kernel would"), without fetching the page again;
+ * after completion the range is unregistered and the kernel alone zero-fills
+ * it.  So the page reads as zeros, never as the source, in both modes,
+ * before and after completion.  In a child, so that a hang (alarm) or a
+ * crash fails this check only.
+ */
+enum {
+	READ_ZEROS = 0, READ_SOURCE, READ_OTHER, SETUP_FAILED, REFETCHED,
+	NOT_COMPLETE, BAD_BEFORE
+};
 
-static void anon_dontneed(enum pc_mode mode)
+static const char *const anon_result[] = {
+	[READ_ZEROS] = "zeros",
+	[READ_SOURCE] = "the source's bytes, not zeros",
+	[READ_OTHER] = "bytes that are neither zeros nor the source's",
+	[SETUP_FAILED] = "setup failed",
+	[REFETCHED] = "zeros, but the page was fetched again",
+	[NOT_COMPLETE] = "the region did not complete within 5 s",
+	[BAD_BEFORE] = "the page was wrong before MADV_DONTNEED",
+};
+
+static void anon_dontneed(enum pc_mode mode, bool complete)
 {
 	const char *m = mode_name(mode);
+	const char *when = complete ? "after" : "before";
 	int status;
 	pid_t pid;
 
@@ -130,36 +154,45 @@ static void anon_dontneed(enum pc_mode mode)
 	if (pid == 0) {
 		struct fixture f;
 		char want[SRC_PAGE], zero[SRC_PAGE] = { 0 };
+		volatile char sink = 0;
 		uint64_t p = FIRST;
 
 		alarm(10);
-		if (setup(&f, PC_BACKEND_ANON, mode, 41 + mode))
+		if (setup(&f, PC_BACKEND_ANON, mode, 41 + 2 * mode + complete))
 			_exit(SETUP_FAILED);
 		while (pc_source_is_zero(f.ref, p))
 			p++;
 		pc_source_read(f.ref, p, 1, want);
 		if (memcmp(f.mem + p * SRC_PAGE, want, SRC_PAGE))
-			_exit(SAW_OTHER);
+			_exit(BAD_BEFORE);
+		if (complete) {
+			for (uint64_t q = 0; q < REGION_PAGES; q++)
+				sink += f.mem[q * SRC_PAGE];
+			(void)sink;
+			if (pc_region_wait(f.r, 5000) != 0 ||
+			    !pc_region_complete(f.r))
+				_exit(NOT_COMPLETE);
+		}
 		madvise(f.mem + p * SRC_PAGE, SRC_PAGE, MADV_DONTNEED);
 		if (memcmp(f.mem + p * SRC_PAGE, want, SRC_PAGE) == 0)
-			_exit(SAW_SOURCE);
-		_exit(memcmp(f.mem + p * SRC_PAGE, zero, SRC_PAGE) ? SAW_OTHER :
-								       SAW_ZERO);
+			_exit(READ_SOURCE);
+		if (memcmp(f.mem + p * SRC_PAGE, zero, SRC_PAGE))
+			_exit(READ_OTHER);
+		_exit(fetched(&f, p) == 1 ? READ_ZEROS : REFETCHED);
 	}
 	status = wait_child(pid);
-	if (ok(WIFEXITED(status) && WEXITSTATUS(status) <= SAW_ZERO,
-	       "%s_mode_anon_dontneed_then_access_neither_hangs_nor_crashes", m)) {
-		diag("%s/anon: after MADV_DONTNEED the page reads as %s", m,
-		     WEXITSTATUS(status) == SAW_SOURCE ? "the source" : "zeros");
-	} else if (WIFSIGNALED(status)) {
+	if (ok(WIFEXITED(status) && WEXITSTATUS(status) == READ_ZEROS,
+	       "%s_mode_anon_dontneed_%s_completion_reads_zeros_without_refetch",
+	       m, when))
+		return;
+	if (WIFSIGNALED(status))
 		diag("child died by signal %d (%s)%s", WTERMSIG(status),
 		     strsignal(WTERMSIG(status)),
 		     WTERMSIG(status) == SIGALRM ? ": the access hung" : "");
-	} else {
-		diag("child exited %d (%s)", WEXITSTATUS(status),
-		     WEXITSTATUS(status) == SAW_OTHER ? "page has other bytes" :
-							 "setup failed");
-	}
+	else
+		diag("after MADV_DONTNEED the page reads as %s",
+		     WEXITSTATUS(status) <= BAD_BEFORE ?
+		     anon_result[WEXITSTATUS(status)] : "?");
 }
 
 static void resolve(enum pc_backend backend)
@@ -242,11 +275,13 @@ int main(void)
 {
 	int local;
 
-	plan(16);
+	plan(18);
 	tap_watchdog(60);
 	/* Forked children first, while this process has no threads. */
-	anon_dontneed(PC_MODE_EXIT);
-	anon_dontneed(PC_MODE_WAIT);
+	anon_dontneed(PC_MODE_EXIT, false);
+	anon_dontneed(PC_MODE_WAIT, false);
+	anon_dontneed(PC_MODE_EXIT, true);
+	anon_dontneed(PC_MODE_WAIT, true);
 	shmem_dontneed(PC_MODE_EXIT);
 	shmem_dontneed(PC_MODE_WAIT);
 	resolve(PC_BACKEND_SHMEM);
