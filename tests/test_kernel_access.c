@@ -8,8 +8,12 @@
  * covers every page an unaligned range touches; a range outside any
  * region, or straddling a region's end, is -EFAULT.
  * Wait mode: the same system calls just work, served by a handler thread.
+ * Both modes: pc_populate() for a read leaves an anonymous zero page on the
+ * shared zero page; for a write it gets a page of its own.
  */
+#include <fcntl.h>
 #include <inttypes.h>
+#include <sys/mman.h>
 
 #include "postcopy.h"
 #include "tap.h"
@@ -51,6 +55,64 @@ static bool same_as_source(struct fixture *f, uint64_t p, const void *have)
 
 	return pc_source_read(f->ref, p, 1, want) == 0 &&
 	       memcmp(have, want, SRC_PAGE) == 0;
+}
+
+/* The page frame behind @addr (/proc/self/pagemap; needs root), or 0. */
+static uint64_t pfn_of(const void *addr)
+{
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uint64_t e = 0;
+	if (fd < 0)
+		return 0;
+	if (pread(fd, &e, sizeof(e), (off_t)((uintptr_t)addr / SRC_PAGE * 8)) != sizeof(e))
+		e = 0;
+	close(fd);
+	return (e >> 63) & 1 ? e & ((1ull << 55) - 1) : 0;
+}
+
+/* The shared zero page's frame: what a read of fresh anonymous memory maps. */
+static uint64_t zero_pfn(void)
+{
+	char *p = mmap(NULL, SRC_PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return 0;
+	(void)*(volatile char *)p;
+	uint64_t pfn = pfn_of(p);
+	munmap(p, SRC_PAGE);
+	return pfn;
+}
+
+/* pc_populate's direction on a zero page of an anonymous region. */
+static void populate_direction(enum pc_mode mode)
+{
+	struct fixture f;
+	setup(&f, PC_BACKEND_ANON, mode, 41);
+	uint64_t zero = zero_pfn(), z[2] = { 0, 0 };
+	for (uint64_t p = 1, k = 0; p < REGION_PAGES && k < 2; p++)
+		if (pc_source_is_zero(f.ref, p))
+			z[k++] = p;
+	if (!zero || !z[1]) {
+		skip(!zero ? "page frames are hidden (pagemap needs root)" : "no zero pages",
+		     "%s_mode_anon_populate_for_read_keeps_the_zero_page", mode_name(mode));
+		skip(!zero ? "page frames are hidden (pagemap needs root)" : "no zero pages",
+		     "%s_mode_anon_populate_for_write_allocates", mode_name(mode));
+		fixture_teardown(&f);
+		return;
+	}
+	int r1 = pc_populate(f.mem + z[0] * SRC_PAGE, SRC_PAGE, 0);
+	uint64_t read_pfn = pfn_of(f.mem + z[0] * SRC_PAGE);
+	if (!ok(r1 == 0 && read_pfn == zero,
+		"%s_mode_anon_populate_for_read_keeps_the_zero_page", mode_name(mode)))
+		diag("pc_populate = %d, frame %#llx, zero page %#llx", r1,
+		     (unsigned long long)read_pfn, (unsigned long long)zero);
+	int r2 = pc_populate(f.mem + z[1] * SRC_PAGE, SRC_PAGE, PC_POPULATE_WRITE);
+	uint64_t write_pfn = pfn_of(f.mem + z[1] * SRC_PAGE);
+	if (!ok(r2 == 0 && write_pfn && write_pfn != zero &&
+		    same_as_source(&f, z[1], f.mem + z[1] * SRC_PAGE),
+		"%s_mode_anon_populate_for_write_allocates", mode_name(mode)))
+		diag("pc_populate = %d, frame %#llx, zero page %#llx", r2,
+		     (unsigned long long)write_pfn, (unsigned long long)zero);
+	fixture_teardown(&f);
 }
 
 static void make_pipe(int p[2])
@@ -227,11 +289,13 @@ static void wait_mode(enum pc_backend backend)
 
 int main(void)
 {
-	plan(18);
+	plan(22);
 	tap_watchdog(60);
 	exit_mode(PC_BACKEND_SHMEM);
 	exit_mode(PC_BACKEND_ANON);
 	wait_mode(PC_BACKEND_SHMEM);
 	wait_mode(PC_BACKEND_ANON);
+	populate_direction(PC_MODE_EXIT);
+	populate_direction(PC_MODE_WAIT);
 	return done();
 }
