@@ -60,6 +60,10 @@
 extern "C" {
 #endif
 
+/* The library is built with hidden visibility: what is declared from here
+ * to the matching pop is its whole exported interface. */
+#pragma GCC visibility push(default)
+
 /* The version of this header; pc_version() says that of the library. */
 #define PC_VERSION_MAJOR 0
 #define PC_VERSION_MINOR 2
@@ -165,7 +169,8 @@ int pc_source_pattern(uint64_t size, uint64_t seed, pc_source **out);
 /*
  * A raw snapshot image file.  The file must exist, be readable and its size
  * must be a multiple of 4 KiB; holes (SEEK_HOLE) are reported as zero
- * pages.  Errors: -ENOENT, -EACCES, -EISDIR, -EINVAL (not a regular file,
+ * pages.  A fetch past the end of a file that shrank fails with -ENODATA
+ * (not retried); a read error is -EIO (retried, see pc_source_ops.fetch).  Errors: -ENOENT, -EACCES, -EISDIR, -EINVAL (not a regular file,
  * or a size that is zero or not a page multiple), -EIO (its last byte
  * cannot be read), or another negative errno from open/fstat.
  */
@@ -218,6 +223,15 @@ enum pc_backend {
 	PC_BACKEND_SHMEM = 0,	/* memfd, 4 KiB pages (default) */
 	PC_BACKEND_HUGETLB = 1, /* memfd with 2 MiB huge pages */
 	PC_BACKEND_ANON = 2,	/* private anonymous memory */
+	/* Memory of another process (a VMM that hands its userfaultfd to a
+	 * page-fault handler, as Firecracker does), reached only through
+	 * that userfaultfd (opts.uffd), which the owner registered in
+	 * MISSING mode over [opts.remote_base, + size) of its own address
+	 * space.  Wait mode only: the faulting threads are the owner's.
+	 * Pages are installed with UFFDIO_COPY / UFFDIO_ZEROPAGE (zero pages
+	 * of 2 MiB with UFFDIO_COPY), opts.page_size at a time.  Nothing is
+	 * mapped here: pc_region_addr() is the owner's address, not ours. */
+	PC_BACKEND_ADOPTED = 3,
 };
 
 enum pc_mode {
@@ -300,6 +314,16 @@ enum pc_mode {
  * no_fetch_retry  fail on the first error, transient or not.
  * fetchers    threads that fetch for exit-mode faults when the source is
  *             not async-signal-safe (default 1, at most 64).
+ * uffd, remote_base, page_size  PC_BACKEND_ADOPTED only (zero otherwise):
+ *             the userfaultfd (the region owns it from pc_region_create()
+ *             on, also on failure, and closes it; it is made non-blocking),
+ *             where the memory starts in its owner's address space, and
+ *             its page size: 4096 (default) or 2 MiB for hugetlb memory.
+ *             What an adopted region may not do: exit mode, prealloc,
+ *             more than one userfaultfd, pc_populate(), pc_resolve().
+ *             When every page is present it unregisters the range, so the
+ *             owner's later faults (a balloon giving pages back) are the
+ *             kernel's ordinary zero-fill.
  */
 struct pc_region_opts {
 	uint64_t size;
@@ -316,6 +340,9 @@ struct pc_region_opts {
 	bool no_fetch_retry;
 	unsigned fetch_retry_ms;
 	unsigned fetchers;
+	int uffd;
+	uint64_t remote_base;
+	uint64_t page_size;
 	uint64_t reserved[8]; /* zero */
 };
 
@@ -337,7 +364,8 @@ struct pc_region_opts {
 int pc_region_create(const struct pc_region_opts *opts, pc_source *src,
 		     pc_region **out, char *why, size_t why_len);
 
-/* The guest view: where the guest's memory lives. */
+/* The guest view: where the guest's memory lives (adopted regions: the
+ * owner's address, not mapped in this process). */
 void *pc_region_addr(const pc_region *r);
 uint64_t pc_region_size(const pc_region *r);
 /* Page size of the backend: 4096 or 2 MiB. */
@@ -652,6 +680,8 @@ void pc_stats_print(const struct pc_stats *s, FILE *f);
  * pc_region_start(), a source that failed during a fetch), or "" if none.
  */
 const char *pc_region_error(const pc_region *r);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

@@ -209,6 +209,8 @@ static inline const char *backend_name(enum pc_backend b)
 		return "hugetlb";
 	case PC_BACKEND_ANON:
 		return "anon";
+	case PC_BACKEND_ADOPTED:
+		return "adopted";
 	}
 	return "?";
 }

@@ -12,6 +12,7 @@
  *    new region at the same address (its slot id would be out of bounds).
  * Every page is compared with the source before each destroy.
  */
+#include <sched.h>
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -31,6 +32,7 @@ struct racer {
 	int how;
 	int last;   /* resolve: a call begun after destroy; offer: the last */
 	_Atomic bool *destroyed;
+	_Atomic unsigned *attached;
 };
 
 #define PAGES (SIZE / SRC_PAGE)
@@ -39,7 +41,8 @@ static void *race_main(void *arg)
 {
 	struct racer *rc = arg;
 	char page[SRC_PAGE];
-	pc_thread_attach(rc->r, rc->id);
+	pc_thread_attach(rc->r, rc->id); /* before main may destroy */
+	atomic_fetch_add(rc->attached, 1);
 	switch (rc->how) {
 	case TOUCH: /* every page, each thread from its own end */
 		for (uint64_t i = 0; i < PAGES; i++) {
@@ -87,14 +90,17 @@ static bool one_round(enum pc_mode m, int how, pc_source *ref, char *why,
 	    pc_region_start(r))
 		bail_out("region: %s", cwhy);
 	_Atomic bool destroyed = false;
+	_Atomic unsigned attached = 0;
 	struct racer rc[2];
 	pthread_t t[2];
 	for (unsigned i = 0; i < 2; i++) {
 		rc[i] = (struct racer){ r, pc_region_addr(r), ref, i, how, 0,
-					&destroyed };
+					&destroyed, &attached };
 		if (pthread_create(&t[i], NULL, race_main, &rc[i]))
 			bail_out("pthread_create");
 	}
+	while (atomic_load(&attached) < 2)
+		sched_yield();
 	int ret = pc_region_wait(r, 30000);
 	bool good = ret == 0;
 	if (!good)

@@ -190,13 +190,31 @@ static int fetch_and_put(const struct install_ctx *ic, uint64_t first,
 	return 0;
 }
 
+/*
+ * Map zero pages into anonymous memory: UFFDIO_ZEROPAGE, except for 2 MiB
+ * pages (an adopted hugetlb region), which it does not support: copy them
+ * from a zero buffer instead (.bss, never written: it costs no memory).
+ */
+static int zero_anon(const struct install_ctx *ic, uint64_t first, uint64_t n,
+		     bool exist_ok)
+{
+	static char zeros[PC_HUGE_PAGE_SIZE] __attribute__((aligned(4096)));
+	struct pc_region *r = ic->r;
+	if (r->page_size != PC_HUGE_PAGE_SIZE)
+		return region_uffd_zeropage(r, first, n, ic->wake, exist_ok);
+	int ret = 0;
+	for (uint64_t p = first; p < first + n && ret == 0; p++)
+		ret = region_uffd_copy(r, p, 1, zeros, ic->wake, exist_ok);
+	return ret;
+}
+
 /* Put zero pages in place without fetching them. */
 static int place_zero(const struct install_ctx *ic, uint64_t first,
 		      uint64_t n)
 {
 	struct pc_region *r = ic->r;
 	if (!r->shared)
-		return region_uffd_zeropage(r, first, n, ic->wake, false);
+		return zero_anon(ic, first, n, false);
 	/* A page-cache page is needed for CONTINUE; fallocate makes a
 	 * zeroed one.  prealloc made them all already, still zero: no
 	 * syscall (and no inode lock) on the fault path then. */
@@ -289,7 +307,7 @@ static int resolve_present(const struct install_ctx *ic, uint64_t p)
 		    MADV_POPULATE_WRITE) == 0)
 		return 0;
 	int ret = r->shared ? region_uffd_continue(r, p, 1, ic->wake, true) :
-			      region_uffd_zeropage(r, p, 1, ic->wake, true);
+			      zero_anon(ic, p, 1, true);
 	/* Completion unregisters the range under us: every page is in place
 	 * and the retried access is an ordinary fault. */
 	if (ret < 0 && region_all_present(r))

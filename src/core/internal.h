@@ -139,6 +139,8 @@ struct pc_region {
 	uint64_t page_size;
 	uint64_t npages;
 	bool shared;	   /* shmem or hugetlb: MINOR + CONTINUE */
+	bool adopted;	   /* another process's memory (PC_BACKEND_ADOPTED) */
+	int adopted_fd;	   /* its userfaultfd until a slice owns it */
 	bool write_direct; /* contents go straight into the alias mapping */
 
 	int memfd;	/* shared backends */

@@ -92,14 +92,57 @@ static uint64_t features_for(const struct pc_region *r)
 
 static const char *backend_name(enum pc_backend b)
 {
-	static const char *const names[] = { "shmem", "hugetlb", "anon" };
-	return b <= PC_BACKEND_ANON ? names[b] : "unknown";
+	static const char *const names[] = { "shmem", "hugetlb", "anon", "adopted" };
+	return b <= PC_BACKEND_ADOPTED ? names[b] : "unknown";
+}
+
+/* Is @fd a userfaultfd?  (/proc names its inode so.) */
+static bool is_userfaultfd(int fd)
+{
+	char path[64], target[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0)
+		return false;
+	target[n] = '\0';
+	return strcmp(target, "anon_inode:[userfaultfd]") == 0;
+}
+
+/* What only an adopted region may have, and what it must. */
+static int check_adopted(struct pc_region_opts *o, char *buf, size_t len)
+{
+	if (o->backend != PC_BACKEND_ADOPTED) {
+		if (o->uffd || o->remote_base || o->page_size)
+			return why(buf, len, -EINVAL,
+				   "uffd, remote_base and page_size are for adopted regions only");
+		return 0;
+	}
+	if (!o->page_size)
+		o->page_size = PC_SOURCE_PAGE_SIZE;
+	if (o->page_size != PC_SOURCE_PAGE_SIZE && o->page_size != PC_HUGE_PAGE_SIZE)
+		return why(buf, len, -EINVAL,
+			   "adopted page size %llu: 4096 or 2 MiB",
+			   (unsigned long long)o->page_size);
+	if (o->mode != PC_MODE_WAIT)
+		return why(buf, len, -EINVAL,
+			   "an adopted region runs in wait mode: its faulting threads are another process's");
+	if (o->prealloc || o->uffds > 1)
+		return why(buf, len, -EINVAL,
+			   "an adopted region has one userfaultfd and nothing to preallocate");
+	if (!o->remote_base || o->remote_base % o->page_size)
+		return why(buf, len, -EINVAL,
+			   "adopted remote_base %#llx is not a nonzero multiple of the page size",
+			   (unsigned long long)o->remote_base);
+	if (o->uffd < 0 || !is_userfaultfd(o->uffd))
+		return why(buf, len, -EINVAL, "adopted uffd %d is not a userfaultfd",
+			   o->uffd);
+	return 0;
 }
 
 static int check_opts(struct pc_region_opts *o, const pc_source *src,
 		      uint64_t page_size, char *buf, size_t len)
 {
-	if (o->backend > PC_BACKEND_ANON)
+	if (o->backend > PC_BACKEND_ADOPTED)
 		return why(buf, len, -EINVAL, "unknown backend %d", o->backend);
 	if (o->mode > PC_MODE_WAIT)
 		return why(buf, len, -EINVAL, "unknown mode %d", o->mode);
@@ -253,8 +296,9 @@ static double gib(uint64_t bytes)
 static int check_memory(const struct pc_region *r, char *buf, size_t len)
 {
 	uint64_t size = r->opts.size;
-	if (r->opts.no_memory_check || r->opts.backend == PC_BACKEND_ANON)
-		return 0;
+	if (r->opts.no_memory_check || r->opts.backend == PC_BACKEND_ANON ||
+	    r->adopted)
+		return 0; /* overcommitted, or another process's */
 	if (r->opts.backend == PC_BACKEND_HUGETLB) {
 		uint64_t free_pages, resv, over = 0, surplus = 0;
 		if (!read_u64(PC_HUGEPAGES_DIR "free_hugepages", &free_pages) ||
@@ -301,6 +345,10 @@ static int map_memory(struct pc_region *r, char *buf, size_t len)
 {
 	uint64_t size = r->opts.size;
 
+	if (r->adopted) { /* mapped in its owner, never here */
+		r->guest = (char *)(uintptr_t)r->opts.remote_base;
+		return 0;
+	}
 	if (!r->shared) {
 		void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
@@ -373,6 +421,8 @@ static int discard_early_touches(struct pc_region *r)
 {
 	char why_buf[256];
 	int err = 0;
+	if (r->adopted)
+		return 0; /* the owner's memory, registered by the owner */
 	if (madvise(r->guest, r->opts.size, MADV_DONTNEED) < 0)
 		err = -errno;
 	else if (r->shared && fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
@@ -414,14 +464,18 @@ int pc_region_create(const struct pc_region_opts *opts, pc_source *src,
 
 	if (buf && len)
 		buf[0] = '\0';
-	if (!opts || !src || !out) {
-		pc_source_destroy(src);
-		return why(buf, len, -EINVAL, "missing argument");
-	}
-	struct pc_region *r = calloc(1, sizeof(*r));
+	/* An adopted userfaultfd is ours from here on, also on failure; an
+	 * fd that is not one stays the caller's. */
+	int adopted_fd = opts && opts->backend == PC_BACKEND_ADOPTED &&
+				 opts->uffd >= 0 && is_userfaultfd(opts->uffd) ?
+			 opts->uffd : -1;
+	struct pc_region *r = opts && src && out ? calloc(1, sizeof(*r)) : NULL;
 	if (!r) {
 		pc_source_destroy(src);
-		return -ENOMEM;
+		if (adopted_fd >= 0)
+			close(adopted_fd);
+		return opts && src && out ? -ENOMEM :
+			why(buf, len, -EINVAL, "missing argument");
 	}
 	/* Process wide, because a thread's binding may outlive its region
 	 * and must not match a new region at the same address. */
@@ -431,20 +485,26 @@ int pc_region_create(const struct pc_region_opts *opts, pc_source *src,
 	r->memfd = -1;
 	r->stop_fd = -1;
 	r->opts = *opts;
+	r->adopted = opts->backend == PC_BACKEND_ADOPTED;
+	r->adopted_fd = adopted_fd;
+	ret = check_adopted(&r->opts, buf, len);
+	if (ret < 0)
+		goto err;
 	r->page_size = opts->backend == PC_BACKEND_HUGETLB ? PC_HUGE_PAGE_SIZE :
-							    PC_SOURCE_PAGE_SIZE;
+		       r->adopted ? r->opts.page_size : PC_SOURCE_PAGE_SIZE;
 	ret = check_opts(&r->opts, src, r->page_size, buf, len);
 	if (ret < 0)
 		goto err;
 	r->npages = r->opts.size / r->page_size;
-	r->shared = r->opts.backend != PC_BACKEND_ANON;
+	r->shared = r->opts.backend == PC_BACKEND_SHMEM ||
+		    r->opts.backend == PC_BACKEND_HUGETLB;
 	/* Without the alias mapped, a page-by-page write into it would pay a
 	 * page fault per page; pwrite() into the memfd does not.  hugetlbfs
 	 * has no write(), and one fault per 2 MiB is cheap. */
 	r->write_direct = r->opts.backend == PC_BACKEND_HUGETLB ||
 			  (r->shared && r->opts.prealloc);
 
-	ret = probe_userfaultfd(r, buf, len);
+	ret = r->adopted ? 0 : probe_userfaultfd(r, buf, len);
 	if (ret < 0)
 		goto err;
 	ret = check_memory(r, buf, len);
@@ -518,6 +578,18 @@ int pc_region_start(pc_region *r)
 		struct uffd_slice *s = &r->slices[i];
 		s->first = i * per;
 		s->npages = i == n - 1 ? r->npages - s->first : per;
+		if (r->adopted) { /* registered already, by its owner */
+			int fl = fcntl(r->adopted_fd, F_GETFL);
+			if (fl < 0 || fcntl(r->adopted_fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+				region_set_error(r, -errno, "the adopted userfaultfd: %s",
+						 strerror(errno));
+				return -errno;
+			}
+			s->fd = r->adopted_fd;
+			r->adopted_fd = -1; /* the slice closes it now */
+			r->nslices = 1;
+			continue;
+		}
 		int ret = uffd_open(features_for(r), &s->fd);
 		if (ret < 0) {
 			region_set_error(r, ret, "userfaultfd: %s",
@@ -701,7 +773,9 @@ void pc_region_destroy(pc_region *r)
 	free(r->slices);
 	if (r->stop_fd >= 0)
 		close(r->stop_fd);
-	if (r->guest)
+	if (r->adopted_fd >= 0)
+		close(r->adopted_fd); /* never started */
+	if (r->guest && !r->adopted)
 		munmap(r->guest, r->opts.size);
 	if (r->alias)
 		munmap(r->alias, r->opts.size);

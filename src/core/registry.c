@@ -59,8 +59,10 @@ int registry_add(struct pc_region *r)
 		struct pc_region *empty = NULL;
 		if (!atomic_compare_exchange_strong(&registry[i].claim, &empty, r))
 			continue;
+		/* An adopted region's addresses are another process's: no
+		 * address of ours may find it (size 0 matches nothing). */
 		atomic_store(&registry[i].base, (uintptr_t)r->guest);
-		atomic_store(&registry[i].size, r->opts.size);
+		atomic_store(&registry[i].size, r->adopted ? 0 : r->opts.size);
 		atomic_store(&registry[i].region, r);
 		r->registry_index = i;
 		r->registered = true;

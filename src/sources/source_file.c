@@ -40,8 +40,8 @@ static int file_fetch(void *ctx, uint64_t first, uint64_t npages, void *dst)
 				continue;
 			return -errno;
 		}
-		if (got == 0) /* the file shrank under us */
-			return -EIO;
+		if (got == 0) /* the file shrank under us: for good */
+			return -ENODATA;
 		to += got;
 		off += got;
 		len -= (uint64_t)got;

@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_adopted - a pager driving memory it does not own (PC_BACKEND_ADOPTED),
+ * as a Firecracker page-fault handler does: a child process maps its own
+ * memory, registers it with a userfaultfd of its own and hands the fd over
+ * a Unix socket (SCM_RIGHTS); this process creates an adopted region on it,
+ * the child's threads touch every page and compare every byte with the
+ * source; demand faults alone, and with the filler installing ahead of
+ * them; 4 KiB pages and 2 MiB hugetlb pages (zero pages included).  Bad
+ * adoptions are refused with a reason: exit mode, a descriptor that is not
+ * a userfaultfd (left open: it is the caller's), a misaligned base.
+ */
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <pthread.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "postcopy.h"
+#include "tap.h"
+
+#define SIZE (8 * MIB)
+#define SEED 77
+
+enum { CHILD_OK = 0, CHILD_SETUP = 2, CHILD_BAD_DATA = 3 };
+
+static void send_fd(int sock, int fd, uint64_t base)
+{
+	char ctl[CMSG_SPACE(sizeof(int))] = { 0 };
+	struct iovec iov = { &base, sizeof(base) };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
+			    .msg_control = ctl, .msg_controllen = sizeof(ctl) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	if (sendmsg(sock, &m, 0) != sizeof(base))
+		_exit(CHILD_SETUP);
+}
+
+static int recv_fd(int sock, uint64_t *base)
+{
+	char ctl[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { base, sizeof(*base) };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
+			    .msg_control = ctl, .msg_controllen = sizeof(ctl) };
+	if (recvmsg(sock, &m, 0) != sizeof(*base))
+		return -1;
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	int fd;
+	if (!c || c->cmsg_type != SCM_RIGHTS)
+		return -1;
+	memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	return fd;
+}
+
+struct toucher {
+	char *mem;
+	pc_source *ref;
+	unsigned id;
+	uint64_t bad;
+};
+
+/* Half the pages each, then the whole region compared. */
+static void *touch_main(void *arg)
+{
+	struct toucher *t = arg;
+	for (uint64_t p = t->id; p < SIZE / SRC_PAGE; p += 2)
+		(void)*(volatile char *)(t->mem + p * SRC_PAGE);
+	t->bad = verify_mem(t->mem, SIZE, t->ref, NULL, NULL);
+	return NULL;
+}
+
+/* The owner: its memory, its userfaultfd, its vCPU threads. */
+static int owner(int sock, bool huge)
+{
+	pc_source *ref;
+	int flags = MAP_PRIVATE | MAP_ANONYMOUS | (huge ? MAP_HUGETLB | (21 << MAP_HUGE_SHIFT) : 0);
+	char *mem = mmap(NULL, SIZE + HUGE_PAGE, PROT_READ | PROT_WRITE, flags, -1, 0);
+	if (mem == MAP_FAILED || pc_source_pattern(SIZE, SEED, &ref))
+		return CHILD_SETUP;
+	if (!huge) /* 2 MiB aligned anyway, and no THP behind our back */
+		madvise(mem, SIZE, MADV_NOHUGEPAGE);
+	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg = {
+		.range = { (uintptr_t)mem, SIZE }, .mode = UFFDIO_REGISTER_MODE_MISSING,
+	};
+	if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) || ioctl(uffd, UFFDIO_REGISTER, &reg))
+		return CHILD_SETUP;
+	send_fd(sock, uffd, (uintptr_t)mem);
+	close(uffd);
+	char go;
+	if (read(sock, &go, 1) != 1)
+		return CHILD_SETUP;
+	struct toucher t[2] = { { mem, ref, 0, 0 }, { mem, ref, 1, 0 } };
+	pthread_t th[2];
+	for (unsigned i = 0; i < 2; i++)
+		if (pthread_create(&th[i], NULL, touch_main, &t[i]))
+			return CHILD_SETUP;
+	for (unsigned i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	return t[0].bad || t[1].bad ? CHILD_BAD_DATA : CHILD_OK;
+}
+
+static void adopt(bool huge, bool fill)
+{
+	char name[64], why[256] = "";
+	snprintf(name, sizeof(name), "adopted_%s%s_every_byte_arrives_in_the_owner",
+		 huge ? "hugetlb" : "anon", fill ? "_with_fill" : "");
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+		bail_out("socketpair");
+	pid_t pid = fork_or_bail();
+	if (pid == 0) {
+		close(sv[0]);
+		_exit(owner(sv[1], huge));
+	}
+	close(sv[1]);
+	uint64_t base = 0;
+	int uffd = recv_fd(sv[0], &base);
+	pc_source *src;
+	pc_region *r = NULL;
+	int ret = uffd < 0 ? -EBADF : pc_source_pattern(SIZE, SEED, &src);
+	struct pc_region_opts o = { .size = SIZE, .backend = PC_BACKEND_ADOPTED,
+				    .mode = PC_MODE_WAIT, .uffd = uffd,
+				    .remote_base = base,
+				    .page_size = huge ? HUGE_PAGE : SRC_PAGE };
+	if (ret == 0)
+		ret = pc_region_create(&o, src, &r, why, sizeof(why));
+	if (ret == 0)
+		ret = pc_region_start(r);
+	if (ret == 0 && fill)
+		ret = pc_region_start_fill(r);
+	if (write(sv[0], "g", 1) != 1)
+		ret = ret ? ret : -EPIPE;
+	int st = wait_child(pid);
+	int wret = r && ret == 0 ? pc_region_wait(r, 30000) : ret;
+	struct pc_stats *s = NULL;
+	if (r && pc_region_stats(r, &s) == 0 && !ok(wret == 0 && WIFEXITED(st) &&
+						     WEXITSTATUS(st) == CHILD_OK &&
+						     s->present == s->pages,
+						     "%s", name))
+		diag("setup %d (%s), wait %d, child status %#x, %llu of %llu present",
+		     ret, why[0] ? why : (r ? pc_region_error(r) : ""), wret, st,
+		     (unsigned long long)s->present, (unsigned long long)s->pages);
+	else if (!r)
+		ok(false, "%s", name), diag("setup %d: %s", ret, why);
+	free(s);
+	pc_region_destroy(r);
+	close(sv[0]);
+}
+
+/* A refused adoption, with the reason it gives and who keeps the fd. */
+static void refused(const char *name, struct pc_region_opts o, const char *reason,
+		    bool fd_closed)
+{
+	pc_source *src;
+	pc_region *r = NULL;
+	char why[256] = "";
+	if (pc_source_pattern(SIZE, SEED, &src))
+		bail_out("pc_source_pattern");
+	int ret = pc_region_create(&o, src, &r, why, sizeof(why));
+	bool closed = fcntl(o.uffd, F_GETFD) < 0;
+	if (!ok(ret == -EINVAL && strstr(why, reason) && closed == fd_closed, "%s", name))
+		diag("pc_region_create = %d (%s); fd %s", ret, why, closed ? "closed" : "open");
+	if (!closed)
+		close(o.uffd);
+	pc_region_destroy(r);
+}
+
+int main(void)
+{
+	struct hugepages hp;
+	plan(7);
+	tap_watchdog(300);
+	adopt(false, false);
+	adopt(false, true);
+	if (hugepages_reserve(&hp, SIZE / HUGE_PAGE + 1)) {
+		adopt(true, false);
+		adopt(true, true);
+		hugepages_restore(&hp);
+	} else {
+		skip("no 2 MiB huge pages could be reserved", "adopted_hugetlb_every_byte_arrives_in_the_owner");
+		skip("no 2 MiB huge pages could be reserved", "adopted_hugetlb_with_fill_every_byte_arrives_in_the_owner");
+	}
+	struct pc_region_opts o = { .size = SIZE, .backend = PC_BACKEND_ADOPTED,
+				    .mode = PC_MODE_WAIT, .remote_base = 1ull << 30 };
+	o.uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+	o.mode = PC_MODE_EXIT;
+	refused("adopted_in_exit_mode_is_refused_and_the_fd_closed", o, "wait mode", true);
+	int p[2];
+	if (pipe(p))
+		bail_out("pipe");
+	close(p[1]);
+	o.mode = PC_MODE_WAIT;
+	o.uffd = p[0];
+	refused("adopting_a_descriptor_that_is_not_a_userfaultfd_is_refused_and_it_stays_open",
+		o, "not a userfaultfd", false);
+	o.uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+	o.remote_base = (1ull << 30) + 100;
+	refused("adopted_misaligned_base_is_refused", o, "multiple of the page size", true);
+	return done();
+}

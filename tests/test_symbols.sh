@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# test_symbols.sh POSTCOPY - what the library exports.  Prints TAP.
+#
+# Pins: libpostcopy.a and libpostcopy.so (next to the CLI) define no global
+# symbol outside the public pc_ API; a program that defines a function of
+# its own called uffd_open (as QEMU does) links statically against
+# libpostcopy.a and runs.
+set -u
+
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+lib_init symbols
+trap 'rm -rf "$tmp"' EXIT
+bdir=$(dirname "$cli")
+src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+echo "1..3"
+
+others() { nm "$@" 2>/dev/null | awk 'NF == 3 && $2 ~ /[A-TV-Z]/ {print $3}' | grep -v '^pc_'; }
+
+if [[ -e $bdir/libpostcopy.a ]]; then
+	o=$(others -g --defined-only "$bdir/libpostcopy.a")
+	[[ -z $o ]]
+	check "static_library_exports_only_pc_symbols" $? || echo "# also: $(echo $o | head -c 300)"
+else
+	false
+	check "static_library_exports_only_pc_symbols" $? || echo "# no $bdir/libpostcopy.a"
+fi
+
+if [[ -e $bdir/libpostcopy.so ]]; then
+	o=$(others -D --defined-only "$bdir/libpostcopy.so")
+	[[ -z $o ]]
+	check "shared_library_exports_only_pc_symbols" $? || echo "# also: $(echo $o | head -c 300)"
+else
+	skip shared_library_exports_only_pc_symbols "static build: no shared library"
+fi
+
+cat >"$tmp/embedder.c" <<'C'
+#include <stdio.h>
+#include "postcopy.h"
+/* The embedder's own function of that name (QEMU has one). */
+int uffd_open(int flags) { return flags + 1; }
+int main(void)
+{
+	pc_source *s;
+	int ret = pc_source_pattern(1 << 20, 1, &s);
+	if (ret)
+		return 1;
+	pc_source_destroy(s);
+	return uffd_open(41) == 42 && pc_version() == PC_VERSION ? 0 : 1;
+}
+C
+if command -v cc >/dev/null; then
+	cc -std=gnu11 -I"$src/include" "$tmp/embedder.c" "$bdir/libpostcopy.a" \
+		$(pkg-config --libs libsodium libxxhash) -pthread -o "$tmp/embedder" \
+		>"$out" 2>"$err" && "$tmp/embedder"
+	check "embedder_with_its_own_uffd_open_links_the_static_library" $? "$err"
+else
+	skip embedder_with_its_own_uffd_open_links_the_static_library "no C compiler"
+fi
+exit $((failed > 0))
