@@ -66,6 +66,32 @@ static void pages_settle(struct pc_region *r, uint64_t first, uint64_t n,
 	}
 }
 
+bool count_present(struct pc_region *r, uint64_t first, uint64_t n)
+{
+	bool complete = false;
+	for (uint64_t p = first; p < first + n;) {
+		uint64_t c = p / PRESENT_CHUNK, end = (c + 1) * PRESENT_CHUNK;
+		if (end > r->npages)
+			end = r->npages;
+		uint64_t k = first + n < end ? first + n - p : end - p;
+		uint32_t now = atomic_fetch_add(&r->chunk_present[c], (uint32_t)k) +
+			       (uint32_t)k;
+		if (now == end - c * PRESENT_CHUNK &&
+		    atomic_fetch_add(&r->chunks_full, 1) + 1 == r->nchunks)
+			complete = true;
+		p += k;
+	}
+	return complete;
+}
+
+uint64_t region_present_count(const struct pc_region *r)
+{
+	uint64_t n = 0;
+	for (uint64_t c = 0; c < r->nchunks; c++)
+		n += atomic_load_explicit(&r->chunk_present[c], memory_order_relaxed);
+	return n;
+}
+
 void release_pages(struct pc_region *r, uint64_t first, uint64_t n)
 {
 	pages_settle(r, first, n, PAGE_MISSING);
@@ -283,8 +309,7 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 	}
 
 	pages_settle(r, first, n, PAGE_PRESENT);
-	uint64_t total = atomic_fetch_add(&r->present, n) + n;
-	if (total == r->npages)
+	if (count_present(r, first, n))
 		region_complete(r);
 	return 0;
 }

@@ -148,9 +148,15 @@ struct pc_region {
 	char *alias;	/* shared backends: unregistered second view */
 
 	_Atomic uint32_t *state; /* enum page_state per page */
-	/* Pages published PRESENT; a cached count of the table so that the
-	 * thread that installs the last page knows it without a scan. */
-	_Atomic uint64_t present;
+	/*
+	 * Pages published PRESENT, counted per chunk of PRESENT_CHUNK pages
+	 * (vCPUs installing in different parts of memory touch different
+	 * counters), and the chunks that are full: the thread that fills
+	 * the last chunk knows the region is complete without a scan.
+	 */
+	_Atomic uint32_t *chunk_present;
+	uint64_t nchunks;
+	_Atomic uint64_t chunks_full;
 
 	unsigned nslices;
 	struct uffd_slice *slices;
@@ -222,9 +228,15 @@ void scratch_release(_Atomic bool *busy);
 /* True once every page is present (completion may still be unregistering). */
 static inline bool region_all_present(struct pc_region *r)
 {
-	return atomic_load_explicit(&r->present, memory_order_acquire) ==
-	       r->npages;
+	return atomic_load_explicit(&r->chunks_full, memory_order_acquire) ==
+	       r->nchunks;
 }
+#define PRESENT_CHUNK 512u
+/* Count @n pages from @first published; true when that completed the
+ * region.  (install.c) */
+bool count_present(struct pc_region *r, uint64_t first, uint64_t n);
+/* Pages present, summed over the chunks: a snapshot. */
+uint64_t region_present_count(const struct pc_region *r);
 /*
  * Background threads (handlers, filler) are done at destroy, or once every
  * page is present: also when an error came first and the pages arrived

@@ -522,6 +522,12 @@ int pc_region_create(const struct pc_region_opts *opts, pc_source *src,
 		goto err;
 	}
 	r->state = state;
+	r->nchunks = (r->npages + PRESENT_CHUNK - 1) / PRESENT_CHUNK;
+	r->chunk_present = calloc(r->nchunks, sizeof(*r->chunk_present));
+	if (!r->chunk_present) {
+		ret = why(buf, len, -ENOMEM, "no memory for the page table");
+		goto err;
+	}
 	r->nslots = r->opts.max_threads + 1;
 	r->slots = aligned_alloc(64, r->nslots * sizeof(*r->slots));
 	if (!r->slots) {
@@ -704,7 +710,7 @@ bool pc_region_complete(const pc_region *r)
 
 uint64_t pc_region_present(const pc_region *r)
 {
-	return atomic_load(&r->present);
+	return region_present_count(r);
 }
 
 bool pc_region_page_present(const pc_region *r, uint64_t offset)
@@ -759,7 +765,7 @@ void pc_region_destroy(pc_region *r)
 	if (!r)
 		return;
 	/* Background work of the source first: it installs into us. */
-	pc_source_stop(r->src, r->npages && region_all_present(r));
+	pc_source_stop(r->src, r->nchunks && region_all_present(r));
 	atomic_store(&r->stopping, true);
 	if (r->stop_fd >= 0)
 		signal_stop(r);
@@ -784,6 +790,7 @@ void pc_region_destroy(pc_region *r)
 	if (r->state)
 		munmap((void *)r->state, r->npages * sizeof(*r->state));
 	scratch_free_all(r);
+	free(r->chunk_present);
 	free(r->slots);
 	pc_source_destroy(r->src);
 	free(r);

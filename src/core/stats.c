@@ -25,7 +25,7 @@ int pc_region_stats(const pc_region *r, struct pc_stats **out)
 	}
 	s->pages = r->npages;
 	s->page_size = r->page_size;
-	s->present = atomic_load(&r->present);
+	s->present = region_present_count(r);
 	s->nthreads = n;
 	for (unsigned i = 0; i < n; i++) {
 		const struct thread_slot *t = &r->slots[i];
