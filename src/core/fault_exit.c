@@ -11,16 +11,19 @@
  * that cannot be fetched fails the region and parks the thread in the
  * handler (postcopy.h, WHEN A PAGE CANNOT BE HAD).
  *
- * Why this is async-signal-safe: the handler reads the region registry
- * with atomic loads, reads its thread binding from initial-exec TLS, and
- * then calls only resolve_page() (install.c: atomics, futex, pwrite,
+ * Why this is async-signal-safe: the handler finds the region through the
+ * registry (atomics; registry.c), reads its thread binding from
+ * initial-exec TLS, takes a bounce buffer allocated beforehand (thread.c),
+ * and then calls only resolve_page() (install.c: atomics, futex, pwrite,
  * fallocate, madvise and userfaultfd ioctls, all raw system calls) and the
- * source's fetch, which the API requires to be async-signal-safe.  It
- * saves and restores errno.  Nothing takes a lock, so a thread interrupted
- * anywhere (even inside malloc) can resolve its fault.
+ * source's fetch, which is async-signal-safe or reached through a fetcher
+ * thread by a futex hand-off (fetch.c).  It saves and restores errno.
+ * Nothing takes a lock, so a thread interrupted anywhere (even inside
+ * malloc) can resolve its fault, and it needs little stack.
  *
- * Global state: the registry and the previous SIGBUS action are process
- * wide because a signal handler is; nothing else here is.
+ * Global state: the previous SIGBUS action and the lock its replacement
+ * takes, process wide because a signal disposition is, and the futex word
+ * parked threads sleep on; nothing else here is.
  */
 #include <errno.h>
 #include <linux/futex.h>
