@@ -226,7 +226,7 @@ enum pc_backend {
 	/* Memory of another process (a VMM that hands its userfaultfd to a
 	 * page-fault handler, as Firecracker does), reached only through
 	 * that userfaultfd (opts.uffd), which the owner registered in
-	 * MISSING mode over [opts.remote_base, + size) of its own address
+	 * MISSING mode over the ranges opts.remote[] of its own address
 	 * space.  Wait mode only: the faulting threads are the owner's.
 	 * Pages are installed with UFFDIO_COPY / UFFDIO_ZEROPAGE (zero pages
 	 * of 2 MiB with UFFDIO_COPY), opts.page_size at a time.  Nothing is
@@ -283,6 +283,12 @@ enum pc_mode {
  * signal stacks may fault.
  */
 
+/* A range of another process's memory (PC_BACKEND_ADOPTED). */
+struct pc_remote_range {
+	uint64_t base; /* address in the owner's process */
+	uint64_t size; /* bytes */
+};
+
 /*
  * Region options.  Zero-initialise and set what you need; zero means the
  * default given.
@@ -314,11 +320,15 @@ enum pc_mode {
  * no_fetch_retry  fail on the first error, transient or not.
  * fetchers    threads that fetch for exit-mode faults when the source is
  *             not async-signal-safe (default 1, at most 64).
- * uffd, remote_base, page_size  PC_BACKEND_ADOPTED only (zero otherwise):
- *             the userfaultfd (the region owns it from pc_region_create()
- *             on, also on failure, and closes it; it is made non-blocking),
- *             where the memory starts in its owner's address space, and
- *             its page size: 4096 (default) or 2 MiB for hugetlb memory.
+ * uffd, remote, nremote, page_size  PC_BACKEND_ADOPTED only (zero
+ *             otherwise): the userfaultfd (the region owns it from
+ *             pc_region_create() on, also on failure, and closes it; it is
+ *             made non-blocking); the ranges of the owner's address space
+ *             it covers (at most 64, copied), laid end to end in the region
+ *             and so in the source (range i starts at the sum of the sizes
+ *             before it, as Firecracker lays out its memory file); and the
+ *             page size: 4096 (default) or 2 MiB for hugetlb memory.  The
+ *             sizes must add up to opts.size.
  *             What an adopted region may not do: exit mode, prealloc,
  *             more than one userfaultfd, pc_populate(), pc_resolve().
  *             When every page is present it unregisters the range, so the
@@ -341,7 +351,8 @@ struct pc_region_opts {
 	unsigned fetch_retry_ms;
 	unsigned fetchers;
 	int uffd;
-	uint64_t remote_base;
+	const struct pc_remote_range *remote;
+	unsigned nremote;
 	uint64_t page_size;
 	uint64_t reserved[8]; /* zero */
 };
@@ -365,7 +376,7 @@ int pc_region_create(const struct pc_region_opts *opts, pc_source *src,
 		     pc_region **out, char *why, size_t why_len);
 
 /* The guest view: where the guest's memory lives (adopted regions: the
- * owner's address, not mapped in this process). */
+ * owner's address of the first range, not mapped in this process). */
 void *pc_region_addr(const pc_region *r);
 uint64_t pc_region_size(const pc_region *r);
 /* Page size of the backend: 4096 or 2 MiB. */

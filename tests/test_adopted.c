@@ -3,7 +3,8 @@
  * test_adopted - a pager driving memory it does not own (PC_BACKEND_ADOPTED),
  * as a Firecracker page-fault handler does: a child process maps its own
  * memory, registers it with a userfaultfd of its own and hands the fd over
- * a Unix socket (SCM_RIGHTS); this process creates an adopted region on it,
+ * a Unix socket (SCM_RIGHTS), in two ranges with a hole between them (as
+ * Firecracker's memory regions are); this process creates an adopted region on it,
  * the child's threads touch every page and compare every byte with the
  * source; demand faults alone, and with the filler installing ahead of
  * them; 4 KiB pages and 2 MiB hugetlb pages (zero pages included).  Bad
@@ -27,10 +28,10 @@
 
 enum { CHILD_OK = 0, CHILD_SETUP = 2, CHILD_BAD_DATA = 3 };
 
-static void send_fd(int sock, int fd, uint64_t base)
+static void send_fd(int sock, int fd, const struct pc_remote_range *g)
 {
 	char ctl[CMSG_SPACE(sizeof(int))] = { 0 };
-	struct iovec iov = { &base, sizeof(base) };
+	struct iovec iov = { (void *)g, 2 * sizeof(*g) };
 	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
 			    .msg_control = ctl, .msg_controllen = sizeof(ctl) };
 	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
@@ -38,17 +39,17 @@ static void send_fd(int sock, int fd, uint64_t base)
 	c->cmsg_type = SCM_RIGHTS;
 	c->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	if (sendmsg(sock, &m, 0) != sizeof(base))
+	if (sendmsg(sock, &m, 0) != 2 * sizeof(*g))
 		_exit(CHILD_SETUP);
 }
 
-static int recv_fd(int sock, uint64_t *base)
+static int recv_fd(int sock, struct pc_remote_range *g)
 {
 	char ctl[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { base, sizeof(*base) };
+	struct iovec iov = { g, 2 * sizeof(*g) };
 	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
 			    .msg_control = ctl, .msg_controllen = sizeof(ctl) };
-	if (recvmsg(sock, &m, 0) != sizeof(*base))
+	if (recvmsg(sock, &m, MSG_WAITALL) != 2 * sizeof(*g))
 		return -1;
 	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
 	int fd;
@@ -58,6 +59,11 @@ static int recv_fd(int sock, uint64_t *base)
 	return fd;
 }
 
+/* The owner's memory: the region's first half at mem, its second half
+ * a hole of GAP bytes further on. */
+#define GAP (4 * MIB)
+#define HALF (SIZE / 2)
+
 struct toucher {
 	char *mem;
 	pc_source *ref;
@@ -65,13 +71,28 @@ struct toucher {
 	uint64_t bad;
 };
 
+/* Compare region bytes [from, from + len) at @at with the source. */
+static uint64_t verify_part(const char *at, uint64_t from, uint64_t len, pc_source *ref)
+{
+	char want[SRC_PAGE];
+	uint64_t bad = 0;
+	for (uint64_t off = 0; off < len; off += SRC_PAGE)
+		if (pc_source_read(ref, (from + off) / SRC_PAGE, 1, want) ||
+		    memcmp(at + off, want, SRC_PAGE))
+			bad++;
+	return bad;
+}
+
 /* Half the pages each, then the whole region compared. */
 static void *touch_main(void *arg)
 {
 	struct toucher *t = arg;
-	for (uint64_t p = t->id; p < SIZE / SRC_PAGE; p += 2)
-		(void)*(volatile char *)(t->mem + p * SRC_PAGE);
-	t->bad = verify_mem(t->mem, SIZE, t->ref, NULL, NULL);
+	for (uint64_t p = t->id; p < SIZE / SRC_PAGE; p += 2) {
+		uint64_t off = p * SRC_PAGE;
+		(void)*(volatile char *)(t->mem + off + (off >= HALF ? GAP : 0));
+	}
+	t->bad = verify_part(t->mem, 0, HALF, t->ref) +
+		 verify_part(t->mem + HALF + GAP, HALF, HALF, t->ref);
 	return NULL;
 }
 
@@ -80,19 +101,25 @@ static int owner(int sock, bool huge)
 {
 	pc_source *ref;
 	int flags = MAP_PRIVATE | MAP_ANONYMOUS | (huge ? MAP_HUGETLB | (21 << MAP_HUGE_SHIFT) : 0);
-	char *mem = mmap(NULL, SIZE + HUGE_PAGE, PROT_READ | PROT_WRITE, flags, -1, 0);
+	char *mem = mmap(NULL, SIZE + GAP, PROT_READ | PROT_WRITE, flags, -1, 0);
 	if (mem == MAP_FAILED || pc_source_pattern(SIZE, SEED, &ref))
 		return CHILD_SETUP;
 	if (!huge) /* 2 MiB aligned anyway, and no THP behind our back */
 		madvise(mem, SIZE, MADV_NOHUGEPAGE);
 	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
 	struct uffdio_api api = { .api = UFFD_API };
-	struct uffdio_register reg = {
-		.range = { (uintptr_t)mem, SIZE }, .mode = UFFDIO_REGISTER_MODE_MISSING,
-	};
-	if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) || ioctl(uffd, UFFDIO_REGISTER, &reg))
+	struct pc_remote_range g[2] = { { (uintptr_t)mem, HALF },
+					{ (uintptr_t)mem + HALF + GAP, HALF } };
+	if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api))
 		return CHILD_SETUP;
-	send_fd(sock, uffd, (uintptr_t)mem);
+	for (unsigned i = 0; i < 2; i++) {
+		struct uffdio_register reg = {
+			.range = { g[i].base, g[i].size }, .mode = UFFDIO_REGISTER_MODE_MISSING,
+		};
+		if (ioctl(uffd, UFFDIO_REGISTER, &reg))
+			return CHILD_SETUP;
+	}
+	send_fd(sock, uffd, g);
 	close(uffd);
 	char go;
 	if (read(sock, &go, 1) != 1)
@@ -121,14 +148,14 @@ static void adopt(bool huge, bool fill)
 		_exit(owner(sv[1], huge));
 	}
 	close(sv[1]);
-	uint64_t base = 0;
-	int uffd = recv_fd(sv[0], &base);
+	struct pc_remote_range g[2];
+	int uffd = recv_fd(sv[0], g);
 	pc_source *src;
 	pc_region *r = NULL;
 	int ret = uffd < 0 ? -EBADF : pc_source_pattern(SIZE, SEED, &src);
 	struct pc_region_opts o = { .size = SIZE, .backend = PC_BACKEND_ADOPTED,
 				    .mode = PC_MODE_WAIT, .uffd = uffd,
-				    .remote_base = base,
+				    .remote = g, .nremote = 2,
 				    .page_size = huge ? HUGE_PAGE : SRC_PAGE };
 	if (ret == 0)
 		ret = pc_region_create(&o, src, &r, why, sizeof(why));
@@ -136,7 +163,7 @@ static void adopt(bool huge, bool fill)
 		ret = pc_region_start(r);
 	if (ret == 0 && fill)
 		ret = pc_region_start_fill(r);
-	if (write(sv[0], "g", 1) != 1)
+	if (send(sv[0], "g", 1, MSG_NOSIGNAL) != 1)
 		ret = ret ? ret : -EPIPE;
 	int st = wait_child(pid);
 	int wret = r && ret == 0 ? pc_region_wait(r, 30000) : ret;
@@ -176,11 +203,11 @@ static void refused(const char *name, struct pc_region_opts o, const char *reaso
 int main(void)
 {
 	struct hugepages hp;
-	plan(7);
+	plan(9);
 	tap_watchdog(300);
 	adopt(false, false);
 	adopt(false, true);
-	if (hugepages_reserve(&hp, SIZE / HUGE_PAGE + 1)) {
+	if (hugepages_reserve(&hp, (SIZE + GAP) / HUGE_PAGE)) {
 		adopt(true, false);
 		adopt(true, true);
 		hugepages_restore(&hp);
@@ -188,8 +215,9 @@ int main(void)
 		skip("no 2 MiB huge pages could be reserved", "adopted_hugetlb_every_byte_arrives_in_the_owner");
 		skip("no 2 MiB huge pages could be reserved", "adopted_hugetlb_with_fill_every_byte_arrives_in_the_owner");
 	}
+	struct pc_remote_range g = { 1ull << 30, SIZE };
 	struct pc_region_opts o = { .size = SIZE, .backend = PC_BACKEND_ADOPTED,
-				    .mode = PC_MODE_WAIT, .remote_base = 1ull << 30 };
+				    .mode = PC_MODE_WAIT, .remote = &g, .nremote = 1 };
 	o.uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
 	o.mode = PC_MODE_EXIT;
 	refused("adopted_in_exit_mode_is_refused_and_the_fd_closed", o, "wait mode", true);
@@ -202,7 +230,16 @@ int main(void)
 	refused("adopting_a_descriptor_that_is_not_a_userfaultfd_is_refused_and_it_stays_open",
 		o, "not a userfaultfd", false);
 	o.uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
-	o.remote_base = (1ull << 30) + 100;
+	g.base += 100;
 	refused("adopted_misaligned_base_is_refused", o, "multiple of the page size", true);
+	struct pc_remote_range two[2] = { { 1ull << 30, SIZE / 2 }, { (1ull << 30) + 4096, SIZE / 2 } };
+	o.remote = two;
+	o.nremote = 2;
+	o.uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+	refused("adopted_overlapping_ranges_are_refused", o, "overlap", true);
+	two[1].base = 1ull << 31;
+	two[1].size = SIZE;
+	o.uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+	refused("adopted_ranges_that_do_not_add_up_are_refused", o, "add up", true);
 	return done();
 }

@@ -106,7 +106,11 @@ static void serve_batch(struct pc_region *r, const struct uffd_msg *msgs,
 			.handler = true,
 		};
 		uintptr_t addr = (uintptr_t)m->arg.pagefault.address;
-		uint64_t page = (addr - (uintptr_t)r->guest) / r->page_size;
+		uint64_t page = addr_page(r, addr);
+		if (page == r->npages) { /* registered by an owner, not ours */
+			fail(r, -EFAULT, page);
+			continue;
+		}
 		/* Count before installing: the install may complete the
 		 * region and let the caller read final stats. */
 		atomic_fetch_add_explicit(&ic.slot->faults, 1, memory_order_relaxed);

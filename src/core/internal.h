@@ -141,6 +141,12 @@ struct pc_region {
 	bool shared;	   /* shmem or hugetlb: MINOR + CONTINUE */
 	bool adopted;	   /* another process's memory (PC_BACKEND_ADOPTED) */
 	int adopted_fd;	   /* its userfaultfd until a slice owns it */
+	/* Where the pages are: the guest view from page 0 on, or for an
+	 * adopted region the owner's ranges, end to end (range_of()). */
+	struct remote_range {
+		uint64_t base, first, npages;
+	} *ranges;
+	unsigned nranges;
 	bool write_direct; /* contents go straight into the alias mapping */
 
 	int memfd;	/* shared backends */
@@ -250,6 +256,14 @@ void region_set_error(struct pc_region *r, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void region_set_error_str(struct pc_region *r, int err, const char *msg);
 bool page_is_zero(struct pc_region *r, uint64_t page);
+
+/* Address of page @p, and how many pages from @p on are contiguous there
+ * (at most @n).  (region.c) */
+uintptr_t page_addr(const struct pc_region *r, uint64_t p, uint64_t n,
+		    uint64_t *contiguous);
+/* Page at address @addr of the region (its guest view, or for an adopted
+ * region an address of the owner's); r->npages when none. */
+uint64_t addr_page(const struct pc_region *r, uintptr_t addr);
 
 /* ---- uffd.c: every userfaultfd ioctl goes through here ---- */
 int uffd_open(uint64_t features, int *fd_out);

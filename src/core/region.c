@@ -112,9 +112,9 @@ static bool is_userfaultfd(int fd)
 static int check_adopted(struct pc_region_opts *o, char *buf, size_t len)
 {
 	if (o->backend != PC_BACKEND_ADOPTED) {
-		if (o->uffd || o->remote_base || o->page_size)
+		if (o->uffd || o->remote || o->nremote || o->page_size)
 			return why(buf, len, -EINVAL,
-				   "uffd, remote_base and page_size are for adopted regions only");
+				   "uffd, remote ranges and page_size are for adopted regions only");
 		return 0;
 	}
 	if (!o->page_size)
@@ -129,10 +129,30 @@ static int check_adopted(struct pc_region_opts *o, char *buf, size_t len)
 	if (o->prealloc || o->uffds > 1)
 		return why(buf, len, -EINVAL,
 			   "an adopted region has one userfaultfd and nothing to preallocate");
-	if (!o->remote_base || o->remote_base % o->page_size)
+	if (!o->remote || !o->nremote || o->nremote > 64)
 		return why(buf, len, -EINVAL,
-			   "adopted remote_base %#llx is not a nonzero multiple of the page size",
-			   (unsigned long long)o->remote_base);
+			   "an adopted region needs 1 to 64 remote ranges, not %u",
+			   o->remote ? o->nremote : 0);
+	uint64_t total = 0;
+	for (unsigned i = 0; i < o->nremote; i++) {
+		const struct pc_remote_range *g = &o->remote[i];
+		if (!g->base || g->base % o->page_size || !g->size ||
+		    g->size % o->page_size || g->base + g->size < g->base)
+			return why(buf, len, -EINVAL,
+				   "remote range %u (%#llx, %llu bytes) is not a nonzero multiple of the page size",
+				   i, (unsigned long long)g->base,
+				   (unsigned long long)g->size);
+		for (unsigned j = 0; j < i; j++)
+			if (g->base < o->remote[j].base + o->remote[j].size &&
+			    o->remote[j].base < g->base + g->size)
+				return why(buf, len, -EINVAL,
+					   "remote ranges %u and %u overlap", j, i);
+		total += g->size;
+	}
+	if (total != o->size)
+		return why(buf, len, -EINVAL,
+			   "the remote ranges add up to %llu bytes, the region is %llu",
+			   (unsigned long long)total, (unsigned long long)o->size);
 	if (o->uffd < 0 || !is_userfaultfd(o->uffd))
 		return why(buf, len, -EINVAL, "adopted uffd %d is not a userfaultfd",
 			   o->uffd);
@@ -346,7 +366,19 @@ static int map_memory(struct pc_region *r, char *buf, size_t len)
 	uint64_t size = r->opts.size;
 
 	if (r->adopted) { /* mapped in its owner, never here */
-		r->guest = (char *)(uintptr_t)r->opts.remote_base;
+		r->ranges = calloc(r->opts.nremote, sizeof(*r->ranges));
+		if (!r->ranges)
+			return why(buf, len, -ENOMEM, "out of memory");
+		uint64_t first = 0;
+		for (unsigned i = 0; i < r->opts.nremote; i++) {
+			r->ranges[i] = (struct remote_range){
+				r->opts.remote[i].base, first,
+				r->opts.remote[i].size / r->page_size };
+			first += r->ranges[i].npages;
+		}
+		r->nranges = r->opts.nremote;
+		r->opts.remote = NULL; /* the caller's: not kept */
+		r->guest = (char *)(uintptr_t)r->ranges[0].base;
 		return 0;
 	}
 	if (!r->shared) {
@@ -650,9 +682,12 @@ void futex_wake_all(_Atomic uint32_t *word)
 void region_complete(struct pc_region *r)
 {
 	for (unsigned i = 0; i < r->nslices; i++)
-		uffd_unregister(r->slices[i].fd,
-				r->guest + r->slices[i].first * r->page_size,
-				r->slices[i].npages * r->page_size);
+		for (uint64_t p = r->slices[i].first, n;
+		     p < r->slices[i].first + r->slices[i].npages; p += n) {
+			uintptr_t a = page_addr(r, p, r->slices[i].first +
+					       r->slices[i].npages - p, &n);
+			uffd_unregister(r->slices[i].fd, (void *)a, n * r->page_size);
+		}
 	atomic_store(&r->end_ns, now_ns());
 	signal_stop(r);
 	uint32_t running = 0;
@@ -736,6 +771,37 @@ uint64_t pc_region_page_size(const pc_region *r)
 	return r->page_size;
 }
 
+uintptr_t page_addr(const struct pc_region *r, uint64_t p, uint64_t n,
+		    uint64_t *contiguous)
+{
+	if (!r->ranges) {
+		*contiguous = n;
+		return (uintptr_t)r->guest + p * r->page_size;
+	}
+	unsigned i = r->nranges - 1;
+	while (i && r->ranges[i].first > p)
+		i--;
+	const struct remote_range *g = &r->ranges[i];
+	uint64_t left = g->first + g->npages - p;
+	*contiguous = n < left ? n : left;
+	return g->base + (p - g->first) * r->page_size;
+}
+
+uint64_t addr_page(const struct pc_region *r, uintptr_t addr)
+{
+	if (!r->ranges)
+		return addr >= (uintptr_t)r->guest &&
+			       addr - (uintptr_t)r->guest < r->opts.size ?
+		       (addr - (uintptr_t)r->guest) / r->page_size :
+		       r->npages;
+	for (unsigned i = 0; i < r->nranges; i++) {
+		const struct remote_range *g = &r->ranges[i];
+		if (addr >= g->base && addr - g->base < g->npages * r->page_size)
+			return g->first + (addr - g->base) / r->page_size;
+	}
+	return r->npages;
+}
+
 int pc_region_fd(const pc_region *r)
 {
 	return r->memfd;
@@ -790,6 +856,7 @@ void pc_region_destroy(pc_region *r)
 	if (r->state)
 		munmap((void *)r->state, r->npages * sizeof(*r->state));
 	scratch_free_all(r);
+	free(r->ranges);
 	free(r->chunk_present);
 	free(r->slots);
 	pc_source_destroy(r->src);

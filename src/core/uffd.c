@@ -190,7 +190,7 @@ static int region_fill(struct pc_region *r, enum fill_op op, uint64_t first,
 		uint64_t here = s->first + s->npages - first;
 		if (here > n)
 			here = n;
-		uint64_t dst = (uintptr_t)r->guest + first * r->page_size;
+		uint64_t dst = page_addr(r, first, here, &here);
 		int ret = fill_range(s->fd, op, dst, from, here * r->page_size,
 				     r->page_size, wake, exist_ok);
 		if (ret < 0)
