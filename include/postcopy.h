@@ -333,7 +333,14 @@ struct pc_remote_range {
  *             more than one userfaultfd, pc_populate(), pc_resolve().
  *             When every page is present it unregisters the range, so the
  *             owner's later faults (a balloon giving pages back) are the
- *             kernel's ordinary zero-fill.
+ *             kernel's ordinary zero-fill.  Before that, if the owner
+ *             enabled UFFD_FEATURE_EVENT_REMOVE, pages it gives back
+ *             (UFFD_EVENT_REMOVE, a balloon's MADV_DONTNEED) read as zeros
+ *             from then on, never as the source's data, and the filler
+ *             leaves them alone; an install that meets a pending event
+ *             (EAGAIN) reads the event first and tries again.
+ *             pc_region_offer() into an adopted region may return -EAGAIN
+ *             for the same reason: offer again.
  */
 struct pc_region_opts {
 	uint64_t size;
@@ -665,6 +672,7 @@ struct pc_stats {
 	uint64_t bytes_fetched;	   /* bytes read from the source */
 	uint64_t fetches;	   /* calls to the source's fetch */
 	uint64_t fetch_retries;	   /* fetches asked again after a transient error */
+	uint64_t pages_removed;	   /* adopted: pages the owner gave back (zeros now) */
 	uint64_t blocked_ns;	   /* all threads */
 	uint64_t elapsed_ns;	   /* from start to completion (or now) */
 	/* Per-fault resolution time as the pager measures it: in exit mode

@@ -20,19 +20,68 @@
 #include "internal.h"
 
 #define MSG_BATCH 64
+#define BACKLOG 256
 
 struct reader {
 	struct pc_region *r;
 	int uffd;
 	int epfd;
+	/* Faults read while draining events for an install that got EAGAIN,
+	 * served once the batch in hand is. */
+	struct uffd_msg backlog[BACKLOG];
+	size_t nbacklog;
 };
+
+/* The reader running on this thread, for wait_mode_read_events(). */
+static __thread struct reader *this_reader;
 
 /* A fault whose run this reader claimed, waiting for its data. */
 struct claimed {
 	uint64_t first, n;
+	uint64_t page; /* the faulting page */
 	struct thread_slot *slot;
 	uint64_t t0;
 };
+
+/*
+ * The owner gave [start, end) back (a balloon's MADV_DONTNEED): from now on
+ * those pages read as zeros, never as the source's data.  A missing page is
+ * marked present (a later fault maps a zero page, as for any present page
+ * the owner lost); a page being fetched is installed as zeros by its
+ * installer (install_run checks the bit); a present one needs nothing, the
+ * owner's own zap empties it.
+ */
+static void handle_remove(struct pc_region *r, uint64_t start, uint64_t end)
+{
+	struct thread_slot *slot = &r->slots[r->nslots - 1];
+	for (uint64_t a = start - start % r->page_size; a < end; a += r->page_size) {
+		uint64_t p = addr_page(r, a);
+		if (p == r->npages)
+			continue;
+		atomic_fetch_or(&r->removed[p / 64], 1ull << (p % 64));
+		atomic_fetch_add_explicit(&slot->pages_removed, 1, memory_order_relaxed);
+		uint32_t missing = PAGE_MISSING;
+		if (atomic_compare_exchange_strong(&r->state[p], &missing, PAGE_PRESENT) &&
+		    count_present(r, p, 1))
+			region_complete(r);
+	}
+}
+
+void wait_mode_read_events(struct pc_region *r)
+{
+	struct reader *rd = this_reader;
+	if (!rd || rd->r != r || rd->nbacklog == BACKLOG) {
+		sched_yield(); /* a reader will read it */
+		return;
+	}
+	struct uffd_msg m;
+	while (rd->nbacklog < BACKLOG && read(rd->uffd, &m, sizeof(m)) == sizeof(m)) {
+		if (m.event == UFFD_EVENT_REMOVE)
+			handle_remove(r, m.arg.remove.start, m.arg.remove.end);
+		else if (m.event == UFFD_EVENT_PAGEFAULT)
+			rd->backlog[rd->nbacklog++] = m;
+	}
+}
 
 static void record(struct thread_slot *slot, uint64_t t0)
 {
@@ -69,6 +118,14 @@ static int fetch_and_install(struct pc_region *r, struct claimed *c,
 			ic.slot = c[i].slot;
 			ret = install_run(&ic, c[i].first, c[i].n, data,
 					  ORIGIN_DEMAND);
+			/* An event of the owner's came first: read it, then
+			 * serve the fault anew (its page may be removed now). */
+			while (ret == -EAGAIN) {
+				wait_mode_read_events(r);
+				ret = resolve_page(&ic, c[i].page);
+				if (ret == RESOLVE_SKIPPED)
+					ret = 0;
+			}
 			if (ret == 0)
 				record(c[i].slot, c[i].t0);
 		} else {
@@ -97,6 +154,8 @@ static void serve_batch(struct pc_region *r, const struct uffd_msg *msgs,
 
 	for (size_t i = 0; i < count; i++) {
 		const struct uffd_msg *m = &msgs[i];
+		if (m->event == UFFD_EVENT_REMOVE && r->removed)
+			handle_remove(r, m->arg.remove.start, m->arg.remove.end);
 		if (m->event != UFFD_EVENT_PAGEFAULT)
 			continue;
 		struct install_ctx ic = {
@@ -116,6 +175,10 @@ static void serve_batch(struct pc_region *r, const struct uffd_msg *msgs,
 		atomic_fetch_add_explicit(&ic.slot->faults, 1, memory_order_relaxed);
 		uint64_t first, n;
 		int ret = claim_fault(&ic, page, &first, &n);
+		while (ret == -EAGAIN) { /* an owner's event first (above) */
+			wait_mode_read_events(r);
+			ret = claim_fault(&ic, page, &first, &n);
+		}
 		if (ret == 0)
 			record(ic.slot, t0);
 		if (ret < 0)
@@ -130,7 +193,7 @@ static void serve_batch(struct pc_region *r, const struct uffd_msg *msgs,
 			nc = 0;
 			bytes = 0;
 		}
-		c[nc++] = (struct claimed){ first, n, ic.slot, t0 };
+		c[nc++] = (struct claimed){ first, n, page, ic.slot, t0 };
 		bytes += n * r->page_size;
 	}
 	if (nc) {
@@ -146,7 +209,9 @@ static void *reader_main(void *arg)
 	struct pc_region *r = rd->r;
 	struct uffd_msg msgs[MSG_BATCH];
 	char *scratch = malloc(PC_MAX_RUN_BYTES);
+	struct uffd_msg backlog[BACKLOG];
 
+	this_reader = rd;
 	while (scratch && !region_finished(r)) {
 		struct epoll_event ev[2];
 		int n = epoll_wait(rd->epfd, ev, 2, -1);
@@ -158,6 +223,15 @@ static void *reader_main(void *arg)
 				break; /* EAGAIN: drained */
 			serve_batch(r, msgs, (size_t)got / sizeof(msgs[0]),
 				    scratch);
+			while (rd->nbacklog) { /* what draining events read */
+				size_t k = rd->nbacklog;
+				memcpy(backlog, rd->backlog, k * sizeof(backlog[0]));
+				rd->nbacklog = 0;
+				for (size_t i = 0; i < k; i += MSG_BATCH)
+					serve_batch(r, backlog + i,
+						    k - i < MSG_BATCH ? k - i : MSG_BATCH,
+						    scratch);
+			}
 		}
 	}
 	if (!scratch)

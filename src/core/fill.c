@@ -110,6 +110,11 @@ static void *fill_main(void *arg)
 			continue;
 		}
 		int ret = fill_step(&ic, p, step, buf, &cursor);
+		if (ret == -EAGAIN) { /* an owner's event is queued: let a
+				       * reader read it (its pages went back) */
+			idle(r, 1);
+			continue;
+		}
 		if (ret < 0) {
 			region_set_error(r, ret, "filler: fetching page %llu: %s",
 					 (unsigned long long)p, strerror(-ret));

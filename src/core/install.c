@@ -273,9 +273,9 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 
 	/* Split the run where pages switch between zero and data. */
 	for (uint64_t p = first; p < end && ret == 0;) {
-		bool zero = page_is_zero(r, p);
+		bool zero = page_gets_zeros(r, p);
 		uint64_t q = p + 1;
-		while (q < end && page_is_zero(r, q) == zero)
+		while (q < end && page_gets_zeros(r, q) == zero)
 			q++;
 		if (zero) {
 			ret = place_zero(ic, p, q - p);

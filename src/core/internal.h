@@ -119,6 +119,7 @@ struct thread_slot {
 	_Atomic uint64_t bytes_fetched;
 	_Atomic uint64_t fetches;
 	_Atomic uint64_t fetch_retries;
+	_Atomic uint64_t pages_removed;
 	/* The thread's latest demand fault, for the filler to follow: page
 	 * + 1 and when (each thread its own, so no line is shared). */
 	_Atomic uint64_t last_fault, last_fault_ns;
@@ -147,6 +148,9 @@ struct pc_region {
 		uint64_t base, first, npages;
 	} *ranges;
 	unsigned nranges;
+	/* Adopted: pages the owner gave back (UFFD_EVENT_REMOVE), which
+	 * read as zeros from then on; a bit per page. */
+	_Atomic uint64_t *removed;
 	bool write_direct; /* contents go straight into the alias mapping */
 
 	int memfd;	/* shared backends */
@@ -256,6 +260,15 @@ void region_set_error(struct pc_region *r, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void region_set_error_str(struct pc_region *r, int err, const char *msg);
 bool page_is_zero(struct pc_region *r, uint64_t page);
+/* True when page @page must be installed as zeros: the source says it is
+ * zero, or its owner removed it. */
+static inline bool page_gets_zeros(struct pc_region *r, uint64_t page)
+{
+	return (r->removed &&
+		(atomic_load_explicit(&r->removed[page / 64], memory_order_acquire) >>
+		 (page % 64)) & 1) ||
+	       page_is_zero(r, page);
+}
 
 /* Address of page @p, and how many pages from @p on are contiguous there
  * (at most @n).  (region.c) */
@@ -374,6 +387,10 @@ void region_fail(struct pc_region *r, int err);
 /* ---- fault_exit.c / fault_wait.c ---- */
 int wait_mode_start(struct pc_region *r);
 void wait_mode_stop(struct pc_region *r);
+/* Adopted regions: an install got -EAGAIN because an event is queued on
+ * the userfaultfd; read what is queued (a handler thread serves the
+ * faults it read later), else give way.  Then try again. */
+void wait_mode_read_events(struct pc_region *r);
 
 /* ---- registry.c: the regions a bare address can reach ---- */
 struct region_entry {

@@ -377,6 +377,9 @@ static int map_memory(struct pc_region *r, char *buf, size_t len)
 			first += r->ranges[i].npages;
 		}
 		r->nranges = r->opts.nremote;
+		r->removed = calloc((r->npages + 63) / 64, sizeof(*r->removed));
+		if (!r->removed)
+			return why(buf, len, -ENOMEM, "out of memory");
 		r->opts.remote = NULL; /* the caller's: not kept */
 		r->guest = (char *)(uintptr_t)r->ranges[0].base;
 		return 0;
@@ -857,6 +860,7 @@ void pc_region_destroy(pc_region *r)
 		munmap((void *)r->state, r->npages * sizeof(*r->state));
 	scratch_free_all(r);
 	free(r->ranges);
+	free(r->removed);
 	free(r->chunk_present);
 	free(r->slots);
 	pc_source_destroy(r->src);

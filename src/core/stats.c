@@ -42,6 +42,7 @@ int pc_region_stats(const pc_region *r, struct pc_stats **out)
 		s->bytes_fetched += get(&t->bytes_fetched);
 		s->fetches += get(&t->fetches);
 		s->fetch_retries += get(&t->fetch_retries);
+		s->pages_removed += get(&t->pages_removed);
 		hist_merge(all, &t->latency);
 	}
 	hist_summarize(all, &s->latency);
@@ -78,6 +79,9 @@ void pc_stats_print(const struct pc_stats *s, FILE *f)
 	if (s->fetch_retries)
 		fprintf(f, " (%llu asked again after a transient error)",
 			(unsigned long long)s->fetch_retries);
+	if (s->pages_removed)
+		fprintf(f, "; %llu pages given back by their owner",
+			(unsigned long long)s->pages_removed);
 	fprintf(f, "\n");
 	fprintf(f, "resolve    p50 %.1f us  p90 %.1f us  p99 %.1f us  p99.9 %.1f us  max %.1f us (pager side)\n",
 		us(s->latency.p50), us(s->latency.p90), us(s->latency.p99),

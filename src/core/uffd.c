@@ -146,7 +146,7 @@ static int64_t fill_once(int fd, enum fill_op op, uint64_t dst,
 
 static int fill_range(int fd, enum fill_op op, uint64_t dst,
 		      const char *from, uint64_t len, uint64_t page_size,
-		      bool wake, bool exist_ok)
+		      bool wake, bool exist_ok, bool eagain_out)
 {
 	while (len) {
 		bool existed;
@@ -154,7 +154,12 @@ static int fill_range(int fd, enum fill_op op, uint64_t dst,
 					 wake, &existed);
 		if (done < 0)
 			return (int)done;
-		if (done == 0) { /* EAGAIN: mm changing under us, try again */
+		if (done == 0) { /* EAGAIN: mm changing under us */
+			/* Another process's memory: an event (a REMOVE) is
+			 * queued, and until a reader reads it every copy
+			 * fails; the caller must read it first. */
+			if (eagain_out)
+				return -EAGAIN;
 			sched_yield();
 			continue;
 		}
@@ -192,7 +197,7 @@ static int region_fill(struct pc_region *r, enum fill_op op, uint64_t first,
 			here = n;
 		uint64_t dst = page_addr(r, first, here, &here);
 		int ret = fill_range(s->fd, op, dst, from, here * r->page_size,
-				     r->page_size, wake, exist_ok);
+				     r->page_size, wake, exist_ok, r->adopted);
 		if (ret < 0)
 			return ret;
 		first += here;
