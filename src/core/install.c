@@ -11,8 +11,9 @@
  *
  * Everything here runs inside the SIGBUS handler in exit mode, so it uses
  * only atomics, raw system calls (futex, pwrite, fallocate, madvise, ioctl)
- * and the source's fetch (which is required to be async-signal-safe):
- * no locks, no malloc, no stdio.
+ * and source_fetch() (fetch.c: the source's own fetch when that is
+ * async-signal-safe, else a futex hand-off to a fetcher thread): no locks,
+ * no malloc, no stdio.
  */
 #include <errno.h>
 #include <fcntl.h>
