@@ -51,8 +51,14 @@ int main(void)
 	return uffd_open(41) == 42 && pc_version() == PC_VERSION ? 0 : 1;
 }
 C
+# A sanitized build's archive needs its sanitizer runtime at link time.
+san=$(python3 -c 'import json, sys
+for o in json.load(open(sys.argv[1])):
+    if o["name"] == "b_sanitize" and o["value"] not in ("none", ""):
+        print("-fsanitize=" + ",".join(o["value"]) if isinstance(o["value"], list) else "-fsanitize=" + o["value"])' \
+	"$bdir/meson-info/intro-buildoptions.json" 2>/dev/null)
 if command -v cc >/dev/null; then
-	cc -std=gnu11 -I"$src/include" "$tmp/embedder.c" "$bdir/libpostcopy.a" \
+	cc $san -std=gnu11 -I"$src/include" "$tmp/embedder.c" "$bdir/libpostcopy.a" \
 		$(pkg-config --libs libsodium libxxhash) -pthread -o "$tmp/embedder" \
 		>"$out" 2>"$err" && "$tmp/embedder"
 	check "embedder_with_its_own_uffd_open_links_the_static_library" $? "$err"
