@@ -75,7 +75,7 @@ bool count_present(struct pc_region *r, uint64_t first, uint64_t n)
 		if (end > r->npages)
 			end = r->npages;
 		uint64_t k = first + n < end ? first + n - p : end - p;
-		uint32_t now = atomic_fetch_add(&r->chunk_present[c], (uint32_t)k) +
+		uint32_t now = atomic_fetch_add(&r->chunk_present[c].n, (uint32_t)k) +
 			       (uint32_t)k;
 		if (now == end - c * PRESENT_CHUNK &&
 		    atomic_fetch_add(&r->chunks_full, 1) + 1 == r->nchunks)
@@ -89,7 +89,7 @@ uint64_t region_present_count(const struct pc_region *r)
 {
 	uint64_t n = 0;
 	for (uint64_t c = 0; c < r->nchunks; c++)
-		n += atomic_load_explicit(&r->chunk_present[c], memory_order_relaxed);
+		n += atomic_load_explicit(&r->chunk_present[c].n, memory_order_relaxed);
 	return n;
 }
 

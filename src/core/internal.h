@@ -164,7 +164,9 @@ struct pc_region {
 	 * counters), and the chunks that are full: the thread that fills
 	 * the last chunk knows the region is complete without a scan.
 	 */
-	_Atomic uint32_t *chunk_present;
+	struct {
+		_Atomic uint32_t n;
+	} __attribute__((aligned(64))) *chunk_present; /* a line each */
 	uint64_t nchunks;
 	_Atomic uint64_t chunks_full;
 

@@ -558,7 +558,9 @@ int pc_region_create(const struct pc_region_opts *opts, pc_source *src,
 	}
 	r->state = state;
 	r->nchunks = (r->npages + PRESENT_CHUNK - 1) / PRESENT_CHUNK;
-	r->chunk_present = calloc(r->nchunks, sizeof(*r->chunk_present));
+	r->chunk_present = aligned_alloc(64, r->nchunks * sizeof(*r->chunk_present));
+	if (r->chunk_present)
+		memset(r->chunk_present, 0, r->nchunks * sizeof(*r->chunk_present));
 	if (!r->chunk_present) {
 		ret = why(buf, len, -ENOMEM, "no memory for the page table");
 		goto err;
