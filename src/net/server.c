@@ -42,6 +42,7 @@
 #include "internal.h"
 #include "net.h"
 #include "proto.h"
+#include "wire.h"
 
 /* Pages per push frame (256 KiB): what the destination claims at once
  * when the frame's header arrives, so a fault on one of them waits for at
@@ -256,14 +257,10 @@ static uint8_t *out_reserve(struct conn *c, size_t n)
  */
 static int seal(struct conn *c, size_t off)
 {
-	if (!c->mac.on)
-		return 0;
 	uint8_t tag[PROTO_TAG_LEN];
-	uint8_t *f = c->out + off;
-	proto_hdr_grow(f, PROTO_TAG_LEN);
-	struct mac_part payload = { f + PROTO_HDR_LEN,
-				    c->out_len - off - PROTO_HDR_LEN };
-	proto_mac_tag(&c->mac, DIR_TO_CLIENT, c->mac.sent++, f, &payload, 1, tag);
+	if (!wire_seal(&c->mac, DIR_TO_CLIENT, c->out + off,
+		       c->out_len - off - PROTO_HDR_LEN, tag))
+		return 0;
 	uint8_t *t = out_reserve(c, PROTO_TAG_LEN);
 	if (!t)
 		return -ENOMEM;
@@ -693,7 +690,7 @@ static void on_readable(struct pc_server *s, struct conn *c)
 		size_t want = PROTO_HDR_LEN;
 		struct frame_hdr h = { 0 };
 		if (c->in_have >= PROTO_HDR_LEN) {
-			if (proto_get_hdr(c->in, PROTO_MAX_CLIENT_PAYLOAD, &h) < 0) {
+			if (wire_hdr(c->in, PROTO_MAX_CLIENT_PAYLOAD, &h) < 0) {
 				refuse(s, c, REFUSE_BAD_FRAME, "malformed frame header");
 				return;
 			}
@@ -712,19 +709,12 @@ static void on_readable(struct pc_server *s, struct conn *c)
 			c->out_off = c->out_len;
 			return;
 		}
-		if (c->mac.on) {
-			/* The tag comes last; check it before anything. */
-			struct mac_part payload = { c->in + PROTO_HDR_LEN,
-						    h.len - PROTO_TAG_LEN };
-			if (h.len < PROTO_TAG_LEN ||
-			    !proto_mac_check(&c->mac, DIR_TO_SERVER, c->mac.received++,
-					     c->in, &payload, 1,
-					     c->in + PROTO_HDR_LEN + payload.len)) {
-				refuse(s, c, REFUSE_BAD_FRAME, "frame failed its authentication tag");
-				return;
-			}
-			h.len -= PROTO_TAG_LEN;
+		size_t len;
+		if (wire_open(&c->mac, DIR_TO_SERVER, c->in, &h, &len) < 0) {
+			refuse(s, c, REFUSE_BAD_FRAME, "frame failed its authentication tag");
+			return;
 		}
+		h.len = (uint32_t)len;
 		on_frame(s, c, &h, c->in + PROTO_HDR_LEN);
 		c->in_have = 0;
 		if (c->state == CLOSING)

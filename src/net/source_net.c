@@ -30,6 +30,7 @@
 #include "internal.h"
 #include "net.h"
 #include "proto.h"
+#include "wire.h"
 
 #define NET_LANES 64
 /* The push connection's receive buffer.  Pushed pages waiting there are
@@ -93,75 +94,11 @@ static void set_why(char *why, size_t len, const char *a, const char *b)
 	why[n] = '\0';
 }
 
-/* Encode a frame at @out, with its MAC tag on a keyed connection
- * (@mac NULL or off: none); returns its length. */
-static size_t put_frame(uint8_t *out, struct frame_mac *mac, uint16_t type,
-			uint32_t tag, const uint8_t *p, size_t len)
-{
-	proto_put_hdr(out, type, (uint32_t)len, tag);
-	memcpy(out + PROTO_HDR_LEN, p, len);
-	if (!mac || !mac->on)
-		return PROTO_HDR_LEN + len;
-	proto_hdr_grow(out, PROTO_TAG_LEN);
-	struct mac_part part = { out + PROTO_HDR_LEN, len };
-	proto_mac_tag(mac, DIR_TO_SERVER, mac->sent++, out, &part, 1,
-		      out + PROTO_HDR_LEN + len);
-	return PROTO_HDR_LEN + len + PROTO_TAG_LEN;
-}
-
-static int send_frame(int fd, struct frame_mac *mac, uint16_t type,
-		      uint32_t tag, const uint8_t *p, size_t len,
-		      uint64_t deadline)
-{
-	uint8_t buf[PROTO_HDR_LEN + PROTO_MAX_CLIENT_PAYLOAD + PROTO_TAG_LEN];
-	return net_send_all(fd, buf, put_frame(buf, mac, type, tag, p, len),
-			    deadline);
-}
-
-/*
- * The payload length of a received frame: on a keyed connection the last
- * PROTO_TAG_LEN bytes are the tag.  -EPROTO when too short for one.
- */
-static int64_t payload_len(const struct frame_mac *mac, const struct frame_hdr *h)
-{
-	if (!mac || !mac->on)
-		return h->len;
-	return h->len < PROTO_TAG_LEN ? -EPROTO : (int64_t)(h->len - PROTO_TAG_LEN);
-}
-
-/* Read a frame's tag and check it over the header and payload parts. */
-static int check_tag(int fd, struct frame_mac *mac, const uint8_t *hdr,
-		     const struct mac_part *parts, unsigned nparts,
-		     uint64_t deadline)
-{
-	if (!mac || !mac->on)
-		return 0;
-	uint8_t tag[PROTO_TAG_LEN];
-	int ret = net_recv_all(fd, tag, sizeof(tag), deadline);
-	if (ret < 0)
-		return ret;
-	return proto_mac_check(mac, DIR_TO_CLIENT, mac->received++, hdr, parts,
-			       nparts, tag) ? 0 : -EBADMSG;
-}
-
 static void say(const char *s)
 {
 	if (write(STDERR_FILENO, s, strlen(s)) < 0) {
 		/* nowhere to say it */
 	}
-}
-
-/* Read one small frame (handshake stage) into @payload. */
-static int recv_small(int fd, struct frame_hdr *h, uint8_t *payload,
-		      uint64_t deadline)
-{
-	uint8_t hdr[PROTO_HDR_LEN];
-	int ret = net_recv_all(fd, hdr, sizeof(hdr), deadline);
-	if (ret < 0)
-		return ret;
-	if (proto_get_hdr(hdr, HANDSHAKE_MAX, h) < 0)
-		return -EPROTO;
-	return net_recv_all(fd, payload, h->len, deadline);
 }
 
 /* Fatal: no retry can fix these. */
@@ -196,9 +133,13 @@ static int exchange(int fd, uint16_t type, uint8_t *buf, size_t len,
 		    struct frame_hdr *h, uint64_t deadline, char *why,
 		    size_t why_len)
 {
-	int ret = send_frame(fd, NULL, type, 0, buf, len, deadline);
+	struct wire_in in;
+	int ret = wire_send(fd, NULL, DIR_TO_SERVER, type, 0, buf, len, deadline);
 	if (ret == 0)
-		ret = recv_small(fd, h, buf, deadline);
+		ret = wire_read_frame(&in, fd, NULL, DIR_TO_CLIENT, 0, HANDSHAKE_MAX,
+				      buf, HANDSHAKE_MAX, deadline);
+	if (ret == 0)
+		*h = in.h;
 	if (ret < 0 || h->type != FRAME_REFUSE)
 		return ret;
 	struct refuse rf;
@@ -295,19 +236,16 @@ static int handshake(struct net_source *ns, int fd, uint32_t role, bool first,
  * its tag proves the server sent it.  The image having changed under the
  * server is final (-ESTALE); anything else breaks the connection.
  */
-static int read_refusal(int fd, struct frame_mac *mac, const uint8_t *hdr,
-			const struct frame_hdr *h, uint64_t deadline)
+static int read_refusal(struct wire_in *in)
 {
 	uint8_t buf[HANDSHAKE_MAX];
-	int64_t len = payload_len(mac, h);
-	if (len < 0 || (size_t)len > sizeof(buf))
+	if (in->len > sizeof(buf))
 		return -EPROTO;
-	int ret = net_recv_all(fd, buf, (size_t)len, deadline);
-	struct mac_part part = { buf, (size_t)len };
+	int ret = wire_read_part(in, buf, in->len);
 	if (ret == 0)
-		ret = check_tag(fd, mac, hdr, &part, 1, deadline);
+		ret = wire_read_tag(in);
 	struct refuse rf;
-	if (ret == 0 && proto_get_refuse(buf, (size_t)len, &rf) < 0)
+	if (ret == 0 && proto_get_refuse(buf, in->len, &rf) < 0)
 		ret = -EPROTO;
 	if (ret < 0)
 		return ret;
@@ -330,27 +268,14 @@ static int recv_zeromap(struct net_source *ns, int fd, struct frame_mac *mac,
 	int ret = buf ? 0 : -ENOMEM;
 
 	while (ret == 0 && covered < pages) {
-		uint8_t hdr[PROTO_HDR_LEN];
-		struct frame_hdr h;
+		struct wire_in in;
 		struct zeromap zm;
-		ret = net_recv_all(fd, hdr, sizeof(hdr), deadline);
+		ret = wire_read_frame(&in, fd, mac, DIR_TO_CLIENT, FRAME_ZEROMAP,
+				      (uint32_t)max + PROTO_TAG_LEN, buf, max, deadline);
 		if (ret < 0)
 			break;
-		int64_t len = -EPROTO;
-		if (proto_get_hdr(hdr, (uint32_t)max + PROTO_TAG_LEN, &h) == 0 &&
-		    h.type == FRAME_ZEROMAP)
-			len = payload_len(mac, &h);
-		if (len < 0 || (size_t)len > max) {
-			ret = -EPROTO;
-			break;
-		}
-		ret = net_recv_all(fd, buf, (size_t)len, deadline);
-		struct mac_part part = { buf, (size_t)len };
-		if (ret == 0)
-			ret = check_tag(fd, mac, hdr, &part, 1, deadline);
-		if (ret < 0)
-			break;
-		if (proto_get_zeromap(buf, (size_t)len, pages, &zm) < 0 || zm.first != covered) {
+		size_t len = in.len;
+		if (proto_get_zeromap(buf, len, pages, &zm) < 0 || zm.first != covered) {
 			ret = -EPROTO;
 			break;
 		}
@@ -358,7 +283,7 @@ static int recv_zeromap(struct net_source *ns, int fd, struct frame_mac *mac,
 		/* Also without a key: a flipped bit would install data as
 		 * zeros. */
 		if (proto_zeromap_checksum(&ns->image, zm.first, bits,
-					   (size_t)len - PROTO_ZEROMAP_FIXED) != zm.checksum) {
+					   len - PROTO_ZEROMAP_FIXED) != zm.checksum) {
 			count(&ns->checksum_failures, 1);
 			ret = -EBADMSG;
 			break;
@@ -458,44 +383,41 @@ static int read_answer(struct net_source *ns, int fd, struct frame_mac *mac,
 {
 	uint64_t next = first;
 	while (next < first + n) {
-		uint8_t hdr[PROTO_HDR_LEN], fixed[PROTO_DATA_FIXED];
-		struct frame_hdr h;
+		uint8_t fixed[PROTO_DATA_FIXED];
+		struct wire_in in;
 		struct data_run run;
-		int ret = net_recv_all(fd, hdr, sizeof(hdr), deadline);
+		int ret = wire_read_hdr(&in, fd, mac, DIR_TO_CLIENT, PROTO_MAX_PAYLOAD,
+					deadline);
 		if (ret < 0)
 			return ret;
-		int64_t len = -EPROTO;
-		if (proto_get_hdr(hdr, PROTO_MAX_PAYLOAD, &h) < 0)
+		if (in.h.type == FRAME_REFUSE)
+			return read_refusal(&in);
+		if (in.h.tag != tag ||
+		    (in.h.type != FRAME_DATA && in.h.type != FRAME_ZERO) ||
+		    in.len < PROTO_DATA_FIXED)
 			return -EPROTO;
-		if (h.type == FRAME_REFUSE)
-			return read_refusal(fd, mac, hdr, &h, deadline);
-		if (h.tag == tag && (h.type == FRAME_DATA || h.type == FRAME_ZERO))
-			len = payload_len(mac, &h);
-		if (len < PROTO_DATA_FIXED)
-			return -EPROTO;
-		ret = net_recv_all(fd, fixed, sizeof(fixed), deadline);
+		ret = wire_read_part(&in, fixed, sizeof(fixed));
 		if (ret < 0)
 			return ret;
-		if (proto_get_data_run(fixed, (size_t)len, h.type, ns->image.page_count, &run) < 0 ||
+		if (proto_get_data_run(fixed, in.len, in.h.type, ns->image.page_count, &run) < 0 ||
 		    run.first != next || run.npages > first + n - next)
 			return -EPROTO;
 		char *to = dst + (run.first - first) * PROTO_PAGE_SIZE;
-		size_t bytes = h.type == FRAME_ZERO ? 0 : (size_t)run.npages * PROTO_PAGE_SIZE;
-		if (bytes && (ret = net_recv_all(fd, to, bytes, deadline)) < 0)
+		size_t bytes = in.h.type == FRAME_ZERO ? 0 : (size_t)run.npages * PROTO_PAGE_SIZE;
+		if (bytes && (ret = wire_read_part(&in, to, bytes)) < 0)
 			return ret;
 		/* Nothing of the run counts before its tag and checksum. */
-		struct mac_part parts[2] = { { fixed, sizeof(fixed) }, { to, bytes } };
-		ret = check_tag(fd, mac, hdr, parts, 2, deadline);
+		ret = wire_read_tag(&in);
 		if (ret < 0)
 			return ret;
-		if (h.type == FRAME_ZERO)
+		if (in.h.type == FRAME_ZERO)
 			memset(to, 0, (size_t)run.npages * PROTO_PAGE_SIZE);
 		if (proto_run_checksum(&ns->image, run.first, to, run.npages) !=
 		    run.checksum) {
 			count(&ns->checksum_failures, 1);
 			return -EBADMSG;
 		}
-		count(&ns->bytes_received, PROTO_HDR_LEN + h.len);
+		count(&ns->bytes_received, PROTO_HDR_LEN + in.h.len);
 		next += run.npages;
 	}
 	return 0;
@@ -568,8 +490,8 @@ static int request_many_on(struct net_source *ns, struct lane *l, unsigned n,
 		struct request rq = { .first = first[i], .npages = (uint32_t)npages[i],
 				      .priority = priority };
 		uint8_t payload[16];
-		len += put_frame(buf + len, &l->mac, FRAME_REQUEST, ++l->tag,
-				 payload, proto_put_request(payload, &rq));
+		len += wire_put(buf + len, &l->mac, DIR_TO_SERVER, FRAME_REQUEST,
+				++l->tag, payload, proto_put_request(payload, &rq));
 	}
 	int ret = net_send_all(l->fd, buf, len, deadline);
 	for (unsigned i = 0; i < n && ret == 0; i++)
@@ -660,21 +582,20 @@ static int bye_on(struct net_source *ns, int fd, struct frame_mac *mac)
 {
 	struct bye b = { .pages_received = atomic_load(&ns->pages_received) +
 					   atomic_load(&ns->pages_pushed) };
-	uint8_t buf[8], hdr[PROTO_HDR_LEN];
+	uint8_t buf[8];
 	uint64_t deadline = now_ns() + 1000000000ull;
-	struct frame_hdr h;
-	int ret = send_frame(fd, mac, FRAME_BYE, 0, buf, proto_put_bye(buf, &b),
-			     deadline);
+	struct wire_in in;
+	int ret = wire_send(fd, mac, DIR_TO_SERVER, FRAME_BYE, 0, buf,
+			    proto_put_bye(buf, &b), deadline);
 	if (ret == 0)
-		ret = net_recv_all(fd, hdr, sizeof(hdr), deadline);
-	if (ret == 0 && (proto_get_hdr(hdr, sizeof(buf) + PROTO_TAG_LEN, &h) < 0 ||
-			 h.type != FRAME_BYE || payload_len(mac, &h) != sizeof(buf)))
+		ret = wire_read_hdr(&in, fd, mac, DIR_TO_CLIENT,
+				    sizeof(buf) + PROTO_TAG_LEN, deadline);
+	if (ret == 0 && (in.h.type != FRAME_BYE || in.len != sizeof(buf)))
 		ret = -EPROTO;
-	struct mac_part part = { buf, sizeof(buf) };
 	if (ret == 0)
-		ret = net_recv_all(fd, buf, sizeof(buf), deadline);
+		ret = wire_read_part(&in, buf, sizeof(buf));
 	if (ret == 0)
-		ret = check_tag(fd, mac, hdr, &part, 1, deadline);
+		ret = wire_read_tag(&in);
 	return ret;
 }
 
@@ -741,28 +662,25 @@ static void close_push_fd(struct net_source *ns, int fd)
  * again; the pages are installed once tag and checksum match, and given
  * back otherwise.  1 at PUSH_DONE, else 0 or a negative errno.
  */
-static int push_frame(struct net_source *ns, int fd, struct frame_mac *mac,
-		      const uint8_t *hdr, const struct frame_hdr *h,
-		      uint8_t *buf, uint64_t deadline)
+static int push_frame(struct net_source *ns, struct wire_in *in, uint8_t *buf)
 {
-	int64_t len = payload_len(mac, h);
-	if (len < 0 || h->tag)
+	const struct frame_hdr *h = &in->h;
+	if (h->tag)
 		return -EPROTO;
-	struct mac_part part = { buf, (size_t)len };
-	if (h->type == FRAME_PUSH_DONE && !len) {
-		int ret = check_tag(fd, mac, hdr, &part, 1, deadline);
+	if (h->type == FRAME_PUSH_DONE && !in->len) {
+		int ret = wire_read_tag(in);
 		return ret < 0 ? ret : 1;
 	}
 	if (h->type == FRAME_REFUSE)
-		return read_refusal(fd, mac, hdr, h, deadline);
+		return read_refusal(in);
 	struct data_run run;
-	int ret = len >= PROTO_DATA_FIXED ?
-			  net_recv_all(fd, buf, PROTO_DATA_FIXED, deadline) :
+	int ret = in->len >= PROTO_DATA_FIXED ?
+			  wire_read_part(in, buf, PROTO_DATA_FIXED) :
 			  -EPROTO;
 	if (ret < 0)
 		return ret;
 	if ((h->type != FRAME_DATA && h->type != FRAME_ZERO) ||
-	    proto_get_data_run(buf, (size_t)len, h->type, ns->image.page_count,
+	    proto_get_data_run(buf, in->len, h->type, ns->image.page_count,
 			       &run) < 0)
 		return -EPROTO;
 	uint64_t claimed[OFFER_MAX / 64];
@@ -772,9 +690,9 @@ static int push_frame(struct net_source *ns, int fd, struct frame_mac *mac,
 	uint8_t *pages = buf + PROTO_DATA_FIXED;
 	size_t bytes = (size_t)run.npages * PROTO_PAGE_SIZE;
 	if (h->type == FRAME_DATA)
-		ret = net_recv_all(fd, pages, bytes, deadline);
+		ret = wire_read_part(in, pages, bytes);
 	if (ret == 0)
-		ret = check_tag(fd, mac, hdr, &part, 1, deadline);
+		ret = wire_read_tag(in);
 	if (ret == 0 && h->type == FRAME_ZERO)
 		memset(pages, 0, bytes);
 	if (ret == 0 && proto_run_checksum(&ns->image, run.first, pages, run.npages) !=
@@ -798,8 +716,7 @@ static int push_receive(struct net_source *ns, int fd, struct frame_mac *mac,
 	for (;;) {
 		if (atomic_load(&ns->stopping) || pc_region_complete(ns->region))
 			return 0;
-		uint8_t hdr[PROTO_HDR_LEN];
-		struct frame_hdr h;
+		struct wire_in in;
 		/* A quiet push (everything sent) is fine: wait in slices so
 		 * completion and stop are noticed.  Once a frame starts, all
 		 * of it is read under the full deadline: a header cut by a
@@ -810,11 +727,10 @@ static int push_receive(struct net_source *ns, int fd, struct frame_mac *mac,
 		if (ret < 0)
 			return ret;
 		uint64_t deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
-		ret = net_recv_all(fd, hdr, sizeof(hdr), deadline);
-		if (ret == 0 && proto_get_hdr(hdr, PROTO_MAX_PAYLOAD, &h) < 0)
-			ret = -EPROTO;
+		ret = wire_read_hdr(&in, fd, mac, DIR_TO_CLIENT, PROTO_MAX_PAYLOAD,
+				    deadline);
 		if (ret == 0)
-			ret = push_frame(ns, fd, mac, hdr, &h, buf, deadline);
+			ret = push_frame(ns, &in, buf);
 		if (ret == 1) {
 			atomic_store(&ns->push_done, true);
 			return 0;
