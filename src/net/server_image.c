@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * server_image.c - the image `postcopy serve` serves: opened once, its
+ * holes found, every page's digest taken, from which its identity is made.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "server_int.h"
+
+/*
+ * Every page's digest, read once at start: the image's identity is made
+ * from them, and every page read again to be sent is checked against its
+ * own, so an image changed under the server (written in place, replaced
+ * by one of the same size and time) is refused, never mixed into a
+ * session.  Holes are zero pages and are not read.
+ */
+static int digest_image(struct pc_server *s, char *why, size_t len)
+{
+	enum { STEP = 512 }; /* pages per read */
+	static const uint8_t zero[PROTO_PAGE_SIZE];
+	uint64_t pages = s->image.page_count;
+	uint8_t *buf = malloc((size_t)STEP * PROTO_PAGE_SIZE);
+	s->digests = malloc(pages * sizeof(*s->digests));
+	if (!buf || !s->digests) {
+		free(buf);
+		return -ENOMEM;
+	}
+	int ret = 0;
+	for (uint64_t p = 0; p < pages && ret == 0; p += STEP) {
+		uint64_t n = pages - p < STEP ? pages - p : STEP;
+		size_t bytes = (size_t)n * PROTO_PAGE_SIZE;
+		ssize_t got = pread(s->image_fd, buf, bytes, (off_t)(p * PROTO_PAGE_SIZE));
+		if (got != (ssize_t)bytes) {
+			snprintf(why, len, "%s: cannot read page %llu", s->image_name,
+				 (unsigned long long)p);
+			ret = got < 0 ? -errno : -EIO;
+			break;
+		}
+		for (uint64_t i = 0; i < n; i++)
+			s->digests[p + i] = proto_page_digest(
+				bitmap_test(s->zero_bits, p + i) ?
+					zero : buf + i * PROTO_PAGE_SIZE,
+				p + i);
+	}
+	if (ret == 0)
+		proto_image_digest(s->digests, pages, s->image.size, s->image.digest);
+	free(buf);
+	return ret;
+}
+
+int srv_open_image(struct pc_server *s, char *why, size_t len)
+{
+	struct stat st;
+	/* O_NONBLOCK: a FIFO given as the image must not hang the open; it
+	 * is refused below, and a regular file gets blocking reads back. */
+	if (s->opts.image)
+		s->image_fd = open(s->opts.image, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	else
+		s->image_fd = fcntl(s->opts.image_fd, F_DUPFD_CLOEXEC, 0);
+	if (s->image_fd < 0 || fstat(s->image_fd, &st) < 0) {
+		int err = errno;
+		snprintf(why, len, "%s: %s", s->image_name, strerror(err));
+		return -err;
+	}
+	if (!S_ISREG(st.st_mode) || !st.st_size ||
+	    st.st_size % PROTO_PAGE_SIZE) {
+		snprintf(why, len, "%s: not a regular file whose size is a positive multiple of 4096",
+			 s->image_name);
+		return -EINVAL;
+	}
+	int flags = fcntl(s->image_fd, F_GETFL);
+	if (flags < 0 || fcntl(s->image_fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+		return -errno;
+	s->image.size = (uint64_t)st.st_size;
+	s->image.page_count = s->image.size / PROTO_PAGE_SIZE;
+	/* Zero pages: the holes (SEEK_HOLE), sent to destinations up front. */
+	s->zero_bits = calloc((s->image.page_count + 63) / 64, 8);
+	if (!s->zero_bits)
+		return -ENOMEM;
+	s->zero_pages = find_holes(s->image_fd, s->image.size, s->zero_bits);
+	return digest_image(s, why, len);
+}
