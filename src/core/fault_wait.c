@@ -30,6 +30,9 @@ struct reader {
 	 * served once the batch in hand is. */
 	struct uffd_msg backlog[BACKLOG];
 	size_t nbacklog;
+	/* Bounce buffer for a fault served anew after EAGAIN: the batch's
+	 * own buffer still holds the data of the runs after it. */
+	char *spare;
 };
 
 /* The reader running on this thread, for wait_mode_read_events(). */
@@ -120,7 +123,8 @@ static int fetch_and_install(struct pc_region *r, struct claimed *c,
 					  ORIGIN_DEMAND);
 			/* An event of the owner's came first: read it, then
 			 * serve the fault anew (its page may be removed now). */
-			while (ret == -EAGAIN) {
+			ic.scratch = this_reader ? this_reader->spare : NULL;
+			while (ret == -EAGAIN && ic.scratch) {
 				wait_mode_read_events(r);
 				ret = resolve_page(&ic, c[i].page);
 				if (ret == RESOLVE_SKIPPED)
@@ -210,6 +214,11 @@ static void *reader_main(void *arg)
 	struct uffd_msg msgs[MSG_BATCH];
 	char *scratch = malloc(PC_MAX_RUN_BYTES);
 	struct uffd_msg backlog[BACKLOG];
+	rd->spare = r->adopted ? malloc(PC_SCRATCH_BYTES) : NULL;
+	if (r->adopted && !rd->spare) {
+		free(scratch);
+		scratch = NULL;
+	}
 
 	this_reader = rd;
 	while (scratch && !region_finished(r)) {
@@ -237,6 +246,7 @@ static void *reader_main(void *arg)
 	if (!scratch)
 		region_fail(r, -ENOMEM);
 	free(scratch);
+	free(rd->spare);
 	close(rd->epfd);
 	free(rd);
 	return NULL;
