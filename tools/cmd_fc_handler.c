@@ -556,7 +556,7 @@ static void serve_vm(struct vm *v)
 			/* The process may be exiting (its memory gone before its
 			 * pidfd says so): then that is why. */
 			if (peer_gone(pidfd, 200)) {
-				status = "exited";
+				status = pc_region_complete(r) ? "complete" : "exited";
 				break;
 			}
 			status = "failed";
@@ -578,7 +578,8 @@ static void serve_vm(struct vm *v)
 			break;
 		}
 		if (peer_gone(pidfd, 0)) {
-			status = "exited";
+			/* Its last pages may have arrived just now. */
+			status = pc_region_wait(r, 100) == 0 ? "complete" : "exited";
 			break;
 		}
 		if (atomic_load(&stopping)) {
