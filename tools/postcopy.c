@@ -14,6 +14,7 @@ int cmd_mkimage(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_netbench(int argc, char **argv);
 int cmd_kvm_bench(int argc, char **argv);
+int cmd_fc_handler(int argc, char **argv);
 
 static const struct command {
 	const char *name;
@@ -30,6 +31,8 @@ static const struct command {
 	  "measure post-copy over loopback against raw socket baselines" },
 	{ "kvm-bench", cmd_kvm_bench,
 	  "measure demand paging with real KVM vCPUs (needs /dev/kvm)" },
+	{ "fc-handler", cmd_fc_handler,
+	  "serve the page faults of Firecracker snapshot restores" },
 };
 
 static void usage(FILE *f)
@@ -42,7 +45,7 @@ static void usage(FILE *f)
 		"\n"
 		"Commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].what);
+		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].what);
 	fprintf(f,
 		"\n"
 		"'postcopy COMMAND --help' describes each command.\n"

@@ -1,0 +1,747 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd_fc_handler.c - `postcopy fc-handler`: a page-fault handler for
+ * Firecracker snapshot restore (`"mem_backend": {"backend_type": "Uffd"}`).
+ *
+ * Listens on a Unix socket.  Each Firecracker process that connects sends
+ * one message: a JSON array describing its guest memory regions, with its
+ * userfaultfd attached (SCM_RIGHTS).  Every connection gets its own thread:
+ * it reads and validates the handshake, creates an adopted region
+ * (PC_BACKEND_ADOPTED) over the memory file, starts the pager and the
+ * filler, and watches the Firecracker process through a pidfd (its pid
+ * from SO_PEERCRED).  When every page is present, when the process exits
+ * or when the region fails (the process is then killed, unless
+ * --no-kill), that VM is reported and released; other VMs go on.
+ * docs/firecracker.md describes the protocol as implemented.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <json-c/json.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "tools.h"
+
+#define CMD "fc-handler"
+#define HANDSHAKE_MAX (1u << 20)     /* bytes of JSON we accept at most */
+#define HANDSHAKE_CHUNK (64u << 10)  /* one read */
+#define HANDSHAKE_TIMEOUT_MS 10000
+#define MAX_REGIONS 64		     /* what an adopted region takes */
+#define HUGE_2M (2ull << 20)
+
+struct fc_opts {
+	const char *sock;
+	const char *image;
+	bool once, fill, kill, json;
+	unsigned window, readers;
+};
+
+/* One Firecracker process. */
+struct vm {
+	struct vm *next;
+	pthread_t thread;
+	_Atomic bool finished; /* the thread is done: join it */
+	int conn;
+	const struct fc_opts *o;
+	bool served;  /* the handshake was accepted */
+	bool failed;  /* its region failed */
+};
+
+static _Atomic bool stopping;
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void logf_(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	pthread_mutex_lock(&out_lock);
+	fprintf(stderr, "postcopy " CMD ": ");
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	fflush(stderr);
+	pthread_mutex_unlock(&out_lock);
+	va_end(ap);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: postcopy fc-handler --sock PATH --image FILE [options]\n"
+		"\n"
+		"Serve the page faults of Firecracker processes restoring a snapshot with\n"
+		"\"mem_backend\": {\"backend_type\": \"Uffd\", \"backend_path\": PATH}.\n"
+		"Every process that connects to PATH hands over its userfaultfd and the\n"
+		"layout of its guest memory (JSON: base_host_virt_addr, size, offset and,\n"
+		"by version, page_size_kib and page_size, both in bytes); its memory is\n"
+		"then demand-paged from FILE, the snapshot's memory file, while a\n"
+		"background filler installs the rest.  Any number of VMs at once, each\n"
+		"with its own pager, statistics and failure.  A balloon's MADV_DONTNEED\n"
+		"(UFFD_EVENT_REMOVE) is honoured: those pages read as zeros.\n"
+		"\n"
+		"  --sock PATH     Unix socket to listen on (a stale socket is replaced)\n"
+		"  --image FILE    the snapshot memory file (holes read as zero pages);\n"
+		"                  opened anew for each VM, whose regions must cover it\n"
+		"                  exactly (offsets cumulative from 0)\n"
+		"  --once          exit after one VM was served and released\n"
+		"  --no-fill       no background filler: only faulted pages are loaded\n"
+		"  --no-kill       when a VM's pages cannot be had (the memory file\n"
+		"                  became unreadable or shorter), only report it; by\n"
+		"                  default the Firecracker process is killed (SIGKILL),\n"
+		"                  as Firecracker's docs advise, instead of hanging\n"
+		"  --window N      pages installed per fault, aligned around it (1..512,\n"
+		"                  default 1; 2 MiB pages always install one)\n"
+		"  --readers N     handler threads per VM (1..64, default 2)\n"
+		"  --json          one JSON line per VM on stdout when it is released\n"
+		"                  (else a text line on stderr)\n"
+		"  -h, --help      this text\n"
+		"\n"
+		"Per VM: released when every page is present, when the Firecracker process\n"
+		"exits (watched with a pidfd from SO_PEERCRED), or after it was killed.\n"
+		"The report gives pid, status (complete, exited, failed, stopped), pages,\n"
+		"present, faults, resolve latency p50/p99, pages by origin (demand,\n"
+		"prefetch, fill, zero), pages_removed and seconds.  A malformed handshake\n"
+		"(bad JSON, no userfaultfd, overlapping regions, offsets not cumulative\n"
+		"or past the file, a page size other than 4096 or 2097152, sizes that are\n"
+		"not page multiples, more than 1 MiB of JSON, nothing within 10 s) is\n"
+		"logged and that connection closed; the handler goes on serving.\n"
+		"Logs go to stderr.  SIGTERM or SIGINT stops the handler: VMs still\n"
+		"incomplete are reported as stopped and killed (unless --no-kill),\n"
+		"since without their handler they would wait forever.\n"
+		"\n"
+		"Exit status: 0 stopped by a signal, or with --once the VM completed or\n"
+		"exited; 1 runtime error (socket, or with --once the VM's region\n"
+		"failed); 2 bad command line.\n");
+}
+
+static int parse(int argc, char **argv, struct fc_opts *o)
+{
+	static const struct option longopts[] = {
+		{ "sock", required_argument, NULL, 's' },
+		{ "image", required_argument, NULL, 'i' },
+		{ "once", no_argument, NULL, '1' },
+		{ "no-fill", no_argument, NULL, 'F' },
+		{ "no-kill", no_argument, NULL, 'K' },
+		{ "window", required_argument, NULL, 'w' },
+		{ "readers", required_argument, NULL, 'r' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	int c;
+	*o = (struct fc_opts){ .fill = true, .kill = true, .window = 1, .readers = 2 };
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's': o->sock = optarg; break;
+		case 'i': o->image = optarg; break;
+		case '1': o->once = true; break;
+		case 'F': o->fill = false; break;
+		case 'K': o->kill = false; break;
+		case 'j': o->json = true; break;
+		case 'w':
+			if (parse_uint(optarg, 1, 512, &o->window) < 0)
+				return bad_arg(CMD, "--window (1..512)", optarg);
+			break;
+		case 'r':
+			if (parse_uint(optarg, 1, 64, &o->readers) < 0)
+				return bad_arg(CMD, "--readers (1..64)", optarg);
+			break;
+		case 'h':
+			usage(stdout);
+			return -1;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		complain(CMD, "unexpected argument '%s'", argv[optind]);
+		return EXIT_USAGE;
+	}
+	if (!o->sock || !o->image) {
+		complain(CMD, "--sock PATH and --image FILE are required");
+		return EXIT_USAGE;
+	}
+	if (strlen(o->sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		complain(CMD, "--sock path too long: '%s'", o->sock);
+		return EXIT_USAGE;
+	}
+	return check_input_file(CMD, "--image", o->image);
+}
+
+/* ---- the handshake ------------------------------------------------------ */
+
+struct handshake {
+	struct pc_remote_range r[MAX_REGIONS];
+	unsigned n;
+	uint64_t page_size, total;
+	const char *shape; /* which field set: "v1.1", "v1.7" or "v1.12" */
+	int uffd;
+};
+
+/*
+ * Read one message: JSON (possibly in several reads on the stream) and the
+ * descriptor that came with it.  0, or -1 with the reason in @why.
+ */
+static int read_handshake(int conn, struct json_object **out, int *fd,
+			  char *why, size_t wlen)
+{
+	struct json_tokener *tok = json_tokener_new();
+	char *buf = malloc(HANDSHAKE_CHUNK);
+	size_t total = 0;
+	int ret = -1;
+	*fd = -1;
+	*out = NULL;
+	if (!tok || !buf) {
+		snprintf(why, wlen, "out of memory");
+		goto done;
+	}
+	for (;;) {
+		struct pollfd p = { conn, POLLIN, 0 };
+		int pr = poll(&p, 1, HANDSHAKE_TIMEOUT_MS);
+		if (pr == 0) {
+			snprintf(why, wlen, "no complete handshake within %d s (%zu bytes read)",
+				 HANDSHAKE_TIMEOUT_MS / 1000, total);
+			goto done;
+		}
+		if (pr < 0 && errno == EINTR)
+			continue;
+		char ctl[CMSG_SPACE(8 * sizeof(int))];
+		struct iovec iov = { buf, HANDSHAKE_CHUNK };
+		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
+				    .msg_control = ctl, .msg_controllen = sizeof(ctl) };
+		ssize_t n = recvmsg(conn, &m, MSG_CMSG_CLOEXEC);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			snprintf(why, wlen, "reading the handshake: %s", strerror(errno));
+			goto done;
+		}
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+				continue;
+			size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (size_t i = 0; i < nfd; i++) {
+				int f;
+				memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+				if (*fd < 0) {
+					*fd = f;
+				} else {
+					close(f);
+					snprintf(why, wlen, "more than one descriptor attached (guest_memfd handshakes are not supported)");
+					ret = -2;
+				}
+			}
+		}
+		if (m.msg_flags & MSG_CTRUNC) {
+			snprintf(why, wlen, "too many descriptors attached");
+			ret = -2;
+		}
+		if (ret == -2) {
+			ret = -1;
+			goto done;
+		}
+		if (n == 0) {
+			snprintf(why, wlen, total ? "connection closed after %zu bytes of incomplete JSON" :
+					       "connection closed without a handshake", total);
+			goto done;
+		}
+		total += (size_t)n;
+		if (total > HANDSHAKE_MAX) {
+			snprintf(why, wlen, "handshake longer than %u bytes", HANDSHAKE_MAX);
+			goto done;
+		}
+		struct json_object *j = json_tokener_parse_ex(tok, buf, (int)n);
+		enum json_tokener_error e = json_tokener_get_error(tok);
+		if (e == json_tokener_continue)
+			continue;
+		if (!j) {
+			snprintf(why, wlen, "bad JSON: %s", json_tokener_error_desc(e));
+			goto done;
+		}
+		/* Firecracker sends nothing after the array. */
+		for (size_t i = json_tokener_get_parse_end(tok); i < (size_t)n; i++)
+			if (buf[i] != ' ' && buf[i] != '\n' && buf[i] != '\r' && buf[i] != '\t') {
+				snprintf(why, wlen, "bytes after the JSON array");
+				json_object_put(j);
+				goto done;
+			}
+		*out = j;
+		ret = 0;
+		break;
+	}
+done:
+	if (ret < 0 && *fd >= 0) {
+		close(*fd);
+		*fd = -1;
+	}
+	if (tok)
+		json_tokener_free(tok);
+	free(buf);
+	return ret;
+}
+
+/* A non-negative integer field; false if absent; -1 when not one. */
+static int get_u64(struct json_object *o, const char *key, uint64_t *v)
+{
+	struct json_object *f;
+	if (!json_object_object_get_ex(o, key, &f))
+		return 0;
+	if (!json_object_is_type(f, json_type_int) || json_object_get_int64(f) < 0)
+		return -1;
+	*v = json_object_get_uint64(f);
+	return 1;
+}
+
+static int cmp_base(const void *a, const void *b)
+{
+	const struct pc_remote_range *x = *(const struct pc_remote_range *const *)a;
+	const struct pc_remote_range *y = *(const struct pc_remote_range *const *)b;
+	return x->base < y->base ? -1 : x->base > y->base;
+}
+
+/* Check the regions against each other and the memory file of @file_size. */
+static int parse_regions(struct json_object *j, uint64_t file_size,
+			 struct handshake *h, char *why, size_t wlen)
+{
+	if (!json_object_is_type(j, json_type_array)) {
+		snprintf(why, wlen, "the handshake is not a JSON array");
+		return -1;
+	}
+	size_t n = json_object_array_length(j);
+	if (n == 0 || n > MAX_REGIONS) {
+		snprintf(why, wlen, "%zu regions (1..%d expected)", n, MAX_REGIONS);
+		return -1;
+	}
+	h->n = (unsigned)n;
+	h->total = 0;
+	h->page_size = 0;
+	h->shape = NULL;
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *o = json_object_array_get_idx(j, i), *f;
+		uint64_t base = 0, size = 0, offset = 0, ps = 0, pskib = 0;
+		if (!json_object_is_type(o, json_type_object)) {
+			snprintf(why, wlen, "region %zu is not a JSON object", i);
+			return -1;
+		}
+		int gb = get_u64(o, "base_host_virt_addr", &base);
+		int gs = get_u64(o, "size", &size);
+		int go = get_u64(o, "offset", &offset);
+		int gp = get_u64(o, "page_size", &ps);
+		int gk = get_u64(o, "page_size_kib", &pskib);
+		if (gb != 1 || gs != 1 || go != 1 || gp < 0 || gk < 0) {
+			snprintf(why, wlen, "region %zu: base_host_virt_addr, size and offset must be non-negative integers%s",
+				 i, gp < 0 || gk < 0 ? ", page_size and page_size_kib too" : "");
+			return -1;
+		}
+		if (json_object_object_get_ex(o, "is_guest_memfd", &f) && json_object_get_boolean(f)) {
+			snprintf(why, wlen, "region %zu is guest_memfd (the secret-hiding branch): not supported", i);
+			return -1;
+		}
+		/* page_size_kib holds bytes, despite its name (v1.7 on). */
+		const char *shape = gp ? "v1.12" : gk ? "v1.7" : "v1.1";
+		if (gp && gk && ps != pskib) {
+			snprintf(why, wlen, "region %zu: page_size %llu and page_size_kib %llu disagree",
+				 i, (unsigned long long)ps, (unsigned long long)pskib);
+			return -1;
+		}
+		uint64_t page = gp ? ps : gk ? pskib : 4096;
+		if (page != 4096 && page != HUGE_2M) {
+			snprintf(why, wlen, "region %zu: page size %llu bytes (4096 or 2097152 expected)",
+				 i, (unsigned long long)page);
+			return -1;
+		}
+		if (h->shape && (strcmp(shape, h->shape) || page != h->page_size)) {
+			snprintf(why, wlen, "region %zu: its fields or page size differ from region 0's", i);
+			return -1;
+		}
+		h->shape = shape;
+		h->page_size = page;
+		if (!size || size % page || base % page || base + size < base) {
+			snprintf(why, wlen, "region %zu: base %#llx and size %llu must be non-zero multiples of the page size (%llu)",
+				 i, (unsigned long long)base, (unsigned long long)size,
+				 (unsigned long long)page);
+			return -1;
+		}
+		if (offset != h->total) {
+			snprintf(why, wlen, "region %zu: offset %llu, but the regions before it end at %llu (offsets must be cumulative from 0)",
+				 i, (unsigned long long)offset, (unsigned long long)h->total);
+			return -1;
+		}
+		if (offset + size > file_size) {
+			snprintf(why, wlen, "region %zu: offset %llu + size %llu goes past the end of the memory file (%llu bytes)",
+				 i, (unsigned long long)offset, (unsigned long long)size,
+				 (unsigned long long)file_size);
+			return -1;
+		}
+		h->r[i] = (struct pc_remote_range){ base, size };
+		h->total += size;
+	}
+	if (h->total != file_size) {
+		snprintf(why, wlen, "the regions cover %llu bytes, the memory file has %llu",
+			 (unsigned long long)h->total, (unsigned long long)file_size);
+		return -1;
+	}
+	const struct pc_remote_range *sorted[MAX_REGIONS];
+	for (unsigned i = 0; i < h->n; i++)
+		sorted[i] = &h->r[i];
+	qsort(sorted, h->n, sizeof(sorted[0]), cmp_base);
+	for (unsigned i = 1; i < h->n; i++)
+		if (sorted[i - 1]->base + sorted[i - 1]->size > sorted[i]->base) {
+			snprintf(why, wlen, "regions at %#llx and %#llx overlap",
+				 (unsigned long long)sorted[i - 1]->base,
+				 (unsigned long long)sorted[i]->base);
+			return -1;
+		}
+	return 0;
+}
+
+/* ---- one VM --------------------------------------------------------------- */
+
+static int pidfd_open_(pid_t pid)
+{
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+static int pidfd_kill(int pidfd)
+{
+	return (int)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+}
+
+/* Has the process behind @pidfd exited?  Waits up to @ms. */
+static bool peer_gone(int pidfd, int ms)
+{
+	if (pidfd < 0)
+		return false;
+	struct pollfd p = { pidfd, POLLIN, 0 };
+	return poll(&p, 1, ms) > 0;
+}
+
+static void report(const struct vm *v, pid_t pid, const struct handshake *h,
+		   pc_region *r, const char *status, const char *error,
+		   bool killed, double seconds)
+{
+	struct pc_stats *s = NULL;
+	if (pc_region_stats(r, &s) < 0)
+		s = NULL;
+	if (v->o->json) {
+		struct json_object *j = json_object_new_object();
+		json_object_object_add(j, "pid", json_object_new_int(pid));
+		json_object_object_add(j, "status", json_object_new_string(status));
+		if (error)
+			json_object_object_add(j, "error", json_object_new_string(error));
+		json_object_object_add(j, "killed", json_object_new_boolean(killed));
+		json_object_object_add(j, "fields", json_object_new_string(h->shape));
+		json_object_object_add(j, "regions", json_object_new_int((int)h->n));
+		json_object_object_add(j, "size", json_object_new_int64((int64_t)h->total));
+		json_object_object_add(j, "page_size", json_object_new_int64((int64_t)h->page_size));
+		if (s) {
+			json_object_object_add(j, "pages", json_object_new_int64((int64_t)s->pages));
+			json_object_object_add(j, "present", json_object_new_int64((int64_t)s->present));
+			json_object_object_add(j, "faults", json_object_new_int64((int64_t)s->faults));
+			struct json_object *l = json_object_new_object();
+			json_object_object_add(l, "p50", json_object_new_double(s->latency.p50 / 1e3));
+			json_object_object_add(l, "p99", json_object_new_double(s->latency.p99 / 1e3));
+			json_object_object_add(l, "max", json_object_new_double(s->latency.max / 1e3));
+			json_object_object_add(j, "latency_us", l);
+			struct json_object *g = json_object_new_object();
+			json_object_object_add(g, "demand", json_object_new_int64((int64_t)s->pages_demand));
+			json_object_object_add(g, "prefetch", json_object_new_int64((int64_t)s->pages_prefetch));
+			json_object_object_add(g, "fill", json_object_new_int64((int64_t)s->pages_fill));
+			json_object_object_add(g, "zero", json_object_new_int64((int64_t)s->zero_pages));
+			json_object_object_add(j, "pages_by_origin", g);
+			json_object_object_add(j, "pages_removed", json_object_new_int64((int64_t)s->pages_removed));
+			json_object_object_add(j, "blocktime_ms", json_object_new_double(s->blocked_ns / 1e6));
+		}
+		json_object_object_add(j, "seconds", json_object_new_double(seconds));
+		pthread_mutex_lock(&out_lock);
+		printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+		fflush(stdout);
+		pthread_mutex_unlock(&out_lock);
+		json_object_put(j);
+	} else if (s) {
+		logf_("pid %d: %s%s%s%s: %llu/%llu pages present in %.3f s, %llu faults, latency p50 %.1f us p99 %.1f us, demand %llu prefetch %llu fill %llu zero %llu, removed %llu",
+		      (int)pid, status, error ? " (" : "", error ? error : "", error ? ")" : "",
+		      (unsigned long long)s->present, (unsigned long long)s->pages, seconds,
+		      (unsigned long long)s->faults, s->latency.p50 / 1e3, s->latency.p99 / 1e3,
+		      (unsigned long long)s->pages_demand, (unsigned long long)s->pages_prefetch,
+		      (unsigned long long)s->pages_fill, (unsigned long long)s->zero_pages,
+		      (unsigned long long)s->pages_removed);
+	}
+	if (killed)
+		logf_("pid %d: killed (SIGKILL): without its pages it would wait forever", (int)pid);
+	free(s);
+}
+
+static void serve_vm(struct vm *v)
+{
+	const struct fc_opts *o = v->o;
+	char why[512] = "";
+	struct ucred cred = { 0 };
+	socklen_t clen = sizeof(cred);
+	struct json_object *j = NULL;
+	struct handshake h = { .uffd = -1 };
+	pc_source *src = NULL;
+	pc_region *r = NULL;
+	int pidfd = -1, uffd = -1;
+
+	if (getsockopt(v->conn, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0)
+		cred.pid = 0;
+	if (read_handshake(v->conn, &j, &uffd, why, sizeof(why)) < 0)
+		goto refuse;
+	int ret = pc_source_file(o->image, &src);
+	if (ret < 0) {
+		snprintf(why, sizeof(why), "%s: %s", o->image, strerror(-ret));
+		goto refuse;
+	}
+	if (parse_regions(j, pc_source_size(src), &h, why, sizeof(why)) < 0)
+		goto refuse;
+	if (uffd < 0) {
+		snprintf(why, sizeof(why), "no userfaultfd attached to the handshake");
+		goto refuse;
+	}
+	if (cred.pid > 0)
+		pidfd = pidfd_open_(cred.pid);
+	if (pidfd < 0)
+		logf_("pid %d: cannot watch the process (%s): released only when complete",
+		      (int)cred.pid, cred.pid > 0 ? strerror(errno) : "no pid from SO_PEERCRED");
+	struct pc_region_opts ro = {
+		.size = h.total, .backend = PC_BACKEND_ADOPTED, .mode = PC_MODE_WAIT,
+		.uffd = uffd, .remote = h.r, .nremote = h.n, .page_size = h.page_size,
+		.readers = o->readers, .window = h.page_size == HUGE_2M ? 1 : o->window,
+	};
+	uffd = -1; /* the region's from here on, also on failure */
+	ret = pc_region_create(&ro, src, &r, why, sizeof(why));
+	src = NULL;
+	if (ret < 0)
+		goto refuse;
+	double t0 = seconds_now();
+	ret = pc_region_start(r);
+	if (ret == 0 && o->fill)
+		ret = pc_region_start_fill(r);
+	if (ret < 0) {
+		snprintf(why, sizeof(why), "%s", pc_region_error(r));
+		/* Its faults may already sleep on the userfaultfd. */
+		if (o->kill && pidfd >= 0 && pidfd_kill(pidfd) == 0)
+			logf_("pid %d: killed (SIGKILL) after the region failed to start", (int)cred.pid);
+		goto refuse;
+	}
+	v->served = true;
+	logf_("pid %d: %u region%s, %.1f MiB, %llu-byte pages (%s fields)%s",
+	      (int)cred.pid, h.n, h.n == 1 ? "" : "s", (double)h.total / (1 << 20),
+	      (unsigned long long)h.page_size, h.shape, o->fill ? ", filling" : "");
+
+	const char *status = NULL, *error = NULL;
+	bool killed = false;
+	for (;;) {
+		ret = pc_region_wait(r, 50);
+		if (ret == 0) {
+			status = "complete";
+			break;
+		}
+		if (ret != -ETIMEDOUT) {
+			/* The process may be exiting (its memory gone before its
+			 * pidfd says so): then that is why. */
+			if (peer_gone(pidfd, 200)) {
+				status = pc_region_complete(r) ? "complete" : "exited";
+				break;
+			}
+			status = "failed";
+			error = pc_region_error(r)[0] ? pc_region_error(r) : strerror(-ret);
+			v->failed = true;
+			logf_("pid %d: region failed: %s", (int)cred.pid, error);
+			if (o->kill && pidfd >= 0) {
+				killed = pidfd_kill(pidfd) == 0;
+				/* Release only once it is gone. */
+				while (!peer_gone(pidfd, 1000) && !atomic_load(&stopping))
+					;
+			} else {
+				/* --no-kill: report now, keep the VM until it exits. */
+				report(v, cred.pid, &h, r, status, error, false, seconds_now() - t0);
+				status = NULL;
+				while (!peer_gone(pidfd, 200) && !atomic_load(&stopping))
+					;
+			}
+			break;
+		}
+		if (peer_gone(pidfd, 0)) {
+			/* Its last pages may have arrived just now. */
+			status = pc_region_wait(r, 100) == 0 ? "complete" : "exited";
+			break;
+		}
+		if (atomic_load(&stopping)) {
+			status = "stopped";
+			if (o->kill && pidfd >= 0)
+				killed = pidfd_kill(pidfd) == 0;
+			break;
+		}
+	}
+	if (status)
+		report(v, cred.pid, &h, r, status, error, killed, seconds_now() - t0);
+	pc_region_destroy(r);
+	goto out;
+refuse:
+	logf_("pid %d: refused: %s", (int)cred.pid, why);
+	pc_region_destroy(r);
+out:
+	pc_source_destroy(src);
+	if (uffd >= 0)
+		close(uffd);
+	if (pidfd >= 0)
+		close(pidfd);
+	if (j)
+		json_object_put(j);
+	close(v->conn);
+	v->conn = -1;
+}
+
+static void *vm_main(void *arg)
+{
+	struct vm *v = arg;
+	serve_vm(v);
+	atomic_store(&v->finished, true);
+	return NULL;
+}
+
+/* ---- the listener ----------------------------------------------------- */
+
+static int listen_on(const char *path)
+{
+	struct sockaddr_un un = { .sun_family = AF_UNIX };
+	struct stat st;
+	strcpy(un.sun_path, path);
+	/* Replace a stale socket, never anything else that has the name. */
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			complain(CMD, "%s exists and is not a socket", path);
+			return -1;
+		}
+		unlink(path);
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&un, sizeof(un)) < 0 ||
+	    listen(fd, 64) < 0) {
+		complain(CMD, "%s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Join finished VM threads (all of them with @all); how many VMs that
+ * were served ended, and whether one of them failed. */
+static unsigned reap(struct vm **list, bool all, bool *any_failed)
+{
+	unsigned ended = 0;
+	for (struct vm **pp = list; *pp;) {
+		struct vm *v = *pp;
+		if (!all && !atomic_load(&v->finished)) {
+			pp = &v->next;
+			continue;
+		}
+		pthread_join(v->thread, NULL);
+		if (v->served)
+			ended++;
+		if (v->failed)
+			*any_failed = true;
+		*pp = v->next;
+		free(v);
+	}
+	return ended;
+}
+
+int cmd_fc_handler(int argc, char **argv)
+{
+	struct fc_opts o;
+	int ret = parse(argc, argv, &o);
+	if (ret < 0)
+		return EXIT_OK;
+	if (ret != EXIT_OK)
+		return ret;
+
+	/* Signals are read from a signalfd here; every thread inherits the
+	 * mask, so none is interrupted by them. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	sigdelset(&set, SIGPIPE);
+	int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+	int lfd = listen_on(o.sock);
+	if (sfd < 0 || lfd < 0) {
+		if (sfd < 0)
+			complain(CMD, "signalfd: %s", strerror(errno));
+		return EXIT_FAIL;
+	}
+	logf_("listening on %s, memory file %s%s", o.sock, o.image,
+	      o.fill ? "" : " (no fill)");
+
+	struct vm *list = NULL;
+	bool any_failed = false;
+	int status = EXIT_OK;
+	for (;;) {
+		struct pollfd p[2] = { { lfd, POLLIN, 0 }, { sfd, POLLIN, 0 } };
+		int n = poll(p, 2, 100);
+		if (n < 0 && errno != EINTR) {
+			complain(CMD, "poll: %s", strerror(errno));
+			status = EXIT_FAIL;
+			break;
+		}
+		if (reap(&list, false, &any_failed) && o.once)
+			break;
+		if (n > 0 && p[1].revents) {
+			struct signalfd_siginfo si;
+			if (read(sfd, &si, sizeof(si)) > 0)
+				logf_("signal %u: stopping", si.ssi_signo);
+			break;
+		}
+		if (n > 0 && p[0].revents & POLLIN) {
+			int conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+			if (conn < 0) {
+				if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
+					logf_("accept: %s", strerror(errno));
+				continue;
+			}
+			struct vm *v = calloc(1, sizeof(*v));
+			if (!v) {
+				logf_("out of memory: connection closed");
+				close(conn);
+				continue;
+			}
+			v->conn = conn;
+			v->o = &o;
+			if (pthread_create(&v->thread, NULL, vm_main, v)) {
+				logf_("cannot start a thread: connection closed");
+				close(conn);
+				free(v);
+				continue;
+			}
+			v->next = list;
+			list = v;
+		}
+	}
+	atomic_store(&stopping, true);
+	close(lfd);
+	unlink(o.sock);
+	reap(&list, true, &any_failed);
+	close(sfd);
+	if (o.once && any_failed)
+		status = EXIT_FAIL;
+	return status;
+}
