@@ -39,20 +39,6 @@ if [[ ! -x $client_bin ]]; then
 	exit 0
 fi
 
-# check, with a TODO directive on a failure while $todo is set (a known
-# failure; a pass is a plain ok, which meson would call an unexpected pass).
-todo=""
-check() {
-	local name=$1 status=$2
-	n=$((n + 1))
-	if ((status == 0)); then
-		echo "ok $n - $name"
-		return
-	fi
-	[[ -z $todo ]] && failed=$((failed + 1))
-	echo "not ok $n - $name$todo"
-	check_status
-}
 
 check_status() {
 	echo "# last status $rc"
@@ -140,14 +126,10 @@ lines=$((lines + 1))
 ((rc == 0)) && wait_lines $lines && last_json "d['status'] == 'complete' and d['regions'] == 1"
 check "fc_handler_userfaultfd_syscall_fallback_one_region" $?
 
-# (With a balloon every page can be present without the library calling
-# the region complete before the client exits: "exited" then; reported.)
 client --balloon --threads 3
 lines=$((lines + 1))
-((rc == 0)) && wait_lines $lines && last_json "d['status'] in ('complete', 'exited') and d['present'] == d['pages']"
-todo=" # TODO balloon racing faults: EFAULT from the library's install"
+((rc == 0)) && wait_lines $lines && last_json "d['status'] == 'complete' and d['present'] == d['pages']"
 check "fc_handler_balloon_with_fill_removed_pages_read_zero" $?
-todo=""
 
 client --pad 70000 --split
 lines=$((lines + 1))
@@ -158,7 +140,7 @@ check "fc_handler_70_KiB_json_in_two_reads_served" $?
 cpids=()
 for i in 0 1 2 3; do
 	shape=$([[ $i == 0 ]] && echo v1.1 || echo v1.12)
-	extra=$([[ $i == 1 ]] && echo --split)  # (no balloon here: see the TODO checks)
+	extra=$([[ $i == 1 ]] && echo --split)
 	timeout -k 5 90 "$client_bin" --sock "$sock" --image "$img" --shape "$shape" \
 		--threads 3 $extra >"$tmp/c$i.out" 2>"$tmp/c$i.err" &
 	cpids+=($!)
@@ -202,12 +184,7 @@ check "fc_handler_sigterm_exits_0_and_removes_the_socket" $?
 start_handler nofill --image "$img" --no-fill
 client --balloon --threads 3
 ((rc == 0)) && wait_lines 1 && last_json "d['status'] == 'complete' and d['pages_removed'] > 0 and d['pages_by_origin']['fill'] == 0"
-# TODO: fails now and then: a fault near the ballooned range gets "serving
-# a fault batch around page N: Bad address" (EFAULT from the install) from
-# the library; reported, src/ is not this test's to fix.
-todo=" # TODO balloon racing faults: EFAULT from the library's install"
 check "fc_handler_balloon_without_fill_pages_removed_counted_bytes_right" $?
-todo=""
 
 # ---- a client killed mid-run ----------------------------------------------------
 rm -f "$tmp/ready" "$tmp/go"
@@ -301,21 +278,13 @@ else
 	((rc == 0)) && wait_lines 2 && last_json "d['status'] == 'complete' and d['fields'] == 'v1.7'"
 	check "fc_handler_hugetlb_v1_7_fields" $?
 	client --huge --balloon
-	((rc == 0)) && wait_lines 3 && last_json "d['status'] in ('complete', 'exited') and d['present'] == d['pages']"
-	todo=" # TODO balloon racing faults: EFAULT from the library's install"
+	((rc == 0)) && wait_lines 3 && last_json "d['status'] == 'complete' and d['present'] == d['pages']"
 	check "fc_handler_hugetlb_balloon" $?
-	todo=""
 	stop_handler
 	start_handler hugenf --image "$img" --no-fill
 	client --huge --balloon --threads 2
 	((rc == 0)) && wait_lines 1 && last_json "d['status'] == 'complete' and d['pages_removed'] >= 1"
-	# TODO: fails now and then (1 run in 4 with one guest thread): a
-	# fault on the region after a whole ballooned 2 MiB region gets
-	# "serving a fault batch around page 2: Bad address" from the
-	# library (reported; src/ is not this test's to fix).
-	todo=" # TODO hugetlb REMOVE of a whole region racing a fault: EFAULT"
 	check "fc_handler_hugetlb_balloon_no_fill_counted" $?
-	todo=""
 	stop_handler
 fi
 
