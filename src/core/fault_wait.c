@@ -78,12 +78,30 @@ void wait_mode_read_events(struct pc_region *r)
 		return;
 	}
 	struct uffd_msg m;
+	pthread_rwlock_wrlock(&r->remove_lock);
 	while (rd->nbacklog < BACKLOG && read(rd->uffd, &m, sizeof(m)) == sizeof(m)) {
 		if (m.event == UFFD_EVENT_REMOVE)
 			handle_remove(r, m.arg.remove.start, m.arg.remove.end);
 		else if (m.event == UFFD_EVENT_PAGEFAULT)
 			rd->backlog[rd->nbacklog++] = m;
 	}
+	pthread_rwlock_unlock(&r->remove_lock);
+}
+
+/* Read a batch of messages; an adopted region's REMOVE events are
+ * handled before the lock that excludes installs is let go. */
+static ssize_t read_batch(struct pc_region *r, int uffd, struct uffd_msg *msgs,
+			  size_t len)
+{
+	if (!r->removed)
+		return read(uffd, msgs, len);
+	pthread_rwlock_wrlock(&r->remove_lock);
+	ssize_t got = read(uffd, msgs, len);
+	for (ssize_t i = 0; i < got / (ssize_t)sizeof(*msgs); i++)
+		if (msgs[i].event == UFFD_EVENT_REMOVE)
+			handle_remove(r, msgs[i].arg.remove.start, msgs[i].arg.remove.end);
+	pthread_rwlock_unlock(&r->remove_lock);
+	return got;
 }
 
 static void record(struct thread_slot *slot, uint64_t t0)
@@ -158,9 +176,7 @@ static void serve_batch(struct pc_region *r, const struct uffd_msg *msgs,
 
 	for (size_t i = 0; i < count; i++) {
 		const struct uffd_msg *m = &msgs[i];
-		if (m->event == UFFD_EVENT_REMOVE && r->removed)
-			handle_remove(r, m->arg.remove.start, m->arg.remove.end);
-		if (m->event != UFFD_EVENT_PAGEFAULT)
+		if (m->event != UFFD_EVENT_PAGEFAULT) /* REMOVE: read_batch */
 			continue;
 		struct install_ctx ic = {
 			.r = r,
@@ -227,7 +243,7 @@ static void *reader_main(void *arg)
 		if (n < 0 && errno != EINTR)
 			break;
 		for (;;) {
-			ssize_t got = read(rd->uffd, msgs, sizeof(msgs));
+			ssize_t got = read_batch(r, rd->uffd, msgs, sizeof(msgs));
 			if (got <= 0)
 				break; /* EAGAIN: drained */
 			serve_batch(r, msgs, (size_t)got / sizeof(msgs[0]),

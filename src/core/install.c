@@ -272,6 +272,17 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 	bool requested = from != NULL;
 	int ret = 0;
 
+	if (r->adopted && !from) { /* fetch first: nothing slow under the lock */
+		ret = ic->scratch ? fetch_runs(ic, 1, &first, &n, ic->scratch) : -EINVAL;
+		if (ret < 0) {
+			release_pages(r, first, n);
+			return ret;
+		}
+		from = ic->scratch;
+		requested = true;
+	}
+	if (r->adopted)
+		pthread_rwlock_rdlock(&r->remove_lock);
 	/* Split the run where pages switch between zero and data. */
 	for (uint64_t p = first; p < end && ret == 0;) {
 		bool zero = page_gets_zeros(r, p);
@@ -293,6 +304,8 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		}
 		p = q;
 	}
+	if (r->adopted)
+		pthread_rwlock_unlock(&r->remove_lock);
 	if (ret == 0 && r->shared)
 		ret = region_uffd_continue(r, first, n, ic->wake, false);
 	if (ret < 0) {

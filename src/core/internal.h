@@ -149,8 +149,14 @@ struct pc_region {
 	} *ranges;
 	unsigned nranges;
 	/* Adopted: pages the owner gave back (UFFD_EVENT_REMOVE), which
-	 * read as zeros from then on; a bit per page. */
+	 * read as zeros from then on; a bit per page.  The owner zaps them
+	 * as soon as the event is read, so reading events (write-locked,
+	 * bits set before unlocking) excludes installing (read-locked from
+	 * the bit check to the copy): a copy that saw no bit either ran
+	 * before the read, and the zap empties it, or fails with EAGAIN
+	 * because the event is still queued. */
 	_Atomic uint64_t *removed;
+	pthread_rwlock_t remove_lock;
 	bool write_direct; /* contents go straight into the alias mapping */
 
 	int memfd;	/* shared backends */

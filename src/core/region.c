@@ -380,6 +380,13 @@ static int map_memory(struct pc_region *r, char *buf, size_t len)
 		r->removed = calloc((r->npages + 63) / 64, sizeof(*r->removed));
 		if (!r->removed)
 			return why(buf, len, -ENOMEM, "out of memory");
+		/* Writers first: event reads must not wait behind a stream
+		 * of installs. */
+		pthread_rwlockattr_t a;
+		pthread_rwlockattr_init(&a);
+		pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		pthread_rwlock_init(&r->remove_lock, &a);
+		pthread_rwlockattr_destroy(&a);
 		r->opts.remote = NULL; /* the caller's: not kept */
 		r->guest = (char *)(uintptr_t)r->ranges[0].base;
 		return 0;
@@ -862,6 +869,8 @@ void pc_region_destroy(pc_region *r)
 		munmap((void *)r->state, r->npages * sizeof(*r->state));
 	scratch_free_all(r);
 	free(r->ranges);
+	if (r->removed)
+		pthread_rwlock_destroy(&r->remove_lock);
 	free(r->removed);
 	free(r->chunk_present);
 	free(r->slots);
