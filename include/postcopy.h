@@ -339,8 +339,7 @@ struct pc_remote_range {
  *             from then on, never as the source's data, and the filler
  *             leaves them alone; an install that meets a pending event
  *             (EAGAIN) reads the event first and tries again.
- *             pc_region_offer() into an adopted region may return -EAGAIN
- *             for the same reason: offer again.
+ *             (pc_region_offer() too waits for a reader to read it.)
  */
 struct pc_region_opts {
 	uint64_t size;

@@ -30,9 +30,6 @@ struct reader {
 	 * served once the batch in hand is. */
 	struct uffd_msg backlog[BACKLOG];
 	size_t nbacklog;
-	/* Bounce buffer for a fault served anew after EAGAIN: the batch's
-	 * own buffer still holds the data of the runs after it. */
-	char *spare;
 };
 
 /* The reader running on this thread, for wait_mode_read_events(). */
@@ -41,7 +38,6 @@ static __thread struct reader *this_reader;
 /* A fault whose run this reader claimed, waiting for its data. */
 struct claimed {
 	uint64_t first, n;
-	uint64_t page; /* the faulting page */
 	struct thread_slot *slot;
 	uint64_t t0;
 };
@@ -140,14 +136,10 @@ static int fetch_and_install(struct pc_region *r, struct claimed *c,
 			ret = install_run(&ic, c[i].first, c[i].n, data,
 					  ORIGIN_DEMAND);
 			/* An event of the owner's came first: read it, then
-			 * serve the fault anew (its page may be removed now). */
-			ic.scratch = this_reader ? this_reader->spare : NULL;
-			while (ret == -EAGAIN && ic.scratch) {
-				wait_mode_read_events(r);
-				ret = resolve_page(&ic, c[i].page);
-				if (ret == RESOLVE_SKIPPED)
-					ret = 0;
-			}
+			 * install again (its pages may be removed now). */
+			if (ret == -EAGAIN)
+				ret = install_again(&ic, c[i].first, c[i].n, data,
+						    ORIGIN_DEMAND, wait_mode_read_events);
 			if (ret == 0)
 				record(c[i].slot, c[i].t0);
 		} else {
@@ -213,7 +205,7 @@ static void serve_batch(struct pc_region *r, const struct uffd_msg *msgs,
 			nc = 0;
 			bytes = 0;
 		}
-		c[nc++] = (struct claimed){ first, n, page, ic.slot, t0 };
+		c[nc++] = (struct claimed){ first, n, ic.slot, t0 };
 		bytes += n * r->page_size;
 	}
 	if (nc) {
@@ -230,11 +222,6 @@ static void *reader_main(void *arg)
 	struct uffd_msg msgs[MSG_BATCH];
 	char *scratch = malloc(PC_MAX_RUN_BYTES);
 	struct uffd_msg backlog[BACKLOG];
-	rd->spare = r->adopted ? malloc(PC_SCRATCH_BYTES) : NULL;
-	if (r->adopted && !rd->spare) {
-		free(scratch);
-		scratch = NULL;
-	}
 
 	this_reader = rd;
 	while (scratch && !region_finished(r)) {
@@ -262,7 +249,6 @@ static void *reader_main(void *arg)
 	if (!scratch)
 		region_fail(r, -ENOMEM);
 	free(scratch);
-	free(rd->spare);
 	close(rd->epfd);
 	free(rd);
 	return NULL;

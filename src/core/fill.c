@@ -54,6 +54,14 @@ static void idle(struct pc_region *r, int ms)
 	poll(&pfd, 1, ms);
 }
 
+/* An install met an event of the owner's (adopted regions): give a
+ * reader time to read it. */
+static void let_readers_read(struct pc_region *r)
+{
+	(void)r;
+	sleep_ns(200000);
+}
+
 /* Claim a step at @p, fetch its data pages in one request, install. */
 static int fill_step(const struct install_ctx *ic, uint64_t p, uint64_t step,
 		     char *buf, uint64_t *next)
@@ -73,7 +81,10 @@ static int fill_step(const struct install_ctx *ic, uint64_t p, uint64_t step,
 		return ret;
 	}
 	*next = first + n;
-	return install_run(ic, first, n, buf, ORIGIN_FILL);
+	ret = install_run(ic, first, n, buf, ORIGIN_FILL);
+	if (ret == -EAGAIN)
+		ret = install_again(ic, first, n, buf, ORIGIN_FILL, let_readers_read);
+	return ret;
 }
 
 static void *fill_main(void *arg)
@@ -110,11 +121,6 @@ static void *fill_main(void *arg)
 			continue;
 		}
 		int ret = fill_step(&ic, p, step, buf, &cursor);
-		if (ret == -EAGAIN) { /* an owner's event is queued: let a
-				       * reader read it (its pages went back) */
-			idle(r, 1);
-			continue;
-		}
 		if (ret < 0) {
 			region_set_error(r, ret, "filler: fetching page %llu: %s",
 					 (unsigned long long)p, strerror(-ret));
@@ -161,11 +167,16 @@ static int offer_settle(struct pc_region *r, uint64_t first, uint64_t npages,
 		uint64_t k = i + 1;
 		while (k < npages && bitmap_test(claimed, k))
 			k++;
-		if (data && ret == 0)
+		if (data && ret == 0) {
 			ret = install_run(&ic, first + i, k - i,
 					  data + i * r->page_size, ORIGIN_FILL);
-		else
+			if (ret == -EAGAIN)
+				ret = install_again(&ic, first + i, k - i,
+						    data + i * r->page_size,
+						    ORIGIN_FILL, let_readers_read);
+		} else {
 			release_pages(r, first + i, k - i);
+		}
 		i = k;
 	}
 	return ret;

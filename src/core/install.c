@@ -189,7 +189,7 @@ static int put_shared(struct pc_region *r, uint64_t first, uint64_t n,
 static int put_anon(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		    const char *from)
 {
-	return region_uffd_copy(ic->r, first, n, from, ic->wake, false);
+	return region_uffd_copy(ic->r, first, n, from, ic->wake, ic->retry);
 }
 
 /*
@@ -241,7 +241,7 @@ static int place_zero(const struct install_ctx *ic, uint64_t first,
 {
 	struct pc_region *r = ic->r;
 	if (!r->shared)
-		return zero_anon(ic, first, n, false);
+		return zero_anon(ic, first, n, ic->retry);
 	/* A page-cache page is needed for CONTINUE; fallocate makes a
 	 * zeroed one.  prealloc made them all already, still zero: no
 	 * syscall (and no inode lock) on the fault path then. */
@@ -308,6 +308,11 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		pthread_rwlock_unlock(&r->remove_lock);
 	if (ret == 0 && r->shared)
 		ret = region_uffd_continue(r, first, n, ic->wake, false);
+	/* An adopted region's pending event: the pages stay claimed (threads
+	 * that found them in flight wait for this install), and the caller
+	 * tries again, with ic->retry, once the event is read. */
+	if (ret == -EAGAIN && r->adopted)
+		return ret;
 	if (ret < 0) {
 		release_pages(r, first, n);
 		return ret;
@@ -326,6 +331,20 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 	if (count_present(r, first, n))
 		region_complete(r);
 	return 0;
+}
+
+int install_again(const struct install_ctx *ic, uint64_t first, uint64_t n,
+		  const void *prefetched, enum origin origin,
+		  void (*wait_event)(struct pc_region *r))
+{
+	struct install_ctx again = *ic;
+	again.retry = true;
+	int ret;
+	do {
+		wait_event(ic->r);
+		ret = install_run(&again, first, n, prefetched, origin);
+	} while (ret == -EAGAIN);
+	return ret;
 }
 
 /*
@@ -399,5 +418,9 @@ int resolve_page(const struct install_ctx *ic, uint64_t p)
 	int ret = claim_fault(ic, p, &first, &n);
 	if (ret != RESOLVE_CLAIMED)
 		return ret;
-	return install_run(ic, first, n, NULL, ORIGIN_DEMAND);
+	ret = install_run(ic, first, n, NULL, ORIGIN_DEMAND);
+	if (ret == -EAGAIN) /* adopted: an owner's event is queued */
+		ret = install_again(ic, first, n, NULL, ORIGIN_DEMAND,
+				    wait_mode_read_events);
+	return ret;
 }

@@ -314,6 +314,8 @@ struct install_ctx {
 			     * not async-signal-safe is reached through a
 			     * fetcher thread */
 	void *scratch;	    /* bounce buffer of PC_SCRATCH_BYTES, or NULL */
+	bool retry;	    /* install_run again after -EAGAIN: pages it put
+			     * in place the first time are there (EEXIST) */
 };
 
 /* ---- fetch.c: every call into a source ---- */
@@ -353,10 +355,18 @@ int fetch_runs(const struct install_ctx *ic, unsigned count,
 /*
  * Install claimed pages [first, first+n) and publish them.  Data comes
  * from @prefetched (n pages, already fetched) or, when NULL, from one
- * source request.  On failure the pages go back to MISSING.
+ * source request.  On failure the pages go back to MISSING, except for
+ * -EAGAIN in an adopted region (an event of the owner's is queued): then
+ * they stay claimed, and the caller must call again with ic->retry once
+ * the event is read (install_again()).
  */
 int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		const void *prefetched, enum origin origin);
+/* install_run() after it returned -EAGAIN, until it does not: @wait_event
+ * lets the event be read in between. */
+int install_again(const struct install_ctx *ic, uint64_t first, uint64_t n,
+		  const void *prefetched, enum origin origin,
+		  void (*wait_event)(struct pc_region *r));
 /*
  * Resolve a demand fault on page @p: claim it and its window, fetch,
  * install; or wait for the thread fetching it; or handle a fault on a page

@@ -83,7 +83,13 @@ int uffd_register(int fd, void *addr, uint64_t len, bool minor)
 int uffd_unregister(int fd, void *addr, uint64_t len)
 {
 	struct uffdio_range range = { .start = (uintptr_t)addr, .len = len };
-	return ioctl(fd, UFFDIO_UNREGISTER, &range) < 0 ? -errno : 0;
+	int ret = ioctl(fd, UFFDIO_UNREGISTER, &range) < 0 ? -errno : 0;
+	/* UFFDIO_UNREGISTER wakes the range's sleepers before it clears the
+	 * VMA, and a fault taken under the per-VMA lock can queue itself in
+	 * between and sleep for good (seen with Firecracker-style owners
+	 * faulting as the last page arrived): wake the range again. */
+	ioctl(fd, UFFDIO_WAKE, &range);
+	return ret;
 }
 
 enum fill_op { OP_COPY, OP_ZEROPAGE, OP_CONTINUE };
