@@ -41,6 +41,9 @@ done
 /bin/kvm_hold &
 
 echo "@@BEGIN $pc_label"
+# What the emulated CPU offers a KVM guest of its own (an L2 needs vmx for
+# memstress's nested mode): CPUs with each flag.
+echo "@@CPU vmx=$(grep -cw vmx /proc/cpuinfo) svm=$(grep -cw svm /proc/cpuinfo)"
 case $pc_job in
 test)
 	# A boot without the TDP MMU (kvm.tdp_mmu=0, kvm_amd.npt=0) is there
