@@ -74,8 +74,10 @@ static const struct memory_fault_exit *memory_fault_of(const struct kvm_run *run
 	return (const void *)&run->hw;
 }
 
-/* The userfault bitmap is made of unsigned longs, as the kernel reads it. */
+/* The userfault bitmap is made of little-endian 64-bit words (patch 4 of
+ * patches/linux-6.12): unsigned long on x86-64, the only place this runs. */
 #define BITS_PER_WORD (8 * sizeof(unsigned long))
+_Static_assert(sizeof(unsigned long) == 8, "the bitmap's words are 64 bits");
 
 /* Stored in exit_reason before KVM_RUN: no exit has this number. */
 #define EXIT_REASON_UNSET 0xffffffffu
@@ -109,6 +111,7 @@ struct vcpu {
 	pc_region *region;
 	uint64_t npages;
 	bool kvm_reads; /* start with kvm_guest_outs */
+	bool bitmap_4k; /* clear the bit of the 4 KiB page exited on only */
 	struct gate *gate;
 
 	/* Results, written by the vCPU's own thread. */
@@ -367,7 +370,10 @@ static bool in_guest_memory(const struct vm *vm, uint64_t gpa)
  * Exit and bitmap paths: make the page KVM could not map present, by guest
  * address, on this thread.  On the bitmap path, then clear the bits of
  * every 4 KiB page that went in (a huge page has many), with release
- * order so that KVM sees the contents before the cleared bit.
+ * order so that KVM sees the contents before the cleared bit; with
+ * bitmap_4k only the bit of the 4 KiB page KVM exited on, and a page that
+ * came in with an earlier one (the rest of a huge page) is not resolved
+ * again, only its bit cleared.
  */
 static int resolve_gpa(struct vcpu *v, uint64_t gpa)
 {
@@ -376,12 +382,16 @@ static int resolve_gpa(struct vcpu *v, uint64_t gpa)
 		return vcpu_fail(v, -EFAULT, "memory fault at GPA %#llx, outside "
 				 "the guest memory", (unsigned long long)gpa);
 	uint64_t offset = gpa - KVM_GUEST_MEM_GPA;
-	int ret = pc_resolve(vm->mem + offset);
-	if (ret < 0)
-		return vcpu_fail(v, ret, "resolving GPA %#llx: %s",
-				 (unsigned long long)gpa, strerror(-ret));
+	uint64_t region_offset = (uint64_t)(vm->mem - (char *)pc_region_addr(v->region)) + offset;
+	if (!(v->bitmap_4k && vm->userfault_bitmap &&
+	      pc_region_page_present(v->region, region_offset))) {
+		int ret = pc_resolve(vm->mem + offset);
+		if (ret < 0)
+			return vcpu_fail(v, ret, "resolving GPA %#llx: %s",
+					 (unsigned long long)gpa, strerror(-ret));
+	}
 	if (vm->userfault_bitmap) {
-		uint64_t page = pc_region_page_size(v->region);
+		uint64_t page = v->bitmap_4k ? PC_SOURCE_PAGE_SIZE : pc_region_page_size(v->region);
 		uint64_t first = offset / page * page / PC_SOURCE_PAGE_SIZE;
 		uint64_t end = first + page / PC_SOURCE_PAGE_SIZE;
 		for (uint64_t i = first; i < end; i++)
@@ -552,6 +562,7 @@ int kvm_run_guest(const struct kvm_guest_opts *o, struct kvm_guest_result *res)
 		v->path = o->path;
 		v->region = o->region;
 		v->kvm_reads = o->kvm_reads && created == 0;
+		v->bitmap_4k = o->bitmap_4k;
 		v->gate = g;
 		ret = vcpu_create(v, &vm, created, KVM_GUEST_MEM_GPA +
 				  created * slice_pages * PC_SOURCE_PAGE_SIZE,

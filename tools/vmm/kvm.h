@@ -76,6 +76,12 @@ struct kvm_guest_opts {
 	 * KVM_GUEST_OUTS_BYTES of its slice (into res->outs), then the guest
 	 * goes on as usual. */
 	bool kvm_reads;
+	/* KVM_PATH_BITMAP: clear only the bit of the 4 KiB page KVM exited
+	 * on, not the bits of the whole (huge) page that came in with it, so
+	 * that every 4 KiB page of a huge page exits once.  On a kernel that
+	 * mapped a huge page over bits still set (no 4 KiB rule), those pages
+	 * would not exit, and the exits would be fewer than the pages. */
+	bool bitmap_4k;
 };
 
 struct kvm_guest_result {
