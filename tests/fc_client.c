@@ -133,28 +133,51 @@ static void touch(uint64_t p)
 		(void)*(volatile char *)(a + (p % 4093));
 }
 
+/* Set once the balloon's madvise returned. */
+static _Atomic bool ballooned;
+
+/*
+ * With --balloon, the threads other than the sequential one stop half-way
+ * through their walk until the balloon is done: otherwise, together, they
+ * may fault in every page before the sequential thread reaches the
+ * balloon's range, and the handler, complete, would see no REMOVE at all.
+ */
+static void touch_gated(uint64_t p, uint64_t *done, uint64_t total)
+{
+	if (opt.balloon && ++*done == total / 2)
+		while (!atomic_load(&ballooned))
+			usleep(100);
+	touch(p);
+}
+
 static void *guest(void *arg)
 {
 	unsigned id = (unsigned)(uintptr_t)arg;
+	uint64_t done = 0;
 	switch (id % 3) {
 	case 0: /* sequential */
 		for (uint64_t p = 0; p < npages; p++) {
-			touch(p);
+			if (id == 0)
+				touch(p); /* it leads the balloon: never gated */
+			else
+				touch_gated(p, &done, npages);
 			if (id == 0)
 				atomic_store(&seq_progress, p + 1);
 		}
 		break;
 	case 1: /* scattered */
 		for (uint64_t i = 0, p = id * 977 % npages; i < npages; i++, p = (p + 7919) % npages)
-			touch(p);
+			touch_gated(p, &done, npages);
 		break;
-	default: /* the same hot pages as the other threads of this kind, then backwards */
+	default: { /* the same hot pages as the other threads of this kind, then backwards */
+		uint64_t hot = npages < 256 ? npages : 256, total = 4 * hot + npages;
 		for (int round = 0; round < 4; round++)
-			for (uint64_t p = 0; p < npages && p < 256; p++)
-				touch(p);
+			for (uint64_t p = 0; p < hot; p++)
+				touch_gated(p, &done, total);
 		for (uint64_t p = npages; p-- > 0;)
-			touch(p);
+			touch_gated(p, &done, total);
 		break;
+	}
 	}
 	return NULL;
 }
@@ -434,6 +457,7 @@ int main(int argc, char **argv)
 			usleep(100);
 		if (madvise(page_addr(bal_from / PG), bal_to - bal_from, MADV_DONTNEED))
 			die(SETUP, "%s", "madvise(MADV_DONTNEED)");
+		atomic_store(&ballooned, true);
 	}
 	for (unsigned i = 0; i < opt.threads; i++)
 		pthread_join(th[i], NULL);
