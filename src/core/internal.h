@@ -217,6 +217,7 @@ struct pc_region {
 		char *buf;
 		_Atomic bool busy;
 	} pool[PC_SCRATCH_POOL]; /* bounce buffers for unattached threads */
+	char *scratch_area;	 /* one mapping: the slots' buffers, the pool's */
 
 	/* Sources that are not async-signal-safe: the faulting thread hands
 	 * its fetch to these threads (fetch.c). */
@@ -234,7 +235,8 @@ struct pc_region {
 /* ---- thread.c: bindings, stats slots, bounce buffers ---- */
 struct thread_slot *region_current_slot(struct pc_region *r);
 struct thread_slot *region_slot_by_tid(struct pc_region *r, int32_t tid);
-int scratch_pool_create(struct pc_region *r);
+/* Map every bounce buffer, at create (never while threads fault). */
+int scratch_create(struct pc_region *r);
 void scratch_free_all(struct pc_region *r);
 /* A bounce buffer of PC_SCRATCH_BYTES for the calling thread: its own if
  * attached, else one of the pool's (waiting for one).  Async-signal-safe. */

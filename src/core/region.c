@@ -579,6 +579,10 @@ int pc_region_create(const struct pc_region_opts *opts, pc_source *src,
 		goto err;
 	}
 	memset(r->slots, 0, r->nslots * sizeof(*r->slots));
+	if (scratch_create(r) < 0) {
+		ret = why(buf, len, -ENOMEM, "no address space for the bounce buffers");
+		goto err;
+	}
 	r->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (r->stop_fd < 0) {
 		ret = why(buf, len, -errno, "eventfd: %s", strerror(errno));
@@ -609,9 +613,7 @@ int pc_region_start(pc_region *r)
 				 strerror(-err));
 		return err;
 	}
-	err = scratch_pool_create(r);
-	if (err == 0)
-		err = fetchers_start(r);
+	err = fetchers_start(r);
 	if (err < 0) {
 		region_set_error(r, err, "starting the pager's threads: %s",
 				 strerror(-err));

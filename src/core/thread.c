@@ -10,9 +10,12 @@
  * pointer, safe to read in a signal handler: that is why the binding
  * lives in TLS.  A binding names its region by pointer and generation,
  * because a thread may outlive a region whose address a new one gets.
- * Bounce buffers are allocated when a thread attaches, never on the
- * signal stack, so a thread with a small stack or an alternate signal
- * stack can fault.
+ * Bounce buffers are never on the signal stack, so a thread with a small
+ * stack or an alternate signal stack can fault.  They are one mapping made
+ * at create, a buffer per slot and the pool's, virtual memory touched only
+ * as used: mapping memory while other threads sleep in the userfaultfd
+ * lost one of their wake-ups now and then (6.18; test_same_page_race hung
+ * in 1 run of 5 when each attach mapped its own).
  */
 #include <errno.h>
 #include <sched.h>
@@ -37,11 +40,10 @@ static struct binding *find_binding(const struct pc_region *r)
 	return NULL;
 }
 
-static void *map_scratch(void)
+/* Bytes of the one mapping: a buffer per attachable slot and the pool. */
+static size_t scratch_area_len(const struct pc_region *r)
 {
-	void *p = mmap(NULL, PC_SCRATCH_BYTES, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	return p == MAP_FAILED ? NULL : p;
+	return (size_t)(r->nslots - 1 + PC_SCRATCH_POOL) * PC_SCRATCH_BYTES;
 }
 
 int pc_thread_attach(pc_region *r, unsigned id)
@@ -49,13 +51,6 @@ int pc_thread_attach(pc_region *r, unsigned id)
 	if (id >= r->opts.max_threads)
 		return -EINVAL;
 	struct thread_slot *slot = &r->slots[id];
-	if (!atomic_load(&slot->scratch)) {
-		void *buf = map_scratch(), *none = NULL;
-		if (!buf)
-			return -ENOMEM;
-		if (!atomic_compare_exchange_strong(&slot->scratch, &none, buf))
-			munmap(buf, PC_SCRATCH_BYTES); /* a racing attach won */
-	}
 	struct binding *b = find_binding(r);
 	for (unsigned i = 0; !b && i < PC_BINDINGS; i++)
 		if (!bindings[i].r)
@@ -100,24 +95,24 @@ struct thread_slot *region_slot_by_tid(struct pc_region *r, int32_t tid)
 	return &r->slots[r->nslots - 1];
 }
 
-int scratch_pool_create(struct pc_region *r)
+int scratch_create(struct pc_region *r)
 {
+	void *p = mmap(NULL, scratch_area_len(r), PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return -ENOMEM;
+	r->scratch_area = p;
+	for (unsigned i = 0; i + 1 < r->nslots; i++)
+		atomic_store(&r->slots[i].scratch, r->scratch_area + (size_t)i * PC_SCRATCH_BYTES);
 	for (unsigned i = 0; i < PC_SCRATCH_POOL; i++)
-		if (!r->pool[i].buf && !(r->pool[i].buf = map_scratch()))
-			return -ENOMEM;
+		r->pool[i].buf = r->scratch_area + (size_t)(r->nslots - 1 + i) * PC_SCRATCH_BYTES;
 	return 0;
 }
 
 void scratch_free_all(struct pc_region *r)
 {
-	for (unsigned i = 0; i < PC_SCRATCH_POOL; i++)
-		if (r->pool[i].buf)
-			munmap(r->pool[i].buf, PC_SCRATCH_BYTES);
-	for (unsigned i = 0; r->slots && i < r->nslots; i++) {
-		void *buf = atomic_load(&r->slots[i].scratch);
-		if (buf)
-			munmap(buf, PC_SCRATCH_BYTES);
-	}
+	if (r->scratch_area)
+		munmap(r->scratch_area, scratch_area_len(r));
 }
 
 char *scratch_claim(struct pc_region *r, struct thread_slot *slot,
