@@ -277,10 +277,10 @@ enum pc_mode {
  * pc_region_opts.sigbus_chained and calls pc_sigbus_handle() first thing
  * in its own handler: a handler installed later replaces the library's
  * and its faults would go unhandled.  The handler is installed with
- * SA_ONSTACK and needs only a few KiB of stack: bounce buffers are
- * allocated per attached thread (pc_thread_attach()) and from a pool,
- * never on the signal stack, so threads with small stacks or alternate
- * signal stacks may fault.
+ * SA_ONSTACK and needs only a few KiB of stack: bounce buffers (one per
+ * pc_thread_attach() slot, and a pool for other threads) are mapped at
+ * pc_region_create(), never on the signal stack, so threads with small
+ * stacks or alternate signal stacks may fault.
  */
 
 /* A range of another process's memory (PC_BACKEND_ADOPTED). */
