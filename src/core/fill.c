@@ -32,17 +32,18 @@ static uint64_t next_missing(struct pc_region *r, uint64_t from)
 	return r->npages;
 }
 
-/* Page + 1 of the newest demand fault of any thread (0: none yet). */
+/* Page + 1 of the newest demand fault of any thread (0: none yet): the
+ * slots attached so far and "other", the last. */
 static uint64_t latest_fault(struct pc_region *r)
 {
 	uint64_t page = 0, when = 0;
-	for (unsigned i = 0; i < r->nslots; i++) {
-		uint64_t t = atomic_load_explicit(&r->slots[i].last_fault_ns,
-						  memory_order_relaxed);
-		if (t > when) {
-			when = t;
-			page = atomic_load_explicit(&r->slots[i].last_fault,
-						    memory_order_relaxed);
+	unsigned hw = atomic_load_explicit(&r->attached_hw, memory_order_relaxed);
+	for (unsigned k = 0; k <= hw; k++) {
+		const struct thread_slot *t = &r->slots[k < hw ? k : r->nslots - 1];
+		uint64_t ns = atomic_load_explicit(&t->last_fault_ns, memory_order_relaxed);
+		if (ns > when) {
+			when = ns;
+			page = atomic_load_explicit(&t->last_fault, memory_order_relaxed);
 		}
 	}
 	return page;
