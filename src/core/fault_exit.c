@@ -63,6 +63,14 @@ static bool needs_scratch(const struct pc_region *r)
 /* Resolve on the calling thread, which may be in a signal handler. */
 static int resolve_here(struct pc_region *r, void *addr)
 {
+	/* Complete: every page is present, so this is a signal raised
+	 * before the last page arrived and delivered after, or a call with
+	 * nothing to do.  Not counted: pc_region_wait() waits only for the
+	 * threads inside at completion, and what it returns to must see
+	 * final stats.  (seq_cst: a thread region_quiesce() did not wait for
+	 * entered after the epoch moved, so it sees done.) */
+	if (atomic_load(&r->done) == 1)
+		return 0;
 	struct install_ctx ic = {
 		.r = r,
 		.slot = region_current_slot(r),
