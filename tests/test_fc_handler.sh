@@ -14,7 +14,9 @@
 # right after; a client SIGKILLed mid-run is reported as exited and the
 # next is served; a memory file that becomes unreadable mid-run gets the
 # client killed, or with --no-kill reported while it is left alone;
-# --once and SIGTERM end the handler with status 0.
+# --once and SIGTERM end the handler with status 0; with --source the
+# pages come from `postcopy serve` (its push), balloon included, and
+# conflicting source flags are refused with status 2.
 set -u
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -33,9 +35,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "1..33"
+echo "1..36"
 if [[ ! -x $client_bin ]]; then
-	for i in $(seq 33); do skip "fc_handler_$i" "no fc_client next to the CLI"; done
+	for i in $(seq 36); do skip "fc_handler_$i" "no fc_client next to the CLI"; done
 	exit 0
 fi
 
@@ -255,6 +257,26 @@ wait "$hpid"
 rc=$?
 ((crc == 0 && rc == 0)) && last_json "d['status'] == 'complete'"
 check "fc_handler_once_exits_0_after_one_vm" $?
+
+# ---- a network source: postcopy serve on a Unix socket --------------------------------
+run fc-handler --sock "$tmp/x.sock" --image "$img" --source "unix:$tmp/none.sock"
+r1=$rc
+run fc-handler --sock "$tmp/x.sock" --image "$img" --insecure
+((r1 == 2 && rc == 2)) && [[ -s $err ]]
+check "fc_handler_source_and_image_or_key_without_source_exit_2" $?
+
+"$cli" serve --image "$img" --listen "unix:$tmp/srv.sock" >"$tmp/srv.out" 2>"$tmp/srv.err" &
+hpids+=($!)
+for _ in $(seq 200); do [[ -S $tmp/srv.sock ]] && break; sleep 0.05; done
+start_handler net --source "unix:$tmp/srv.sock"
+client --threads 8
+((rc == 0)) && wait_lines 1 &&
+	last_json "d['status'] == 'complete' and d['present'] == d['pages'] == 2048"
+check "fc_handler_network_source_served_every_byte_right" $?
+client --threads 4 --balloon
+((rc == 0)) && wait_lines 2 && last_json "d['status'] == 'complete' and d['present'] == d['pages']"
+check "fc_handler_network_source_balloon_removed_pages_read_zero" $?
+stop_handler
 
 # ---- 2 MiB hugetlb regions ----------------------------------------------------------
 need=8

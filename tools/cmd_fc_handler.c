@@ -45,6 +45,10 @@
 struct fc_opts {
 	const char *sock;
 	const char *image;
+	const char *source; /* network address, or NULL for --image */
+	const char *key_path;
+	bool insecure;
+	unsigned net_timeout_s;
 	bool once, fill, kill, json;
 	unsigned window, readers;
 };
@@ -81,14 +85,17 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: postcopy fc-handler --sock PATH --image FILE [options]\n"
+		"       postcopy fc-handler --sock PATH --source ADDR [--key FILE | --insecure]\n"
+		"                           [options]\n"
 		"\n"
 		"Serve the page faults of Firecracker processes restoring a snapshot with\n"
 		"\"mem_backend\": {\"backend_type\": \"Uffd\", \"backend_path\": PATH}.\n"
 		"Every process that connects to PATH hands over its userfaultfd and the\n"
 		"layout of its guest memory (JSON: base_host_virt_addr, size, offset and,\n"
 		"by version, page_size_kib and page_size, both in bytes); its memory is\n"
-		"then demand-paged from FILE, the snapshot's memory file, while a\n"
-		"background filler installs the rest.  Any number of VMs at once, each\n"
+		"then demand-paged from FILE, the snapshot's memory file, or from\n"
+		"`postcopy serve` at ADDR, while a background filler (with --source, the\n"
+		"server's push) installs the rest.  Any number of VMs at once, each\n"
 		"with its own pager, statistics and failure.  A balloon's MADV_DONTNEED\n"
 		"(UFFD_EVENT_REMOVE) is honoured: those pages read as zeros.\n"
 		"\n"
@@ -96,6 +103,13 @@ static void usage(FILE *f)
 		"  --image FILE    the snapshot memory file (holes read as zero pages);\n"
 		"                  opened anew for each VM, whose regions must cover it\n"
 		"                  exactly (offsets cumulative from 0)\n"
+		"  --source ADDR   serve the pages from `postcopy serve` at tcp://HOST:PORT\n"
+		"                  or unix:PATH instead: one session (and push) per VM,\n"
+		"                  whose regions must cover the served image exactly\n"
+		"  --key FILE      pre-shared key for TCP (mode 600)\n"
+		"  --insecure      TCP without authentication: loopback tests only\n"
+		"  --net-timeout S with --source: a VM's server silent for S seconds\n"
+		"                  (default 10) fails that VM\n"
 		"  --once          exit after one VM was served and released\n"
 		"  --no-fill       no background filler: only faulted pages are loaded\n"
 		"  --no-kill       when a VM's pages cannot be had (the memory file\n"
@@ -132,6 +146,10 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 	static const struct option longopts[] = {
 		{ "sock", required_argument, NULL, 's' },
 		{ "image", required_argument, NULL, 'i' },
+		{ "source", required_argument, NULL, 'S' },
+		{ "key", required_argument, NULL, 'k' },
+		{ "insecure", no_argument, NULL, 'I' },
+		{ "net-timeout", required_argument, NULL, 'T' },
 		{ "once", no_argument, NULL, '1' },
 		{ "no-fill", no_argument, NULL, 'F' },
 		{ "no-kill", no_argument, NULL, 'K' },
@@ -147,6 +165,13 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		switch (c) {
 		case 's': o->sock = optarg; break;
 		case 'i': o->image = optarg; break;
+		case 'S': o->source = optarg; break;
+		case 'k': o->key_path = optarg; break;
+		case 'I': o->insecure = true; break;
+		case 'T':
+			if (parse_uint(optarg, 1, 86400, &o->net_timeout_s) < 0)
+				return bad_arg(CMD, "--net-timeout (1..86400 s)", optarg);
+			break;
 		case '1': o->once = true; break;
 		case 'F': o->fill = false; break;
 		case 'K': o->kill = false; break;
@@ -171,14 +196,26 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		complain(CMD, "unexpected argument '%s'", argv[optind]);
 		return EXIT_USAGE;
 	}
-	if (!o->sock || !o->image) {
-		complain(CMD, "--sock PATH and --image FILE are required");
+	if (!o->sock || !o->image == !o->source) {
+		complain(CMD, "--sock PATH and one of --image FILE or --source ADDR are required");
+		return EXIT_USAGE;
+	}
+	if (!auth_flags_ok(CMD, o->source != NULL, o->key_path, o->insecure))
+		return EXIT_USAGE;
+	if (o->net_timeout_s && !o->source) {
+		complain(CMD, "--net-timeout goes with --source");
 		return EXIT_USAGE;
 	}
 	if (strlen(o->sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
 		complain(CMD, "--sock path too long: '%s'", o->sock);
 		return EXIT_USAGE;
 	}
+	if (o->source)
+		return address_ok(CMD, "--source", o->source, o->key_path != NULL,
+				  o->insecure) &&
+				       (!o->key_path || key_file_ok(CMD, o->key_path)) ?
+			       EXIT_OK :
+			       EXIT_USAGE;
 	return check_input_file(CMD, "--image", o->image);
 }
 
@@ -486,6 +523,38 @@ static void report(const struct vm *v, pid_t pid, const struct handshake *h,
 	free(s);
 }
 
+/* A VM's own source: the memory file opened anew, or its own session
+ * with the server (so one VM's broken connection is only its own). */
+static int open_source(const struct fc_opts *o, pc_source **src, char *why,
+		       size_t len)
+{
+	if (!o->source) {
+		int ret = pc_source_file(o->image, src);
+		if (ret < 0)
+			snprintf(why, len, "%s: %s", o->image, strerror(-ret));
+		return ret;
+	}
+	struct pc_net_opts no = {
+		.address = o->source,
+		.insecure = o->insecure,
+		.timeout_ms = (o->net_timeout_s ? o->net_timeout_s : 10) * 1000,
+	};
+	uint8_t *key = NULL;
+	if (o->key_path && read_key_file(CMD, o->key_path, &key, &no.key_len) < 0) {
+		snprintf(why, len, "%s: the key file cannot be read", o->key_path);
+		return -EINVAL;
+	}
+	no.key = key;
+	char nwhy[256] = "";
+	int ret = pc_source_net(&no, src, nwhy, sizeof(nwhy));
+	if (key)
+		memset(key, 0, no.key_len);
+	free(key);
+	if (ret < 0)
+		snprintf(why, len, "%s: %s", o->source, nwhy[0] ? nwhy : strerror(-ret));
+	return ret;
+}
+
 static void serve_vm(struct vm *v)
 {
 	const struct fc_opts *o = v->o;
@@ -502,11 +571,9 @@ static void serve_vm(struct vm *v)
 		cred.pid = 0;
 	if (read_handshake(v->conn, &j, &uffd, why, sizeof(why)) < 0)
 		goto refuse;
-	int ret = pc_source_file(o->image, &src);
-	if (ret < 0) {
-		snprintf(why, sizeof(why), "%s: %s", o->image, strerror(-ret));
+	int ret = open_source(o, &src, why, sizeof(why));
+	if (ret < 0)
 		goto refuse;
-	}
 	if (parse_regions(j, pc_source_size(src), &h, why, sizeof(why)) < 0)
 		goto refuse;
 	if (uffd < 0) {
@@ -524,6 +591,7 @@ static void serve_vm(struct vm *v)
 		.readers = o->readers, .window = h.page_size == HUGE_2M ? 1 : o->window,
 	};
 	uffd = -1; /* the region's from here on, also on failure */
+	pc_source *net = o->source ? src : NULL; /* the region's, once created */
 	ret = pc_region_create(&ro, src, &r, why, sizeof(why));
 	src = NULL;
 	if (ret < 0)
@@ -531,7 +599,8 @@ static void serve_vm(struct vm *v)
 	double t0 = seconds_now();
 	ret = pc_region_start(r);
 	if (ret == 0 && o->fill)
-		ret = pc_region_start_fill(r);
+		ret = o->source ? pc_net_start_push(net, r) :
+				  pc_region_start_fill(r);
 	if (ret < 0) {
 		snprintf(why, sizeof(why), "%s", pc_region_error(r));
 		/* Its faults may already sleep on the userfaultfd. */
@@ -689,8 +758,8 @@ int cmd_fc_handler(int argc, char **argv)
 			complain(CMD, "signalfd: %s", strerror(errno));
 		return EXIT_FAIL;
 	}
-	logf_("listening on %s, memory file %s%s", o.sock, o.image,
-	      o.fill ? "" : " (no fill)");
+	logf_("listening on %s, %s %s%s", o.sock, o.source ? "server" : "memory file",
+	      o.source ? o.source : o.image, o.fill ? "" : " (no fill)");
 
 	struct vm *list = NULL;
 	bool any_failed = false;
