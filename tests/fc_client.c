@@ -37,6 +37,12 @@
  *           field, as newer Firecracker versions send longer messages
  *   --split     send the JSON in two writes 100 ms apart (the fd with the
  *           first)
+ *   --bench seq|scatter  instead of the mixed walks above, thread i of N
+ *           touches once each page of the i-th of N equal slices, in
+ *           order or with a stride of 7919 pages; each first access is
+ *           timed, and one JSON line on stdout gives the walk's time,
+ *           the accesses that stalled (took over 2 us) and their
+ *           latency p50/p99/max (for bench/fc-bench.sh)
  *
  * Exit status: 0 every byte right (or, with --bad, the handler closed the
  * connection), 2 bad command line, 3 set-up failed (mmap, userfaultfd,
@@ -82,6 +88,7 @@ static struct {
 	const char *sock, *image, *shape, *bad, *ready, *go;
 	unsigned nregions, threads;
 	uint64_t pause_pages, pad;
+	const char *bench;
 	bool huge, balloon, syscall_only, split;
 } opt = { .shape = "v1.12", .nregions = 3, .threads = 4 };
 
@@ -148,6 +155,51 @@ static void touch_gated(uint64_t p, uint64_t *done, uint64_t total)
 		while (!atomic_load(&ballooned))
 			usleep(100);
 	touch(p);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* --bench: every first access's time, in the thread's slice order. */
+static uint64_t *lat_ns;
+
+static void *bench_guest(void *arg)
+{
+	unsigned id = (unsigned)(uintptr_t)arg;
+	uint64_t from = npages * id / opt.threads, to = npages * (id + 1) / opt.threads;
+	uint64_t len = to - from, stride = 1;
+	if (!strcmp(opt.bench, "scatter") && len % 7919)
+		stride = 7919;
+	for (uint64_t i = 0, p = 0; i < len; i++, p = (p + stride) % len) {
+		uint64_t t0 = now_ns();
+		touch(from + p);
+		lat_ns[from + i] = now_ns() - t0;
+	}
+	return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void bench_report(double seconds)
+{
+	qsort(lat_ns, npages, sizeof(*lat_ns), cmp_u64);
+	uint64_t calm = 0;
+	while (calm < npages && lat_ns[calm] <= 2000)
+		calm++;
+	uint64_t n = npages - calm, *st = lat_ns + calm;
+	printf("{\"threads\":%u,\"pattern\":\"%s\",\"pages\":%llu,\"seconds\":%.6f,"
+	       "\"stalls\":%llu,\"p50_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f}\n",
+	       opt.threads, opt.bench, (unsigned long long)npages, seconds,
+	       (unsigned long long)n, n ? st[n / 2] / 1e3 : 0.0,
+	       n ? st[n * 99 / 100] / 1e3 : 0.0, n ? st[n - 1] / 1e3 : 0.0);
 }
 
 static void *guest(void *arg)
@@ -337,7 +389,8 @@ int main(int argc, char **argv)
 		{ "balloon", 0, NULL, 'b' }, { "syscall", 0, NULL, 'y' },
 		{ "pause-pages", 1, NULL, 'p' }, { "ready", 1, NULL, 'r' },
 		{ "go", 1, NULL, 'g' }, { "bad", 1, NULL, 'B' },
-		{ "pad", 1, NULL, 'P' }, { "split", 0, NULL, 'x' }, { 0 }
+		{ "pad", 1, NULL, 'P' }, { "split", 0, NULL, 'x' },
+		{ "bench", 1, NULL, 'W' }, { 0 }
 	};
 	int c;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -356,13 +409,16 @@ int main(int argc, char **argv)
 		case 'B': opt.bad = optarg; break;
 		case 'P': opt.pad = strtoull(optarg, NULL, 0); break;
 		case 'x': opt.split = true; break;
+		case 'W': opt.bench = optarg; break;
 		default: return USAGE;
 		}
 	}
 	if (!opt.sock || !opt.image || !opt.nregions || opt.nregions > MAXR ||
 	    !opt.threads || opt.threads > 64 ||
 	    (strcmp(opt.shape, "v1.1") && strcmp(opt.shape, "v1.7") && strcmp(opt.shape, "v1.12")) ||
-	    (opt.pause_pages && (!opt.ready || !opt.go))) {
+	    (opt.pause_pages && (!opt.ready || !opt.go)) ||
+	    (opt.bench && ((strcmp(opt.bench, "seq") && strcmp(opt.bench, "scatter")) ||
+			   opt.balloon || opt.pause_pages))) {
 		fprintf(stderr, "fc_client: bad command line (see the comment at the top of tests/fc_client.c)\n");
 		return USAGE;
 	}
@@ -446,8 +502,12 @@ int main(int argc, char **argv)
 	}
 
 	pthread_t th[64];
+	if (opt.bench && !(lat_ns = calloc(npages, sizeof(*lat_ns))))
+		die(SETUP, "%s", "calloc");
+	uint64_t t0 = now_ns();
 	for (unsigned i = 0; i < opt.threads; i++)
-		if (pthread_create(&th[i], NULL, guest, (void *)(uintptr_t)i))
+		if (pthread_create(&th[i], NULL, opt.bench ? bench_guest : guest,
+				   (void *)(uintptr_t)i))
 			die(SETUP, "%s", "pthread_create");
 	if (opt.balloon) {
 		/* Mid-run: once the sequential thread is past the middle of
@@ -461,7 +521,12 @@ int main(int argc, char **argv)
 	}
 	for (unsigned i = 0; i < opt.threads; i++)
 		pthread_join(th[i], NULL);
+	double seconds = (double)(now_ns() - t0) / 1e9;
 	int ret = verify(imgfd);
+	if (ret == OK && opt.bench) {
+		bench_report(seconds);
+		return OK;
+	}
 	if (ret == OK)
 		printf("fc_client: pid %d: %llu pages in %u regions (%s, %s pages%s), every byte right\n",
 		       (int)getpid(), (unsigned long long)npages, nr, opt.shape,
