@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -188,9 +189,16 @@ fail:
 
 int net_send_all(int fd, const void *buf, size_t len, uint64_t deadline_ns)
 {
+	return net_send_all_more(fd, buf, len, false, deadline_ns);
+}
+
+int net_send_all_more(int fd, const void *buf, size_t len, bool more,
+		      uint64_t deadline_ns)
+{
 	const char *p = buf;
+	int flags = MSG_NOSIGNAL | MSG_DONTWAIT | (more ? MSG_MORE : 0);
 	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n = send(fd, p, len, flags);
 		if (n > 0) {
 			p += n;
 			len -= (size_t)n;
@@ -199,6 +207,29 @@ int net_send_all(int fd, const void *buf, size_t len, uint64_t deadline_ns)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno != EAGAIN)
+			return errno == EPIPE ? -ECONNRESET : -errno;
+		int ret = wait_for(fd, POLLOUT, deadline_ns);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+int net_sendfile_all(int fd, int in_fd, uint64_t off, size_t len,
+		     uint64_t deadline_ns)
+{
+	off_t o = (off_t)off;
+	while (len) {
+		ssize_t n = sendfile(fd, in_fd, &o, len);
+		if (n > 0) {
+			len -= (size_t)n;
+			continue;
+		}
+		if (n == 0)
+			return -EIO; /* the file is shorter than it was */
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN)
 			return errno == EPIPE ? -ECONNRESET : -errno;
 		int ret = wait_for(fd, POLLOUT, deadline_ns);
 		if (ret < 0)

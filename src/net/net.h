@@ -40,6 +40,14 @@ int net_connect(const struct net_addr *a, int rcvbuf, uint64_t deadline_ns);
  * waiting with poll() until @deadline_ns.  0, -ETIMEDOUT, -ECONNRESET on
  * EOF, or -errno.  Async-signal-safe. */
 int net_send_all(int fd, const void *buf, size_t len, uint64_t deadline_ns);
+/* The same with MSG_MORE when @more: more of the frame follows at once. */
+int net_send_all_more(int fd, const void *buf, size_t len, bool more,
+		      uint64_t deadline_ns);
+/* Send @len bytes of @in_fd from @off with sendfile() (the page cache's
+ * pages go into the socket, not copied).  The socket must be non-blocking;
+ * a thread that calls it must block SIGPIPE, which sendfile() raises. */
+int net_sendfile_all(int fd, int in_fd, uint64_t off, size_t len,
+		     uint64_t deadline_ns);
 int net_recv_all(int fd, void *buf, size_t len, uint64_t deadline_ns);
 /*
  * The rules both ends share: TCP needs a key (at least 16 bytes) unless

@@ -16,9 +16,11 @@
 /*
  * Every page's digest, read once at start: the image's identity is made
  * from them, and every page read again to be sent is checked against its
- * own, so an image changed under the server (written in place, replaced
- * by one of the same size and time) is refused, never mixed into a
- * session.  Holes are zero pages and are not read.
+ * own (pages pushed without a key are not read: the destination checks
+ * them against the same digests), so an image changed under the server
+ * (written in place, replaced by one of the same size and time) is
+ * refused, never mixed into a session.  Holes are zero pages and are not
+ * read.
  */
 static int digest_image(struct pc_server *s, char *why, size_t len)
 {
