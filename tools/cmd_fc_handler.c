@@ -534,25 +534,8 @@ static int open_source(const struct fc_opts *o, pc_source **src, char *why,
 			snprintf(why, len, "%s: %s", o->image, strerror(-ret));
 		return ret;
 	}
-	struct pc_net_opts no = {
-		.address = o->source,
-		.insecure = o->insecure,
-		.timeout_ms = (o->net_timeout_s ? o->net_timeout_s : 10) * 1000,
-	};
-	uint8_t *key = NULL;
-	if (o->key_path && read_key_file(CMD, o->key_path, &key, &no.key_len) < 0) {
-		snprintf(why, len, "%s: the key file cannot be read", o->key_path);
-		return -EINVAL;
-	}
-	no.key = key;
-	char nwhy[256] = "";
-	int ret = pc_source_net(&no, src, nwhy, sizeof(nwhy));
-	if (key)
-		memset(key, 0, no.key_len);
-	free(key);
-	if (ret < 0)
-		snprintf(why, len, "%s: %s", o->source, nwhy[0] ? nwhy : strerror(-ret));
-	return ret;
+	return open_net_source(CMD, o->source, o->key_path, o->insecure,
+			       o->net_timeout_s ? o->net_timeout_s : 10, src, why, len);
 }
 
 static void serve_vm(struct vm *v)

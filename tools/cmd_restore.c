@@ -302,7 +302,7 @@ static int run(const struct restore_opts *o)
 	const char *from = o->source ? o->source : o->image;
 	if (o->source) {
 		if (open_net_source("restore", o->source, o->key_path, o->insecure,
-				    o->net_timeout_s, &src) < 0)
+				    o->net_timeout_s, &src, NULL, 0) < 0)
 			return EXIT_FAIL;
 	} else if ((ret = pc_source_file(o->image, &src)) < 0) {
 		if (ret == -EINVAL)

@@ -161,10 +161,12 @@ int check_input_file(const char *cmd, const char *flag, const char *path);
 bool auth_flags_ok(const char *cmd, bool networked, const char *key_path,
 		   bool insecure);
 
-/* Connect to a postcopy server (key from @key_path, or @insecure); says
- * why on failure.  @timeout_s 0 takes the library's default. */
+/* Connect to a postcopy server (key from @key_path, or @insecure); on
+ * failure says why into @why, or on stderr when @why is NULL.
+ * @timeout_s 0 takes the library's default. */
 int open_net_source(const char *cmd, const char *addr, const char *key_path,
-		    bool insecure, unsigned timeout_s, pc_source **src);
+		    bool insecure, unsigned timeout_s, pc_source **src,
+		    char *why, size_t why_len);
 
 /* ---- counting.c: a source wrapper that counts fetches per page ---- */
 struct counting;

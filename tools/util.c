@@ -374,7 +374,8 @@ int read_key_file(const char *cmd, const char *path, uint8_t **key,
 }
 
 int open_net_source(const char *cmd, const char *addr, const char *key_path,
-		    bool insecure, unsigned timeout_s, pc_source **src)
+		    bool insecure, unsigned timeout_s, pc_source **src,
+		    char *why, size_t why_len)
 {
 	struct pc_net_opts no = {
 		.address = addr,
@@ -382,14 +383,21 @@ int open_net_source(const char *cmd, const char *addr, const char *key_path,
 		.timeout_ms = timeout_s * 1000,
 	};
 	uint8_t *key = NULL;
-	if (key_path && read_key_file(cmd, key_path, &key, &no.key_len) < 0)
+	if (key_path && read_key_file(cmd, key_path, &key, &no.key_len) < 0) {
+		if (why)
+			snprintf(why, why_len, "%s: the key file cannot be used", key_path);
 		return -EINVAL;
+	}
 	no.key = key;
-	char why[256];
-	int ret = pc_source_net(&no, src, why, sizeof(why));
+	char nwhy[256] = "";
+	int ret = pc_source_net(&no, src, nwhy, sizeof(nwhy));
+	if (key)
+		memset(key, 0, no.key_len);
 	free(key);
-	if (ret < 0)
-		complain(cmd, "%s: %s", addr, why[0] ? why : strerror(-ret));
+	if (ret < 0 && why)
+		snprintf(why, why_len, "%s: %s", addr, nwhy[0] ? nwhy : strerror(-ret));
+	else if (ret < 0)
+		complain(cmd, "%s: %s", addr, nwhy[0] ? nwhy : strerror(-ret));
 	return ret;
 }
 
