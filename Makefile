@@ -4,13 +4,15 @@
 #   make run     install what is missing, build, run the demo restore
 #   make check   build normal, ASan+UBSan and TSan configurations and run the
 #                test suite on each; ends with "N passed, N failed, N skipped"
-# Also: make build, make bench, make kvm-check, make kvm-bench, make clean.
+# Also: make build, make bench, make kvm-check, make kvm-bench, make clean,
+# make install [PREFIX=/usr/local] [DESTDIR=...], make deb.
 # Compiling is meson's and ninja's job (meson.build); this file only
 # strings the steps together.
 
 SHELL := /bin/bash
 
-PKGS := meson ninja-build pkg-config gcc libjson-c-dev libsodium-dev libxxhash-dev gnuplot-nox python3
+PKGS := meson ninja-build pkg-config gcc libjson-c-dev libsodium-dev libxxhash-dev gnuplot-nox python3 \
+  scdoc
 
 BUILDS := build build-asan build-tsan
 OPTS_build      :=
@@ -37,7 +39,7 @@ export TSAN_OPTIONS  := halt_on_error=1:handle_sigbus=0:report_signal_unsafe=0
 # `sysctl -w vm.mmap_rnd_bits=28`; the TSan probe below says so.
 NOASLR = $(shell setarch $$(uname -m) -R true 2>/dev/null && echo setarch $$(uname -m) -R)
 
-.PHONY: build run check bench clean deps tsan-probe kvm-check kvm-bench
+.PHONY: build run check bench clean deps tsan-probe kvm-check kvm-bench install deb
 
 build: deps build/build.ninja
 	ninja -C build
@@ -55,9 +57,11 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
 
 # Configure a build directory once; ninja re-runs meson itself after that.
+# --werror: warnings fail the project's own builds (and CI's), while
+# meson.build leaves them warnings for whoever else builds a release.
 $(BUILDS:%=%/build.ninja) $(KVM_BUILD)/build.ninja: %/build.ninja: | deps
 	rm -rf $*
-	meson setup $* $(OPTS_$*)
+	meson setup --werror $* $(OPTS_$*)
 
 run: build
 	test -e build/demo.img || build/postcopy mkimage build/demo.img 1G
@@ -92,6 +96,26 @@ tsan-probe: build-tsan/build.ninja
 
 bench: build
 	bash bench/run-matrix.sh build/postcopy
+
+# ---- make install [PREFIX=/usr/local] [DESTDIR=/tmp/root] --------------------
+# Installs the library (libpostcopy.so.0, libpostcopy.a, postcopy.h,
+# libpostcopy.pc), the CLI, its man pages and bash completion from the
+# plain build, with the prefix set in that build (meson configure).
+PREFIX ?= /usr/local
+install: build
+	meson configure build --prefix=$(PREFIX)
+	ninja -C build -j2
+	meson install -C build --no-rebuild $(if $(DESTDIR),--destdir $(DESTDIR))
+
+# ---- make deb: Debian packages in ../ (dpkg-buildpackage, debian/) ---------
+# libpostcopy0, libpostcopy-dev and postcopy, built without -Werror like any
+# distribution build, then checked with lintian (errors fail).  Not part of
+# make check: it rebuilds everything once more (a few minutes here).
+DEB_PKGS := debhelper dpkg-dev fakeroot lintian scdoc bash-completion systemd
+deb:
+	@$(MAKE) --no-print-directory deps PKGS="$(PKGS) $(DEB_PKGS)"
+	dpkg-buildpackage -us -uc -b
+	lintian --fail-on error ../postcopy_$$(dpkg-parsechangelog -S Version)_$$(dpkg --print-architecture).changes
 
 # ---- make fuzz [FUZZ_SECONDS=60] [FUZZ_FLAGS=...] ---------------------------
 # Builds the libFuzzer harness of the wire protocol (fuzz/fuzz_proto.c with
