@@ -33,6 +33,9 @@ if isinstance(san, list):
 print("prefix=%s" % shlex.quote(opts["prefix"]))
 print("libdir=%s" % shlex.quote(opts["libdir"]))
 print("mandir=%s" % shlex.quote(opts["mandir"]))
+inst = json.load(open(b + "/meson-info/intro-installed.json"))
+comp = [v for k, v in inst.items() if k.endswith("/completion/postcopy")]
+print("compdir=%s" % shlex.quote(comp[0].rsplit("/", 1)[0] if comp else ""))
 print("static_build=%s" % ("1" if opts.get("prefer_static") else "0"))
 print("san=%s" % shlex.quote("" if san in ("none", "") else "-fsanitize=" + san))
 print("version=%s" % shlex.quote(json.load(open(b + "/meson-info/intro-projectinfo.json"))["version"]))
@@ -50,6 +53,9 @@ missing=
 want=("$prefix/bin/postcopy" "$prefix/include/postcopy.h" "$libdir/libpostcopy.a"
       "$libdir/pkgconfig/libpostcopy.pc")
 ((static_build)) || want+=("$libdir/libpostcopy.so" "$libdir/libpostcopy.so.0")
+[[ -e $bdir/man/postcopy.1 ]] &&
+	want+=("$mandir/man1/postcopy.1" "$mandir/man3/libpostcopy.3" "$mandir/man3/pc_resolve.3")
+[[ -e $bdir/completion/postcopy ]] && want+=("$compdir/postcopy")
 for f in "${want[@]}"; do [[ -e $root$f ]] || missing+=" $f"; done
 if ! ((static_build)); then
 	soname=$(readelf -d "$lib/libpostcopy.so.0" 2>/dev/null | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
