@@ -8,7 +8,7 @@
 # its soname, libpostcopy.a), postcopy.h, libpostcopy.pc, the CLI, its man
 # pages and bash completion under the prefix; examples/embed.c, built out of
 # the tree with nothing but `pkg-config --cflags --libs libpostcopy` (its
-# prefix moved to the scratch root with --define-variable), links the
+# prefix moved to the scratch root), links the
 # shared library, or with --static the archive alone, and restores 16 MiB
 # and verifies every byte; the installed header compiles on its own in
 # strict C11 and C++; the installed CLI's --version is meson's version.
@@ -65,10 +65,15 @@ echo "missing:$missing" >"$out"
 [[ -z $missing ]]
 check "install_has_library_header_pc_cli_and_man_pages" $?
 
-# pkg-config as an embedder runs it, but with the scratch root's prefix.
-pc() {
-	PKG_CONFIG_PATH=$lib/pkgconfig pkg-config --define-variable=prefix="$root$prefix" "$@"
+# pkg-config as an embedder runs it, on the installed libpostcopy.pc with
+# its prefix= line moved to the scratch root (--define-variable would move
+# libsodium's too, and hide a libpostcopy.pc without its own -L).
+relocate() { # ROOT DIR: DIR/libpostcopy.pc, prefix ROOT$prefix
+	mkdir -p "$2"
+	sed "s|^prefix=.*|prefix=$1$prefix|" "$1$libdir/pkgconfig/libpostcopy.pc" >"$2/libpostcopy.pc"
 }
+relocate "$root" "$tmp/pc-shared"
+pc() { PKG_CONFIG_PATH=$tmp/pc-shared pkg-config "$@"; }
 req=$(pc --print-requires-private libpostcopy 2>&1)
 slibs=$(pc --static --libs libpostcopy 2>&1)
 echo "Requires.private: $(echo $req); --static --libs: $slibs" >"$out"
@@ -106,9 +111,8 @@ fi
 sroot=$tmp/static-root
 cp -a "$root" "$sroot"
 rm -f "$sroot$libdir"/libpostcopy.so*
-spc() {
-	PKG_CONFIG_PATH=$sroot$libdir/pkgconfig pkg-config --define-variable=prefix="$sroot$prefix" "$@"
-}
+relocate "$sroot" "$tmp/pc-static"
+spc() { PKG_CONFIG_PATH=$tmp/pc-static pkg-config "$@"; }
 cc $san -std=gnu11 "$src/examples/embed.c" $(spc --static --cflags --libs libpostcopy) \
 	-o "$tmp/embed-static" >"$out" 2>"$err" &&
 	! readelf -d "$tmp/embed-static" | grep -q 'NEEDED.*libpostcopy' &&
