@@ -4,13 +4,15 @@
 #   make run     install what is missing, build, run the demo restore
 #   make check   build normal, ASan+UBSan and TSan configurations and run the
 #                test suite on each; ends with "N passed, N failed, N skipped"
-# Also: make build, make bench, make kvm-check, make kvm-bench, make clean.
+# Also: make build, make bench, make kvm-check, make kvm-bench, make clean,
+# make install [PREFIX=/usr/local] [DESTDIR=...], make deb.
 # Compiling is meson's and ninja's job (meson.build); this file only
 # strings the steps together.
 
 SHELL := /bin/bash
 
-PKGS := meson ninja-build pkg-config gcc libjson-c-dev libsodium-dev libxxhash-dev gnuplot-nox python3
+PKGS := meson ninja-build pkg-config gcc libjson-c-dev libsodium-dev libxxhash-dev gnuplot-nox python3 \
+  scdoc bash-completion man-db
 
 BUILDS := build build-asan build-tsan
 OPTS_build      :=
@@ -37,7 +39,7 @@ export TSAN_OPTIONS  := halt_on_error=1:handle_sigbus=0:report_signal_unsafe=0
 # `sysctl -w vm.mmap_rnd_bits=28`; the TSan probe below says so.
 NOASLR = $(shell setarch $$(uname -m) -R true 2>/dev/null && echo setarch $$(uname -m) -R)
 
-.PHONY: build run check bench clean deps tsan-probe kvm-check kvm-bench
+.PHONY: build run check bench clean deps tsan-probe kvm-check kvm-bench install deb
 
 build: deps build/build.ninja
 	ninja -C build
@@ -55,9 +57,11 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
 
 # Configure a build directory once; ninja re-runs meson itself after that.
+# --werror: warnings fail the project's own builds (and CI's), while
+# meson.build leaves them warnings for whoever else builds a release.
 $(BUILDS:%=%/build.ninja) $(KVM_BUILD)/build.ninja: %/build.ninja: | deps
 	rm -rf $*
-	meson setup $* $(OPTS_$*)
+	meson setup --werror $* $(OPTS_$*)
 
 run: build
 	test -e build/demo.img || build/postcopy mkimage build/demo.img 1G
@@ -92,6 +96,33 @@ tsan-probe: build-tsan/build.ninja
 
 bench: build
 	bash bench/run-matrix.sh build/postcopy
+
+# ---- make install [PREFIX=/usr/local] [DESTDIR=/tmp/root] --------------------
+# Installs the library (libpostcopy.so.0, libpostcopy.a, postcopy.h,
+# libpostcopy.pc), the CLI, its man pages and bash completion from the
+# plain build, with the prefix set in that build (meson configure).
+PREFIX ?= /usr/local
+install: build
+	meson configure build --prefix=$(PREFIX)
+	ninja -C build -j2
+	meson install -C build --no-rebuild $(if $(DESTDIR),--destdir $(DESTDIR))
+
+# ---- make deb: Debian packages in build-deb/ (debian/) ---------------------
+# libpostcopy0, libpostcopy-dev and postcopy, built by dpkg-buildpackage
+# without -Werror like any distribution build, in a copy of the tree (the
+# .debs land beside it, in build-deb/), then checked with lintian (errors
+# fail; warnings are printed) and installed into a scratch root
+# (build-deb/root) to run the packaged CLI.  Not part of make check: it
+# builds everything once more (about two minutes here).
+DEB_PKGS := debhelper dpkg-dev fakeroot lintian scdoc bash-completion systemd
+deb:
+	@$(MAKE) --no-print-directory deps PKGS="$(PKGS) $(DEB_PKGS)"
+	rm -rf build-deb && mkdir -p build-deb/src
+	git ls-files -co --exclude-standard | tar -cf - -T - | tar -C build-deb/src -xf -
+	cd build-deb/src && nice -n 19 dpkg-buildpackage -us -uc -b -j2
+	lintian --fail-on error --info build-deb/*.changes
+	for d in build-deb/*.deb; do dpkg-deb -x $$d build-deb/root; done
+	build-deb/root/usr/bin/postcopy --version
 
 # ---- make fuzz [FUZZ_SECONDS=60] [FUZZ_FLAGS=...] ---------------------------
 # Builds the libFuzzer harness of the wire protocol (fuzz/fuzz_proto.c with
@@ -132,4 +163,4 @@ kvm-bench: deps $(KVM_BUILD)/build.ninja
 	python3 bench/kvm_table.py --rewrite BENCHMARKS.md $(KVM_BUILD)/kvm-bench-*.jsonl
 
 clean:
-	rm -rf $(BUILDS) $(KVM_BUILD) build-fuzz
+	rm -rf $(BUILDS) $(KVM_BUILD) build-fuzz build-deb

@@ -54,6 +54,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* siginfo_t (pc_sigbus_handle()) is POSIX: a strict -std=c11 build needs
+ * _POSIX_C_SOURCE >= 199309L (or -std=gnu11) before any include. */
 #include <signal.h>
 
 #ifdef __cplusplus

@@ -4,9 +4,12 @@
 # test_symbols.sh POSTCOPY - what the library exports.  Prints TAP.
 #
 # Pins: libpostcopy.a and libpostcopy.so (next to the CLI) define no global
-# symbol outside the public pc_ API; a program that defines a function of
-# its own called uffd_open (as QEMU does) links statically against
-# libpostcopy.a and runs.
+# symbol outside the public pc_ API; the shared library exports exactly the
+# functions include/postcopy.h declares (tests/header_functions.py), each
+# with a LIBPOSTCOPY_ version node, and src/libpostcopy.map names exactly
+# those (so neither a new function nor a removed one drifts in silently); a
+# program that defines a function of its own called uffd_open (as QEMU
+# does) links statically against libpostcopy.a and runs.
 set -u
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -15,9 +18,13 @@ trap 'rm -rf "$tmp"' EXIT
 bdir=$(dirname "$cli")
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-echo "1..3"
+echo "1..5"
 
-others() { nm "$@" 2>/dev/null | awk 'NF == 3 && $2 ~ /[A-TV-Z]/ {print $3}' | grep -v '^pc_'; }
+# (A version node is itself an absolute symbol of that name: not one of ours.)
+others() {
+	nm "$@" 2>/dev/null | awk 'NF == 3 && $2 ~ /[A-TV-Z]/ && !($2 == "A" && $3 ~ /^LIBPOSTCOPY_/) {print $3}' |
+		grep -v '^pc_'
+}
 
 if [[ -e $bdir/libpostcopy.a ]]; then
 	o=$(others -g --defined-only "$bdir/libpostcopy.a")
@@ -28,13 +35,33 @@ else
 	check "static_library_exports_only_pc_symbols" $? || echo "# no $bdir/libpostcopy.a"
 fi
 
+python3 "$src/tests/header_functions.py" "$src/include/postcopy.h" >"$tmp/header"
 if [[ -e $bdir/libpostcopy.so ]]; then
 	o=$(others -D --defined-only "$bdir/libpostcopy.so")
 	[[ -z $o ]]
 	check "shared_library_exports_only_pc_symbols" $? || echo "# also: $(echo $o | head -c 300)"
+
+	# objdump -T: "... DF .text SIZE VERSION NAME" for each defined one.
+	objdump -T "$bdir/libpostcopy.so" | awk '$2 == "g" && $4 != "*UND*" && $4 != "*ABS*" {print $NF, $(NF-1)}' |
+		sort >"$tmp/exports"
+	{ echo "header vs exports (< header only, > exported only):"
+	  diff "$tmp/header" <(cut -d' ' -f1 "$tmp/exports")
+	  echo "exports without a LIBPOSTCOPY_ node:"; grep -v ' LIBPOSTCOPY_' "$tmp/exports"
+	} >"$out"
+	diff -q "$tmp/header" <(cut -d' ' -f1 "$tmp/exports") >/dev/null &&
+		! grep -qv ' LIBPOSTCOPY_' "$tmp/exports"
+	check "shared_library_exports_exactly_the_header_functions_versioned" $?
 else
 	skip shared_library_exports_only_pc_symbols "static build: no shared library"
+	skip shared_library_exports_exactly_the_header_functions_versioned "static build: no shared library"
 fi
+
+# The version script's names: each `name;` between `global:` and `local:`.
+sed 's|/\*.*\*/||; s|/\*.*||' "$src/src/libpostcopy.map" |
+	awk '/local:/ {g = 0} g && /^[[:space:]]*pc_[a-z0-9_]+;/ {gsub(/[[:space:];]/, ""); print} /global:/ {g = 1}' |
+	sort >"$tmp/map"
+diff "$tmp/header" "$tmp/map" >"$out"
+check "version_script_lists_exactly_the_header_functions" $?
 
 cat >"$tmp/embedder.c" <<'C'
 #include <stdio.h>

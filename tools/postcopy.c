@@ -48,9 +48,22 @@ static void usage(FILE *f)
 		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].what);
 	fprintf(f,
 		"\n"
-		"'postcopy COMMAND --help' describes each command.\n"
+		"'postcopy COMMAND --help' describes each command;\n"
+		"'postcopy --version' prints the version.\n"
 		"Exit status: 0 success, 1 failure (error or verification\n"
 		"mismatch), 2 bad command line.\n");
+}
+
+/* meson's project version, and the library's own pc_version() beside it
+ * (the CLI links the library statically: they differ only if the header's
+ * PC_VERSION_* were not kept in step, which meson.build also refuses). */
+static int print_version(void)
+{
+	unsigned v = pc_version();
+
+	printf("postcopy %s (libpostcopy %u.%u.%u)\n", POSTCOPY_VERSION,
+	       v >> 16, (v >> 8) & 0xff, v & 0xff);
+	return EXIT_OK;
 }
 
 int main(int argc, char **argv)
@@ -67,6 +80,8 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return EXIT_OK;
 	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))
+		return print_version();
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (!strcmp(argv[1], commands[i].name))
 			return commands[i].run(argc - 1, argv + 1);
