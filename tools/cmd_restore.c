@@ -61,7 +61,7 @@ static void usage(FILE *f)
 		"                        S seconds (default 30)\n"
 		"  -m, --mode exit|wait  fault delivery (default exit)\n"
 		"  -s, --backend shmem|hugetlb|anon   guest memory (default shmem)\n"
-		"  --vcpus N             vCPU threads running the workload (default 2)\n"
+		"  -v, --vcpus N         vCPU threads running the workload (default 2)\n"
 		"  --workload seq|random order in which vCPUs touch their pages\n"
 		"                        (default seq)\n"
 		"  -d, --delay US        injected latency per fetch, microseconds\n"
