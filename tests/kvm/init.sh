@@ -12,6 +12,11 @@
 #                 patch series: userfault_test's TAP between @@KSFT and
 #                 @@KSFT-END lines, and each demand_paging_test run between
 #                 @@RUN and @@RUN-END lines with its exit status
+#   pc.run=CMD    (with pc.job=test) instead of all that, only the program
+#                 CMD, its words joined by commas (demand_paging_test,-k,-b,16M),
+#                 pc.runreps times (default 1), each run between @@RUN and
+#                 @@RUN-END lines and killed after pc.runtimeout seconds
+#                 (default 120): for chasing an intermittent failure
 #   pc.job=bench  postcopy kvm-bench --json for each line of /bench.list,
 #                 pc.reps times, each result on a line starting with @@JSON
 /bin/busybox --install -s /bin
@@ -21,7 +26,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 
-pc_job= pc_label=nested pc_expect= pc_bitmap= pc_reps=
+pc_job= pc_label=nested pc_expect= pc_bitmap= pc_reps= pc_run= pc_runreps=1 pc_runtimeout=120
 for word in $(cat /proc/cmdline); do
 	case $word in
 	pc.job=*) pc_job=${word#*=} ;;
@@ -29,6 +34,9 @@ for word in $(cat /proc/cmdline); do
 	pc.reps=*) pc_reps=${word#*=} ;;
 	pc.expect=*) pc_expect=${word#*=} ;;
 	pc.bitmap=*) pc_bitmap=${word#*=} ;;
+	pc.run=*) pc_run=$(echo "${word#*=}" | tr , ' ') ;;
+	pc.runreps=*) pc_runreps=${word#*=} ;;
+	pc.runtimeout=*) pc_runtimeout=${word#*=} ;;
 	esac
 done
 
@@ -44,7 +52,35 @@ echo "@@BEGIN $pc_label"
 # What the emulated CPU offers a KVM guest of its own (an L2 needs vmx for
 # memstress's nested mode): CPUs with each flag.
 echo "@@CPU vmx=$(grep -cw vmx /proc/cpuinfo) svm=$(grep -cw svm /proc/cpuinfo)"
+dmesg_verdict() {
+	# The kernel's own verdict on the tests: a WARNING, a BUG, a lockdep
+	# report or a sleep in atomic context (the patched kernels are built
+	# with PROVE_LOCKING, DEBUG_ATOMIC_SLEEP and KVM_PROVE_MMU).
+	pattern='WARNING:|BUG:|Oops|general protection|possible circular locking|possible recursive locking|inconsistent lock state|suspicious RCU usage|sleeping function called from invalid context|INFO: task .* blocked'
+	echo "@@DMESG"
+	dmesg | grep -E -A12 "$pattern" | head -80 | sed 's/^/# /'
+	echo "@@DMESG-END $(dmesg | grep -c -E "$pattern")"
+}
+
+# pc.run: one case, many times (nested.sh's $KVM_RUN_ONLY), whatever the
+# boot variant: whoever asks for it wants to see it run.
+[ "$pc_job" = test ] && [ -n "$pc_run" ] && pc_job=run
 case $pc_job in
+run)
+	[ -x /bin/userfault_test ] && echo 8 >/proc/sys/vm/nr_hugepages
+	i=0 rc=0
+	while [ $i -lt "$pc_runreps" ]; do
+		i=$((i + 1))
+		echo "@@RUN $pc_run (run $i of $pc_runreps)"
+		# A run that hangs is killed, and the loop goes on.
+		timeout -s KILL "$pc_runtimeout" /bin/$pc_run >/tmp/run 2>&1
+		status=$?
+		[ $status = 137 ] && echo "# killed after $pc_runtimeout s" >>/tmp/run
+		sed 's/^/# /' /tmp/run
+		echo "@@RUN-END $status"
+	done
+	dmesg_verdict
+	;;
 test)
 	# The boots without the TDP MMU are there for the prefetch of the
 	# shadow MMU's code: kvm_amd.npt=0 (shadow paging, FNAME(prefetch_gpte)
@@ -128,13 +164,7 @@ test)
 			echo "@@RUN-END $status"
 		done
 	fi
-	# The kernel's own verdict on the tests: a WARNING, a BUG, a lockdep
-	# report or a sleep in atomic context (the patched kernels are built
-	# with PROVE_LOCKING, DEBUG_ATOMIC_SLEEP and KVM_PROVE_MMU).
-	pattern='WARNING:|BUG:|Oops|general protection|possible circular locking|possible recursive locking|inconsistent lock state|suspicious RCU usage|sleeping function called from invalid context|INFO: task .* blocked'
-	echo "@@DMESG"
-	dmesg | grep -E -A12 "$pattern" | head -80 | sed 's/^/# /'
-	echo "@@DMESG-END $(dmesg | grep -c -E "$pattern")"
+	dmesg_verdict
 	;;
 bench)
 	# pc.reps passes over the list, so noise spreads over every run.  A

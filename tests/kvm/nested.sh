@@ -33,6 +33,15 @@
 #   $KVM_BENCH_LIST, default tests/kvm/bench.list, and repeated
 #   $KVM_BENCH_REPS times, default 3).
 #
+# One case in a loop (an intermittent failure): KVM_RUN_ONLY names a program
+# in the initramfs and its arguments ("demand_paging_test -k -v 2 -b 8M -u
+# MISSING"); each boot then runs only that, KVM_RUN_REPS times (default 1),
+# one TAP line per run, and the kernel log check.  The selftests are only in
+# the image kernels' initramfs; to boot just one, name it in KVM_KERNELS and
+# the selftests in KVM_SELFTESTS (the lines tests/kvm/kernel.sh prints).
+# A boot is killed after KVM_BOOT_TIMEOUT seconds (default 300; for a loop,
+# enough for every run to be killed by init.sh's 120 s watchdog).
+#
 # A boot that ends without its @@END line (a guest kernel oops under
 # emulation, a hang) is an infrastructure failure: it is reported and
 # rerun once.
@@ -48,7 +57,14 @@ cache=$builddir/kvm-cache
 mkdir -p "$cache"
 kernels=${KVM_KERNELS:-"6.12:deb:linux-image-6.12-amd64:no:no 6.1:deb:linux-image-amd64:no:no"}
 bench_list=${KVM_BENCH_LIST:-$srcdir/tests/kvm/bench.list}
-boot_timeout=${KVM_BOOT_TIMEOUT:-300}
+run_only=${KVM_RUN_ONLY:-}
+run_reps=${KVM_RUN_REPS:-1}
+[[ $run_only != *,* && $run_reps =~ ^[1-9][0-9]*$ ]] ||
+	{ echo "$0: KVM_RUN_ONLY has a comma or KVM_RUN_REPS is not a count" >&2; exit 2; }
+# init.sh kills a looped run after 120 s.
+boot_timeout=300
+[[ -n $run_only ]] && boot_timeout=$((60 + 125 * run_reps))
+boot_timeout=${KVM_BOOT_TIMEOUT:-$boot_timeout}
 
 passed=0 failed=0 skipped=0 n=0
 rm -f "$builddir/suite-counts" "$builddir/suite-failures"
@@ -180,7 +196,7 @@ boot() {
 	timeout -k 10 "$boot_timeout" qemu-system-x86_64 -accel tcg -cpu "$qemu_cpu" \
 		-M pc -smp 2 -m 1024 -nic none -nographic -no-reboot \
 		-kernel "$kernel" -initrd "$initrd" \
-		-append "console=ttyS0 panic=-1 loglevel=3 tsc_early_khz=2000000 ${args//,/ } pc.job=$job pc.label=$label pc.expect=$expect pc.bitmap=$bitmap pc.reps=${KVM_BENCH_REPS:-3}" \
+		-append "console=ttyS0 panic=-1 loglevel=3 tsc_early_khz=2000000 ${args//,/ } pc.job=$job pc.label=$label pc.expect=$expect pc.bitmap=$bitmap pc.reps=${KVM_BENCH_REPS:-3}${run_only:+ pc.run=${run_only// /,} pc.runreps=$run_reps}" \
 		</dev/null 2>&1 | tr -d '\r' | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g' >"$log"
 	grep -q '^@@END' "$log"
 }
@@ -245,7 +261,8 @@ for spec in $kernels; do
 		rerun="a vCPU's RIP went astray in the nested emulation (KVM_EXIT_INTERNAL_ERROR, emulation)"
 		grep -h 'KVM_EXIT_INTERNAL_ERROR' "$log" | head -2 | sed 's/^/#   /'
 	fi
-	if [[ -n $rerun ]]; then
+	# A loop counts every run as it came.
+	if [[ -n $rerun && -z $run_only ]]; then
 		echo "# $label: $rerun, rerunning once; first log kept in $log.1"
 		mv "$log" "$log.1"
 		boot "$label" "$kernel" "$initrd" "$expect" "$bitmap" "$log" "$args"
@@ -330,7 +347,7 @@ for spec in $kernels; do
 	# SVM but no VMX (it drops +vmx: "TCG doesn't support requested
 	# feature: CPUID.01H:ECX.vmx"), which init.sh's @@CPU line confirms
 	# from the VM's own /proc/cpuinfo.
-	if [[ $kind == image && $bitmap == yes && -n $kst ]]; then
+	if [[ $kind == image && $bitmap == yes && -n $kst && -z $run_only ]]; then
 		cpu=$(sed -n 's/^@@CPU //p' "$log")
 		if [[ $cpu == vmx=0\ * ]]; then
 			why="cannot run here: 6.12's only L2 guest is memstress's nested mode, which needs VMX with EPT, and this VM's CPU has no vmx flag ($cpu in /proc/cpuinfo) because QEMU's TCG emulates AMD SVM but not VMX"
@@ -347,6 +364,8 @@ for spec in $kernels; do
 		tap "not ok" "$label kernel log read to its end (no @@DMESG-END)"
 	fi
 	rc=$(sed -n 's/^@@END //p' "$log")
+	# Only the one case ran: no test_kvm plan to come to the end of.
+	[[ -n $run_only ]] && continue
 	if ((got != plan || plan == 0)) || [[ $rc != 0 && $failed == "$failed_before" ]]; then
 		tap "not ok" "$label test_kvm ran its whole plan ($got of $plan results, exit $rc)"
 	fi
