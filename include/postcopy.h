@@ -528,6 +528,117 @@ int pc_region_offer(pc_region *r, uint64_t first, uint64_t npages,
 		    const void *data);
 
 /* ------------------------------------------------------------------ */
+/* Working sets: record the pages a restore touches, replay them first */
+/* on the next restore of the same image (docs/working-set.md).        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * What a recording belongs to: the image's size and digest, defined as the
+ * network protocol defines it (docs/protocol.md, "Image identity"): XXH3-128
+ * over every 4 KiB page's XXH3-64 digest, so a recording of the same image
+ * matches whether it was served from a file or over the network.
+ */
+#define PC_IMAGE_DIGEST_LEN 16
+struct pc_image_id {
+	uint64_t size; /* bytes */
+	uint8_t digest[PC_IMAGE_DIGEST_LEN];
+};
+
+/*
+ * The identity of @src's contents.  Reads every page once with
+ * pc_source_read() (no injected delay): about as long as reading the image
+ * from the page cache (~0.2 s per GiB here), so take it before the region
+ * starts.  Not for the network source, whose server already said it.
+ */
+int pc_image_id_of(pc_source *src, struct pc_image_id *out);
+
+typedef struct pc_ws pc_ws;
+
+/* One page of a working set, in first-touch order. */
+struct pc_ws_entry {
+	uint64_t offset;  /* byte offset in the region (4 KiB granularity) */
+	uint64_t time_ns; /* first touch after pc_region_start() (a merge:
+			   * the median over the runs that hold the page;
+			   * stored in microseconds) */
+	unsigned thread;  /* the attached slot that faulted, or PC_THREAD_OTHER */
+	unsigned runs;	  /* recordings holding this page (1 unless merged) */
+};
+
+struct pc_ws_info {
+	struct pc_image_id image;
+	uint64_t pages;	      /* entries */
+	unsigned runs;	      /* recordings merged into it (1: a recording) */
+	uint64_t duration_ns; /* first touch of the last entry */
+};
+
+/*
+ * Record @r's working set: every demand fault that fetches (the faulting
+ * page, not its window, not pages of the filler or a replay), with the
+ * slot of the faulting thread and the time since pc_region_start().  The
+ * fault path writes into a per-thread buffer (one atomic add on the
+ * thread's own cache line, a clock read): no lock, no system call.  Call
+ * before pc_region_start(); it takes the region's fault hook
+ * (pc_region_set_fault_hook(), -EBUSY when one is set).  @image names the
+ * image (pc_image_id_of()).  A region that replays records only what the
+ * replay did not bring in time.  The recorder belongs to the caller:
+ * pc_ws_save() it at any time, pc_ws_destroy() it after
+ * pc_region_destroy().
+ */
+int pc_ws_record(pc_region *r, const struct pc_image_id *image, pc_ws **out);
+
+/*
+ * Write @ws (a recorder: what it holds so far, in first-touch order) to
+ * @path, replacing it (written to a temporary file and renamed).
+ */
+int pc_ws_save(const pc_ws *ws, const char *path);
+
+/*
+ * Read a working-set file.  Everything is checked before it is used
+ * (magic, version, sizes, checksum, every page inside the image, no page
+ * twice, first touches in order): a truncated or corrupt file is -EBADMSG,
+ * a version this library does not read -ENOTSUP, with the reason in @why.
+ */
+int pc_ws_load(const char *path, pc_ws **out, char *why, size_t why_len);
+
+/*
+ * Does @ws belong to @image?  0, or -ESTALE with the reason in @why (a
+ * recording of another image, or of another size).
+ */
+int pc_ws_check_image(const pc_ws *ws, const struct pc_image_id *image,
+		      char *why, size_t why_len);
+
+/* Summary and entries of a loaded or merged working set (-EINVAL for a
+ * recorder: save and load it). */
+int pc_ws_info(const pc_ws *ws, struct pc_ws_info *out);
+int pc_ws_entry(const pc_ws *ws, uint64_t i, struct pc_ws_entry *out);
+
+/*
+ * Combine @n loaded working sets of one image: the pages that at least
+ * @k of them hold (1 <= k <= n), ordered by their median first touch.
+ * -ESTALE when they name different images.
+ */
+int pc_ws_merge(const pc_ws *const *in, unsigned n, unsigned k, pc_ws **out,
+		char *why, size_t why_len);
+
+void pc_ws_destroy(pc_ws *ws);
+
+/*
+ * Replay @ws on started region @r: a thread installs its pages in their
+ * recorded order from now on, a batch at a time (up to 128 pages or
+ * 2 MiB, sorted and merged into runs, fetched as one pipelined request
+ * with PC_FETCH_PREFETCH).  Demand faults come first: a fault never
+ * waits for more than the batch in flight, and when a fault shows that
+ * the guest has passed the replay's position in the list, the replay
+ * skips ahead to it.  The background filler waits while the replay runs.
+ * Pages present or in flight are skipped, so nothing is fetched twice.
+ * @ws is checked against @image first (-ESTALE, see pc_ws_check_image())
+ * and may be destroyed once this returns.  -EINVAL when @r is not started
+ * or @ws is a recorder, -EBUSY when a replay was started already.
+ */
+int pc_region_replay(pc_region *r, const pc_ws *ws,
+		     const struct pc_image_id *image, char *why, size_t why_len);
+
+/* ------------------------------------------------------------------ */
 /* Post-copy over the network (docs/protocol.md).                      */
 /* ------------------------------------------------------------------ */
 
@@ -667,6 +778,7 @@ struct pc_stats {
 	uint64_t pages_demand;	   /* installed on demand (faulting page) */
 	uint64_t pages_prefetch;   /* installed as part of a fault's window */
 	uint64_t pages_fill;	   /* installed by the background filler */
+	uint64_t pages_replay;	   /* installed by a working-set replay */
 	uint64_t zero_pages;	   /* installed as zero pages, no fetch */
 	uint64_t duplicate_fetches_avoided; /* faults that waited for a fetch in flight */
 	uint64_t refaults;	   /* faults on pages already present */

@@ -36,7 +36,15 @@ struct restore_opts {
 	unsigned timeout_s;
 	unsigned window;
 	bool no_memory_check;
+	struct ws_params ws;
+	const char *record_ws;
+	const char *replay_ws;
 };
+
+static const char *order_name(enum access_order a)
+{
+	return a == ORDER_RANDOM ? "random" : a == ORDER_WS ? "ws" : "seq";
+}
 
 static void usage(FILE *f)
 {
@@ -62,8 +70,20 @@ static void usage(FILE *f)
 		"  -m, --mode exit|wait  fault delivery (default exit)\n"
 		"  -s, --backend shmem|hugetlb|anon   guest memory (default shmem)\n"
 		"  -v, --vcpus N         vCPU threads running the workload (default 2)\n"
-		"  --workload seq|random order in which vCPUs touch their pages\n"
-		"                        (default seq)\n"
+		"  --workload seq|random|ws  order in which vCPUs touch their pages\n"
+		"                        (default seq); ws: a working set like a booting\n"
+		"                        guest's, clustered and mostly not sequential\n"
+		"  --seed N              ws: which run (runs differ around one base set)\n"
+		"  --ws-fraction F       ws: share of memory in the working set (0.1)\n"
+		"  --ws-similarity J     ws: Jaccard similarity of two runs' pages (0.93)\n"
+		"  --ws-next P           ws: chance the next touch is the next page (0.09)\n"
+		"  --ws-base N           ws: the base set the runs are drawn around (0)\n"
+		"  --record-ws FILE      record the pages demand faults fetched, in\n"
+		"                        first-touch order (docs/working-set.md); the\n"
+		"                        fill then starts when the vCPUs are done\n"
+		"  --replay-ws FILE      install a recording's pages first, in order,\n"
+		"                        ahead of the vCPUs; refused if it was recorded\n"
+		"                        on another image (both need --image)\n"
 		"  -d, --delay US        injected latency per fetch, microseconds\n"
 		"  -w, --window N        pages fetched per fault, aligned around it\n"
 		"                        (default 1; a prefetch window; not hugetlb)\n"
@@ -100,6 +120,13 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		{ "no-fill", no_argument, NULL, 'F' },
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "no-memory-check", no_argument, NULL, 'M' },
+		{ "seed", required_argument, NULL, 1000 },
+		{ "ws-fraction", required_argument, NULL, 1001 },
+		{ "ws-similarity", required_argument, NULL, 1002 },
+		{ "ws-next", required_argument, NULL, 1003 },
+		{ "ws-base", required_argument, NULL, 1004 },
+		{ "record-ws", required_argument, NULL, 1005 },
+		{ "replay-ws", required_argument, NULL, 1006 },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -107,7 +134,8 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 	int c;
 
 	*o = (struct restore_opts){ .vcpus = 2, .fill = true,
-				    .timeout_s = 600 };
+				    .timeout_s = 600, .ws = WS_PARAMS_DEFAULT };
+	bool ws_flags = false;
 	while ((c = getopt_long(argc, argv, "m:s:d:v:w:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'i':
@@ -151,8 +179,10 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 				o->order = ORDER_SEQ;
 			} else if (!strcmp(optarg, "random")) {
 				o->order = ORDER_RANDOM;
+			} else if (!strcmp(optarg, "ws")) {
+				o->order = ORDER_WS;
 			} else {
-				complain("restore", "--workload must be seq or random, not '%s'", optarg);
+				complain("restore", "--workload must be seq, random or ws, not '%s'", optarg);
 				return EXIT_USAGE;
 			}
 			break;
@@ -180,6 +210,31 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		case 'j':
 			o->json = true;
 			break;
+		case 1000:
+		case 1004:
+			ws_flags = true;
+			if (parse_seed(optarg, c == 1000 ? &o->ws.seed : &o->ws.base) < 0)
+				return bad_arg("restore", c == 1000 ? "--seed" : "--ws-base", optarg);
+			break;
+		case 1001:
+		case 1002:
+		case 1003: {
+			char *end;
+			double v = strtod(optarg, &end);
+			ws_flags = true;
+			if (*end || end == optarg || !(v >= 0 && v <= 1) || (c == 1001 && v <= 0))
+				return bad_arg("restore", c == 1001 ? "--ws-fraction (0..1]" :
+						  c == 1002 ? "--ws-similarity (0..1)" : "--ws-next (0..1)",
+					       optarg);
+			*(c == 1001 ? &o->ws.fraction : c == 1002 ? &o->ws.similarity : &o->ws.next_page) = v;
+			break;
+		}
+		case 1005:
+			o->record_ws = optarg;
+			break;
+		case 1006:
+			o->replay_ws = optarg;
+			break;
 		case 'M':
 			o->no_memory_check = true;
 			break;
@@ -204,6 +259,14 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 	/* Flags that would be ignored are refused, not dropped silently. */
 	if (o->net_timeout_s && !o->source) {
 		complain("restore", "--net-timeout goes with --source");
+		return EXIT_USAGE;
+	}
+	if (ws_flags && o->order != ORDER_WS) {
+		complain("restore", "--seed and --ws-* go with --workload ws");
+		return EXIT_USAGE;
+	}
+	if ((o->record_ws || o->replay_ws) && !o->image) {
+		complain("restore", "--record-ws and --replay-ws need --image: a recording names its image by the digest of its contents");
 		return EXIT_USAGE;
 	}
 	if (o->window > 1 && o->backend == PC_BACKEND_HUGETLB) {
@@ -295,11 +358,43 @@ static void *progress_main(void *arg)
 	return NULL;
 }
 
+/* The image's identity, from its file (also with --source: the copy). */
+static int image_identity(const char *path, struct pc_image_id *id, double *secs)
+{
+	pc_source *f;
+	double t0 = seconds_now();
+	int ret = pc_source_file(path, &f);
+	if (ret == 0) {
+		ret = pc_image_id_of(f, id);
+		pc_source_destroy(f);
+	}
+	*secs = seconds_now() - t0;
+	if (ret < 0)
+		complain("restore", "%s: cannot take its identity: %s", path, strerror(-ret));
+	return ret;
+}
+
 static int run(const struct restore_opts *o)
 {
 	pc_source *src;
 	int ret;
 	const char *from = o->source ? o->source : o->image;
+	struct pc_image_id id;
+	double id_secs = 0;
+	pc_ws *replay = NULL, *rec = NULL;
+	char why[256];
+	if ((o->record_ws || o->replay_ws) && image_identity(o->image, &id, &id_secs) < 0)
+		return EXIT_FAIL;
+	if (o->replay_ws) {
+		/* Checked whole before anything is registered. */
+		ret = pc_ws_load(o->replay_ws, &replay, why, sizeof(why));
+		if (ret == 0 && (ret = pc_ws_check_image(replay, &id, why, sizeof(why))) < 0)
+			pc_ws_destroy(replay);
+		if (ret < 0) {
+			complain("restore", "--replay-ws %s: %s", o->replay_ws, why);
+			return EXIT_FAIL;
+		}
+	}
 	if (o->source) {
 		if (open_net_source("restore", o->source, o->key_path, o->insecure,
 				    o->net_timeout_s, &src, NULL, 0) < 0)
@@ -309,6 +404,7 @@ static int run(const struct restore_opts *o)
 			complain("restore", "%s: not a regular file, empty, or size not a multiple of 4096 bytes", o->image);
 		else
 			complain("restore", "%s: %s", o->image, strerror(-ret));
+		pc_ws_destroy(replay);
 		return EXIT_FAIL;
 	}
 	uint64_t size = pc_source_size(src);
@@ -323,21 +419,44 @@ static int run(const struct restore_opts *o)
 		.no_memory_check = o->no_memory_check,
 	};
 	pc_region *r;
-	char why[256];
 	ret = pc_region_create(&ro, src, &r, why, sizeof(why));
 	if (ret < 0) {
 		complain("restore", "%s: %s%s", from, why,
 			 ret == -ENOMEM && o->backend == PC_BACKEND_SHMEM ?
 				 "; --no-memory-check starts anyway" : "");
+		pc_ws_destroy(replay);
+		return EXIT_FAIL;
+	}
+	if (o->record_ws && (ret = pc_ws_record(r, &id, &rec)) < 0) {
+		complain("restore", "--record-ws: %s", strerror(-ret));
+		pc_region_destroy(r);
+		pc_ws_destroy(replay);
 		return EXIT_FAIL;
 	}
 	double t0 = seconds_now();
 	ret = pc_region_start(r);
-	if (ret == 0 && o->fill)
+	if (ret == 0 && replay) {
+		/* From the start, ahead of the vCPUs; the filler waits for it. */
+		ret = pc_region_replay(r, replay, &id, why, sizeof(why));
+		pc_ws_destroy(replay);
+		replay = NULL;
+		if (ret < 0) {
+			complain("restore", "--replay-ws %s: %s", o->replay_ws, why);
+			pc_region_destroy(r);
+			pc_ws_destroy(rec);
+			return EXIT_FAIL;
+		}
+	}
+	/* A recording holds the pages that took a fault: a filler running
+	 * meanwhile would bring part of the working set untouched, so it
+	 * starts when the vCPUs are done. */
+	bool fill_later = o->fill && o->record_ws;
+	if (ret == 0 && o->fill && !fill_later)
 		ret = o->source ? pc_net_start_push(src, r) : pc_region_start_fill(r);
 	if (ret < 0) {
 		complain("restore", "%s", pc_region_error(r));
 		pc_region_destroy(r);
+		pc_ws_destroy(rec);
 		return EXIT_FAIL;
 	}
 
@@ -352,6 +471,7 @@ static int run(const struct restore_opts *o)
 		.size = size,
 		.vcpus = o->vcpus,
 		.order = o->order,
+		.ws = &o->ws,
 		.region = r,
 	};
 	struct workload_result res;
@@ -362,6 +482,11 @@ static int run(const struct restore_opts *o)
 	 * the region again. */
 	bool stuck = false;
 	ret = workload_run(&w, &res);
+	if (ret == 0 && fill_later) {
+		ret = o->source ? pc_net_start_push(src, r) : pc_region_start_fill(r);
+		if (ret < 0)
+			complain("restore", "starting the fill: %s", strerror(-ret));
+	}
 	if (ret == -EIO) {
 		stuck = true;
 		ret = pc_region_wait(r, 0);
@@ -380,6 +505,23 @@ static int run(const struct restore_opts *o)
 						strerror(-ret);
 		complain("restore", "%s", error);
 		status = EXIT_FAIL;
+	}
+
+	uint64_t recorded = 0;
+	if (rec && status == EXIT_OK) {
+		ret = pc_ws_save(rec, o->record_ws);
+		if (ret < 0) {
+			complain("restore", "--record-ws %s: %s", o->record_ws, strerror(-ret));
+			status = EXIT_FAIL;
+		} else {
+			pc_ws *back;
+			if (pc_ws_load(o->record_ws, &back, NULL, 0) == 0) {
+				struct pc_ws_info info;
+				pc_ws_info(back, &info);
+				recorded = info.pages;
+				pc_ws_destroy(back);
+			}
+		}
 	}
 
 	uint64_t bad = 0, first_bad = 0;
@@ -416,7 +558,13 @@ static int run(const struct restore_opts *o)
 		json_object_object_add(j, "mode", json_object_new_string(mode_str(o->mode)));
 		json_object_object_add(j, "backend", json_object_new_string(backend_str(o->backend)));
 		json_object_object_add(j, "vcpus", json_object_new_int((int)o->vcpus));
-		json_object_object_add(j, "workload", json_object_new_string(o->order == ORDER_RANDOM ? "random" : "seq"));
+		json_object_object_add(j, "workload", json_object_new_string(order_name(o->order)));
+		json_object_object_add(j, "workload_seconds", json_object_new_double(res.seconds));
+		json_object_object_add(j, "workload_pages", json_object_new_int64((int64_t)res.accesses));
+		if (o->order == ORDER_WS)
+			json_object_object_add(j, "ws_next_page_share", json_object_new_double(res.ws_next_share));
+		if (o->record_ws)
+			json_object_object_add(j, "recorded_pages", json_object_new_int64((int64_t)recorded));
 		json_object_object_add(j, "fill", json_object_new_boolean(o->fill));
 		json_object_object_add(j, "seconds", json_object_new_double(restored));
 		json_object_object_add(j, "workload_pages_per_sec", json_object_new_double(wl_rate));
@@ -445,13 +593,26 @@ static int run(const struct restore_opts *o)
 		printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY));
 		json_object_put(j);
 	} else {
-		printf("restore: %s, %.1f MiB, %s memory, %s mode, %u vCPUs (%s reads)%s\n",
+		printf("restore: %s, %.1f MiB, %s memory, %s mode, %u vCPUs (%s reads)%s%s\n",
 		       from, (double)size / (1 << 20), backend_str(o->backend),
 		       mode_str(o->mode), o->vcpus,
-		       o->order == ORDER_RANDOM ? "random" : "sequential",
-		       o->fill ? ", background fill" : "");
+		       o->order == ORDER_RANDOM ? "random" : o->order == ORDER_WS ? "working-set" :
+						      "sequential",
+		       o->fill ? ", background fill" : "",
+		       o->replay_ws ? ", replaying a working set" : "");
 		printf("restored   %.3f s to every page present; workload %.0f pages/s\n",
 		       restored, wl_rate);
+		printf("workload   %.3f s, %llu pages touched", res.seconds,
+		       (unsigned long long)res.accesses);
+		if (o->order == ORDER_WS)
+			printf(" (seed %llu; %.1f%% of touches the next page)",
+			       (unsigned long long)o->ws.seed, 100 * res.ws_next_share);
+		printf("\n");
+		if (o->record_ws || o->replay_ws)
+			printf("identity   taken in %.3f s (reading the image once)\n", id_secs);
+		if (o->record_ws && status == EXIT_OK)
+			printf("recorded   %llu pages to %s\n", (unsigned long long)recorded,
+			       o->record_ws);
 		if (st)
 			pc_stats_print(st, stdout);
 		if (net)
@@ -477,6 +638,7 @@ static int run(const struct restore_opts *o)
 		_exit(status);
 	}
 	pc_region_destroy(r);
+	pc_ws_destroy(rec);
 	return status;
 }
 

@@ -15,6 +15,7 @@ int cmd_serve(int argc, char **argv);
 int cmd_netbench(int argc, char **argv);
 int cmd_kvm_bench(int argc, char **argv);
 int cmd_fc_handler(int argc, char **argv);
+int cmd_ws(int argc, char **argv);
 
 static const struct command {
 	const char *name;
@@ -33,6 +34,7 @@ static const struct command {
 	  "measure demand paging with real KVM vCPUs (needs /dev/kvm)" },
 	{ "fc-handler", cmd_fc_handler,
 	  "serve the page faults of Firecracker snapshot restores" },
+	{ "ws", cmd_ws, "show and merge working-set recordings" },
 };
 
 static void usage(FILE *f)

@@ -77,8 +77,25 @@ int start_region(const char *cmd, const struct pc_region_opts *ro,
 /* ---- workload.c: vCPU threads touching guest memory ---- */
 /* ORDER_STRIDE: every STRIDE_PAGES-th page, wrapping (a prime, so each
  * page comes once per pass). */
-enum access_order { ORDER_SEQ, ORDER_RANDOM, ORDER_STRIDE };
+enum access_order { ORDER_SEQ, ORDER_RANDOM, ORDER_STRIDE, ORDER_WS };
 #define STRIDE_PAGES 7919u
+
+/* ORDER_WS (ws_workload.c): a working set drawn around a base set. */
+struct ws_params {
+	double fraction;   /* of memory in the working set (default 0.1) */
+	double similarity; /* Jaccard similarity of two runs (default 0.93) */
+	double next_page;  /* chance the next touch is the next page (0.09) */
+	uint64_t seed;	   /* the run */
+	uint64_t base;	   /* the base working set every run is drawn around */
+};
+#define WS_PARAMS_DEFAULT { .fraction = 0.1, .similarity = 0.93, .next_page = 0.09, .seed = 1 }
+/*
+ * The pages each of @vcpus vCPUs touches, in order: order[v] (malloc'ed,
+ * count[v] pages).  *next_share: how often the next touch of the run (all
+ * vCPUs together) is the next page.
+ */
+int ws_orders(const struct ws_params *p, uint64_t pages, unsigned vcpus,
+	      uint64_t **order, uint64_t *count, double *next_share);
 
 struct workload {
 	char *mem;
@@ -91,6 +108,7 @@ struct workload {
 	 * region is complete, then once more (so every page was written). */
 	bool until_complete;
 	enum access_order order;
+	const struct ws_params *ws; /* ORDER_WS */
 	pc_region *region; /* attach threads to it; NULL for a baseline */
 };
 
@@ -102,6 +120,7 @@ struct workload_result {
 	/* Accesses to pages that were missing when the vCPU reached them:
 	 * what a vCPU waited for each, from its side (with a region). */
 	struct hist *stalls;
+	double ws_next_share; /* ORDER_WS: how often the next touch was the next page */
 };
 
 /*

@@ -257,6 +257,7 @@ struct json_object *stats_json(const struct pc_stats *s)
 	json_object_object_add(o, "pages_demand", jint(s->pages_demand));
 	json_object_object_add(o, "pages_prefetch", jint(s->pages_prefetch));
 	json_object_object_add(o, "pages_fill", jint(s->pages_fill));
+	json_object_object_add(o, "pages_replay", jint(s->pages_replay));
 	json_object_object_add(o, "zero_pages", jint(s->zero_pages));
 	json_object_object_add(o, "duplicate_fetches_avoided",
 			       jint(s->duplicate_fetches_avoided));

@@ -126,17 +126,38 @@ int workload_run(const struct workload *w, struct workload_result *res)
 		goto out;
 	}
 	gate_init(gate);
+	uint64_t **ws_order = NULL, *ws_count = NULL;
+	if (w->order == ORDER_WS) {
+		ws_order = calloc(w->vcpus, sizeof(*ws_order));
+		ws_count = calloc(w->vcpus, sizeof(*ws_count));
+		if (!ws_order || !ws_count ||
+		    ws_orders(w->ws, pages, w->vcpus, ws_order, ws_count,
+			      &res->ws_next_share) < 0) {
+			free(ws_order);
+			free(ws_count);
+			ret = -ENOMEM;
+			goto out;
+		}
+		/* The working set's pages, not a slice; freed with v[]. */
+		for (unsigned i = 0; i < w->vcpus; i++) {
+			v[i].order = ws_order[i];
+			v[i].npages = ws_count[i];
+		}
+		free(ws_order);
+		free(ws_count);
+	}
 	for (unsigned i = 0; i < w->vcpus; i++) {
 		v[i].w = w;
 		v[i].id = i;
 		v[i].first = w->overlap ? 0 : pages * i / w->vcpus;
-		v[i].npages = w->overlap ? pages :
-				pages * (i + 1) / w->vcpus - v[i].first;
+		if (w->order != ORDER_WS)
+			v[i].npages = w->overlap ? pages :
+					pages * (i + 1) / w->vcpus - v[i].first;
 		v[i].gate = gate;
 		v[i].latency = calloc(1, sizeof(struct hist));
 		v[i].stalls = w->until_complete ? calloc(1, sizeof(struct hist)) : NULL;
 		if (!v[i].latency || (w->until_complete && !v[i].stalls) ||
-		    make_order(&v[i]) < 0) {
+		    (w->order != ORDER_WS && make_order(&v[i]) < 0)) {
 			ret = -ENOMEM;
 			goto out;
 		}

@@ -109,6 +109,10 @@ static void *fill_main(void *arg)
 		return NULL;
 	}
 	while (!atomic_load(&r->stopping) && atomic_load(&r->done) == 0) {
+		if (atomic_load_explicit(&r->replaying, memory_order_acquire)) {
+			idle(r, 1); /* a working-set replay goes first */
+			continue;
+		}
 		uint64_t fault = latest_fault(r);
 		if (fault != seen_fault) { /* follow the guest */
 			seen_fault = fault;

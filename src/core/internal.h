@@ -100,6 +100,7 @@ enum origin {
 	ORIGIN_DEMAND,
 	ORIGIN_PREFETCH,
 	ORIGIN_FILL,
+	ORIGIN_REPLAY,
 };
 
 /*
@@ -112,7 +113,7 @@ struct thread_slot {
 	_Atomic int32_t tid; /* wait mode: maps a fault's ptid to this slot */
 	_Atomic uint64_t faults;
 	_Atomic uint64_t blocked_ns;
-	_Atomic uint64_t pages[3]; /* by enum origin */
+	_Atomic uint64_t pages[4]; /* by enum origin */
 	_Atomic uint64_t zero_pages;
 	_Atomic uint64_t dups_avoided;
 	_Atomic uint64_t refaults;
@@ -226,6 +227,12 @@ struct pc_region {
 	_Atomic bool fetchers_stop;
 	pthread_t *fetchers;
 	unsigned nfetchers;
+
+	/* Working-set replay (src/ws/ws_replay.c): the filler waits while
+	 * @replaying. */
+	struct ws_replay *replay;
+	pthread_t replay_thread;
+	_Atomic bool replaying;
 
 	/* Demand-fault hook (pc_region_set_fault_hook). */
 	pc_fault_hook *fault_hook;
@@ -403,6 +410,9 @@ void offer_release(struct pc_region *r, uint64_t first, uint64_t npages,
 /* Called when the last page is published: unregister and signal. */
 void region_complete(struct pc_region *r);
 void region_fail(struct pc_region *r, int err);
+
+/* ---- ws_replay.c: stop and free a replay (destroy, after the filler) ---- */
+void replay_stop(struct pc_region *r);
 
 /* ---- fault_exit.c / fault_wait.c ---- */
 int wait_mode_start(struct pc_region *r);

@@ -851,6 +851,7 @@ void pc_region_destroy(pc_region *r)
 		signal_stop(r);
 	if (r->filler_started)
 		pthread_join(r->filler, NULL);
+	replay_stop(r);
 	wait_mode_stop(r);
 	registry_remove(r); /* waits for the threads inside to leave */
 	fetchers_stop(r);

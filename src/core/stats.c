@@ -36,6 +36,7 @@ int pc_region_stats(const pc_region *r, struct pc_stats **out)
 		s->pages_demand += get(&t->pages[ORIGIN_DEMAND]);
 		s->pages_prefetch += get(&t->pages[ORIGIN_PREFETCH]);
 		s->pages_fill += get(&t->pages[ORIGIN_FILL]);
+		s->pages_replay += get(&t->pages[ORIGIN_REPLAY]);
 		s->zero_pages += get(&t->zero_pages);
 		s->duplicate_fetches_avoided += get(&t->dups_avoided);
 		s->refaults += get(&t->refaults);
@@ -65,11 +66,13 @@ void pc_stats_print(const struct pc_stats *s, FILE *f)
 	fprintf(f, "pages      %llu present of %llu (%llu KiB pages)\n",
 		(unsigned long long)s->present, (unsigned long long)s->pages,
 		(unsigned long long)(s->page_size >> 10));
-	fprintf(f, "installed  %llu on demand, %llu prefetched, %llu by fill, %llu zero pages\n",
+	fprintf(f, "installed  %llu on demand, %llu prefetched, %llu by fill, ",
 		(unsigned long long)s->pages_demand,
 		(unsigned long long)s->pages_prefetch,
-		(unsigned long long)s->pages_fill,
-		(unsigned long long)s->zero_pages);
+		(unsigned long long)s->pages_fill);
+	if (s->pages_replay)
+		fprintf(f, "%llu replayed, ", (unsigned long long)s->pages_replay);
+	fprintf(f, "%llu zero pages\n", (unsigned long long)s->zero_pages);
 	fprintf(f, "faults     %llu (%llu refaults, %llu waited on a fetch in flight instead of fetching again)\n",
 		(unsigned long long)s->faults, (unsigned long long)s->refaults,
 		(unsigned long long)s->duplicate_fetches_avoided);

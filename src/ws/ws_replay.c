@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ws_replay.c - replaying a working set: a thread that installs the
+ * recorded pages in their recorded order, ahead of the guest.
+ *
+ * The one idea: the replay is a third kind of installer, between demand
+ * faults and the filler.  It claims pages in the one page-state table like
+ * everybody else, so nothing is fetched twice, and it works in batches
+ * (the next entries, up to REPLAY_BATCH pages, sorted and merged into
+ * runs, fetched as one pipelined request): a fault that lands on a page
+ * of the batch in flight waits for that batch, never for more.  Before
+ * each batch it looks at the newest fetching fault of every thread: a
+ * fault on a listed page at or past its position means the guest got
+ * there first, and the replay skips ahead to it.  The filler waits while
+ * the replay runs (r->replaying).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ws_int.h"
+
+/* Pages per batch (4 KiB pages; one huge page per entry for hugetlb,
+ * bounded by the 2 MiB buffer). */
+#define REPLAY_BATCH 128u
+#define NOT_LISTED UINT32_MAX
+
+struct ws_replay {
+	struct pc_region *r;
+	uint64_t *order;  /* region pages in replay order, each once */
+	uint64_t count;
+	uint32_t *pos;	  /* per region page: its index in order[], or NOT_LISTED */
+	char *buf;	  /* PC_MAX_RUN_BYTES */
+	uint64_t skipped; /* entries passed over because the guest was ahead */
+};
+
+/* The position just past the guest, if a thread's newest fetching fault
+ * is on a listed page at or after @cursor: the least such, so that no
+ * thread's upcoming pages are given up for another's. */
+static uint64_t skip_to(const struct ws_replay *rp, uint64_t cursor)
+{
+	struct pc_region *r = rp->r;
+	uint64_t to = cursor;
+	bool found = false;
+	unsigned hw = atomic_load_explicit(&r->attached_hw, memory_order_relaxed);
+	for (unsigned k = 0; k <= hw; k++) {
+		const struct thread_slot *t = &r->slots[k < hw ? k : r->nslots - 1];
+		uint64_t p1 = atomic_load_explicit(&t->last_fault, memory_order_relaxed);
+		if (!p1 || p1 > r->npages)
+			continue;
+		uint32_t at = rp->pos[p1 - 1];
+		if (at == NOT_LISTED || at < cursor)
+			continue;
+		if (!found || at + 1 < to)
+			to = at + 1;
+		found = true;
+	}
+	return found ? to : cursor;
+}
+
+static int by_page(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void let_readers_read(struct pc_region *r)
+{
+	(void)r;
+	sleep_ns(200000);
+}
+
+/* Claim the next batch from *cursor, fetch it in one request, install it.
+ * Returns pages installed or a negative errno. */
+static int replay_batch(struct ws_replay *rp, const struct install_ctx *ic,
+			uint64_t *cursor)
+{
+	struct pc_region *r = rp->r;
+	uint64_t claimed[REPLAY_BATCH], nc = 0;
+	uint64_t max = PC_MAX_RUN_BYTES / r->page_size;
+	if (max > REPLAY_BATCH)
+		max = REPLAY_BATCH;
+	while (*cursor < rp->count && nc < max) {
+		uint64_t p = rp->order[(*cursor)++];
+		if (page_try_claim(r, p)) /* present or in flight: skipped */
+			claimed[nc++] = p;
+	}
+	if (!nc)
+		return 0;
+	qsort(claimed, nc, sizeof(claimed[0]), by_page);
+	uint64_t first[REPLAY_BATCH], n[REPLAY_BATCH];
+	unsigned runs = 0;
+	for (uint64_t i = 0; i < nc; i++) {
+		if (runs && first[runs - 1] + n[runs - 1] == claimed[i]) {
+			n[runs - 1]++;
+			continue;
+		}
+		first[runs] = claimed[i];
+		n[runs++] = 1;
+	}
+	int ret = 0;
+	/* fetch_runs() pipelines up to PC_MAX_BATCH runs per source call. */
+	ret = fetch_runs(ic, runs, first, n, rp->buf);
+	char *data = rp->buf;
+	for (unsigned i = 0; i < runs; i++) {
+		if (ret == 0) {
+			ret = install_run(ic, first[i], n[i], data, ORIGIN_REPLAY);
+			if (ret == -EAGAIN)
+				ret = install_again(ic, first[i], n[i], data, ORIGIN_REPLAY,
+						    let_readers_read);
+		} else {
+			release_pages(r, first[i], n[i]);
+		}
+		data += n[i] * r->page_size;
+	}
+	return ret < 0 ? ret : (int)nc;
+}
+
+static void *replay_main(void *arg)
+{
+	struct ws_replay *rp = arg;
+	struct pc_region *r = rp->r;
+	struct install_ctx ic = {
+		.r = r,
+		.slot = &r->slots[r->nslots - 1],
+		.wake = r->opts.mode == PC_MODE_WAIT,
+		.prefetch = true,
+	};
+	uint64_t cursor = 0;
+	while (cursor < rp->count && !atomic_load(&r->stopping) &&
+	       atomic_load(&r->done) == 0) {
+		uint64_t to = skip_to(rp, cursor);
+		rp->skipped += to - cursor;
+		cursor = to;
+		int ret = replay_batch(rp, &ic, &cursor);
+		if (ret < 0) {
+			region_set_error(r, ret, "replaying the working set: %s",
+					 strerror(-ret));
+			region_fail(r, ret);
+			break;
+		}
+	}
+	atomic_store_explicit(&r->replaying, false, memory_order_release);
+	return NULL;
+}
+
+int pc_region_replay(pc_region *r, const pc_ws *ws,
+		     const struct pc_image_id *image, char *why, size_t why_len)
+{
+	char dummy[1];
+	if (!why) {
+		why = dummy;
+		why_len = sizeof(dummy);
+	}
+	why[0] = '\0';
+	if (!r->nslices || ws->r || !image) {
+		snprintf(why, why_len, "%s", !r->nslices ? "the region is not started" :
+					     ws->r ? "a recorder cannot be replayed" :
+						     "no image identity");
+		return -EINVAL;
+	}
+	if (r->replay) {
+		snprintf(why, why_len, "a replay was started already");
+		return -EBUSY;
+	}
+	int ret = pc_ws_check_image(ws, image, why, why_len);
+	if (ret < 0)
+		return ret;
+	if (image->size != r->opts.size) {
+		snprintf(why, why_len, "the image is not the region's size");
+		return -ESTALE;
+	}
+	struct ws_replay *rp = calloc(1, sizeof(*rp));
+	if (!rp)
+		return -ENOMEM;
+	rp->r = r;
+	rp->order = malloc((ws->count ? ws->count : 1) * sizeof(*rp->order));
+	rp->pos = malloc(r->npages * sizeof(*rp->pos));
+	rp->buf = malloc(PC_MAX_RUN_BYTES);
+	if (!rp->order || !rp->pos || !rp->buf) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	memset(rp->pos, 0xff, r->npages * sizeof(*rp->pos));
+	/* 4 KiB entries to region pages (huge pages: each once). */
+	uint64_t per = r->page_size / PC_SOURCE_PAGE_SIZE;
+	for (uint64_t i = 0; i < ws->count; i++) {
+		uint64_t p = ws->e[i].page / per;
+		if (rp->pos[p] != NOT_LISTED)
+			continue;
+		rp->pos[p] = (uint32_t)rp->count;
+		rp->order[rp->count++] = p;
+	}
+	atomic_store(&r->replaying, true);
+	ret = pthread_create(&r->replay_thread, NULL, replay_main, rp);
+	if (ret) {
+		atomic_store(&r->replaying, false);
+		ret = -ret;
+		goto err;
+	}
+	r->replay = rp;
+	return 0;
+err:
+	snprintf(why, why_len, "starting the replay: %s", strerror(-ret));
+	free(rp->order);
+	free(rp->pos);
+	free(rp->buf);
+	free(rp);
+	return ret;
+}
+
+void replay_stop(struct pc_region *r)
+{
+	struct ws_replay *rp = r->replay;
+	if (!rp)
+		return;
+	pthread_join(r->replay_thread, NULL); /* it sees r->stopping */
+	r->replay = NULL;
+	free(rp->order);
+	free(rp->pos);
+	free(rp->buf);
+	free(rp);
+}

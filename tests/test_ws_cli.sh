@@ -1,0 +1,63 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# test_ws_cli.sh - working sets from the command line: `restore --workload
+# ws --record-ws`, `ws show`, `ws merge`, `restore --replay-ws` (both
+# modes, byte-verified by restore itself), and the refusals: a recording
+# of another image, a truncated one, a corrupt one.
+set -u
+
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+lib_init ws
+trap 'rm -rf "$tmp"' EXIT
+
+echo "1..10"
+
+run mkimage "$tmp/a.img" 16M
+run mkimage --seed 2 "$tmp/b.img" 16M
+
+ok_rec=0
+for s in 1 2 3; do
+	run restore --image "$tmp/a.img" --workload ws --seed $s --record-ws "$tmp/r$s.ws"
+	((rc == 0)) && grep -q '^recorded   [1-9]' "$out" && grep -q 'every byte matches' "$out" || ok_rec=1
+done
+check "restore_records_a_working_set" $ok_rec
+
+run ws show "$tmp/r1.ws"
+((rc == 0)) && grep -q '^pages      [1-9]' "$out" && grep -q 'first touches over time' "$out"
+check "ws_show_prints_pages_and_histogram" $?
+
+run ws merge "$tmp/r1.ws" "$tmp/r2.ws" "$tmp/r3.ws" -o "$tmp/m.ws" -k 2
+((rc == 0)) && grep -q 'at least 2 of 3' "$out"
+check "ws_merge_keeps_pages_of_k_runs" $?
+
+run ws show "$tmp/m.ws"
+((rc == 0)) && grep -q '3 runs' "$out"
+check "merged_working_set_names_its_runs" $?
+
+for m in exit wait; do
+	run restore --image "$tmp/a.img" -m $m --workload ws --seed 4 -d 50 --replay-ws "$tmp/m.ws"
+	((rc == 0)) && grep -Eq '[1-9][0-9]* replayed' "$out" && grep -q 'every byte matches' "$out"
+	check "restore_${m}_replays_a_merged_working_set_byte_exact" $?
+done
+
+run restore --image "$tmp/b.img" --workload ws --replay-ws "$tmp/r1.ws"
+((rc == 1)) && grep -q 'another image' "$err"
+check "replay_of_another_images_recording_is_refused" $?
+
+head -c -5 "$tmp/r1.ws" >"$tmp/short.ws"
+run restore --image "$tmp/a.img" --workload ws --replay-ws "$tmp/short.ws"
+((rc == 1)) && grep -q 'truncated' "$err" && ! grep -q '^restored' "$out"
+check "truncated_recording_is_refused_before_restoring" $?
+
+cp "$tmp/r1.ws" "$tmp/bad.ws"
+printf '\xff' | dd of="$tmp/bad.ws" bs=1 seek=100 conv=notrunc status=none
+run ws show "$tmp/bad.ws"
+((rc == 1)) && grep -q 'checksum' "$err"
+check "corrupt_recording_is_refused" $?
+
+run restore --image "$tmp/a.img" --record-ws "$tmp/x.ws" --seed 3
+((rc == 2))
+check "seed_without_ws_workload_is_a_usage_error" $?
+
+exit $((failed > 0))
