@@ -623,10 +623,11 @@ int pc_ws_merge(const pc_ws *const *in, unsigned n, unsigned k, pc_ws **out,
 void pc_ws_destroy(pc_ws *ws);
 
 /*
- * Replay @ws on started region @r: a thread installs its pages in their
+ * Replay @ws on started region @r: threads install its pages in their
  * recorded order from now on, a batch at a time (up to 128 pages or
  * 2 MiB, sorted and merged into runs, fetched as one pipelined request
- * with PC_FETCH_PREFETCH).  Demand faults come first: a fault never
+ * with PC_FETCH_PREFETCH; four lanes take consecutive batches, so a
+ * source with latency answers them in parallel).  Demand faults come first: a fault never
  * waits for more than the batch in flight, and when a fault shows that
  * the guest has passed the replay's position in the list, the replay
  * skips ahead to it.  The background filler waits while the replay runs.

@@ -231,7 +231,6 @@ struct pc_region {
 	/* Working-set replay (src/ws/ws_replay.c): the filler waits while
 	 * @replaying. */
 	struct ws_replay *replay;
-	pthread_t replay_thread;
 	_Atomic bool replaying;
 
 	/* Demand-fault hook (pc_region_set_fault_hook). */

@@ -6,9 +6,10 @@
  * The one idea: the replay is a third kind of installer, between demand
  * faults and the filler.  It claims pages in the one page-state table like
  * everybody else, so nothing is fetched twice, and it works in batches
- * (the next entries, up to REPLAY_BATCH pages, sorted and merged into
- * runs, fetched as one pipelined request): a fault that lands on a page
- * of the batch in flight waits for that batch, never for more.  Before
+ * (the next REPLAY_BATCH entries, sorted and merged into runs, fetched as
+ * one pipelined request; REPLAY_LANES lanes take consecutive batches): a
+ * fault that lands on a page of a batch in flight waits for that batch,
+ * never for more.  Before
  * each batch it looks at the newest fetching fault of every thread: a
  * fault on a listed page at or past its position means the guest got
  * there first, and the replay skips ahead to it.  The filler waits while
@@ -24,6 +25,11 @@
 /* Pages per batch (4 KiB pages; one huge page per entry for hugetlb,
  * bounded by the 2 MiB buffer). */
 #define REPLAY_BATCH 128u
+/* Batches in flight at once, each on its own thread: a source with
+ * latency answers them in parallel, so the replay outruns a guest that
+ * only touches memory (one lane would let it catch up and wait on every
+ * batch). */
+#define REPLAY_LANES 4u
 #define NOT_LISTED UINT32_MAX
 
 struct ws_replay {
@@ -31,8 +37,10 @@ struct ws_replay {
 	uint64_t *order;  /* region pages in replay order, each once */
 	uint64_t count;
 	uint32_t *pos;	  /* per region page: its index in order[], or NOT_LISTED */
-	char *buf;	  /* PC_MAX_RUN_BYTES */
-	uint64_t skipped; /* entries passed over because the guest was ahead */
+	_Atomic uint64_t cursor; /* next position to take */
+	_Atomic unsigned live;	 /* lanes still running */
+	pthread_t lanes[REPLAY_LANES];
+	unsigned nlanes;
 };
 
 /* The position just past the guest, if a thread's newest fetching fault
@@ -74,15 +82,17 @@ static void let_readers_read(struct pc_region *r)
 /* Claim the next batch from *cursor, fetch it in one request, install it.
  * Returns pages installed or a negative errno. */
 static int replay_batch(struct ws_replay *rp, const struct install_ctx *ic,
-			uint64_t *cursor)
+			char *buf)
 {
 	struct pc_region *r = rp->r;
 	uint64_t claimed[REPLAY_BATCH], nc = 0;
 	uint64_t max = PC_MAX_RUN_BYTES / r->page_size;
 	if (max > REPLAY_BATCH)
 		max = REPLAY_BATCH;
-	while (*cursor < rp->count && nc < max) {
-		uint64_t p = rp->order[(*cursor)++];
+	/* The next @max positions are this lane's. */
+	uint64_t at = atomic_fetch_add(&rp->cursor, max);
+	for (uint64_t i = at; i < rp->count && i < at + max; i++) {
+		uint64_t p = rp->order[i];
 		if (page_try_claim(r, p)) /* present or in flight: skipped */
 			claimed[nc++] = p;
 	}
@@ -101,8 +111,8 @@ static int replay_batch(struct ws_replay *rp, const struct install_ctx *ic,
 	}
 	int ret = 0;
 	/* fetch_runs() pipelines up to PC_MAX_BATCH runs per source call. */
-	ret = fetch_runs(ic, runs, first, n, rp->buf);
-	char *data = rp->buf;
+	ret = fetch_runs(ic, runs, first, n, buf);
+	char *data = buf;
 	for (unsigned i = 0; i < runs; i++) {
 		if (ret == 0) {
 			ret = install_run(ic, first[i], n[i], data, ORIGIN_REPLAY);
@@ -127,13 +137,19 @@ static void *replay_main(void *arg)
 		.wake = r->opts.mode == PC_MODE_WAIT,
 		.prefetch = true,
 	};
-	uint64_t cursor = 0;
-	while (cursor < rp->count && !atomic_load(&r->stopping) &&
-	       atomic_load(&r->done) == 0) {
-		uint64_t to = skip_to(rp, cursor);
-		rp->skipped += to - cursor;
-		cursor = to;
-		int ret = replay_batch(rp, &ic, &cursor);
+	char *buf = malloc(PC_MAX_RUN_BYTES);
+	if (!buf) {
+		region_set_error(r, -ENOMEM, "replaying the working set: out of memory");
+		region_fail(r, -ENOMEM);
+	}
+	while (buf && !atomic_load(&r->stopping) && atomic_load(&r->done) == 0) {
+		uint64_t cur = atomic_load(&rp->cursor);
+		if (cur >= rp->count)
+			break;
+		uint64_t to = skip_to(rp, cur);
+		if (to > cur) /* the guest got there first: lanes race to move it */
+			atomic_compare_exchange_strong(&rp->cursor, &cur, to);
+		int ret = replay_batch(rp, &ic, buf);
 		if (ret < 0) {
 			region_set_error(r, ret, "replaying the working set: %s",
 					 strerror(-ret));
@@ -141,7 +157,10 @@ static void *replay_main(void *arg)
 			break;
 		}
 	}
-	atomic_store_explicit(&r->replaying, false, memory_order_release);
+	free(buf);
+	/* The last lane out lets the filler go on. */
+	if (atomic_fetch_sub(&rp->live, 1) == 1)
+		atomic_store_explicit(&r->replaying, false, memory_order_release);
 	return NULL;
 }
 
@@ -177,8 +196,7 @@ int pc_region_replay(pc_region *r, const pc_ws *ws,
 	rp->r = r;
 	rp->order = malloc((ws->count ? ws->count : 1) * sizeof(*rp->order));
 	rp->pos = malloc(r->npages * sizeof(*rp->pos));
-	rp->buf = malloc(PC_MAX_RUN_BYTES);
-	if (!rp->order || !rp->pos || !rp->buf) {
+	if (!rp->order || !rp->pos) {
 		ret = -ENOMEM;
 		goto err;
 	}
@@ -193,11 +211,20 @@ int pc_region_replay(pc_region *r, const pc_ws *ws,
 		rp->order[rp->count++] = p;
 	}
 	atomic_store(&r->replaying, true);
-	ret = pthread_create(&r->replay_thread, NULL, replay_main, rp);
-	if (ret) {
-		atomic_store(&r->replaying, false);
-		ret = -ret;
-		goto err;
+	atomic_store(&rp->live, REPLAY_LANES);
+	for (unsigned i = 0; i < REPLAY_LANES; i++) {
+		ret = pthread_create(&rp->lanes[i], NULL, replay_main, rp);
+		if (ret) {
+			/* The lanes that run do the whole list. */
+			if (atomic_fetch_sub(&rp->live, REPLAY_LANES - i) == REPLAY_LANES - i)
+				atomic_store(&r->replaying, false);
+			if (!i) {
+				ret = -ret;
+				goto err;
+			}
+			break;
+		}
+		rp->nlanes++;
 	}
 	r->replay = rp;
 	return 0;
@@ -205,7 +232,6 @@ err:
 	snprintf(why, why_len, "starting the replay: %s", strerror(-ret));
 	free(rp->order);
 	free(rp->pos);
-	free(rp->buf);
 	free(rp);
 	return ret;
 }
@@ -215,10 +241,10 @@ void replay_stop(struct pc_region *r)
 	struct ws_replay *rp = r->replay;
 	if (!rp)
 		return;
-	pthread_join(r->replay_thread, NULL); /* it sees r->stopping */
+	for (unsigned i = 0; i < rp->nlanes; i++)
+		pthread_join(rp->lanes[i], NULL); /* they see r->stopping */
 	r->replay = NULL;
 	free(rp->order);
 	free(rp->pos);
-	free(rp->buf);
 	free(rp);
 }
