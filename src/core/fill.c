@@ -5,9 +5,11 @@
  * It walks the region continuing right after the most recent demand fault
  * (the guest tends to go on where it was), and wraps around to cover the
  * rest.  It claims pages like any faulting thread, so no page is fetched
- * twice, but in short steps: a demand fault that lands on a page the
- * filler holds waits for at most one step's fetch and install (64 KiB),
- * never for a long batch, and the next step starts at the new fault.
+ * twice, in steps whose size follows the guest: 64 KiB while demand
+ * faults come (a fault that lands on a page the filler holds waits for at
+ * most one such step, and the next step starts at the new fault), doubling
+ * up to 2 MiB for every step during which none came, so a quiet region
+ * fills in few large requests.
  */
 #include <errno.h>
 #include <poll.h>
@@ -16,9 +18,23 @@
 
 #include "internal.h"
 
-/* Pages claimed, fetched and installed at a time (64 KiB of 4 KiB pages):
- * the longest a demand fault can wait behind the filler. */
+/* Pages claimed, fetched and installed at a time while faults come (64 KiB
+ * of 4 KiB pages): the longest a demand fault then waits behind the
+ * filler; and the most, once no fault came for a while. */
 #define FILL_STEP_BYTES (64u << 10)
+#define FILL_STEP_MAX_BYTES PC_MAX_RUN_BYTES
+
+/* Demand faults so far, all threads: whether any came since the last step
+ * (also those that only waited for a page in flight). */
+static uint64_t faults_so_far(struct pc_region *r)
+{
+	uint64_t n = 0;
+	unsigned hw = atomic_load_explicit(&r->attached_hw, memory_order_relaxed);
+	for (unsigned k = 0; k <= hw; k++)
+		n += atomic_load_explicit(&r->slots[k < hw ? k : r->nslots - 1].faults,
+					  memory_order_relaxed);
+	return n;
+}
 
 /* First missing page at or after @from, wrapping; npages if none. */
 static uint64_t next_missing(struct pc_region *r, uint64_t from)
@@ -91,10 +107,14 @@ static int fill_step(const struct install_ctx *ic, uint64_t p, uint64_t step,
 static void *fill_main(void *arg)
 {
 	struct pc_region *r = arg;
-	uint64_t step = FILL_STEP_BYTES / r->page_size;
-	if (!step)
-		step = 1;
-	char *buf = malloc(step * r->page_size);
+	uint64_t small = FILL_STEP_BYTES / r->page_size;
+	uint64_t big = FILL_STEP_MAX_BYTES / r->page_size;
+	if (!small)
+		small = 1;
+	if (big < small)
+		big = small;
+	uint64_t step = small, faults = 0;
+	char *buf = malloc(big * r->page_size);
 	struct install_ctx ic = {
 		.r = r,
 		.slot = &r->slots[r->nslots - 1],
@@ -118,6 +138,12 @@ static void *fill_main(void *arg)
 			seen_fault = fault;
 			cursor = fault % r->npages;
 		}
+		uint64_t now = faults_so_far(r);
+		if (now != faults) /* the guest is busy: short steps */
+			step = small;
+		else if (step < big) /* quiet since the last step: longer */
+			step *= 2;
+		faults = now;
 		uint64_t p = next_missing(r, cursor);
 		if (p == r->npages) {
 			/* All claimed, the last ones in flight: completion
