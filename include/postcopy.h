@@ -633,7 +633,7 @@ void pc_ws_destroy(pc_ws *ws);
  * source with latency answers them in parallel).  Demand faults come first: a fault never
  * waits for more than the batch in flight, and when a fault shows that
  * the guest has passed the replay's position in the list, the replay
- * skips ahead to it.  The background filler waits while the replay runs.
+ * skips ahead to it (and brings what it skipped at the end).  The background filler waits while the replay runs.
  * Pages present or in flight are skipped, so nothing is fetched twice.
  * @ws is checked against @image first (-ESTALE, see pc_ws_check_image())
  * and may be destroyed once this returns.  -EINVAL when @r is not started

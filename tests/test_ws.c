@@ -217,13 +217,24 @@ static void replay_case(enum pc_mode mode, const struct pc_image_id *id,
 	if (race)
 		for (int i = 0; i < 2; i++)
 			pthread_create(&t[i], NULL, racer_main, &v[i]);
+	if (race) { /* both vCPUs are ahead before the replay starts */
+		pthread_barrier_wait(&go);
+		for (int i = 0; i < 5000; i++) {
+			struct pc_stats *s0;
+			if (pc_region_stats(r, &s0))
+				break;
+			bool both = s0->thread[0].faults && s0->thread[1].faults;
+			free(s0);
+			if (both)
+				break;
+			sleep_ms(1);
+		}
+	}
 	if (ret == 0)
 		ret = pc_region_replay(r, ws, id, why, sizeof(why));
-	if (race) {
-		pthread_barrier_wait(&go);
+	if (race)
 		for (int i = 0; i < 2; i++)
 			pthread_join(t[i], NULL);
-	}
 	/* Let the replay run out before the filler starts, so (c) shows
 	 * that the replay alone brought the listed pages. */
 	struct pc_stats *st = NULL;

@@ -12,8 +12,9 @@
  * never for more.  Before
  * each batch it looks at the newest fetching fault of every thread: a
  * fault on a listed page at or past its position means the guest got
- * there first, and the replay skips ahead to it.  The filler waits while
- * the replay runs (r->replaying).
+ * there first, and the replay skips ahead to it; what it skipped and is
+ * still missing it brings in a second pass.  The filler waits while the
+ * replay runs (r->replaying).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -37,7 +38,10 @@ struct ws_replay {
 	uint64_t *order;  /* region pages in replay order, each once */
 	uint64_t count;
 	uint32_t *pos;	  /* per region page: its index in order[], or NOT_LISTED */
-	_Atomic uint64_t cursor; /* next position to take */
+	/* Next position to take: the list in order, skipping ahead of the
+	 * guest, then once more for what that skipped and is still missing
+	 * (positions count..2*count-1), still before the filler. */
+	_Atomic uint64_t cursor;
 	_Atomic unsigned live;	 /* lanes still running */
 	pthread_t lanes[REPLAY_LANES];
 	unsigned nlanes;
@@ -91,8 +95,8 @@ static int replay_batch(struct ws_replay *rp, const struct install_ctx *ic,
 		max = REPLAY_BATCH;
 	/* The next @max positions are this lane's. */
 	uint64_t at = atomic_fetch_add(&rp->cursor, max);
-	for (uint64_t i = at; i < rp->count && i < at + max; i++) {
-		uint64_t p = rp->order[i];
+	for (uint64_t i = at; i < 2 * rp->count && i < at + max; i++) {
+		uint64_t p = rp->order[i < rp->count ? i : i - rp->count];
 		if (page_try_claim(r, p)) /* present or in flight: skipped */
 			claimed[nc++] = p;
 	}
@@ -144,9 +148,9 @@ static void *replay_main(void *arg)
 	}
 	while (buf && !atomic_load(&r->stopping) && atomic_load(&r->done) == 0) {
 		uint64_t cur = atomic_load(&rp->cursor);
-		if (cur >= rp->count)
+		if (cur >= 2 * rp->count)
 			break;
-		uint64_t to = skip_to(rp, cur);
+		uint64_t to = cur < rp->count ? skip_to(rp, cur) : cur;
 		if (to > cur) /* the guest got there first: lanes race to move it */
 			atomic_compare_exchange_strong(&rp->cursor, &cur, to);
 		int ret = replay_batch(rp, &ic, buf);
