@@ -11,7 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_init ws
 trap 'rm -rf "$tmp"' EXIT
 
-echo "1..10"
+echo "1..12"
 
 run mkimage "$tmp/a.img" 16M
 run mkimage --seed 2 "$tmp/b.img" 16M
@@ -59,5 +59,12 @@ check "corrupt_recording_is_refused" $?
 run restore --image "$tmp/a.img" --record-ws "$tmp/x.ws" --seed 3
 ((rc == 2))
 check "seed_without_ws_workload_is_a_usage_error" $?
+
+for m in exit wait; do
+	run bench -v 2 -b 8M -m $m --pattern ws --ws-seed 5 -d 20
+	((rc == 0)) && grep -q 'working-set access' "$out" && grep -q 'every byte matches' "$out" &&
+		grep -q '^duplicates 0 ' "$out"
+	check "bench_${m}_runs_the_ws_workload_verified" $?
+done
 
 exit $((failed > 0))

@@ -28,6 +28,7 @@ struct bench_opts {
 	bool overlap;
 	enum pc_delay_kind delay_kind;
 	enum access_order order;
+	struct ws_params ws;
 	unsigned window;
 	bool csv;
 	const char *cdf_path;
@@ -62,7 +63,12 @@ static void usage(FILE *f)
 		"  --delay-kind sleep|busy   how the -d delay waits (default sleep)\n"
 		"  -w N          pages resolved per fault, aligned window (default 1;\n"
 		"                not hugetlb)\n"
-		"  --pattern seq|random      access order within a slice (default seq)\n"
+		"  --pattern seq|random|ws   access order within a slice (default seq);\n"
+		"                ws (also --workload ws): a working set like a booting\n"
+		"                guest's, 10%% of memory, clustered, mostly not sequential\n"
+		"                (docs/working-set.md); the filler completes the rest\n"
+		"                after the vCPUs\n"
+		"  --ws-seed N   ws: which run (runs differ around one base set; default 1)\n"
 		"  --cold        put page-cache allocation in the timed path (shared\n"
 		"                backends; by default it happens before the clock)\n"
 		"  --seed N      source pattern seed (default 1)\n"
@@ -95,6 +101,8 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 	static const struct option longopts[] = {
 		{ "delay-kind", required_argument, NULL, 'K' },
 		{ "pattern", required_argument, NULL, 'P' },
+		{ "workload", required_argument, NULL, 'P' },
+		{ "ws-seed", required_argument, NULL, 'W' },
 		{ "cold", no_argument, NULL, 'C' },
 		{ "seed", required_argument, NULL, 'S' },
 		{ "json", no_argument, NULL, 'j' },
@@ -110,7 +118,7 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 	};
 	int c;
 
-	*o = (struct bench_opts){ .window = 1 };
+	*o = (struct bench_opts){ .window = 1, .ws = WS_PARAMS_DEFAULT };
 	memstress_defaults(&o->m, 64 << 20);
 	bool seen[128] = { false }; /* options given, by their getopt code */
 	while ((c = getopt_long(argc, argv, "v:b:s:m:r:aod:w:h", longopts,
@@ -148,8 +156,14 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 				o->order = ORDER_SEQ;
 			else if (!strcmp(optarg, "random"))
 				o->order = ORDER_RANDOM;
+			else if (!strcmp(optarg, "ws"))
+				o->order = ORDER_WS;
 			else
 				return bad_arg("bench", "pattern", optarg);
+			break;
+		case 'W':
+			if (parse_seed(optarg, &o->ws.seed) < 0)
+				return bad_arg("bench", "--ws-seed", optarg);
 			break;
 		case 'c':
 			o->csv = true;
@@ -197,6 +211,14 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 	}
 	if (o->mode == PC_MODE_EXIT && (seen['r'] || seen['a'])) {
 		complain("bench", "-r and -a are for wait mode (-m wait): exit mode has no handler threads");
+		return EXIT_USAGE;
+	}
+	if (seen['W'] && o->order != ORDER_WS) {
+		complain("bench", "--ws-seed goes with --pattern ws");
+		return EXIT_USAGE;
+	}
+	if (o->order == ORDER_WS && o->overlap) {
+		complain("bench", "-o does not apply to the ws workload: its vCPUs share one working set");
 		return EXIT_USAGE;
 	}
 	if (seen['K'] && !o->m.delay_us) {
@@ -281,12 +303,14 @@ static int run_baseline(const struct bench_opts *o, uint64_t size,
 	struct workload w = {
 		.mem = bm.mem, .size = size, .vcpus = o->m.vcpus,
 		.overlap = o->overlap, .write = true, .order = o->order,
+		.ws = &o->ws,
 	};
 	struct workload_result res;
 	ret = workload_run(&w, &res);
 	if (ret == 0) {
 		uint64_t first_bad = 0;
-		uint64_t nbad = verify_memory(bm.mem, size, bm.expect, &first_bad);
+		uint64_t nbad = verify_memory(bm.mem, size, bm.expect, res.touched, &first_bad);
+		free(res.touched);
 		out->seconds = res.seconds;
 		out->rate = (double)res.accesses / res.seconds;
 		out->vcpu_rate = res.vcpu_rate;
@@ -360,10 +384,14 @@ static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
 	struct workload w = {
 		.mem = pc_region_addr(r), .size = size, .vcpus = o->m.vcpus,
 		.overlap = o->overlap, .write = true, .order = o->order,
-		.region = r,
+		.ws = &o->ws, .region = r,
 	};
 	struct workload_result res;
 	ret = workload_run(&w, &res);
+	/* A working set leaves pages untouched: the filler brings them,
+	 * after the clock. */
+	if (ret == 0 && o->order == ORDER_WS)
+		ret = pc_region_start_fill(r);
 	if (ret == -EIO) {
 		/* Its vCPUs are parked for good (postcopy.h, WHEN A PAGE
 		 * CANNOT BE HAD): report, with the JSON asked for, and
@@ -387,7 +415,8 @@ static int run_mode(const struct bench_opts *o, uint64_t size, pc_source *ref,
 		}
 		uint64_t first_bad = 0;
 		uint64_t nbad = verify_memory(pc_region_addr(r), size, ref,
-					      &first_bad);
+					      res.touched, &first_bad);
+		free(res.touched);
 		if (nbad)
 			complain("bench", "%llu pages differ from the source (first: page %llu)",
 				 (unsigned long long)nbad,
@@ -431,7 +460,7 @@ static void print_text(const struct bench_opts *o, uint64_t size,
 	       backend_str(o->m.backend), delivery(o, how, sizeof(how)), o->m.vcpus,
 	       (unsigned long long)(o->m.per_vcpu >> 10),
 	       o->overlap ? " (overlapping)" : "",
-	       o->order == ORDER_RANDOM ? "random" : "sequential", o->window,
+	       o->order == ORDER_RANDOM ? "random" : o->order == ORDER_WS ? "working-set" : "sequential", o->window,
 	       o->m.delay_us, o->delay_kind == PC_DELAY_BUSY ? "busy" : "sleep",
 	       o->m.backend == PC_BACKEND_ANON ? "no" : o->m.cold ? "cold" : "warm");
 	printf("baseline   %s\n",
@@ -472,7 +501,7 @@ static void print_json(const struct bench_opts *o, uint64_t size,
 	json_object_object_add(j, "bytes", json_object_new_int64((int64_t)size));
 	json_object_object_add(j, "pages", json_object_new_int64((int64_t)(size / PC_SOURCE_PAGE_SIZE)));
 	json_object_object_add(j, "overlap", json_object_new_boolean(o->overlap));
-	json_object_object_add(j, "pattern", json_object_new_string(o->order == ORDER_RANDOM ? "random" : "seq"));
+	json_object_object_add(j, "pattern", json_object_new_string(o->order == ORDER_RANDOM ? "random" : o->order == ORDER_WS ? "ws" : "seq"));
 	json_object_object_add(j, "window", json_object_new_int((int)o->window));
 	json_object_object_add(j, "delay_us", json_object_new_int((int)o->m.delay_us));
 	json_object_object_add(j, "delay_kind", json_object_new_string(o->delay_kind == PC_DELAY_BUSY ? "busy" : "sleep"));

@@ -443,7 +443,7 @@ static int migrate_under_load(const char *addr, pc_source *truth,
 		lp->stalls = lp->stall.count;
 		lp->blocked = st->blocked_ns / 1e9 / (lp->vcpus * res.seconds);
 		uint64_t first_bad;
-		lp->verified = verify_memory(pc_region_addr(r), ro.size, truth, &first_bad) == 0;
+		lp->verified = verify_memory(pc_region_addr(r), ro.size, truth, NULL, &first_bad) == 0;
 		if (!lp->verified)
 			complain("netbench", "memory differs from the image (first at page %llu)",
 				 (unsigned long long)first_bad);

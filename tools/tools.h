@@ -121,6 +121,7 @@ struct workload_result {
 	 * what a vCPU waited for each, from its side (with a region). */
 	struct hist *stalls;
 	double ws_next_share; /* ORDER_WS: how often the next touch was the next page */
+	uint64_t *touched;    /* ORDER_WS: a bit per 4 KiB page touched (malloc'ed) */
 };
 
 /*
@@ -142,11 +143,12 @@ static inline uint64_t written_value(uint64_t p)
 
 /*
  * Compare every byte of @mem against @src (pages of 4 KiB), each page's
- * workload word holding written_value() instead.  Returns the number of
+ * workload word holding written_value() instead (only the pages whose bit
+ * is set in @touched, unless it is NULL).  Returns the number of
  * pages that differ; the first is reported in *first_bad.
  */
 uint64_t verify_memory(const char *mem, uint64_t size, pc_source *src,
-		       uint64_t *first_bad);
+		       const uint64_t *touched, uint64_t *first_bad);
 
 /*
  * Read a pre-shared key file (16..4096 bytes, used as is).  Refuses a

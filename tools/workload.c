@@ -139,12 +139,19 @@ int workload_run(const struct workload *w, struct workload_result *res)
 			goto out;
 		}
 		/* The working set's pages, not a slice; freed with v[]. */
+		res->touched = calloc((pages + 63) / 64, sizeof(uint64_t));
 		for (unsigned i = 0; i < w->vcpus; i++) {
 			v[i].order = ws_order[i];
 			v[i].npages = ws_count[i];
+			for (uint64_t k = 0; res->touched && k < ws_count[i]; k++)
+				res->touched[ws_order[i][k] / 64] |= 1ull << (ws_order[i][k] % 64);
 		}
 		free(ws_order);
 		free(ws_count);
+		if (!res->touched) {
+			ret = -ENOMEM;
+			goto out;
+		}
 	}
 	for (unsigned i = 0; i < w->vcpus; i++) {
 		v[i].w = w;
@@ -212,12 +219,14 @@ void workload_result_free(struct workload_result *res)
 	free(res->vcpu_rate);
 	free(res->latency);
 	free(res->stalls);
+	free(res->touched);
+	res->touched = NULL;
 	res->vcpu_rate = NULL;
 	res->latency = res->stalls = NULL;
 }
 
 uint64_t verify_memory(const char *mem, uint64_t size, pc_source *src,
-		       uint64_t *first_bad)
+		       const uint64_t *touched, uint64_t *first_bad)
 {
 	enum { CHUNK = 256 };
 	char *expect = malloc(CHUNK * PAGE);
@@ -236,6 +245,8 @@ uint64_t verify_memory(const char *mem, uint64_t size, pc_source *src,
 			continue;
 		}
 		for (uint64_t i = 0; i < n; i++) {
+			if (touched && !((touched[(p + i) / 64] >> ((p + i) % 64)) & 1))
+				continue; /* never written: the source's bytes */
 			uint64_t v = written_value(p + i);
 			memcpy(expect + i * PAGE + written_offset(p + i), &v,
 			       sizeof(v));
