@@ -11,7 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_init ws
 trap 'rm -rf "$tmp"' EXIT
 
-echo "1..12"
+echo "1..14"
 
 run mkimage "$tmp/a.img" 16M
 run mkimage --seed 2 "$tmp/b.img" 16M
@@ -66,5 +66,35 @@ for m in exit wait; do
 		grep -q '^duplicates 0 ' "$out"
 	check "bench_${m}_runs_the_ws_workload_verified" $?
 done
+
+# fc-handler --replay-ws: every VM gets the recording first (fc_client checks
+# every byte it reads); another image's recording is refused at start.
+client_bin=${POSTCOPY_BUILDDIR:-$(dirname "$cli")}/tests/fc_client
+[[ -x $client_bin ]] || client_bin=$(dirname "$cli")/tests/fc_client
+if [[ -x $client_bin ]]; then
+	sock=$tmp/fc.sock
+	"$cli" fc-handler --sock "$sock" --image "$tmp/a.img" --replay-ws "$tmp/m.ws" --json \
+		>"$tmp/fc.out" 2>"$tmp/fc.err" &
+	hpid=$!
+	for _ in $(seq 200); do [[ -S $sock ]] && break; sleep 0.05; done
+	timeout -k 5 90 "$client_bin" --sock "$sock" --image "$tmp/a.img" --threads 2 \
+		>"$tmp/c.out" 2>"$tmp/c.err"
+	crc=$?
+	for _ in $(seq 200); do [[ -s $tmp/fc.out ]] && break; sleep 0.05; done
+	kill -TERM $hpid 2>/dev/null
+	wait $hpid
+	((crc == 0)) && python3 -c '
+import json, sys
+d = json.loads(open(sys.argv[1]).readline())
+sys.exit(not (d["status"] == "complete" and d["pages_by_origin"]["replay"] > 0))' "$tmp/fc.out"
+	check "fc_handler_replays_a_working_set_into_a_vm" $? "$tmp/fc.out" "$tmp/fc.err"
+else
+	skip "fc_handler_replays_a_working_set_into_a_vm" "no fc_client next to the CLI"
+fi
+timeout 20 "$cli" fc-handler --sock "$tmp/fc2.sock" --image "$tmp/b.img" --replay-ws "$tmp/m.ws" \
+	>"$out" 2>"$err"
+rc=$?
+((rc == 1)) && grep -q 'another image' "$err"
+check "fc_handler_refuses_another_images_recording" $?
 
 exit $((failed > 0))

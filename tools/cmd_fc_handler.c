@@ -51,6 +51,9 @@ struct fc_opts {
 	unsigned net_timeout_s;
 	bool once, fill, kill, json;
 	unsigned window, readers;
+	const char *replay_path;
+	pc_ws *replay;		 /* loaded once, replayed into every VM */
+	struct pc_image_id image_id; /* of --image, with --replay-ws */
 };
 
 /* One Firecracker process. */
@@ -119,6 +122,9 @@ static void usage(FILE *f)
 		"  --window N      pages installed per fault, aligned around it (1..512,\n"
 		"                  default 1; 2 MiB pages always install one)\n"
 		"  --readers N     handler threads per VM (1..64, default 2)\n"
+		"  --replay-ws FILE  install a working-set recording's pages first, in\n"
+		"                  order, into every VM (docs/working-set.md; with\n"
+		"                  --image, whose recording it must be)\n"
 		"  --json          one JSON line per VM on stdout when it is released\n"
 		"                  (else a text line on stderr)\n"
 		"  -h, --help      this text\n"
@@ -155,6 +161,7 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		{ "no-kill", no_argument, NULL, 'K' },
 		{ "window", required_argument, NULL, 'w' },
 		{ "readers", required_argument, NULL, 'r' },
+		{ "replay-ws", required_argument, NULL, 'R' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -176,6 +183,7 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		case 'F': o->fill = false; break;
 		case 'K': o->kill = false; break;
 		case 'j': o->json = true; break;
+		case 'R': o->replay_path = optarg; break;
 		case 'w':
 			if (parse_uint(optarg, 1, 512, &o->window) < 0)
 				return bad_arg(CMD, "--window (1..512)", optarg);
@@ -204,6 +212,10 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		return EXIT_USAGE;
 	if (o->net_timeout_s && !o->source) {
 		complain(CMD, "--net-timeout goes with --source");
+		return EXIT_USAGE;
+	}
+	if (o->replay_path && !o->image) {
+		complain(CMD, "--replay-ws goes with --image: a recording names its image by the digest of its contents");
 		return EXIT_USAGE;
 	}
 	if (strlen(o->sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
@@ -498,6 +510,7 @@ static void report(const struct vm *v, pid_t pid, const struct handshake *h,
 			json_object_object_add(g, "demand", json_object_new_int64((int64_t)s->pages_demand));
 			json_object_object_add(g, "prefetch", json_object_new_int64((int64_t)s->pages_prefetch));
 			json_object_object_add(g, "fill", json_object_new_int64((int64_t)s->pages_fill));
+			json_object_object_add(g, "replay", json_object_new_int64((int64_t)s->pages_replay));
 			json_object_object_add(g, "zero", json_object_new_int64((int64_t)s->zero_pages));
 			json_object_object_add(j, "pages_by_origin", g);
 			json_object_object_add(j, "pages_removed", json_object_new_int64((int64_t)s->pages_removed));
@@ -581,11 +594,17 @@ static void serve_vm(struct vm *v)
 		goto refuse;
 	double t0 = seconds_now();
 	ret = pc_region_start(r);
+	bool replay_failed = false;
+	if (ret == 0 && o->replay) {
+		ret = pc_region_replay(r, o->replay, &o->image_id, why, sizeof(why));
+		replay_failed = ret < 0;
+	}
 	if (ret == 0 && o->fill)
 		ret = o->source ? pc_net_start_push(net, r) :
 				  pc_region_start_fill(r);
 	if (ret < 0) {
-		snprintf(why, sizeof(why), "%s", pc_region_error(r));
+		if (!replay_failed)
+			snprintf(why, sizeof(why), "%s", pc_region_error(r));
 		/* Its faults may already sleep on the userfaultfd. */
 		if (o->kill && pidfd >= 0 && pidfd_kill(pidfd) == 0)
 			logf_("pid %d: killed (SIGKILL) after the region failed to start", (int)cred.pid);
@@ -724,6 +743,27 @@ int cmd_fc_handler(int argc, char **argv)
 		return EXIT_OK;
 	if (ret != EXIT_OK)
 		return ret;
+	if (o.replay_path) {
+		/* Checked whole, and against the image, before serving. */
+		char why[256];
+		pc_source *f;
+		ret = pc_source_file(o.image, &f);
+		if (ret == 0) {
+			ret = pc_image_id_of(f, &o.image_id);
+			pc_source_destroy(f);
+		}
+		if (ret < 0) {
+			complain(CMD, "%s: cannot take its identity: %s", o.image, strerror(-ret));
+			return EXIT_FAIL;
+		}
+		ret = pc_ws_load(o.replay_path, &o.replay, why, sizeof(why));
+		if (ret == 0 && (ret = pc_ws_check_image(o.replay, &o.image_id, why, sizeof(why))) < 0)
+			pc_ws_destroy(o.replay);
+		if (ret < 0) {
+			complain(CMD, "--replay-ws %s: %s", o.replay_path, why);
+			return EXIT_FAIL;
+		}
+	}
 
 	/* Signals are read from a signalfd here; every thread inherits the
 	 * mask, so none is interrupted by them. */
@@ -739,6 +779,7 @@ int cmd_fc_handler(int argc, char **argv)
 	if (sfd < 0 || lfd < 0) {
 		if (sfd < 0)
 			complain(CMD, "signalfd: %s", strerror(errno));
+		pc_ws_destroy(o.replay);
 		return EXIT_FAIL;
 	}
 	logf_("listening on %s, %s %s%s", o.sock, o.source ? "server" : "memory file",
@@ -795,5 +836,6 @@ int cmd_fc_handler(int argc, char **argv)
 	close(sfd);
 	if (o.once && any_failed)
 		status = EXIT_FAIL;
+	pc_ws_destroy(o.replay);
 	return status;
 }
