@@ -302,7 +302,12 @@ struct pc_remote_range {
  * readers     wait mode: handler threads per userfaultfd (default 1).
  * window      pages resolved per fault, aligned around the faulting page
  *             (default 1: one page per fault; at most 512, and at most
- *             2 MiB of memory: hugetlb resolves one huge page).
+ *             2 MiB of memory: hugetlb resolves one huge page).  Or
+ *             PC_WINDOW_AUTO, as readahead does: per faulting thread, a
+ *             fault on the page right after its previous fault's window
+ *             doubles the window (1, 2, 4, ... up to 512 pages or 2 MiB),
+ *             any other fault takes one page; the window runs forward
+ *             from the faulting page.
  * max_threads threads that may be attached with pc_thread_attach()
  *             (default 64).
  * prealloc    shared backends: allocate every page-cache page and map the
@@ -343,6 +348,7 @@ struct pc_remote_range {
  *             (EAGAIN) reads the event first and tries again.
  *             (pc_region_offer() too waits for a reader to read it.)
  */
+#define PC_WINDOW_AUTO (~0u)
 struct pc_region_opts {
 	uint64_t size;
 	enum pc_backend backend;

@@ -61,8 +61,9 @@ static void usage(FILE *f)
 		"  -o            overlap: every vCPU touches all memory\n"
 		"  -d US         injected latency per fetch, microseconds (default 0)\n"
 		"  --delay-kind sleep|busy   how the -d delay waits (default sleep)\n"
-		"  -w N          pages resolved per fault, aligned window (default 1;\n"
-		"                not hugetlb)\n"
+		"  -w N|auto     pages resolved per fault, aligned window (default 1;\n"
+		"                not hugetlb); auto: per vCPU, doubling up to 2 MiB\n"
+		"                while it faults sequentially, one page otherwise\n"
 		"  --pattern seq|random|ws   access order within a slice (default seq);\n"
 		"                ws (also --workload ws): a working set like a booting\n"
 		"                guest's, 10%% of memory, clustered, mostly not sequential\n"
@@ -148,7 +149,9 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 				return bad_arg("bench", "delay kind", optarg);
 			break;
 		case 'w':
-			if (parse_uint(optarg, 1, 512, &o->window) < 0)
+			if (!strcmp(optarg, "auto"))
+				o->window = PC_WINDOW_AUTO;
+			else if (parse_uint(optarg, 1, 512, &o->window) < 0)
 				return bad_arg("bench", "window (1..512)", optarg);
 			break;
 		case 'P':
@@ -455,12 +458,17 @@ static void print_text(const struct bench_opts *o, uint64_t size,
 		       const struct pc_stats *st, uint64_t dups)
 {
 	char how[96];
-	printf("backend %s, mode %s, %u vCPUs x %llu KiB%s, %s access, window %u, "
+	char win[16];
+	if (o->window == PC_WINDOW_AUTO)
+		snprintf(win, sizeof(win), "auto");
+	else
+		snprintf(win, sizeof(win), "%u", o->window);
+	printf("backend %s, mode %s, %u vCPUs x %llu KiB%s, %s access, window %s, "
 	       "delay %u us (%s), %s page cache\n",
 	       backend_str(o->m.backend), delivery(o, how, sizeof(how)), o->m.vcpus,
 	       (unsigned long long)(o->m.per_vcpu >> 10),
 	       o->overlap ? " (overlapping)" : "",
-	       o->order == ORDER_RANDOM ? "random" : o->order == ORDER_WS ? "working-set" : "sequential", o->window,
+	       o->order == ORDER_RANDOM ? "random" : o->order == ORDER_WS ? "working-set" : "sequential", win,
 	       o->m.delay_us, o->delay_kind == PC_DELAY_BUSY ? "busy" : "sleep",
 	       o->m.backend == PC_BACKEND_ANON ? "no" : o->m.cold ? "cold" : "warm");
 	printf("baseline   %s\n",
@@ -502,7 +510,9 @@ static void print_json(const struct bench_opts *o, uint64_t size,
 	json_object_object_add(j, "pages", json_object_new_int64((int64_t)(size / PC_SOURCE_PAGE_SIZE)));
 	json_object_object_add(j, "overlap", json_object_new_boolean(o->overlap));
 	json_object_object_add(j, "pattern", json_object_new_string(o->order == ORDER_RANDOM ? "random" : o->order == ORDER_WS ? "ws" : "seq"));
-	json_object_object_add(j, "window", json_object_new_int((int)o->window));
+	json_object_object_add(j, "window", o->window == PC_WINDOW_AUTO ?
+						    json_object_new_string("auto") :
+						    json_object_new_int((int)o->window));
 	json_object_object_add(j, "delay_us", json_object_new_int((int)o->m.delay_us));
 	json_object_object_add(j, "delay_kind", json_object_new_string(o->delay_kind == PC_DELAY_BUSY ? "busy" : "sleep"));
 	json_object_object_add(j, "cold", json_object_new_boolean(o->m.cold));

@@ -86,7 +86,9 @@ static void usage(FILE *f)
 		"                        on another image (both need --image)\n"
 		"  -d, --delay US        injected latency per fetch, microseconds\n"
 		"  -w, --window N        pages fetched per fault, aligned around it\n"
-		"                        (default 1; a prefetch window; not hugetlb)\n"
+		"                        (default 1; a prefetch window; not hugetlb);\n"
+		"                        auto: per vCPU, doubling up to 2 MiB while it\n"
+		"                        reads sequentially, one page otherwise\n"
 		"  --no-fill             no background filler: only touched pages load\n"
 		"  --timeout S           give up if not complete after S seconds\n"
 		"                        (default 600)\n"
@@ -196,7 +198,9 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 			o->fill = false;
 			break;
 		case 'w':
-			if (parse_uint(optarg, 1, 512, &o->window) < 0) {
+			if (!strcmp(optarg, "auto"))
+				o->window = PC_WINDOW_AUTO;
+			else if (parse_uint(optarg, 1, 512, &o->window) < 0) {
 				complain("restore", "--window must be 1..512, not '%s'", optarg);
 				return EXIT_USAGE;
 			}

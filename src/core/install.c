@@ -373,6 +373,30 @@ static int resolve_present(const struct install_ctx *ic, uint64_t p)
 	return ret;
 }
 
+/*
+ * PC_WINDOW_AUTO: a thread whose fault lands right after its previous
+ * window reads sequentially, so its window doubles, up to 2 MiB; any other
+ * fault resets it to one page.  The window runs forward from @p (claimed
+ * already).  The per-thread state is the thread's own slot ("other" is
+ * shared by unattached threads: a guess there, never a correctness matter).
+ */
+static void claim_readahead(const struct install_ctx *ic, uint64_t p,
+			    uint64_t *first, uint64_t *n)
+{
+	struct pc_region *r = ic->r;
+	struct thread_slot *t = ic->slot;
+	uint64_t max = PC_MAX_RUN_BYTES / r->page_size;
+	uint64_t next = atomic_load_explicit(&t->ra_next, memory_order_relaxed);
+	uint64_t w = atomic_load_explicit(&t->ra_window, memory_order_relaxed);
+	w = next && p + 1 == next ? (w * 2 < max ? w * 2 : max) : 1;
+	uint64_t hi = r->npages - p < w ? r->npages : p + w;
+	claim_around(r, p, p, hi, first, n);
+	atomic_store_explicit(&t->ra_window, (uint32_t)w, memory_order_relaxed);
+	/* Pages already there end the run early: the stream goes on after
+	 * the window, not after what happened to be missing. */
+	atomic_store_explicit(&t->ra_next, hi + 1, memory_order_relaxed);
+}
+
 int claim_fault(const struct install_ctx *ic, uint64_t p, uint64_t *first,
 		uint64_t *n)
 {
@@ -405,6 +429,10 @@ int claim_fault(const struct install_ctx *ic, uint64_t p, uint64_t *first,
 			      ic->slot == &r->slots[r->nslots - 1] ?
 				      PC_THREAD_OTHER :
 				      (unsigned)(ic->slot - r->slots));
+	if (r->opts.window == PC_WINDOW_AUTO) {
+		claim_readahead(ic, p, first, n);
+		return RESOLVE_CLAIMED;
+	}
 	uint64_t w = r->opts.window;
 	uint64_t lo = p - p % w;
 	uint64_t hi = lo + w < r->npages ? lo + w : r->npages;

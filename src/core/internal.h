@@ -124,6 +124,10 @@ struct thread_slot {
 	/* The thread's latest demand fault, for the filler to follow: page
 	 * + 1 and when (each thread its own, so no line is shared). */
 	_Atomic uint64_t last_fault, last_fault_ns;
+	/* PC_WINDOW_AUTO: the page after the thread's last window + 1 (0:
+	 * none) and that window's size. */
+	_Atomic uint64_t ra_next;
+	_Atomic uint32_t ra_window;
 	_Atomic(char *) scratch;    /* attached threads: bounce buffer */
 	_Atomic bool scratch_busy;
 	struct hist latency;

@@ -191,10 +191,13 @@ static int check_opts(struct pc_region_opts *o, const pc_source *src,
 			   o->readers);
 	if (!o->window)
 		o->window = 1;
-	if (o->window > PC_MAX_RUN_BYTES / PC_SOURCE_PAGE_SIZE)
+	if (o->window == PC_WINDOW_AUTO && page_size >= PC_MAX_RUN_BYTES)
+		o->window = 1; /* a huge page is window enough */
+	if (o->window != PC_WINDOW_AUTO &&
+	    o->window > PC_MAX_RUN_BYTES / PC_SOURCE_PAGE_SIZE)
 		return why(buf, len, -EINVAL, "window %u: at most %lu pages",
 			   o->window, PC_MAX_RUN_BYTES / PC_SOURCE_PAGE_SIZE);
-	if (o->window * page_size > PC_MAX_RUN_BYTES)
+	if (o->window != PC_WINDOW_AUTO && o->window * page_size > PC_MAX_RUN_BYTES)
 		o->window = 1; /* a huge page is window enough */
 	if (!o->fetch_retry_ms)
 		o->fetch_retry_ms = PC_DEFAULT_FETCH_RETRY_MS;
