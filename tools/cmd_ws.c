@@ -20,13 +20,16 @@ static void usage(FILE *f)
 		"Working sets are recorded by `postcopy restore --record-ws FILE` and\n"
 		"replayed by `postcopy restore --replay-ws FILE`.\n"
 		"\n"
-		"  show     pages, runs, coverage of the image, the image's identity and\n"
-		"           a histogram of first-touch times; --list prints every entry\n"
-		"           (offset, first touch in us, thread, runs holding it)\n"
-		"  merge    the pages that at least K of the N files hold (default: a\n"
-		"           majority, N/2 + 1, or 1 for one file), ordered by their\n"
-		"           median first touch, into OUT\n"
-		"  -h, --help  this text\n"
+		"show: pages, runs, coverage of the image, the image's identity and a\n"
+		"histogram of first-touch times.  merge: the pages that at least K of\n"
+		"the N files hold, ordered by their median first touch.\n"
+		"\n"
+		"  --list           show: print every entry (offset, first touch in us,\n"
+		"                   thread, runs holding it)\n"
+		"  -o, --output OUT  merge: the file to write\n"
+		"  -k K             merge: pages held by at least K files (default a\n"
+		"                   majority, N/2 + 1)\n"
+		"  -h, --help       this text\n"
 		"\n"
 		"Exit status: 0 done, 1 a file could not be read or written (corrupt,\n"
 		"truncated, of another image), 2 bad arguments.\n");
@@ -41,21 +44,37 @@ static int load(const char *path, pc_ws **ws)
 	return ret;
 }
 
+/* Both subcommands' flags (each refuses the other's). */
+static const struct option longopts[] = {
+	{ "list", no_argument, NULL, 'l' },
+	{ "output", required_argument, NULL, 'o' },
+	{ "help", no_argument, NULL, 'h' },
+	{ 0 }
+};
+
 static int show(int argc, char **argv)
 {
 	bool list = false;
 	const char *path = NULL;
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--list"))
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "o:k:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
 			list = true;
-		else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			break;
+		case 'h':
 			usage(stdout);
 			return EXIT_OK;
-		} else if (!path && argv[i][0] != '-')
-			path = argv[i];
-		else
-			return bad_arg("ws show", "argument", argv[i]);
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
 	}
+	if (optind < argc)
+		path = argv[optind++];
+	if (optind < argc)
+		return bad_arg("ws show", "argument", argv[optind]);
 	if (!path) {
 		complain("ws", "show: FILE is required");
 		return EXIT_USAGE;
@@ -117,11 +136,6 @@ static int show(int argc, char **argv)
 
 static int merge(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "output", required_argument, NULL, 'o' },
-		{ "help", no_argument, NULL, 'h' },
-		{ 0 }
-	};
 	const char *outp = NULL;
 	unsigned k = 0;
 	int c;
