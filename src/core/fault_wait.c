@@ -21,6 +21,9 @@
 
 #define MSG_BATCH 64
 #define BACKLOG 256
+/* Faults left to another thread's install that a reader wakes itself once
+ * the page is no longer in flight (see defer()). */
+#define DEFER_MAX 256
 
 struct reader {
 	struct pc_region *r;
@@ -30,6 +33,10 @@ struct reader {
 	 * served once the batch in hand is. */
 	struct uffd_msg backlog[BACKLOG];
 	size_t nbacklog;
+	/* Pages of faults this reader read and left to the thread that had
+	 * them in flight, to be woken once that thread is done with them. */
+	uint64_t deferred[DEFER_MAX];
+	unsigned ndeferred;
 };
 
 /* The reader running on this thread, for wait_mode_read_events(). */
@@ -100,6 +107,43 @@ static ssize_t read_batch(struct pc_region *r, int uffd, struct uffd_msg *msgs,
 	return got;
 }
 
+/*
+ * A fault read here on a page another thread has in flight.  That thread's
+ * install wakes the range's sleepers, which should include this one, but
+ * under load a sleeper was seen left asleep with its page present and its
+ * fault read (fdinfo: pending 0, total 1; test_same_page_race, wait mode,
+ * anon, about 1 run in 30), so the page is woken once more here when it is
+ * no longer in flight.  A spare UFFDIO_WAKE costs nothing when nobody
+ * sleeps; one on a page that went back to missing makes the sleeper fault
+ * again, and its new fault is served.  With the list full, wait here.
+ */
+static void defer(struct reader *rd, struct pc_region *r, uint64_t p)
+{
+	if (rd->ndeferred < DEFER_MAX) {
+		rd->deferred[rd->ndeferred++] = p;
+		return;
+	}
+	page_wait(r, p);
+	region_uffd_wake(r, p);
+}
+
+/* Wake the deferred faults whose pages are out of flight (all of them
+ * with @all); true while some are left. */
+static bool wake_deferred(struct reader *rd, struct pc_region *r, bool all)
+{
+	unsigned kept = 0;
+	for (unsigned i = 0; i < rd->ndeferred; i++) {
+		uint64_t p = rd->deferred[i];
+		if (!all && (atomic_load_explicit(&r->state[p], memory_order_acquire) &
+			     PAGE_INFLIGHT))
+			rd->deferred[kept++] = p;
+		else
+			region_uffd_wake(r, p);
+	}
+	rd->ndeferred = kept;
+	return kept != 0;
+}
+
 static void record(struct thread_slot *slot, uint64_t t0)
 {
 	uint64_t dt = now_ns() - t0;
@@ -159,9 +203,10 @@ static int fetch_and_install(struct pc_region *r, struct claimed *c,
  * time, from the batch read to the page installed, not the time the
  * sleeper spent in the queue before that.
  */
-static void serve_batch(struct pc_region *r, const struct uffd_msg *msgs,
+static void serve_batch(struct reader *rd, const struct uffd_msg *msgs,
 			size_t count, char *buf)
 {
+	struct pc_region *r = rd->r;
 	struct claimed c[MSG_BATCH];
 	unsigned nc = 0;
 	uint64_t bytes = 0, t0 = now_ns();
@@ -195,6 +240,8 @@ static void serve_batch(struct pc_region *r, const struct uffd_msg *msgs,
 			record(ic.slot, t0);
 		if (ret < 0)
 			fail(r, ret, page);
+		if (ret == RESOLVE_SKIPPED)
+			defer(rd, r, page);
 		if (ret != RESOLVE_CLAIMED)
 			continue;
 		/* The buffer holds 2 MiB: fetch what it has first. */
@@ -226,21 +273,23 @@ static void *reader_main(void *arg)
 	this_reader = rd;
 	while (scratch && !region_finished(r)) {
 		struct epoll_event ev[2];
-		int n = epoll_wait(rd->epfd, ev, 2, -1);
+		/* Deferred faults: look again every millisecond. */
+		int n = epoll_wait(rd->epfd, ev, 2, rd->ndeferred ? 1 : -1);
 		if (n < 0 && errno != EINTR)
 			break;
+		wake_deferred(rd, r, false);
 		for (;;) {
 			ssize_t got = read_batch(r, rd->uffd, msgs, sizeof(msgs));
 			if (got <= 0)
 				break; /* EAGAIN: drained */
-			serve_batch(r, msgs, (size_t)got / sizeof(msgs[0]),
+			serve_batch(rd, msgs, (size_t)got / sizeof(msgs[0]),
 				    scratch);
 			while (rd->nbacklog) { /* what draining events read */
 				size_t k = rd->nbacklog;
 				memcpy(backlog, rd->backlog, k * sizeof(backlog[0]));
 				rd->nbacklog = 0;
 				for (size_t i = 0; i < k; i += MSG_BATCH)
-					serve_batch(r, backlog + i,
+					serve_batch(rd, backlog + i,
 						    k - i < MSG_BATCH ? k - i : MSG_BATCH,
 						    scratch);
 			}
@@ -248,6 +297,7 @@ static void *reader_main(void *arg)
 	}
 	if (!scratch)
 		region_fail(r, -ENOMEM);
+	wake_deferred(rd, r, true); /* complete (or failed): nothing in flight */
 	free(scratch);
 	close(rd->epfd);
 	free(rd);

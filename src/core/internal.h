@@ -307,6 +307,8 @@ int uffd_unregister(int fd, void *addr, uint64_t len);
  * (EEXIST) counts as done with @exist_ok (a refault on a present page);
  * without it (an install of pages we hold in flight) it is -EEXIST: a
  * mapping we did not make. */
+/* Wake whoever sleeps on page @p's fault (UFFDIO_WAKE of that page). */
+int region_uffd_wake(struct pc_region *r, uint64_t p);
 int region_uffd_copy(struct pc_region *r, uint64_t first, uint64_t n,
 		     const void *from, bool wake, bool exist_ok);
 int region_uffd_zeropage(struct pc_region *r, uint64_t first, uint64_t n,

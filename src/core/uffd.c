@@ -214,6 +214,16 @@ static int region_fill(struct pc_region *r, enum fill_op op, uint64_t first,
 	return 0;
 }
 
+int region_uffd_wake(struct pc_region *r, uint64_t p)
+{
+	uint64_t per = r->slices[0].npages, one = 1;
+	uint64_t i = per ? p / per : r->nslices - 1;
+	const struct uffd_slice *s = &r->slices[i < r->nslices ? i : r->nslices - 1];
+	struct uffdio_range range = { .start = page_addr(r, p, 1, &one),
+				      .len = r->page_size };
+	return ioctl(s->fd, UFFDIO_WAKE, &range) < 0 ? -errno : 0;
+}
+
 int region_uffd_copy(struct pc_region *r, uint64_t first, uint64_t n,
 		     const void *from, bool wake, bool exist_ok)
 {
