@@ -119,8 +119,10 @@ static void usage(FILE *f)
 		"                  became unreadable or shorter), only report it; by\n"
 		"                  default the Firecracker process is killed (SIGKILL),\n"
 		"                  as Firecracker's docs advise, instead of hanging\n"
-		"  --window N      pages installed per fault, aligned around it (1..512,\n"
-		"                  default 1; 2 MiB pages always install one)\n"
+		"  --window N|auto pages installed per fault, aligned around it (1..512),\n"
+		"                  or auto (the default): per faulting thread, doubling\n"
+		"                  up to 2 MiB while it reads sequentially, one page\n"
+		"                  otherwise; 2 MiB pages always install one\n"
 		"  --readers N     handler threads per VM (1..64, default 2)\n"
 		"  --replay-ws FILE  install a working-set recording's pages first, in\n"
 		"                  order, into every VM (docs/working-set.md; with\n"
@@ -167,7 +169,7 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		{ 0 }
 	};
 	int c;
-	*o = (struct fc_opts){ .fill = true, .kill = true, .window = 1, .readers = 2 };
+	*o = (struct fc_opts){ .fill = true, .kill = true, .window = PC_WINDOW_AUTO, .readers = 2 };
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's': o->sock = optarg; break;
@@ -185,8 +187,10 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		case 'j': o->json = true; break;
 		case 'R': o->replay_path = optarg; break;
 		case 'w':
-			if (parse_uint(optarg, 1, 512, &o->window) < 0)
-				return bad_arg(CMD, "--window (1..512)", optarg);
+			if (!strcmp(optarg, "auto"))
+				o->window = PC_WINDOW_AUTO;
+			else if (parse_uint(optarg, 1, 512, &o->window) < 0)
+				return bad_arg(CMD, "--window (1..512 or auto)", optarg);
 			break;
 		case 'r':
 			if (parse_uint(optarg, 1, 64, &o->readers) < 0)
