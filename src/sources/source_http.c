@@ -346,6 +346,11 @@ static int range_get(struct http_source *hs, CURL *h, struct xfer *x,
 		snprintf(reason, sizeof(reason), ": %s%s%s", curl_easy_strerror(c),
 			 c == CURLE_PARTIAL_FILE ? " (short body)" : "",
 			 x->got ? " after part of the body" : "");
+	} else if (x->status == 412) {
+		err = -ESTALE;
+		snprintf(reason, sizeof(reason), ": the object changed since it was opened (If-%s %.64s failed)",
+			 hs->etag[0] ? "Match" : "Unmodified-Since",
+			 hs->etag[0] ? hs->etag : hs->last_modified);
 	} else if (x->status != 200 && x->status != 206) {
 		err = status_errno(x->status);
 		body_reason(x, reason, sizeof(reason));
