@@ -45,6 +45,7 @@ checks=(
 	forbidden_object_403_fails_at_once_with_the_status
 	exit_mode_object_replaced_mid_restore_fails_saying_it_changed
 	wait_mode_object_replaced_mid_restore_fails_saying_it_changed
+	fc_handler_source_url_serves_every_byte_right
 )
 echo "1..${#checks[@]}"
 
@@ -195,4 +196,26 @@ for mode in exit wait; do
 		! grep -q "pages differ" "$err"
 	check "${mode}_mode_object_replaced_mid_restore_fails_saying_it_changed" $?
 done
+cp "$tmp/orig" "$img"
+
+# fc-handler --source URL: fc_client plays Firecracker and compares every
+# byte of its memory with the file nginx serves.
+client_bin=$(dirname "$cli")/tests/fc_client
+if [[ -x $client_bin ]]; then
+	sock=$tmp/fc.sock
+	"$cli" fc-handler --sock "$sock" --source "$base/img" --json --once \
+		>"$tmp/fc.out" 2>"$tmp/fc.err" &
+	fc_pid=$!
+	for _ in $(seq 200); do [[ -S $sock ]] && break; sleep 0.05; done
+	timeout -k 5 90 "$client_bin" --sock "$sock" --image "$img" --threads 2 \
+		>"$tmp/c.out" 2>"$tmp/c.err"
+	crc=$?
+	timeout 20 tail --pid="$fc_pid" -f /dev/null
+	wait "$fc_pid"
+	rc=$?
+	((crc == 0 && rc == 0)) && grep -q '"status": *"complete"' "$tmp/fc.out"
+	check fc_handler_source_url_serves_every_byte_right $? "$tmp/fc.out" "$tmp/fc.err" "$tmp/c.err"
+else
+	skip fc_handler_source_url_serves_every_byte_right "no $client_bin"
+fi
 exit $((failed > 0))

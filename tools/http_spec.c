@@ -72,15 +72,15 @@ bool http_flags_ok(const char *cmd, const struct http_spec *h)
 	return true;
 }
 
-int open_http_source(const char *cmd, const struct http_spec *h,
-		     unsigned connections, pc_source **src)
+int open_http_source(const struct http_spec *h, unsigned connections,
+		     pc_source **src, char *why, size_t why_len)
 {
 	struct pc_http_opts ho = {
 		.url = h->source,
 		.timeout_ms = h->timeout_ms,
 		.max_connections = connections,
 	};
-	char *url = NULL, why[512];
+	char *url = NULL;
 	int ret;
 
 	if (!strncmp(h->source, "s3://", 5)) {
@@ -94,13 +94,15 @@ int open_http_source(const char *cmd, const struct http_spec *h,
 		ho.session_token = env("AWS_SESSION_TOKEN");
 		ho.s3_region = region;
 		if (!ho.access_key || !ho.secret_key) {
-			complain(cmd, "%s: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials); a presigned URL goes as https://",
+			snprintf(why, why_len, "%s: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials); a presigned URL goes as https://",
 				 h->source);
 			return -EINVAL;
 		}
 		char *key = escape_key(slash + 1);
-		if (!key)
+		if (!key) {
+			snprintf(why, why_len, "out of memory");
 			return -ENOMEM;
+		}
 		int bl = (int)(slash - bucket);
 		if (h->s3_endpoint) {
 			size_t el = strlen(h->s3_endpoint);
@@ -113,13 +115,15 @@ int open_http_source(const char *cmd, const struct http_spec *h,
 				       bucket, region, key);
 		}
 		free(key);
-		if (ret < 0)
+		if (ret < 0) {
+			snprintf(why, why_len, "out of memory");
 			return -ENOMEM;
+		}
 		ho.url = url;
 	}
-	ret = pc_source_http(&ho, src, why, sizeof(why));
-	if (ret < 0)
-		complain(cmd, "%s", why[0] ? why : strerror(-ret));
+	ret = pc_source_http(&ho, src, why, why_len);
+	if (ret < 0 && !why[0])
+		snprintf(why, why_len, "%s: %s", h->source, strerror(-ret));
 	free(url);
 	return ret;
 }

@@ -203,9 +203,9 @@ bool is_http_spec(const char *s);
 bool http_flags_ok(const char *cmd, const struct http_spec *h);
 /* Open it (credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
  * AWS_SESSION_TOKEN; region from AWS_REGION), with up to @connections
- * kept alive (0: the library's default); says why on failure. */
-int open_http_source(const char *cmd, const struct http_spec *h,
-		     unsigned connections, pc_source **src);
+ * kept alive (0: the library's default); the reason in @why on failure. */
+int open_http_source(const struct http_spec *h, unsigned connections,
+		     pc_source **src, char *why, size_t why_len);
 /* The HTTP source's latest failure, or NULL (not HTTP, or none). */
 const char *http_error(pc_source *src, char *buf, size_t len);
 
