@@ -35,6 +35,10 @@
 #define HTTP_MAX_CONNS 256u
 #define HTTP_ERR_LEN 512
 #define HTTP_BODY_KEEP 512 /* bytes of an error answer kept for its reason */
+/* The filler asks for 64 KiB at a time, one request after the other: a
+ * round trip each.  Its requests read ahead instead, doubling while they
+ * stay sequential, up to this. */
+#define HTTP_READAHEAD_MAX (4u << 20)
 
 struct conn {
 	struct conn *next;
@@ -58,6 +62,12 @@ struct http_source {
 	unsigned nconns;
 	char err[HTTP_ERR_LEN];
 	bool err_fatal;
+
+	/* Read-ahead for prefetch runs (the filler's), under its own lock:
+	 * [ra_off, ra_off + ra_len) of the pinned object is in ra_buf. */
+	pthread_mutex_t ra_lock;
+	char *ra_buf;
+	uint64_t ra_off, ra_len, ra_next, ra_window;
 
 	_Atomic uint64_t requests, bytes_received, connections;
 	_Atomic uint64_t transient_errors, fatal_errors;
@@ -483,6 +493,70 @@ static int http_fetch(void *ctx, uint64_t first, uint64_t npages, void *dst)
 	return ret;
 }
 
+/*
+ * A prefetch run, through the read-ahead buffer.  A miss that continues
+ * the previous prefetch reads twice as far as the last miss did (up to
+ * HTTP_READAHEAD_MAX), any other reads just the run: a filler that jumps
+ * after the guest wastes at most one window.  What the buffer holds came
+ * in one checked answer of the pinned version, like any other fetch.
+ */
+static int prefetch_run(struct http_source *hs, uint64_t off, uint64_t len,
+			char *dst)
+{
+	int ret = 0;
+	pthread_mutex_lock(&hs->ra_lock);
+	if (off >= hs->ra_off && off + len <= hs->ra_off + hs->ra_len) {
+		memcpy(dst, hs->ra_buf + (off - hs->ra_off), len);
+		hs->ra_next = off + len;
+		goto out;
+	}
+	uint64_t window = off == hs->ra_next ? hs->ra_window * 2 : len;
+	if (window > HTTP_READAHEAD_MAX)
+		window = HTTP_READAHEAD_MAX;
+	if (window < len)
+		window = len;
+	if (window > hs->size - off)
+		window = hs->size - off;
+	if (window > len && !hs->ra_buf && !(hs->ra_buf = malloc(HTTP_READAHEAD_MAX)))
+		window = len;
+	hs->ra_len = 0;
+	hs->ra_window = window;
+	struct xfer x = { .hs = hs, .dst = window > len ? hs->ra_buf : dst,
+			  .off = off, .len = window };
+	char msg[HTTP_ERR_LEN];
+	ret = request(hs, &x, msg, sizeof(msg));
+	if (ret < 0) {
+		note_error(hs, ret, msg);
+		hs->ra_next = 0;
+		goto out;
+	}
+	if (window > len) {
+		hs->ra_off = off;
+		hs->ra_len = window;
+		memcpy(dst, hs->ra_buf, len);
+	}
+	hs->ra_next = off + len;
+out:
+	pthread_mutex_unlock(&hs->ra_lock);
+	return ret;
+}
+
+static int http_fetch_many(void *ctx, unsigned n, const uint64_t *first,
+			   const uint64_t *npages, void *const *dst,
+			   unsigned flags)
+{
+	struct http_source *hs = ctx;
+	int ret = 0;
+	for (unsigned i = 0; i < n && ret == 0; i++) {
+		if (flags & PC_FETCH_PREFETCH)
+			ret = prefetch_run(hs, first[i] * PC_SOURCE_PAGE_SIZE,
+					   npages[i] * PC_SOURCE_PAGE_SIZE, dst[i]);
+		else
+			ret = http_fetch(ctx, first[i], npages[i], dst[i]);
+	}
+	return ret;
+}
+
 static void http_destroy(void *ctx)
 {
 	struct http_source *hs = ctx;
@@ -500,6 +574,8 @@ static void http_destroy(void *ctx)
 		free(hs->userpwd);
 	}
 	free(hs->sigv4);
+	free(hs->ra_buf);
+	pthread_mutex_destroy(&hs->ra_lock);
 	pthread_cond_destroy(&hs->freed);
 	pthread_mutex_destroy(&hs->lock);
 	free(hs);
@@ -508,6 +584,7 @@ static void http_destroy(void *ctx)
 
 static const struct pc_source_ops http_ops = {
 	.fetch = http_fetch,
+	.fetch_many = http_fetch_many,
 	.destroy = http_destroy,
 	/* libcurl allocates and locks; an answer is checked as it arrives,
 	 * so neither async-signal-safe nor DIRECT. */
@@ -635,6 +712,7 @@ int pc_source_http(const struct pc_http_opts *o, pc_source **out, char *why,
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&hs->lock, NULL);
+	pthread_mutex_init(&hs->ra_lock, NULL);
 	pthread_cond_init(&hs->freed, NULL);
 	hs->timeout_ms = o->timeout_ms ? o->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
 	hs->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms :
