@@ -182,7 +182,7 @@ run restore --source "$base/forbidden/img" --image "$img"
 ((rc == 1)) && grep -q "403 Forbidden" "$err"
 check forbidden_object_403_fails_at_once_with_the_status $?
 
-# The object replaced after 60 requests by one of other contents (and so
+# The object replaced after 3 requests (the probe and two more) by one of other contents (and so
 # another ETag: nginx's is mtime and size).  Compared with the original,
 # so a page of the new one that got in would show as a mismatch too.
 cp "$img" "$tmp/orig"
@@ -190,7 +190,7 @@ for mode in exit wait; do
 	"$cli" mkimage --seed 7 "$tmp/www/new" 16M >/dev/null
 	touch -d '2001-01-01' "$tmp/www/new"
 	cp "$tmp/orig" "$img"
-	with_proxy replace 60 "$tmp/www/new" "$img"
+	with_proxy replace 3 "$tmp/www/new" "$img"
 	run restore --source "$purl" --image "$tmp/orig" -m "$mode" --vcpus 2
 	((rc == 1)) && grep -q "object changed" "$err" &&
 		! grep -q "pages differ" "$err"
