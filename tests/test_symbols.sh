@@ -89,7 +89,7 @@ curl_libs=
 nm -u "$bdir/libpostcopy.a" 2>/dev/null | grep -q ' curl_' && curl_libs=$(pkg-config --libs libcurl)
 if command -v cc >/dev/null; then
 	cc $san -std=gnu11 -I"$src/include" "$tmp/embedder.c" "$bdir/libpostcopy.a" \
-		$(pkg-config --libs libsodium libxxhash) $curl_libs -pthread -o "$tmp/embedder" \
+		$(pkg-config --libs libsodium libxxhash libzstd) $curl_libs -pthread -o "$tmp/embedder" \
 		>"$out" 2>"$err" && "$tmp/embedder"
 	check "embedder_with_its_own_uffd_open_links_the_static_library" $? "$err"
 else

@@ -14,6 +14,8 @@
  * Connections: a pool of curl easy handles, each keeping its connection
  * alive between requests; a fetch takes one (or makes one), so every
  * thread fetching at once has its own connection, and gives it back.
+ * An object that starts with the packed magic is a packed image, read by
+ * packed.c through the same checked range requests.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -28,6 +30,7 @@
 #include <curl/curl.h>
 
 #include "internal.h"
+#include "sources_int.h"
 
 #define HTTP_DEFAULT_TIMEOUT_MS 10000u
 #define HTTP_DEFAULT_CONNECT_MS 5000u
@@ -53,6 +56,7 @@ struct http_source {
 	struct curl_slist *headers; /* If-Match, x-amz-security-token */
 	unsigned timeout_ms, connect_timeout_ms, max_conns;
 	uint64_t size;
+	bool packed;	 /* the object is a packed image */
 	char etag[256];	 /* pinned; "" when the server gave no strong one */
 	char last_modified[64];
 
@@ -591,11 +595,33 @@ static const struct pc_source_ops http_ops = {
 	.flags = 0,
 };
 
+/* The packed reader's bytes: any range of the object, checked alike. */
+static int http_blob_read(void *ctx, uint64_t off, uint64_t len, void *dst)
+{
+	struct http_source *hs = ctx;
+	struct xfer x = { .hs = hs, .dst = dst, .off = off, .len = len };
+	char msg[HTTP_ERR_LEN];
+	int ret = request(hs, &x, msg, sizeof(msg));
+	if (ret < 0)
+		note_error(hs, ret, msg);
+	return ret;
+}
+
+/* The HTTP source under @src (raw or packed), or NULL. */
+static struct http_source *http_of(pc_source *src)
+{
+	if (!src)
+		return NULL;
+	if (src->ops.fetch == http_fetch)
+		return src->ctx;
+	return packed_blob_ctx(src, http_blob_read);
+}
+
 int pc_http_get_stats(pc_source *src, struct pc_http_stats *out)
 {
-	if (!src || !out || src->ops.fetch != http_fetch)
+	struct http_source *hs = http_of(src);
+	if (!hs || !out)
 		return -EINVAL;
-	struct http_source *hs = src->ctx;
 	*out = (struct pc_http_stats){
 		.requests = atomic_load(&hs->requests),
 		.bytes_received = atomic_load(&hs->bytes_received),
@@ -608,9 +634,9 @@ int pc_http_get_stats(pc_source *src, struct pc_http_stats *out)
 
 int pc_http_last_error(pc_source *src, char *buf, size_t len)
 {
-	if (!src || !buf || !len || src->ops.fetch != http_fetch)
+	struct http_source *hs = http_of(src);
+	if (!hs || !buf || !len)
 		return -EINVAL;
-	struct http_source *hs = src->ctx;
 	pthread_mutex_lock(&hs->lock);
 	snprintf(buf, len, "%s", hs->err);
 	pthread_mutex_unlock(&hs->lock);
@@ -657,7 +683,8 @@ static int pin_object(struct http_source *hs, char *why, size_t why_len)
 		return ret;
 	}
 	hs->size = x.status == 200 ? 0 : x.cr_total;
-	if (!hs->size || hs->size % PC_SOURCE_PAGE_SIZE) {
+	hs->packed = packed_magic(probe, x.got);
+	if (!hs->size || (!hs->packed && hs->size % PC_SOURCE_PAGE_SIZE)) {
 		set_why(why, why_len, "%s: size %" PRIu64 " is not a positive multiple of 4096 bytes",
 			hs->url_shown, hs->size);
 		return -EINVAL;
@@ -737,6 +764,11 @@ int pc_source_http(const struct pc_http_opts *o, pc_source **out, char *why,
 	}
 	if (ret == 0)
 		ret = pin_object(hs, why, why_len);
+	if (ret == 0 && hs->packed) {
+		static const struct blob_ops blob = { .read = http_blob_read,
+						      .destroy = http_destroy };
+		return packed_open(&blob, hs, hs->size, out, why, why_len);
+	}
 	if (ret == 0)
 		ret = pc_source_custom(&http_ops, hs, hs->size, out);
 	if (ret < 0) {
