@@ -210,7 +210,8 @@ int pc_source_file(const char *path, pc_source **out);
  *                  with @access_key, @secret_key and, for temporary
  *                  credentials, @session_token (x-amz-security-token)
  * timeout_ms       one request's limit (default 10000; a stalled
- *                  answer is a -ETIMEDOUT after it)
+ *                  answer is a -ETIMEDOUT after it); opening retries
+ *                  transient failures for 10 s or this, the longer
  * connect_timeout_ms  (default 5000)
  * max_connections  handles in the pool (default 64, at most 256); a
  *                  thread finding none free waits for one

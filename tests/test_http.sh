@@ -164,7 +164,7 @@ faulty() {
 	shift 2
 	[[ $1 == reset ]] && retried=
 	with_proxy "$@"
-	restore_ok "$mode" "$purl" --http-timeout 500 &&
+	restore_ok "$mode" "$purl" --http-timeout 1000 &&
 		json_check "${retried}d[\"http\"][\"fatal_errors\"] == 0"
 	check "$name" $?
 }
@@ -177,7 +177,7 @@ faulty exit exit_mode_survives_503_byte_exact 503 3 8
 faulty exit exit_mode_survives_429_byte_exact 429 3 8
 faulty exit exit_mode_survives_truncated_bodies_byte_exact truncate 3 8
 faulty exit exit_mode_refuses_wrong_content_range_and_retries_byte_exact badrange 3 8
-# Two stalls, each a request timeout (500 ms) before the retry.
+# Two stalls, each a request timeout (1 s) before the retry.
 faulty exit exit_mode_survives_stalled_answers_byte_exact stall 3 2 3000
 faulty wait wait_mode_survives_connection_resets_byte_exact reset 3 8
 faulty wait wait_mode_survives_truncated_bodies_byte_exact truncate 3 8
@@ -235,7 +235,7 @@ if "$cli" pack --chunk 256K "$img" "$tmp/www/img.pk" >"$out" 2>"$err"; then
 	restore_ok wait "$base/img.pk"
 	check packed_image_over_http_wait_mode_matches_the_raw_image $?
 	with_proxy truncate 3
-	restore_ok exit "${purl%/img}/img.pk" --http-timeout 500 &&
+	restore_ok exit "${purl%/img}/img.pk" --http-timeout 1000 &&
 		json_check 'd["http"]["transient_errors"] > 0 and d["http"]["fatal_errors"] == 0'
 	check packed_image_over_http_survives_truncated_bodies_byte_exact $?
 else

@@ -311,7 +311,9 @@ int packed_open(const struct blob_ops *ops, void *ctx, uint64_t blob_size,
 		uint64_t len = chunk_len(pk, c);
 		bool ok = e->kind == PACK_ZERO ? e->csize == 0 :
 			  e->kind == PACK_RAW  ? e->csize == len :
-			  e->kind == PACK_ZSTD ? e->csize > 0 : false;
+			  e->kind == PACK_ZSTD ? e->csize > 0 &&
+						 e->csize <= ZSTD_compressBound(len) :
+						 false;
 		if (!ok || e->offset > pk->h.data_size ||
 		    e->csize > pk->h.data_size - e->offset) {
 			set_why(why, why_len, "packed index entry %" PRIu64 " is inconsistent", c);

@@ -657,11 +657,14 @@ static int add_header(struct http_source *hs, const char *name, const char *val)
 	return 0;
 }
 
-/* Learn the object's size and version; transient failures are tried
- * again for the request timeout. */
+/* Learn the object's size and version; transient failures (a server
+ * still starting, a request slower than a short timeout) are tried again
+ * for 10 s, or the request timeout if longer. */
 static int pin_object(struct http_source *hs, char *why, size_t why_len)
 {
-	uint64_t deadline = now_ns() + (uint64_t)hs->timeout_ms * 1000000ull;
+	unsigned budget_ms = hs->timeout_ms > HTTP_DEFAULT_TIMEOUT_MS ?
+				     hs->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
+	uint64_t deadline = now_ns() + (uint64_t)budget_ms * 1000000ull;
 	uint64_t backoff = 10 * 1000000ull;
 	char probe[PC_SOURCE_PAGE_SIZE], msg[HTTP_ERR_LEN];
 	struct xfer x;
