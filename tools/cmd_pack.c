@@ -3,9 +3,8 @@
  * cmd_pack.c - `postcopy pack IMAGE OUT` and `postcopy unpack PACKED OUT`:
  * a raw image to the packed format (docs/packed.md: independently
  * compressed zstd chunks, zero chunks stored as nothing, a digest per
- * chunk, an index hashed into the image's identity) and back.  Every
- * source reads packed images as they are; unpack reads through the same
- * reader, so it checks every digest.
+ * chunk, an index hashed into the image's identity); cmd_unpack.c goes
+ * back.  Every source reads packed images as they are.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,7 +19,7 @@
 #include "sources_int.h"
 #include "tools.h"
 
-static int write_at(int fd, const void *buf, size_t len, uint64_t off)
+int pack_write_at(int fd, const void *buf, size_t len, uint64_t off)
 {
 	const char *p = buf;
 	while (len) {
@@ -36,7 +35,7 @@ static int write_at(int fd, const void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-static int read_at(int fd, void *buf, size_t len, uint64_t off)
+int pack_read_at(int fd, void *buf, size_t len, uint64_t off)
 {
 	char *p = buf;
 	while (len) {
@@ -123,7 +122,7 @@ int cmd_pack(int argc, char **argv)
 		return EXIT_FAIL;
 	}
 	uint64_t size = (uint64_t)sb.st_size;
-	if (size >= sizeof(magic) && read_at(ifd, magic, sizeof(magic), 0) == 0 &&
+	if (size >= sizeof(magic) && pack_read_at(ifd, magic, sizeof(magic), 0) == 0 &&
 	    packed_magic(magic, sizeof(magic))) {
 		complain("pack", "%s is packed already", in);
 		close(ifd);
@@ -165,7 +164,7 @@ int cmd_pack(int argc, char **argv)
 	for (uint64_t i = 0; ret == 0 && i < h.nchunks; i++) {
 		uint64_t len = size - i * chunk < chunk ? size - i * chunk : chunk;
 		struct pack_entry *e = &index[i];
-		ret = read_at(ifd, raw, len, i * chunk);
+		ret = pack_read_at(ifd, raw, len, i * chunk);
 		if (ret < 0)
 			break;
 		pack_chunk_digest(i, size, raw, len, e->digest);
@@ -186,16 +185,16 @@ int cmd_pack(int argc, char **argv)
 			e->kind = PACK_ZSTD;
 		}
 		e->csize = (uint32_t)n;
-		ret = write_at(ofd, data, n, h.data_offset + h.data_size);
+		ret = pack_write_at(ofd, data, n, h.data_offset + h.data_size);
 		h.data_size += n;
 	}
 	if (ret == 0) {
 		pack_identity(&h, index, h.identity);
 		char head[PACK_HEADER_SIZE] = { 0 };
 		memcpy(head, &h, sizeof(h));
-		ret = write_at(ofd, index, index_bytes, h.index_offset);
+		ret = pack_write_at(ofd, index, index_bytes, h.index_offset);
 		if (ret == 0)
-			ret = write_at(ofd, head, sizeof(head), 0);
+			ret = pack_write_at(ofd, head, sizeof(head), 0);
 		if (ret == 0 && fsync(ofd) < 0)
 			ret = -errno;
 	}
@@ -220,86 +219,5 @@ int cmd_pack(int argc, char **argv)
 	if (ofd >= 0)
 		close(ofd);
 	close(ifd);
-	return ret < 0 ? EXIT_FAIL : EXIT_OK;
-}
-
-static void unpack_usage(FILE *f)
-{
-	fprintf(f,
-		"usage: postcopy unpack PACKED OUT\n"
-		"\n"
-		"Write the raw image of a packed image (every chunk's digest checked;\n"
-		"zero chunks left as holes).  OUT is replaced.\n"
-		"\n"
-		"Exit status: 0 written, 1 I/O error or damaged input, 2 bad arguments.\n");
-}
-
-int cmd_unpack(int argc, char **argv)
-{
-	if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-		unpack_usage(stdout);
-		return EXIT_OK;
-	}
-	if (argc != 3 || argv[1][0] == '-') {
-		unpack_usage(stderr);
-		return EXIT_USAGE;
-	}
-	const char *in = argv[1], *outp = argv[2];
-	int st = check_input_file("unpack", "PACKED", in);
-	if (st != EXIT_OK)
-		return st;
-	int fd = open(in, O_RDONLY | O_CLOEXEC);
-	char magic[8];
-	if (fd < 0 || read_at(fd, magic, sizeof(magic), 0) < 0 ||
-	    !packed_magic(magic, sizeof(magic))) {
-		complain("unpack", "%s: not a packed image", in);
-		if (fd >= 0)
-			close(fd);
-		return EXIT_FAIL;
-	}
-	close(fd);
-	pc_source *src;
-	int ret = pc_source_file(in, &src);
-	if (ret < 0) {
-		complain("unpack", "%s: %s", in, ret == -EBADMSG ? "damaged packed image" : strerror(-ret));
-		return EXIT_FAIL;
-	}
-	char *tmp = NULL;
-	if (asprintf(&tmp, "%s.tmp", outp) < 0) {
-		pc_source_destroy(src);
-		return EXIT_FAIL;
-	}
-	uint64_t size = pc_source_size(src), step = 1 << 20;
-	int ofd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	char *buf = malloc(step);
-	ret = ofd < 0 ? -errno : !buf ? -ENOMEM : 0;
-	if (ret == 0 && ftruncate(ofd, (off_t)size) < 0)
-		ret = -errno;
-	for (uint64_t off = 0; ret == 0 && off < size; off += step) {
-		uint64_t len = size - off < step ? size - off : step;
-		uint64_t first = off / PC_SOURCE_PAGE_SIZE, n = len / PC_SOURCE_PAGE_SIZE;
-		bool zero = true;
-		for (uint64_t p = first; zero && p < first + n; p++)
-			zero = pc_source_is_zero(src, p);
-		if (zero)
-			continue; /* a hole, as mkimage leaves them */
-		ret = pc_source_read(src, first, n, buf);
-		if (ret == 0)
-			ret = write_at(ofd, buf, len, off);
-	}
-	if (ret == 0 && fsync(ofd) < 0)
-		ret = -errno;
-	if (ret == 0 && rename(tmp, outp) < 0)
-		ret = -errno;
-	if (ret < 0) {
-		complain("unpack", "%s: %s", in,
-			 ret == -EBADMSG ? "a chunk does not match its digest (damaged)" : strerror(-ret));
-		unlink(tmp);
-	}
-	free(buf);
-	free(tmp);
-	if (ofd >= 0)
-		close(ofd);
-	pc_source_destroy(src);
 	return ret < 0 ? EXIT_FAIL : EXIT_OK;
 }

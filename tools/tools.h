@@ -209,6 +209,10 @@ int open_http_source(const struct http_spec *h, unsigned connections,
 /* The HTTP source's latest failure, or NULL (not HTTP, or none). */
 const char *http_error(pc_source *src, char *buf, size_t len);
 
+/* ---- cmd_pack.c: whole-buffer pread/pwrite (also for cmd_unpack.c) ---- */
+int pack_read_at(int fd, void *buf, size_t len, uint64_t off);
+int pack_write_at(int fd, const void *buf, size_t len, uint64_t off);
+
 /* ---- counting.c: a source wrapper that counts fetches per page ---- */
 struct counting;
 /* Wrap @inner (owned from here on, also on failure). */
