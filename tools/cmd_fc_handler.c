@@ -164,7 +164,7 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		{ "insecure", no_argument, NULL, 'I' },
 		{ "net-timeout", required_argument, NULL, 'T' },
 		{ "s3-endpoint", required_argument, NULL, 'E' },
-		{ "s3-region", required_argument, NULL, 'R' },
+		{ "s3-region", required_argument, NULL, 'G' },
 		{ "http-timeout", required_argument, NULL, 'H' },
 		{ "once", no_argument, NULL, '1' },
 		{ "no-fill", no_argument, NULL, 'F' },
@@ -190,7 +190,7 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 				return bad_arg(CMD, "--net-timeout (1..86400 s)", optarg);
 			break;
 		case 'E': o->hs.s3_endpoint = optarg; break;
-		case 'R': o->hs.s3_region = optarg; break;
+		case 'G': o->hs.s3_region = optarg; break;
 		case 'H':
 			if (parse_uint(optarg, 1, 3600000, &o->hs.timeout_ms) < 0)
 				return bad_arg(CMD, "--http-timeout (milliseconds)", optarg);
