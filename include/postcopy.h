@@ -178,6 +178,80 @@ int pc_source_pattern(uint64_t size, uint64_t seed, pc_source **out);
  */
 int pc_source_file(const char *path, pc_source **out);
 
+/*
+ * An object on an HTTP(S) server or in an S3-compatible object store,
+ * read with HTTP/1.1 range requests (libcurl).  Opening it pins it: one
+ * range request learns its size (Content-Range) and its ETag, and every
+ * later request carries If-Match with that ETag (If-Unmodified-Since with
+ * its Last-Modified when the server gives no strong ETag), and its answer
+ * must carry the same ETag: an object replaced during a restore fails the
+ * fetch with -ESTALE, never mixing pages of two versions.
+ *
+ * Each thread that fetches at once gets its own keep-alive connection (a
+ * pool of libcurl handles, at most @max_connections).  Every answer is
+ * checked before its bytes are used: status 206, a Content-Range that is
+ * the one asked for, exactly that many bytes.  Errors of a fetch, which
+ * the pager retries or not (see pc_source_ops.fetch):
+ *   transient  5xx and 429 (-EAGAIN), 408 and timeouts (-ETIMEDOUT),
+ *              resets, refused connections and short bodies
+ *              (-ECONNRESET, -ECONNREFUSED), a wrong Content-Range or
+ *              body length (-EIO);
+ *   fatal      the object changed (-ESTALE: 412, or another ETag), 403
+ *              (-EACCES), 404 (-ENOENT), 416 (-ERANGE), any other 4xx or
+ *              an answer that is no HTTP (-EPROTO).
+ * pc_http_last_error() says what the server said.  Not async-signal-safe:
+ * exit-mode regions fetch through their fetcher threads
+ * (pc_region_opts.fetchers; give it the number of faulting threads).
+ *
+ * url              http://HOST[:PORT]/PATH or https://...; a presigned
+ *                  S3 URL is a plain https URL
+ * s3_region        non-NULL: sign every request with AWS Signature V4
+ *                  for service s3 in this region (e.g. "us-east-1"),
+ *                  with @access_key, @secret_key and, for temporary
+ *                  credentials, @session_token (x-amz-security-token)
+ * timeout_ms       one request's limit (default 10000; a stalled
+ *                  answer is a -ETIMEDOUT after it); opening retries
+ *                  transient failures for 10 s or this, the longer
+ * connect_timeout_ms  (default 5000)
+ * max_connections  handles in the pool (default 64, at most 256); a
+ *                  thread finding none free waits for one
+ *
+ * Errors (and @why, as for pc_source_net()): -EINVAL for bad options, a
+ * URL that is neither http nor https, or an object whose size is not a
+ * positive multiple of 4 KiB; -EOPNOTSUPP in builds without libcurl; the
+ * fetch errors above (the server's reason in @why).
+ */
+struct pc_http_opts {
+	const char *url;
+	const char *s3_region;
+	const char *access_key;
+	const char *secret_key;
+	const char *session_token;
+	unsigned timeout_ms;
+	unsigned connect_timeout_ms;
+	unsigned max_connections;
+	uint64_t reserved[4]; /* zero */
+};
+
+struct pc_http_stats {
+	uint64_t requests;	  /* range requests sent (also failed ones) */
+	uint64_t bytes_received;  /* body bytes accepted */
+	uint64_t connections;	  /* libcurl handles made (each keeps one alive) */
+	uint64_t transient_errors; /* requests failed with a transient error */
+	uint64_t fatal_errors;	  /* requests failed for good */
+};
+
+int pc_source_http(const struct pc_http_opts *opts, pc_source **out,
+		   char *why, size_t why_len);
+int pc_http_get_stats(pc_source *src, struct pc_http_stats *out);
+/*
+ * The reason of the latest failed request of HTTP source @src (status,
+ * the server's message, what did not match), "" if none, into @buf.
+ * The first fatal one is kept once there is one.  -EINVAL when @src is
+ * not an HTTP source.
+ */
+int pc_http_last_error(pc_source *src, char *buf, size_t len);
+
 /* True when page @page of @src is known to be all zeroes. */
 bool pc_source_is_zero(pc_source *src, uint64_t page);
 

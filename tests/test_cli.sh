@@ -19,7 +19,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_init cli
 trap 'rm -rf "$tmp"' EXIT
 
-echo "1..43"
+echo "1..47"
 
 # Each check below is a command list whose status is the verdict.
 nonempty_err() { [[ -s $err ]]; }
@@ -200,6 +200,14 @@ unused() {
 }
 unused restore_net_timeout_without_source "--net-timeout goes with --source" \
 	restore --image "$tmp/img" --net-timeout 5
+unused restore_s3_region_without_s3_source "--s3-endpoint and --s3-region go with --source s3://" \
+	restore --source http://127.0.0.1:9/img --s3-region us-east-1
+unused restore_http_timeout_with_an_image "--http-timeout goes with an http" \
+	restore --image "$tmp/img" --http-timeout 100
+unused restore_key_with_an_http_source "--key and --insecure" \
+	restore --source http://127.0.0.1:9/img --insecure
+unused restore_s3_without_key "want s3://BUCKET/KEY" \
+	restore --source s3://bucket
 unused restore_window_with_hugetlb "hugetlb .*--window does not apply" \
 	restore --image "$tmp/img" -s hugetlb -w 4
 unused bench_readers_in_exit_mode "-r and -a are for wait mode" \

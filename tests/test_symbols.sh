@@ -84,9 +84,12 @@ for o in json.load(open(sys.argv[1])):
     if o["name"] == "b_sanitize" and o["value"] not in ("none", ""):
         print("-fsanitize=" + ",".join(o["value"]) if isinstance(o["value"], list) else "-fsanitize=" + o["value"])' \
 	"$bdir/meson-info/intro-buildoptions.json" 2>/dev/null)
+# The HTTP source, where built in, needs libcurl at link time too.
+curl_libs=
+nm -u "$bdir/libpostcopy.a" 2>/dev/null | grep -q ' curl_' && curl_libs=$(pkg-config --libs libcurl)
 if command -v cc >/dev/null; then
 	cc $san -std=gnu11 -I"$src/include" "$tmp/embedder.c" "$bdir/libpostcopy.a" \
-		$(pkg-config --libs libsodium libxxhash) -pthread -o "$tmp/embedder" \
+		$(pkg-config --libs libsodium libxxhash libzstd) $curl_libs -pthread -o "$tmp/embedder" \
 		>"$out" 2>"$err" && "$tmp/embedder"
 	check "embedder_with_its_own_uffd_open_links_the_static_library" $? "$err"
 else

@@ -49,6 +49,8 @@ struct fc_opts {
 	const char *key_path;
 	bool insecure;
 	unsigned net_timeout_s;
+	bool http;	     /* --source is http://, https:// or s3:// */
+	struct http_spec hs; /* then its flags */
 	bool once, fill, kill, json;
 	unsigned window, readers;
 	const char *replay_path;
@@ -90,6 +92,7 @@ static void usage(FILE *f)
 		"usage: postcopy fc-handler --sock PATH --image FILE [options]\n"
 		"       postcopy fc-handler --sock PATH --source ADDR [--key FILE | --insecure]\n"
 		"                           [options]\n"
+		"       postcopy fc-handler --sock PATH --source URL [options]\n"
 		"\n"
 		"Serve the page faults of Firecracker processes restoring a snapshot with\n"
 		"\"mem_backend\": {\"backend_type\": \"Uffd\", \"backend_path\": PATH}.\n"
@@ -109,6 +112,10 @@ static void usage(FILE *f)
 		"  --source ADDR   serve the pages from `postcopy serve` at tcp://HOST:PORT\n"
 		"                  or unix:PATH instead: one session (and push) per VM,\n"
 		"                  whose regions must cover the served image exactly\n"
+		"  --source URL    or from an object: http://, https:// or s3://BUCKET/KEY\n"
+		"                  (as for `restore`), opened and pinned anew for each VM,\n"
+		"                  with the background filler\n"
+		"  --s3-endpoint URL, --s3-region R, --http-timeout MS   as for `restore`\n"
 		"  --key FILE      pre-shared key for TCP (mode 600)\n"
 		"  --insecure      TCP without authentication: loopback tests only\n"
 		"  --net-timeout S with --source: a VM's server silent for S seconds\n"
@@ -158,6 +165,9 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		{ "key", required_argument, NULL, 'k' },
 		{ "insecure", no_argument, NULL, 'I' },
 		{ "net-timeout", required_argument, NULL, 'T' },
+		{ "s3-endpoint", required_argument, NULL, 'E' },
+		{ "s3-region", required_argument, NULL, 'G' },
+		{ "http-timeout", required_argument, NULL, 'H' },
 		{ "once", no_argument, NULL, '1' },
 		{ "no-fill", no_argument, NULL, 'F' },
 		{ "no-kill", no_argument, NULL, 'K' },
@@ -180,6 +190,12 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		case 'T':
 			if (parse_uint(optarg, 1, 86400, &o->net_timeout_s) < 0)
 				return bad_arg(CMD, "--net-timeout (1..86400 s)", optarg);
+			break;
+		case 'E': o->hs.s3_endpoint = optarg; break;
+		case 'G': o->hs.s3_region = optarg; break;
+		case 'H':
+			if (parse_uint(optarg, 1, 3600000, &o->hs.timeout_ms) < 0)
+				return bad_arg(CMD, "--http-timeout (milliseconds)", optarg);
 			break;
 		case '1': o->once = true; break;
 		case 'F': o->fill = false; break;
@@ -212,10 +228,14 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		complain(CMD, "--sock PATH and one of --image FILE or --source ADDR are required");
 		return EXIT_USAGE;
 	}
-	if (!auth_flags_ok(CMD, o->source != NULL, o->key_path, o->insecure))
+	o->hs.source = o->source;
+	o->http = is_http_spec(o->source);
+	if (!auth_flags_ok(CMD, o->source && !o->http, o->key_path, o->insecure))
 		return EXIT_USAGE;
-	if (o->net_timeout_s && !o->source) {
-		complain(CMD, "--net-timeout goes with --source");
+	if (!http_flags_ok(CMD, &o->hs))
+		return EXIT_USAGE;
+	if (o->net_timeout_s && (!o->source || o->http)) {
+		complain(CMD, "--net-timeout goes with --source tcp:// or unix:");
 		return EXIT_USAGE;
 	}
 	if (o->replay_path && !o->image) {
@@ -226,6 +246,8 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		complain(CMD, "--sock path too long: '%s'", o->sock);
 		return EXIT_USAGE;
 	}
+	if (o->http)
+		return EXIT_OK;
 	if (o->source)
 		return address_ok(CMD, "--source", o->source, o->key_path != NULL,
 				  o->insecure) &&
@@ -551,6 +573,9 @@ static int open_source(const struct fc_opts *o, pc_source **src, char *why,
 			snprintf(why, len, "%s: %s", o->image, strerror(-ret));
 		return ret;
 	}
+	/* One connection per handler thread, and the filler's. */
+	if (o->http)
+		return open_http_source(&o->hs, o->readers + 1, src, why, len);
 	return open_net_source(CMD, o->source, o->key_path, o->insecure,
 			       o->net_timeout_s ? o->net_timeout_s : 10, src, why, len);
 }
@@ -591,7 +616,9 @@ static void serve_vm(struct vm *v)
 		.readers = o->readers, .window = h.page_size == HUGE_2M ? 1 : o->window,
 	};
 	uffd = -1; /* the region's from here on, also on failure */
-	pc_source *net = o->source ? src : NULL; /* the region's, once created */
+	/* The region's, once created. */
+	pc_source *net = o->source && !o->http ? src : NULL;
+	pc_source *region_src = src;
 	ret = pc_region_create(&ro, src, &r, why, sizeof(why));
 	src = NULL;
 	if (ret < 0)
@@ -604,8 +631,7 @@ static void serve_vm(struct vm *v)
 		replay_failed = ret < 0;
 	}
 	if (ret == 0 && o->fill)
-		ret = o->source ? pc_net_start_push(net, r) :
-				  pc_region_start_fill(r);
+		ret = net ? pc_net_start_push(net, r) : pc_region_start_fill(r);
 	if (ret < 0) {
 		if (!replay_failed)
 			snprintf(why, sizeof(why), "%s", pc_region_error(r));
@@ -620,6 +646,7 @@ static void serve_vm(struct vm *v)
 	      (unsigned long long)h.page_size, h.shape, o->fill ? ", filling" : "");
 
 	const char *status = NULL, *error = NULL;
+	char error_buf[1024];
 	bool killed = false;
 	for (;;) {
 		ret = pc_region_wait(r, 50);
@@ -636,6 +663,12 @@ static void serve_vm(struct vm *v)
 			}
 			status = "failed";
 			error = pc_region_error(r)[0] ? pc_region_error(r) : strerror(-ret);
+			/* An HTTP source knows what the server said. */
+			char http_why[512];
+			if (o->http && http_error(region_src, http_why, sizeof(http_why))) {
+				snprintf(error_buf, sizeof(error_buf), "%s (%s)", error, http_why);
+				error = error_buf;
+			}
 			v->failed = true;
 			logf_("pid %d: region failed: %s", (int)cred.pid, error);
 			if (o->kill && pidfd >= 0) {
@@ -786,7 +819,8 @@ int cmd_fc_handler(int argc, char **argv)
 		pc_ws_destroy(o.replay);
 		return EXIT_FAIL;
 	}
-	logf_("listening on %s, %s %s%s", o.sock, o.source ? "server" : "memory file",
+	logf_("listening on %s, %s %s%s", o.sock,
+	      o.http ? "object" : o.source ? "server" : "memory file",
 	      o.source ? o.source : o.image, o.fill ? "" : " (no fill)");
 
 	struct vm *list = NULL;

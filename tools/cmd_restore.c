@@ -39,6 +39,8 @@ struct restore_opts {
 	struct ws_params ws;
 	const char *record_ws;
 	const char *replay_ws;
+	bool http; /* source is http://, https:// or s3:// */
+	struct http_spec hs;
 };
 
 static const char *order_name(enum access_order a)
@@ -51,6 +53,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: postcopy restore --image FILE [options]\n"
 		"       postcopy restore --source ADDR [--key FILE | --insecure] [options]\n"
+		"       postcopy restore --source URL [--image FILE] [options]\n"
 		"\n"
 		"Lazily restore a memory image into fresh guest memory while vCPU threads\n"
 		"read it and the rest arrives in the background (a filler for a file, the\n"
@@ -63,6 +66,19 @@ static void usage(FILE *f)
 		"                        or unix:PATH; every run is checked against the\n"
 		"                        image digest (\"checksummed\"); with --image it\n"
 		"                        is also compared byte for byte (\"verified\")\n"
+		"  --source URL          restore from an object: http://HOST[:PORT]/PATH,\n"
+		"                        https://... (a presigned S3 URL too), or\n"
+		"                        s3://BUCKET/KEY signed with AWS SigV4 (credentials\n"
+		"                        from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,\n"
+		"                        AWS_SESSION_TOKEN); range requests, the object\n"
+		"                        pinned by its ETag; with --image compared byte\n"
+		"                        for byte (\"verified\")\n"
+		"  --s3-endpoint URL     s3://: the store's endpoint, path-style requests\n"
+		"                        (MinIO, Ceph RGW; default AWS, virtual-hosted)\n"
+		"  --s3-region R         s3://: signing region (default $AWS_REGION, else\n"
+		"                        us-east-1)\n"
+		"  --http-timeout MS     URL sources: one request's limit (default 10000);\n"
+		"                        a stalled request fails after it and is retried\n"
 		"  --key FILE            pre-shared key for TCP (mode 600)\n"
 		"  --insecure            TCP without authentication: loopback tests only\n"
 		"  --net-timeout S       with --source: give up when the server is gone\n"
@@ -130,6 +146,9 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		{ "record-ws", required_argument, NULL, 1005 },
 		{ "replay-ws", required_argument, NULL, 1006 },
 		{ "json", no_argument, NULL, 'j' },
+		{ "s3-endpoint", required_argument, NULL, 'E' },
+		{ "s3-region", required_argument, NULL, 'R' },
+		{ "http-timeout", required_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -242,6 +261,18 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		case 'M':
 			o->no_memory_check = true;
 			break;
+		case 'E':
+			o->hs.s3_endpoint = optarg;
+			break;
+		case 'R':
+			o->hs.s3_region = optarg;
+			break;
+		case 'H':
+			if (parse_uint(optarg, 1, 3600000, &o->hs.timeout_ms) < 0) {
+				complain("restore", "bad --http-timeout '%s' (milliseconds)", optarg);
+				return EXIT_USAGE;
+			}
+			break;
 		case 'h':
 			usage(stdout);
 			return -1;
@@ -258,11 +289,15 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		complain("restore", "--image FILE or --source ADDR is required");
 		return EXIT_USAGE;
 	}
-	if (!auth_flags_ok("restore", o->source != NULL, o->key_path, o->insecure))
+	o->hs.source = o->source;
+	o->http = is_http_spec(o->source);
+	if (!auth_flags_ok("restore", o->source && !o->http, o->key_path, o->insecure))
+		return EXIT_USAGE;
+	if (!http_flags_ok("restore", &o->hs))
 		return EXIT_USAGE;
 	/* Flags that would be ignored are refused, not dropped silently. */
-	if (o->net_timeout_s && !o->source) {
-		complain("restore", "--net-timeout goes with --source");
+	if (o->net_timeout_s && (!o->source || o->http)) {
+		complain("restore", "--net-timeout goes with --source tcp:// or unix:");
 		return EXIT_USAGE;
 	}
 	if (ws_flags && o->order != ORDER_WS) {
@@ -277,7 +312,7 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		complain("restore", "hugetlb resolves one 2 MiB page per fault: --window does not apply");
 		return EXIT_USAGE;
 	}
-	if (o->source && !address_ok("restore", "--source", o->source,
+	if (o->source && !o->http && !address_ok("restore", "--source", o->source,
 				     o->key_path != NULL, o->insecure))
 		return EXIT_USAGE;
 	if (o->key_path && !key_file_ok("restore", o->key_path))
@@ -287,34 +322,32 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 	return EXIT_OK;
 }
 
-/* Compare guest memory with the image, read independently of the pager. */
+/* Compare guest memory with the image, read independently of the pager
+ * (through a source of its own, so that a packed image is decoded). */
 static int verify_against_file(const char *path, const char *mem,
 			       uint64_t size, uint64_t *bad_pages,
 			       uint64_t *first_bad)
 {
 	enum { CHUNK = 1 << 20 };
-	/* O_NONBLOCK: the path was checked at start, but what it names now
-	 * might be a FIFO, whose open() would wait for a writer. */
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	pc_source *img = NULL;
 	char *buf = malloc(CHUNK);
-	int ret = 0;
+	/* pc_source_file opens without blocking: the path was checked at
+	 * start, but what it names now might be a FIFO. */
+	int ret = buf ? pc_source_file(path, &img) : -ENOMEM;
 
 	*bad_pages = 0;
-	if (fd < 0 || !buf) {
-		ret = fd < 0 ? -errno : -ENOMEM;
+	if (ret < 0)
 		goto out;
-	}
-	struct stat st;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+	if (pc_source_size(img) != size) {
 		ret = -EINVAL;
 		goto out;
 	}
 	for (uint64_t off = 0; off < size; off += CHUNK) {
 		size_t len = size - off < CHUNK ? size - off : CHUNK;
-		if (pread(fd, buf, len, (off_t)off) != (ssize_t)len) {
-			ret = -EIO;
+		ret = pc_source_read(img, off / PC_SOURCE_PAGE_SIZE,
+				     len / PC_SOURCE_PAGE_SIZE, buf);
+		if (ret < 0)
 			goto out;
-		}
 		if (!memcmp(buf, mem + off, len))
 			continue;
 		for (size_t p = 0; p < len; p += PC_SOURCE_PAGE_SIZE)
@@ -325,8 +358,7 @@ static int verify_against_file(const char *path, const char *mem,
 			}
 	}
 out:
-	if (fd >= 0)
-		close(fd);
+	pc_source_destroy(img);
 	free(buf);
 	return ret;
 }
@@ -399,13 +431,25 @@ static int run(const struct restore_opts *o)
 			return EXIT_FAIL;
 		}
 	}
-	if (o->source) {
+	if (o->http) {
+		/* One connection per fetching thread: the vCPUs' (through
+		 * the fetchers in exit mode, the handler in wait mode) and the
+		 * filler's. */
+		char hwhy[512] = "";
+		if (open_http_source(&o->hs, o->vcpus + 1, &src, hwhy, sizeof(hwhy)) < 0) {
+			complain("restore", "%s", hwhy);
+			pc_ws_destroy(replay);
+			return EXIT_FAIL;
+		}
+	} else if (o->source) {
 		if (open_net_source("restore", o->source, o->key_path, o->insecure,
 				    o->net_timeout_s, &src, NULL, 0) < 0)
 			return EXIT_FAIL;
 	} else if ((ret = pc_source_file(o->image, &src)) < 0) {
 		if (ret == -EINVAL)
 			complain("restore", "%s: not a regular file, empty, or size not a multiple of 4096 bytes", o->image);
+		else if (ret == -EBADMSG)
+			complain("restore", "%s: a damaged packed image (its header or index does not match its identity)", o->image);
 		else
 			complain("restore", "%s: %s", o->image, strerror(-ret));
 		pc_ws_destroy(replay);
@@ -421,6 +465,10 @@ static int run(const struct restore_opts *o)
 		.max_threads = o->vcpus,
 		.window = o->window,
 		.no_memory_check = o->no_memory_check,
+		/* Exit mode hands a source that is not async-signal-safe to
+		 * fetcher threads: one per vCPU, so none waits for another's. */
+		.fetchers = !(pc_source_flags(src) & PC_SOURCE_ASYNC_SIGNAL_SAFE) ?
+				    (o->vcpus < 64 ? o->vcpus : 64) : 0,
 	};
 	pc_region *r;
 	ret = pc_region_create(&ro, src, &r, why, sizeof(why));
@@ -456,7 +504,8 @@ static int run(const struct restore_opts *o)
 	 * starts when the vCPUs are done. */
 	bool fill_later = o->fill && o->record_ws;
 	if (ret == 0 && o->fill && !fill_later)
-		ret = o->source ? pc_net_start_push(src, r) : pc_region_start_fill(r);
+		ret = o->source && !o->http ? pc_net_start_push(src, r) :
+					      pc_region_start_fill(r);
 	if (ret < 0) {
 		complain("restore", "%s", pc_region_error(r));
 		pc_region_destroy(r);
@@ -487,7 +536,7 @@ static int run(const struct restore_opts *o)
 	bool stuck = false;
 	ret = workload_run(&w, &res);
 	if (ret == 0 && fill_later) {
-		ret = o->source ? pc_net_start_push(src, r) : pc_region_start_fill(r);
+		ret = o->source && !o->http ? pc_net_start_push(src, r) : pc_region_start_fill(r);
 		if (ret < 0)
 			complain("restore", "starting the fill: %s", strerror(-ret));
 	}
@@ -503,10 +552,17 @@ static int run(const struct restore_opts *o)
 		pthread_join(progress, NULL);
 	}
 	const char *error = NULL;
+	char http_why[512], error_buf[1024];
 	if (ret < 0) {
 		error = ret == -ETIMEDOUT ? "timed out before every page arrived" :
 			pc_region_error(r)[0] ? pc_region_error(r) :
 						strerror(-ret);
+		/* The pager says which page and the errno; the HTTP source
+		 * knows what the server said. */
+		if (o->http && http_error(src, http_why, sizeof(http_why))) {
+			snprintf(error_buf, sizeof(error_buf), "%s (%s)", error, http_why);
+			error = error_buf;
+		}
 		complain("restore", "%s", error);
 		status = EXIT_FAIL;
 	}
@@ -530,7 +586,10 @@ static int run(const struct restore_opts *o)
 
 	uint64_t bad = 0, first_bad = 0;
 	bool verified = false, checksummed = false;
-	if (status == EXIT_OK && !o->image) {
+	if (status == EXIT_OK && !o->image && o->http) {
+		/* Every answer was checked for its range and the pinned ETag,
+		 * but nothing was compared with a copy. */
+	} else if (status == EXIT_OK && !o->image) {
 		/* Over the network every run was checked against the image
 		 * digest before it was installed, and the region is complete;
 		 * but nothing was compared with a copy. */
@@ -553,7 +612,9 @@ static int run(const struct restore_opts *o)
 	struct pc_stats *st = NULL;
 	pc_region_stats(r, &st);
 	struct pc_net_stats ns;
-	bool net = o->source && pc_net_get_stats(src, &ns) == 0;
+	bool net = o->source && !o->http && pc_net_get_stats(src, &ns) == 0;
+	struct pc_http_stats hst;
+	bool http = o->http && pc_http_get_stats(src, &hst) == 0;
 	double wl_rate = res.seconds > 0 ? (double)res.accesses / res.seconds : 0;
 	if (o->json) {
 		struct json_object *j = json_object_new_object();
@@ -573,7 +634,7 @@ static int run(const struct restore_opts *o)
 		json_object_object_add(j, "seconds", json_object_new_double(restored));
 		json_object_object_add(j, "workload_pages_per_sec", json_object_new_double(wl_rate));
 		json_object_object_add(j, "verified", json_object_new_boolean(verified));
-		if (o->source)
+		if (o->source && !o->http)
 			json_object_object_add(j, "checksummed",
 					       json_object_new_boolean(checksummed || verified));
 		json_object_object_add(j, "mismatched_pages", json_object_new_int64((int64_t)bad));
@@ -593,6 +654,15 @@ static int run(const struct restore_opts *o)
 			json_object_object_add(n, "checksum_failures", json_object_new_int64((int64_t)ns.checksum_failures));
 			json_object_object_add(n, "push_done", json_object_new_boolean(ns.push_done));
 			json_object_object_add(j, "net", n);
+		}
+		if (http) {
+			struct json_object *n = json_object_new_object();
+			json_object_object_add(n, "requests", json_object_new_int64((int64_t)hst.requests));
+			json_object_object_add(n, "bytes_received", json_object_new_int64((int64_t)hst.bytes_received));
+			json_object_object_add(n, "connections", json_object_new_int64((int64_t)hst.connections));
+			json_object_object_add(n, "transient_errors", json_object_new_int64((int64_t)hst.transient_errors));
+			json_object_object_add(n, "fatal_errors", json_object_new_int64((int64_t)hst.fatal_errors));
+			json_object_object_add(j, "http", n);
 		}
 		printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY));
 		json_object_put(j);
@@ -624,7 +694,14 @@ static int run(const struct restore_opts *o)
 			       (unsigned long long)ns.requests, (unsigned long long)ns.pages_received,
 			       (unsigned long long)ns.pages_pushed, (double)ns.bytes_received / (1 << 20),
 			       (unsigned long long)ns.reconnects, (unsigned long long)ns.checksum_failures);
-		if (checksummed)
+		if (http)
+			printf("http       %llu range requests, %.1f MiB received, %llu connections, %llu transient errors (retried), %llu fatal\n",
+			       (unsigned long long)hst.requests, (double)hst.bytes_received / (1 << 20),
+			       (unsigned long long)hst.connections, (unsigned long long)hst.transient_errors,
+			       (unsigned long long)hst.fatal_errors);
+		if (status == EXIT_OK && o->http && !o->image)
+			printf("unverified every answer was its range of the pinned object; no copy compared (--image FILE verifies every byte)\n");
+		else if (checksummed)
 			printf("checksummed every page matched the server's image digest (no copy compared: --image FILE verifies every byte)\n");
 		else
 			printf("verified   %s\n", verified ? "every byte matches the image" :
@@ -636,7 +713,7 @@ static int run(const struct restore_opts *o)
 		/* Not exit(): the parked threads and their region are left
 		 * behind on purpose, and leak checkers would say so.  The push
 		 * receiver is no vCPU: join it. */
-		if (o->source)
+		if (o->source && !o->http)
 			pc_source_stop(src, false);
 		fflush(stdout);
 		_exit(status);

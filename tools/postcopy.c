@@ -16,6 +16,8 @@ int cmd_netbench(int argc, char **argv);
 int cmd_kvm_bench(int argc, char **argv);
 int cmd_fc_handler(int argc, char **argv);
 int cmd_ws(int argc, char **argv);
+int cmd_pack(int argc, char **argv);
+int cmd_unpack(int argc, char **argv);
 
 static const struct command {
 	const char *name;
@@ -27,6 +29,8 @@ static const struct command {
 	{ "restore", cmd_restore,
 	  "lazily restore a snapshot image under a live workload, verified" },
 	{ "mkimage", cmd_mkimage, "write a verifiable test image" },
+	{ "pack", cmd_pack, "write an image as compressed, checked chunks" },
+	{ "unpack", cmd_unpack, "write the raw image of a packed one" },
 	{ "serve", cmd_serve, "serve an image to post-copy destinations" },
 	{ "netbench", cmd_netbench,
 	  "measure post-copy over loopback against raw socket baselines" },

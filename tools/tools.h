@@ -189,6 +189,30 @@ int open_net_source(const char *cmd, const char *addr, const char *key_path,
 		    bool insecure, unsigned timeout_s, pc_source **src,
 		    char *why, size_t why_len);
 
+/* ---- http_spec.c: --source http://, https://, s3:// ---- */
+struct http_spec {
+	const char *source;	 /* the --source argument */
+	const char *s3_endpoint; /* --s3-endpoint URL, or NULL for AWS */
+	const char *s3_region;	 /* --s3-region, or NULL: $AWS_REGION, us-east-1 */
+	unsigned timeout_ms;	 /* --http-timeout: one request's limit; 0 default */
+};
+/* @s names an HTTP(S) or S3 object. */
+bool is_http_spec(const char *s);
+/* The S3 flags go with an s3:// source, which names a bucket and key;
+ * says why not. */
+bool http_flags_ok(const char *cmd, const struct http_spec *h);
+/* Open it (credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+ * AWS_SESSION_TOKEN; region from AWS_REGION), with up to @connections
+ * kept alive (0: the library's default); the reason in @why on failure. */
+int open_http_source(const struct http_spec *h, unsigned connections,
+		     pc_source **src, char *why, size_t why_len);
+/* The HTTP source's latest failure, or NULL (not HTTP, or none). */
+const char *http_error(pc_source *src, char *buf, size_t len);
+
+/* ---- cmd_pack.c: whole-buffer pread/pwrite (also for cmd_unpack.c) ---- */
+int pack_read_at(int fd, void *buf, size_t len, uint64_t off);
+int pack_write_at(int fd, const void *buf, size_t len, uint64_t off);
+
 /* ---- counting.c: a source wrapper that counts fetches per page ---- */
 struct counting;
 /* Wrap @inner (owned from here on, also on failure). */

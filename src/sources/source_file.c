@@ -3,7 +3,9 @@
  * source_file.c - a raw snapshot image.  Validated when opened (a short or
  * unreadable file is an error before any region is registered).  Holes
  * found with SEEK_DATA/SEEK_HOLE at open are zero pages, so a sparse image
- * restores its zero pages without reading them.
+ * restores its zero pages without reading them.  A file that starts with
+ * the packed magic is a packed image (packed.c), read through the same
+ * pread().
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -12,6 +14,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "sources_int.h"
 
 struct image_file {
 	int fd;
@@ -47,6 +50,46 @@ static int file_fetch(void *ctx, uint64_t first, uint64_t npages, void *dst)
 		len -= (uint64_t)got;
 	}
 	return 0;
+}
+
+/* The packed reader's bytes: the whole range, or an error. */
+static int file_blob_read(void *ctx, uint64_t off, uint64_t len, void *dst)
+{
+	const int *fd = ctx;
+	char *to = dst;
+	while (len) {
+		ssize_t got = pread(*fd, to, len, (off_t)off);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			return -errno;
+		if (got == 0)
+			return -ENODATA;
+		to += got;
+		off += (uint64_t)got;
+		len -= (uint64_t)got;
+	}
+	return 0;
+}
+
+static void file_blob_destroy(void *ctx)
+{
+	int *fd = ctx;
+	close(*fd);
+	free(fd);
+}
+
+static int open_packed(int fd, uint64_t size, pc_source **out)
+{
+	static const struct blob_ops ops = { .read = file_blob_read,
+					     .destroy = file_blob_destroy };
+	int *ctx = malloc(sizeof(*ctx));
+	if (!ctx) {
+		close(fd);
+		return -ENOMEM;
+	}
+	*ctx = fd;
+	return packed_open(&ops, ctx, size, out, NULL, 0);
 }
 
 static void file_destroy(void *ctx)
@@ -109,6 +152,10 @@ int pc_source_file(const char *path, pc_source **out)
 		goto err_close;
 	}
 	uint64_t size = (uint64_t)st.st_size;
+	char magic[8];
+	if (size >= PACK_HEADER_SIZE && pread(fd, magic, sizeof(magic), 0) == sizeof(magic) &&
+	    packed_magic(magic, sizeof(magic)))
+		return open_packed(fd, size, out);
 	if (size == 0 || size % PC_SOURCE_PAGE_SIZE) {
 		ret = -EINVAL;
 		goto err_close;

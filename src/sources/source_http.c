@@ -1,0 +1,784 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * source_http.c - an object on an HTTP(S) server or in an S3-compatible
+ * store, read with HTTP/1.1 range requests through libcurl.
+ *
+ * The one idea: no byte of an answer is used unless the answer proves it
+ * is the range asked for, of the version pinned at open.  The write
+ * callback refuses to copy before it has seen status 206, a Content-Range
+ * equal to the request and the pinned ETag, and never writes past the
+ * request; the fetch then checks the length.  The source is not DIRECT,
+ * so even the bytes of an answer that fails half-way stay in the pager's
+ * private buffer.
+ *
+ * Connections: a pool of curl easy handles, each keeping its connection
+ * alive between requests; a fetch takes one (or makes one), so every
+ * thread fetching at once has its own connection, and gives it back.
+ * An object that starts with the packed magic is a packed image, read by
+ * packed.c through the same checked range requests.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "internal.h"
+#include "sources_int.h"
+
+#define HTTP_DEFAULT_TIMEOUT_MS 10000u
+#define HTTP_DEFAULT_CONNECT_MS 5000u
+#define HTTP_DEFAULT_CONNS 64u
+#define HTTP_MAX_CONNS 256u
+#define HTTP_ERR_LEN 512
+#define HTTP_BODY_KEEP 512 /* bytes of an error answer kept for its reason */
+/* The filler asks for 64 KiB at a time, one request after the other: a
+ * round trip each.  Its requests read ahead instead, doubling while they
+ * stay sequential, up to this. */
+#define HTTP_READAHEAD_MAX (4u << 20)
+
+struct conn {
+	struct conn *next;
+	CURL *h;
+};
+
+struct http_source {
+	char *url;
+	char *url_shown; /* without the query: a presigned URL's is a secret */
+	char *userpwd;	 /* S3: "KEY:SECRET" */
+	char *sigv4;	 /* S3: "aws:amz:REGION:s3" */
+	struct curl_slist *headers; /* If-Match, x-amz-security-token */
+	unsigned timeout_ms, connect_timeout_ms, max_conns;
+	uint64_t size;
+	bool packed;	 /* the object is a packed image */
+	char etag[256];	 /* pinned; "" when the server gave no strong one */
+	char last_modified[64];
+
+	pthread_mutex_t lock; /* the pool and the error below */
+	pthread_cond_t freed;
+	struct conn *idle;
+	unsigned nconns;
+	char err[HTTP_ERR_LEN];
+	bool err_fatal;
+
+	/* Read-ahead for prefetch runs (the filler's), under its own lock:
+	 * [ra_off, ra_off + ra_len) of the pinned object is in ra_buf. */
+	pthread_mutex_t ra_lock;
+	char *ra_buf;
+	uint64_t ra_off, ra_len, ra_next, ra_window;
+
+	_Atomic uint64_t requests, bytes_received, connections;
+	_Atomic uint64_t transient_errors, fatal_errors;
+};
+
+/* One request and what its answer has shown so far. */
+struct xfer {
+	const struct http_source *hs;
+	bool probe;	   /* the open's request: learns size and ETag */
+	char *dst;
+	uint64_t off, len, got;
+	long status;
+	char reason[64];
+	bool have_range;
+	uint64_t cr_first, cr_last, cr_total;
+	char etag[256];
+	char last_modified[64];
+	char body[HTTP_BODY_KEEP];
+	size_t body_len;
+	int bad;	   /* why the write callback refused, or 0 */
+	char bad_msg[160];
+};
+
+static void set_why(char *why, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void set_why(char *why, size_t len, const char *fmt, ...)
+{
+	if (!why || !len)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, len, fmt, ap);
+	va_end(ap);
+}
+
+/* ---- reading an answer ------------------------------------------------ */
+
+/* @line (not NUL-terminated, @n bytes) is header @name: its value. */
+static bool header_is(const char *line, size_t n, const char *name,
+		      char *val, size_t vlen)
+{
+	size_t k = strlen(name);
+	if (n <= k || strncasecmp(line, name, k) || line[k] != ':')
+		return false;
+	const char *v = line + k + 1, *end = line + n;
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && isspace((unsigned char)end[-1]))
+		end--;
+	size_t m = (size_t)(end - v) < vlen - 1 ? (size_t)(end - v) : vlen - 1;
+	memcpy(val, v, m);
+	val[m] = '\0';
+	return true;
+}
+
+/* "bytes A-B/T" */
+static bool parse_content_range(const char *v, uint64_t *a, uint64_t *b,
+				uint64_t *t)
+{
+	char *end;
+	if (strncasecmp(v, "bytes ", 6))
+		return false;
+	v += 6;
+	if (!isdigit((unsigned char)*v))
+		return false;
+	*a = strtoull(v, &end, 10);
+	if (*end != '-' || !isdigit((unsigned char)end[1]))
+		return false;
+	*b = strtoull(end + 1, &end, 10);
+	if (*end != '/' || !isdigit((unsigned char)end[1]))
+		return false;
+	*t = strtoull(end + 1, &end, 10);
+	return *end == '\0' && *a <= *b && *b < *t;
+}
+
+static size_t on_header(char *line, size_t size, size_t nmemb, void *arg)
+{
+	struct xfer *x = arg;
+	size_t n = size * nmemb;
+	char val[256];
+
+	if (n > 5 && !strncmp(line, "HTTP/", 5)) {
+		/* A new answer (after a 100 Continue, say): forget the last. */
+		const char *sp = memchr(line, ' ', n);
+		x->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+		x->reason[0] = '\0';
+		x->have_range = false;
+		x->etag[0] = x->last_modified[0] = '\0';
+		if (sp && (size_t)(sp - line) + 5 < n) {
+			const char *r = sp + 5, *end = line + n;
+			while (end > r && isspace((unsigned char)end[-1]))
+				end--;
+			size_t m = (size_t)(end - r) < sizeof(x->reason) - 1 ?
+					   (size_t)(end - r) : sizeof(x->reason) - 1;
+			memcpy(x->reason, r, m);
+			x->reason[m] = '\0';
+		}
+	} else if (header_is(line, n, "Content-Range", val, sizeof(val))) {
+		x->have_range = parse_content_range(val, &x->cr_first,
+						    &x->cr_last, &x->cr_total);
+	} else if (header_is(line, n, "ETag", x->etag, sizeof(x->etag))) {
+	} else if (header_is(line, n, "Last-Modified", x->last_modified,
+			     sizeof(x->last_modified))) {
+	}
+	return n;
+}
+
+static size_t refuse(struct xfer *x, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static size_t refuse(struct xfer *x, int err, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(x->bad_msg, sizeof(x->bad_msg), fmt, ap);
+	va_end(ap);
+	x->bad = err;
+	return 0; /* libcurl aborts the transfer: CURLE_WRITE_ERROR */
+}
+
+/* Is this answer the range asked for, of the pinned object?  0 or why not. */
+static size_t check_answer(struct xfer *x)
+{
+	const struct http_source *hs = x->hs;
+	if (x->status == 200) {
+		/* A server that ignores Range sends the whole object: fine
+		 * only when that is what was asked for. */
+		if (x->probe || x->off != 0 || x->len != hs->size)
+			return refuse(x, -EPROTO, "the server ignored the Range header (200, not 206)");
+	} else if (!x->have_range) {
+		return refuse(x, -EIO, "206 without a valid Content-Range");
+	} else if (x->probe) {
+		if (x->cr_first != 0)
+			return refuse(x, -EIO, "Content-Range starts at %" PRIu64 ", not 0",
+				      x->cr_first);
+	} else if (x->cr_first != x->off || x->cr_last != x->off + x->len - 1 ||
+		   x->cr_total != hs->size) {
+		return refuse(x, -EIO, "Content-Range bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64
+			      " answers bytes=%" PRIu64 "-%" PRIu64 " of %" PRIu64,
+			      x->cr_first, x->cr_last, x->cr_total, x->off,
+			      x->off + x->len - 1, hs->size);
+	}
+	if (!x->probe && hs->etag[0] && x->etag[0] && strcmp(x->etag, hs->etag))
+		return refuse(x, -ESTALE, "the object changed: ETag %s, pinned %s",
+			      x->etag, hs->etag);
+	return 1;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct xfer *x = arg;
+	size_t n = size * nmemb;
+
+	if (x->status != 200 && x->status != 206) {
+		/* An error's explanation: keep the start of it. */
+		size_t room = sizeof(x->body) - 1 - x->body_len;
+		size_t m = n < room ? n : room;
+		memcpy(x->body + x->body_len, data, m);
+		x->body_len += m;
+		x->body[x->body_len] = '\0';
+		return n;
+	}
+	if (x->got == 0 && !check_answer(x))
+		return 0;
+	if (n > x->len - x->got)
+		return refuse(x, -EIO, "more than the %" PRIu64 " bytes asked for", x->len);
+	memcpy(x->dst + x->got, data, n);
+	x->got += n;
+	return n;
+}
+
+/* The server's reason from an error answer: S3's <Code> and <Message>,
+ * else the start of the body on one line. */
+static void body_reason(const struct xfer *x, char *out, size_t len)
+{
+	const char *m = strstr(x->body, "<Message>");
+	const char *c = strstr(x->body, "<Code>");
+	if (m || c) {
+		int cl = 0, ml = 0;
+		if (c) {
+			c += 6;
+			const char *e = strstr(c, "</Code>");
+			cl = e ? (int)(e - c) : 0;
+		}
+		if (m) {
+			m += 9;
+			const char *e = strstr(m, "</Message>");
+			ml = e ? (int)(e - m) : 0;
+		}
+		snprintf(out, len, ": %.*s%s%.*s", cl, c ? c : "",
+			 cl && ml ? ": " : "", ml, m ? m : "");
+		return;
+	}
+	size_t j = 0;
+	bool space = true, tag = false;
+	if (len < 3)
+		return;
+	out[j++] = ':';
+	for (size_t i = 0; i < x->body_len && j < len - 2; i++) {
+		char ch = x->body[i];
+		if (ch == '<')
+			tag = true;
+		if (!tag && !isspace((unsigned char)ch) && isprint((unsigned char)ch)) {
+			if (space)
+				out[j++] = ' ';
+			if (j < len - 1)
+				out[j++] = ch;
+			space = false;
+		} else if (!tag) {
+			space = true;
+		}
+		if (ch == '>') {
+			tag = false;
+			space = true;
+		}
+	}
+	out[j > 1 ? j : 0] = '\0';
+}
+
+static int status_errno(long status)
+{
+	switch (status) {
+	case 403: return -EACCES;
+	case 404: return -ENOENT;
+	case 408: return -ETIMEDOUT;
+	case 412: return -ESTALE;
+	case 416: return -ERANGE;
+	case 429: return -EAGAIN;
+	}
+	if (status >= 500 && status <= 599)
+		return -EAGAIN;
+	return -EPROTO;
+}
+
+static int curl_errno(CURLcode c)
+{
+	switch (c) {
+	case CURLE_OPERATION_TIMEDOUT:
+		return -ETIMEDOUT;
+	case CURLE_COULDNT_CONNECT:
+		return -ECONNREFUSED;
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		return -EHOSTUNREACH;
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_SSL_CONNECT_ERROR:
+		return -ECONNRESET;
+	case CURLE_OUT_OF_MEMORY:
+		return -ENOMEM;
+	case CURLE_PEER_FAILED_VERIFICATION:
+		return -EACCES;
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_URL_MALFORMAT:
+		return -EINVAL;
+	default:
+		return -EPROTO;
+	}
+}
+
+/*
+ * One range request on handle @h: [@off, @off + @len) into @dst.  0, or a
+ * negative errno with the reason in @msg.
+ */
+static int range_get(struct http_source *hs, CURL *h, struct xfer *x,
+		     char *msg, size_t msg_len)
+{
+	char range[64];
+	snprintf(range, sizeof(range), "%" PRIu64 "-%" PRIu64, x->off,
+		 x->off + x->len - 1);
+	curl_easy_setopt(h, CURLOPT_RANGE, range);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hs->headers); /* no If-Match yet for the probe */
+	atomic_fetch_add_explicit(&hs->requests, 1, memory_order_relaxed);
+	CURLcode c = curl_easy_perform(h);
+
+	int err = 0;
+	char reason[HTTP_ERR_LEN / 2] = "";
+	if (c == CURLE_WRITE_ERROR && x->bad) {
+		err = x->bad;
+		snprintf(reason, sizeof(reason), ": %s", x->bad_msg);
+	} else if (c != CURLE_OK) {
+		err = curl_errno(c);
+		snprintf(reason, sizeof(reason), ": %s%s%s", curl_easy_strerror(c),
+			 c == CURLE_PARTIAL_FILE ? " (short body)" : "",
+			 x->got ? " after part of the body" : "");
+	} else if (x->status == 412) {
+		err = -ESTALE;
+		snprintf(reason, sizeof(reason), ": the object changed since it was opened (If-%s %.64s failed)",
+			 hs->etag[0] ? "Match" : "Unmodified-Since",
+			 hs->etag[0] ? hs->etag : hs->last_modified);
+	} else if (x->status != 200 && x->status != 206) {
+		err = status_errno(x->status);
+		body_reason(x, reason, sizeof(reason));
+	} else if (x->got != (x->probe ? x->cr_last + 1 : x->len) || x->got == 0) {
+		err = -EIO;
+		snprintf(reason, sizeof(reason), ": %" PRIu64 " bytes of %" PRIu64,
+			 x->got, x->len);
+	}
+	if (!err) {
+		atomic_fetch_add_explicit(&hs->bytes_received, x->got,
+					  memory_order_relaxed);
+		return 0;
+	}
+	if (x->status && (c == CURLE_OK || x->status >= 300))
+		snprintf(msg, msg_len, "GET %s bytes=%s: %ld %s%s", hs->url_shown,
+			 range, x->status, x->reason, reason);
+	else
+		snprintf(msg, msg_len, "GET %s bytes=%s%s", hs->url_shown, range,
+			 reason);
+	return err;
+}
+
+/* ---- the pool --------------------------------------------------------- */
+
+static CURL *handle_new(struct http_source *hs)
+{
+	CURL *h = curl_easy_init();
+	if (!h)
+		return NULL;
+	curl_easy_setopt(h, CURLOPT_URL, hs->url);
+	/* Threads: libcurl must not use signals (its alarm() timeouts). */
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)hs->timeout_ms);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)hs->connect_timeout_ms);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	/* Identity only: a compressed body has other lengths and offsets. */
+	curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, NULL);
+	if (hs->sigv4) {
+		curl_easy_setopt(h, CURLOPT_AWS_SIGV4, hs->sigv4);
+		curl_easy_setopt(h, CURLOPT_USERPWD, hs->userpwd);
+	}
+	return h;
+}
+
+/* A handle of our own until conn_put(); NULL when out of memory. */
+static struct conn *conn_get(struct http_source *hs)
+{
+	pthread_mutex_lock(&hs->lock);
+	while (!hs->idle && hs->nconns >= hs->max_conns)
+		pthread_cond_wait(&hs->freed, &hs->lock);
+	struct conn *c = hs->idle;
+	if (c) {
+		hs->idle = c->next;
+		pthread_mutex_unlock(&hs->lock);
+		return c;
+	}
+	hs->nconns++;
+	pthread_mutex_unlock(&hs->lock);
+
+	c = calloc(1, sizeof(*c));
+	if (c && !(c->h = handle_new(hs))) {
+		free(c);
+		c = NULL;
+	}
+	if (!c) {
+		pthread_mutex_lock(&hs->lock);
+		hs->nconns--;
+		pthread_cond_signal(&hs->freed);
+		pthread_mutex_unlock(&hs->lock);
+		return NULL;
+	}
+	atomic_fetch_add_explicit(&hs->connections, 1, memory_order_relaxed);
+	return c;
+}
+
+static void conn_put(struct http_source *hs, struct conn *c)
+{
+	pthread_mutex_lock(&hs->lock);
+	c->next = hs->idle;
+	hs->idle = c;
+	pthread_cond_signal(&hs->freed);
+	pthread_mutex_unlock(&hs->lock);
+}
+
+/* Remember why a request failed: the latest, or the first fatal one. */
+static void note_error(struct http_source *hs, int err, const char *msg)
+{
+	bool transient = fetch_error_transient(err);
+	atomic_fetch_add_explicit(transient ? &hs->transient_errors :
+					      &hs->fatal_errors,
+				  1, memory_order_relaxed);
+	pthread_mutex_lock(&hs->lock);
+	if (!hs->err_fatal) {
+		snprintf(hs->err, sizeof(hs->err), "%s", msg);
+		hs->err_fatal = !transient;
+	}
+	pthread_mutex_unlock(&hs->lock);
+}
+
+/* ---- the source's operations ------------------------------------------- */
+
+static int request(struct http_source *hs, struct xfer *x, char *msg,
+		   size_t msg_len)
+{
+	struct conn *c = conn_get(hs);
+	if (!c) {
+		snprintf(msg, msg_len, "out of memory for a libcurl handle");
+		return -ENOMEM;
+	}
+	int ret = range_get(hs, c->h, x, msg, msg_len);
+	conn_put(hs, c);
+	return ret;
+}
+
+static int http_fetch(void *ctx, uint64_t first, uint64_t npages, void *dst)
+{
+	struct http_source *hs = ctx;
+	struct xfer x = { .hs = hs, .dst = dst,
+			  .off = first * PC_SOURCE_PAGE_SIZE,
+			  .len = npages * PC_SOURCE_PAGE_SIZE };
+	char msg[HTTP_ERR_LEN];
+	int ret = request(hs, &x, msg, sizeof(msg));
+	if (ret < 0)
+		note_error(hs, ret, msg);
+	return ret;
+}
+
+/*
+ * A prefetch run, through the read-ahead buffer.  A miss that continues
+ * the previous prefetch reads twice as far as the last miss did (up to
+ * HTTP_READAHEAD_MAX), any other reads just the run: a filler that jumps
+ * after the guest wastes at most one window.  What the buffer holds came
+ * in one checked answer of the pinned version, like any other fetch.
+ */
+static int prefetch_run(struct http_source *hs, uint64_t off, uint64_t len,
+			char *dst)
+{
+	int ret = 0;
+	pthread_mutex_lock(&hs->ra_lock);
+	if (off >= hs->ra_off && off + len <= hs->ra_off + hs->ra_len) {
+		memcpy(dst, hs->ra_buf + (off - hs->ra_off), len);
+		hs->ra_next = off + len;
+		goto out;
+	}
+	uint64_t window = off == hs->ra_next ? hs->ra_window * 2 : len;
+	if (window > HTTP_READAHEAD_MAX)
+		window = HTTP_READAHEAD_MAX;
+	if (window < len)
+		window = len;
+	if (window > hs->size - off)
+		window = hs->size - off;
+	if (window > len && !hs->ra_buf && !(hs->ra_buf = malloc(HTTP_READAHEAD_MAX)))
+		window = len;
+	hs->ra_len = 0;
+	hs->ra_window = window;
+	struct xfer x = { .hs = hs, .dst = window > len ? hs->ra_buf : dst,
+			  .off = off, .len = window };
+	char msg[HTTP_ERR_LEN];
+	ret = request(hs, &x, msg, sizeof(msg));
+	if (ret < 0) {
+		note_error(hs, ret, msg);
+		hs->ra_next = 0;
+		goto out;
+	}
+	if (window > len) {
+		hs->ra_off = off;
+		hs->ra_len = window;
+		memcpy(dst, hs->ra_buf, len);
+	}
+	hs->ra_next = off + len;
+out:
+	pthread_mutex_unlock(&hs->ra_lock);
+	return ret;
+}
+
+static int http_fetch_many(void *ctx, unsigned n, const uint64_t *first,
+			   const uint64_t *npages, void *const *dst,
+			   unsigned flags)
+{
+	struct http_source *hs = ctx;
+	int ret = 0;
+	for (unsigned i = 0; i < n && ret == 0; i++) {
+		if (flags & PC_FETCH_PREFETCH)
+			ret = prefetch_run(hs, first[i] * PC_SOURCE_PAGE_SIZE,
+					   npages[i] * PC_SOURCE_PAGE_SIZE, dst[i]);
+		else
+			ret = http_fetch(ctx, first[i], npages[i], dst[i]);
+	}
+	return ret;
+}
+
+static void http_destroy(void *ctx)
+{
+	struct http_source *hs = ctx;
+	while (hs->idle) {
+		struct conn *c = hs->idle;
+		hs->idle = c->next;
+		curl_easy_cleanup(c->h);
+		free(c);
+	}
+	curl_slist_free_all(hs->headers);
+	free(hs->url);
+	free(hs->url_shown);
+	if (hs->userpwd) {
+		memset(hs->userpwd, 0, strlen(hs->userpwd));
+		free(hs->userpwd);
+	}
+	free(hs->sigv4);
+	free(hs->ra_buf);
+	pthread_mutex_destroy(&hs->ra_lock);
+	pthread_cond_destroy(&hs->freed);
+	pthread_mutex_destroy(&hs->lock);
+	free(hs);
+	curl_global_cleanup();
+}
+
+static const struct pc_source_ops http_ops = {
+	.fetch = http_fetch,
+	.fetch_many = http_fetch_many,
+	.destroy = http_destroy,
+	/* libcurl allocates and locks; an answer is checked as it arrives,
+	 * so neither async-signal-safe nor DIRECT. */
+	.flags = 0,
+};
+
+/* The packed reader's bytes: any range of the object, checked alike. */
+static int http_blob_read(void *ctx, uint64_t off, uint64_t len, void *dst)
+{
+	struct http_source *hs = ctx;
+	struct xfer x = { .hs = hs, .dst = dst, .off = off, .len = len };
+	char msg[HTTP_ERR_LEN];
+	int ret = request(hs, &x, msg, sizeof(msg));
+	if (ret < 0)
+		note_error(hs, ret, msg);
+	return ret;
+}
+
+/* The HTTP source under @src (raw or packed), or NULL. */
+static struct http_source *http_of(pc_source *src)
+{
+	if (!src)
+		return NULL;
+	if (src->ops.fetch == http_fetch)
+		return src->ctx;
+	return packed_blob_ctx(src, http_blob_read);
+}
+
+int pc_http_get_stats(pc_source *src, struct pc_http_stats *out)
+{
+	struct http_source *hs = http_of(src);
+	if (!hs || !out)
+		return -EINVAL;
+	*out = (struct pc_http_stats){
+		.requests = atomic_load(&hs->requests),
+		.bytes_received = atomic_load(&hs->bytes_received),
+		.connections = atomic_load(&hs->connections),
+		.transient_errors = atomic_load(&hs->transient_errors),
+		.fatal_errors = atomic_load(&hs->fatal_errors),
+	};
+	return 0;
+}
+
+int pc_http_last_error(pc_source *src, char *buf, size_t len)
+{
+	struct http_source *hs = http_of(src);
+	if (!hs || !buf || !len)
+		return -EINVAL;
+	pthread_mutex_lock(&hs->lock);
+	snprintf(buf, len, "%s", hs->err);
+	pthread_mutex_unlock(&hs->lock);
+	return 0;
+}
+
+/* ---- opening ------------------------------------------------------------ */
+
+static int add_header(struct http_source *hs, const char *name, const char *val)
+{
+	char line[512];
+	if (snprintf(line, sizeof(line), "%s: %s", name, val) >= (int)sizeof(line))
+		return -EINVAL;
+	struct curl_slist *l = curl_slist_append(hs->headers, line);
+	if (!l)
+		return -ENOMEM;
+	hs->headers = l;
+	return 0;
+}
+
+/* Learn the object's size and version; transient failures (a server
+ * still starting, a request slower than a short timeout) are tried again
+ * for 10 s, or the request timeout if longer. */
+static int pin_object(struct http_source *hs, char *why, size_t why_len)
+{
+	unsigned budget_ms = hs->timeout_ms > HTTP_DEFAULT_TIMEOUT_MS ?
+				     hs->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
+	uint64_t deadline = now_ns() + (uint64_t)budget_ms * 1000000ull;
+	uint64_t backoff = 10 * 1000000ull;
+	char probe[PC_SOURCE_PAGE_SIZE], msg[HTTP_ERR_LEN];
+	struct xfer x;
+	int ret;
+	for (;;) {
+		/* One page, not one byte: s3rver 3.7 answers bytes=0-0 with
+		 * the whole object.  A smaller object answers less. */
+		x = (struct xfer){ .hs = hs, .probe = true, .dst = probe,
+				   .off = 0, .len = sizeof(probe) };
+		ret = request(hs, &x, msg, sizeof(msg));
+		if (ret == 0 || !fetch_error_transient(ret) ||
+		    now_ns() + backoff >= deadline)
+			break;
+		sleep_ns(backoff);
+		backoff *= 2;
+	}
+	if (ret < 0) {
+		set_why(why, why_len, "%s", msg);
+		return ret;
+	}
+	hs->size = x.status == 200 ? 0 : x.cr_total;
+	hs->packed = packed_magic(probe, x.got);
+	if (!hs->size || (!hs->packed && hs->size % PC_SOURCE_PAGE_SIZE)) {
+		set_why(why, why_len, "%s: size %" PRIu64 " is not a positive multiple of 4096 bytes",
+			hs->url_shown, hs->size);
+		return -EINVAL;
+	}
+	/* A weak ETag (W/"...") never matches If-Match: use the date then. */
+	if (x.etag[0] == '"') {
+		snprintf(hs->etag, sizeof(hs->etag), "%s", x.etag);
+		return add_header(hs, "If-Match", hs->etag);
+	}
+	if (x.last_modified[0]) {
+		snprintf(hs->last_modified, sizeof(hs->last_modified), "%s",
+			 x.last_modified);
+		return add_header(hs, "If-Unmodified-Since", hs->last_modified);
+	}
+	set_why(why, why_len, "%s: the server gives neither a strong ETag nor a Last-Modified date, so a replaced object could not be told apart",
+		hs->url_shown);
+	return -EPROTO;
+}
+
+int pc_source_http(const struct pc_http_opts *o, pc_source **out, char *why,
+		   size_t why_len)
+{
+	set_why(why, why_len, "%s", "");
+	if (!o || !o->url || !out) {
+		set_why(why, why_len, "no URL");
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]); i++)
+		if (o->reserved[i])
+			return -EINVAL;
+	if (strncasecmp(o->url, "http://", 7) && strncasecmp(o->url, "https://", 8)) {
+		set_why(why, why_len, "%s: not an http:// or https:// URL", o->url);
+		return -EINVAL;
+	}
+	if (o->s3_region && (!o->access_key || !o->secret_key || !*o->s3_region)) {
+		set_why(why, why_len, "S3 signing needs a region, an access key and a secret key");
+		return -EINVAL;
+	}
+	if (o->max_connections > HTTP_MAX_CONNS) {
+		set_why(why, why_len, "at most %u connections", HTTP_MAX_CONNS);
+		return -EINVAL;
+	}
+	/* Reference-counted and thread-safe in libcurl >= 7.84; the source
+	 * holds one reference until it is destroyed. */
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		set_why(why, why_len, "libcurl failed to initialise");
+		return -EIO;
+	}
+	struct http_source *hs = calloc(1, sizeof(*hs));
+	if (!hs) {
+		curl_global_cleanup();
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&hs->lock, NULL);
+	pthread_mutex_init(&hs->ra_lock, NULL);
+	pthread_cond_init(&hs->freed, NULL);
+	hs->timeout_ms = o->timeout_ms ? o->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
+	hs->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms :
+							 HTTP_DEFAULT_CONNECT_MS;
+	hs->max_conns = o->max_connections ? o->max_connections : HTTP_DEFAULT_CONNS;
+	hs->url = strdup(o->url);
+	hs->url_shown = strndup(o->url, strcspn(o->url, "?#"));
+	int ret = hs->url && hs->url_shown ? 0 : -ENOMEM;
+	if (ret == 0 && o->s3_region) {
+		if (asprintf(&hs->sigv4, "aws:amz:%s:s3", o->s3_region) < 0 ||
+		    asprintf(&hs->userpwd, "%s:%s", o->access_key, o->secret_key) < 0) {
+			hs->sigv4 = hs->userpwd = NULL;
+			ret = -ENOMEM;
+		}
+		/* S3 wants the payload's hash with SigV4; libcurl 7.88 does not
+		 * add it.  A GET's payload is empty: SHA-256 of "". */
+		if (ret == 0)
+			ret = add_header(hs, "x-amz-content-sha256",
+					 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+		if (ret == 0 && o->session_token && *o->session_token)
+			ret = add_header(hs, "x-amz-security-token", o->session_token);
+	}
+	if (ret == 0)
+		ret = pin_object(hs, why, why_len);
+	if (ret == 0 && hs->packed) {
+		static const struct blob_ops blob = { .read = http_blob_read,
+						      .destroy = http_destroy };
+		return packed_open(&blob, hs, hs->size, out, why, why_len);
+	}
+	if (ret == 0)
+		ret = pc_source_custom(&http_ops, hs, hs->size, out);
+	if (ret < 0) {
+		if (why && why_len && !why[0])
+			set_why(why, why_len, "%s: %s", hs->url_shown ? hs->url_shown : o->url,
+				strerror(-ret));
+		http_destroy(hs);
+	}
+	return ret;
+}

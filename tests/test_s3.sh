@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# test_s3.sh POSTCOPY - `postcopy restore --source s3://BUCKET/KEY
+# --s3-endpoint URL` against s3rver (an S3 API server from npm, installed
+# on first use into $POSTCOPY_S3RVER_DIR, default BUILDDIR/npm-s3rver, and
+# started here on loopback).  Prints TAP.
+#
+# Pins: a SigV4-signed restore (credentials from AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY, also with AWS_SESSION_TOKEN) matches the image byte
+# for byte in exit and wait mode; an unknown access key and a missing key
+# fail at once with the server's code and message; no credentials is an
+# error saying which variables to set.  Whether a wrong secret is refused
+# depends on the server: s3rver 3.7.1 checks the access key but not the
+# V4 signature, and then that check says so as a SKIP.  Skips, saying why,
+# without node/npm, when npm cannot install s3rver, without the curl CLI
+# (which uploads the image), or in a build without libcurl.
+set -u
+
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+lib_init s3
+
+s3_pid=
+cleanup() {
+	if [[ -n $s3_pid ]]; then
+		kill "$s3_pid" 2>/dev/null
+		wait "$s3_pid" 2>/dev/null
+	fi
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+checks=(
+	s3_without_credentials_fails_saying_which_variables
+	s3_sigv4_restore_exit_mode_matches_every_byte
+	s3_sigv4_restore_wait_mode_matches_every_byte
+	s3_sigv4_restore_with_session_token_matches_every_byte
+	s3_unknown_access_key_fails_with_the_servers_reason
+	s3_missing_key_fails_with_no_such_key
+	s3_wrong_secret_is_refused_by_the_server
+)
+echo "1..${#checks[@]}"
+img=$tmp/img
+
+skip_rest() {
+	while ((n < ${#checks[@]})); do
+		skip "${checks[n]}" "$1"
+	done
+	exit $((failed > 0))
+}
+
+"$cli" mkimage "$img" 8M >/dev/null || skip_rest "mkimage failed"
+env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN \
+	timeout 60 "$cli" restore --source s3://bucket/key --s3-endpoint http://127.0.0.1:9 \
+	--image "$img" >"$out" 2>"$err"
+rc=$?
+((rc == 1)) && grep -q "AWS_ACCESS_KEY_ID" "$err"
+check s3_without_credentials_fails_saying_which_variables $?
+
+command -v node >/dev/null && command -v npm >/dev/null ||
+	skip_rest "node and npm are not installed"
+command -v curl >/dev/null || skip_rest "no curl CLI to upload the image (Debian package curl)"
+bdir=${POSTCOPY_BUILDDIR:-$(dirname "$cli")}
+s3dir=${POSTCOPY_S3RVER_DIR:-$bdir/npm-s3rver}
+s3rver=$s3dir/node_modules/s3rver/bin/s3rver.js
+if [[ ! -f $s3rver ]]; then
+	mkdir -p "$s3dir"
+	timeout 180 npm install --prefix "$s3dir" --no-audit --no-fund --no-save \
+		s3rver@3.7.1 >"$tmp/npm.log" 2>&1 ||
+		skip_rest "npm could not install s3rver: $(tail -n 2 "$tmp/npm.log" | tr '\n' ' ' | head -c 200)"
+fi
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$tmp/s3"
+node "$s3rver" -d "$tmp/s3" -a 127.0.0.1 -p "$port" --silent \
+	--configure-bucket pcbucket >"$tmp/s3rver.log" 2>&1 &
+s3_pid=$!
+endpoint=http://127.0.0.1:$port
+# s3rver's default account: access key S3RVER, secret S3RVER.
+up=
+for ((i = 0; i < 100; i++)); do
+	if curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" --user S3RVER:S3RVER \
+		-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -T "$img" \
+		"$endpoint/pcbucket/img" -o /dev/null 2>/dev/null; then
+		up=1
+		break
+	fi
+	kill -0 "$s3_pid" 2>/dev/null || break
+	sleep 0.1
+done
+[[ -n $up ]] || skip_rest "s3rver did not start or refused the upload: $(head -c 200 "$tmp/s3rver.log")"
+
+# s3 MODE ACCESS SECRET KEY [ENV...]: restore s3://pcbucket/KEY.
+s3() {
+	local mode=$1 ak=$2 sk=$3 key=$4
+	shift 4
+	env -u AWS_SESSION_TOKEN AWS_ACCESS_KEY_ID="$ak" AWS_SECRET_ACCESS_KEY="$sk" "$@" \
+		timeout -k 5 120 "$cli" restore --source "s3://pcbucket/$key" \
+		--s3-endpoint "$endpoint" --s3-region us-east-1 --image "$img" \
+		-m "$mode" --vcpus 2 --json >"$out" 2>"$err"
+	rc=$?
+}
+
+s3 exit S3RVER S3RVER img
+((rc != 0)) && grep -q "without libcurl" "$err" &&
+	skip_rest "this build has no HTTP source (libcurl)"
+((rc == 0)) && json_check 'd["verified"] and d["mismatched_pages"] == 0'
+check s3_sigv4_restore_exit_mode_matches_every_byte $?
+
+s3 wait S3RVER S3RVER img
+((rc == 0)) && json_check 'd["verified"] and d["mismatched_pages"] == 0'
+check s3_sigv4_restore_wait_mode_matches_every_byte $?
+
+s3 exit S3RVER S3RVER img AWS_SESSION_TOKEN=token-of-the-test
+((rc == 0)) && json_check 'd["verified"] and d["mismatched_pages"] == 0'
+check s3_sigv4_restore_with_session_token_matches_every_byte $?
+
+s3 exit NOSUCHKEYID S3RVER img
+((rc == 1)) && grep -q "403 Forbidden: InvalidAccessKeyId" "$err"
+check s3_unknown_access_key_fails_with_the_servers_reason $?
+
+s3 exit S3RVER S3RVER missing
+((rc == 1)) && grep -q "404 Not Found: NoSuchKey" "$err"
+check s3_missing_key_fails_with_no_such_key $?
+
+s3 exit S3RVER wrong-secret img
+if ((rc == 0)); then
+	skip s3_wrong_secret_is_refused_by_the_server \
+		"s3rver accepted a wrong secret: its SigV4 signature check is unimplemented (3.7.1 checks the access key id only), so the signature itself is not verified here"
+else
+	grep -q "SignatureDoesNotMatch" "$err"
+	check s3_wrong_secret_is_refused_by_the_server $?
+fi
+exit $((failed > 0))

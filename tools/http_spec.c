@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * http_spec.c - `--source http://...|https://...|s3://BUCKET/KEY` for the
+ * CLI: an s3:// name becomes a URL (path style under --s3-endpoint,
+ * virtual-hosted style on AWS), signed with the credentials of the
+ * standard AWS variables.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tools.h"
+
+bool is_http_spec(const char *s)
+{
+	return s && (!strncasecmp(s, "http://", 7) || !strncasecmp(s, "https://", 8) ||
+		     !strncmp(s, "s3://", 5));
+}
+
+/* @key with every byte but unreserved ones and '/' percent-encoded. */
+static char *escape_key(const char *key)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char *out = malloc(strlen(key) * 3 + 1), *o = out;
+	if (!out)
+		return NULL;
+	for (const unsigned char *k = (const unsigned char *)key; *k; k++) {
+		if ((*k >= 'A' && *k <= 'Z') || (*k >= 'a' && *k <= 'z') ||
+		    (*k >= '0' && *k <= '9') || strchr("-._~/", *k)) {
+			*o++ = (char)*k;
+		} else {
+			*o++ = '%';
+			*o++ = hex[*k >> 4];
+			*o++ = hex[*k & 15];
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
+static const char *env(const char *name)
+{
+	const char *v = getenv(name);
+	return v && *v ? v : NULL;
+}
+
+bool http_flags_ok(const char *cmd, const struct http_spec *h)
+{
+	bool s3 = h->source && !strncmp(h->source, "s3://", 5);
+	if ((h->s3_endpoint || h->s3_region) && !s3) {
+		complain(cmd, "--s3-endpoint and --s3-region go with --source s3://BUCKET/KEY");
+		return false;
+	}
+	if (h->timeout_ms && !is_http_spec(h->source)) {
+		complain(cmd, "--http-timeout goes with an http://, https:// or s3:// --source");
+		return false;
+	}
+	if (s3) {
+		const char *slash = strchr(h->source + 5, '/');
+		if (!slash || slash == h->source + 5 || !slash[1]) {
+			complain(cmd, "--source %s: want s3://BUCKET/KEY", h->source);
+			return false;
+		}
+	}
+	if (h->s3_endpoint && strncasecmp(h->s3_endpoint, "http://", 7) &&
+	    strncasecmp(h->s3_endpoint, "https://", 8)) {
+		complain(cmd, "--s3-endpoint %s: want http://HOST[:PORT] or https://...",
+			 h->s3_endpoint);
+		return false;
+	}
+	return true;
+}
+
+int open_http_source(const struct http_spec *h, unsigned connections,
+		     pc_source **src, char *why, size_t why_len)
+{
+	struct pc_http_opts ho = {
+		.url = h->source,
+		.timeout_ms = h->timeout_ms,
+		.max_connections = connections,
+	};
+	char *url = NULL;
+	int ret;
+
+	if (!strncmp(h->source, "s3://", 5)) {
+		const char *bucket = h->source + 5, *slash = strchr(bucket, '/');
+		const char *region = h->s3_region ? h->s3_region :
+				     env("AWS_REGION") ? env("AWS_REGION") :
+				     env("AWS_DEFAULT_REGION") ? env("AWS_DEFAULT_REGION") :
+								 "us-east-1";
+		ho.access_key = env("AWS_ACCESS_KEY_ID");
+		ho.secret_key = env("AWS_SECRET_ACCESS_KEY");
+		ho.session_token = env("AWS_SESSION_TOKEN");
+		ho.s3_region = region;
+		if (!ho.access_key || !ho.secret_key) {
+			snprintf(why, why_len, "%s: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials); a presigned URL goes as https://",
+				 h->source);
+			return -EINVAL;
+		}
+		char *key = escape_key(slash + 1);
+		if (!key) {
+			snprintf(why, why_len, "out of memory");
+			return -ENOMEM;
+		}
+		int bl = (int)(slash - bucket);
+		if (h->s3_endpoint) {
+			size_t el = strlen(h->s3_endpoint);
+			while (el && h->s3_endpoint[el - 1] == '/')
+				el--;
+			ret = asprintf(&url, "%.*s/%.*s/%s", (int)el, h->s3_endpoint,
+				       bl, bucket, key);
+		} else {
+			ret = asprintf(&url, "https://%.*s.s3.%s.amazonaws.com/%s", bl,
+				       bucket, region, key);
+		}
+		free(key);
+		if (ret < 0) {
+			snprintf(why, why_len, "out of memory");
+			return -ENOMEM;
+		}
+		ho.url = url;
+	}
+	ret = pc_source_http(&ho, src, why, why_len);
+	if (ret < 0 && !why[0])
+		snprintf(why, why_len, "%s: %s", h->source, strerror(-ret));
+	free(url);
+	return ret;
+}
+
+const char *http_error(pc_source *src, char *buf, size_t len)
+{
+	if (pc_http_last_error(src, buf, len) < 0 || !buf[0])
+		return NULL;
+	return buf;
+}
