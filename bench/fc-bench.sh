@@ -9,7 +9,8 @@
 #  1. Demand alone (no fill): T guest threads (1 2 4 8 16) each walk their
 #     slice of a FAULT_SIZE memory file once, in order and with a stride of
 #     7919 pages: the walk's time, faults per second and pages per second,
-#     and the stall latency p50/p99 seen by the guest threads.
+#     and the stall latency p50/p99 seen by the guest threads; fc-handler
+#     with one page per fault, its default adaptive window, and 16 pages.
 #  2. A whole restore of a FULL_SIZE memory file while 8 guest threads walk
 #     it at a stride: the example handler serves them (it has no fill);
 #     fc-handler serves them and fills the rest, from the file and from
@@ -67,11 +68,12 @@ echo "|---|---|---|---|---|---|---|---|"
 for pattern in seq scatter; do
 	for t in 1 2 4 8 16; do
 		base=0
-		for h in example "fc-handler" "fc-handler -w 16"; do
+		for h in example "fc-handler -w 1" "fc-handler (-w auto)" "fc-handler -w 16"; do
 			case $h in
 			example) handler example "$tmp/fault.img" ;;
-			"fc-handler") handler pc --image "$tmp/fault.img" --no-fill ;;
-			*) handler pc --image "$tmp/fault.img" --no-fill --window 16 ;;
+			"fc-handler -w 1") handler pc --image "$tmp/fault.img" --no-fill --window 1 ;;
+			"fc-handler -w 16") handler pc --image "$tmp/fault.img" --no-fill --window 16 ;;
+			*) handler pc --image "$tmp/fault.img" --no-fill ;;
 			esac
 			walk "$tmp/fault.img" "$t" "$pattern"
 			s=$(get "$walk" "d['seconds']") stalls=$(get "$walk" "d['stalls']")
