@@ -374,27 +374,35 @@ static int resolve_present(const struct install_ctx *ic, uint64_t p)
 }
 
 /*
- * PC_WINDOW_AUTO: a thread whose fault lands right after its previous
- * window reads sequentially, so its window doubles, up to 2 MiB; any other
- * fault resets it to one page.  The window runs forward from @p (claimed
- * already).  The per-thread state is the thread's own slot ("other" is
- * shared by unattached threads: a guess there, never a correctness matter).
+ * PC_WINDOW_AUTO: a fault that lands right after one of the slot's streams'
+ * last window reads sequentially, so that stream's window doubles, up to
+ * 2 MiB; any other fault starts a stream of one page in place of the
+ * oldest.  The window runs forward from @p (claimed already).  The state is
+ * the slot's, relaxed: a guess, never a correctness matter.
  */
 static void claim_readahead(const struct install_ctx *ic, uint64_t p,
 			    uint64_t *first, uint64_t *n)
 {
 	struct pc_region *r = ic->r;
 	struct thread_slot *t = ic->slot;
-	uint64_t max = PC_MAX_RUN_BYTES / r->page_size;
-	uint64_t next = atomic_load_explicit(&t->ra_next, memory_order_relaxed);
-	uint64_t w = atomic_load_explicit(&t->ra_window, memory_order_relaxed);
-	w = next && p + 1 == next ? (w * 2 < max ? w * 2 : max) : 1;
+	uint64_t max = PC_MAX_RUN_BYTES / r->page_size, w = 1;
+	unsigned k = RA_STREAMS;
+	for (unsigned i = 0; i < RA_STREAMS && k == RA_STREAMS; i++)
+		if (atomic_load_explicit(&t->ra_next[i], memory_order_relaxed) == p + 1)
+			k = i;
+	if (k < RA_STREAMS) {
+		w = 2 * atomic_load_explicit(&t->ra_window[k], memory_order_relaxed);
+		w = w < max ? w : max;
+	} else {
+		k = atomic_fetch_add_explicit(&t->ra_victim, 1, memory_order_relaxed) %
+		    RA_STREAMS;
+	}
 	uint64_t hi = r->npages - p < w ? r->npages : p + w;
 	claim_around(r, p, p, hi, first, n);
-	atomic_store_explicit(&t->ra_window, (uint32_t)w, memory_order_relaxed);
+	atomic_store_explicit(&t->ra_window[k], (uint32_t)w, memory_order_relaxed);
 	/* Pages already there end the run early: the stream goes on after
 	 * the window, not after what happened to be missing. */
-	atomic_store_explicit(&t->ra_next, hi + 1, memory_order_relaxed);
+	atomic_store_explicit(&t->ra_next[k], hi + 1, memory_order_relaxed);
 }
 
 int claim_fault(const struct install_ctx *ic, uint64_t p, uint64_t *first,

@@ -109,6 +109,8 @@ enum origin {
  * atomic only so that a concurrent pc_region_stats() reads whole values.
  * Cache-line aligned so neighbouring vCPUs do not share a line.
  */
+#define RA_STREAMS 8 /* sequential streams followed per thread slot */
+
 struct thread_slot {
 	_Atomic int32_t tid; /* wait mode: maps a fault's ptid to this slot */
 	_Atomic uint64_t faults;
@@ -124,10 +126,15 @@ struct thread_slot {
 	/* The thread's latest demand fault, for the filler to follow: page
 	 * + 1 and when (each thread its own, so no line is shared). */
 	_Atomic uint64_t last_fault, last_fault_ns;
-	/* PC_WINDOW_AUTO: the page after the thread's last window + 1 (0:
-	 * none) and that window's size. */
-	_Atomic uint64_t ra_next;
-	_Atomic uint32_t ra_window;
+	/* PC_WINDOW_AUTO: sequential streams seen on this slot, each the
+	 * page after its last window + 1 (0: none) and that window's size;
+	 * several, since "other" serves every unattached thread (a VMM's
+	 * vCPUs behind an adopted userfaultfd, which tells no thread apart),
+	 * and a vCPU may walk more than one area.  ra_victim picks the one a
+	 * new stream replaces. */
+	_Atomic uint64_t ra_next[RA_STREAMS];
+	_Atomic uint32_t ra_window[RA_STREAMS];
+	_Atomic uint32_t ra_victim;
 	_Atomic(char *) scratch;    /* attached threads: bounce buffer */
 	_Atomic bool scratch_busy;
 	struct hist latency;
