@@ -43,18 +43,6 @@ struct packed {
 	uint64_t tick;
 };
 
-static void set_why(char *why, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void set_why(char *why, size_t len, const char *fmt, ...)
-{
-	if (!why || !len)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(why, len, fmt, ap);
-	va_end(ap);
-}
-
 bool packed_magic(const void *first, size_t len)
 {
 	return len >= 8 && !memcmp(first, PACK_MAGIC, 8);

@@ -95,18 +95,6 @@ struct xfer {
 	char bad_msg[160];
 };
 
-static void set_why(char *why, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void set_why(char *why, size_t len, const char *fmt, ...)
-{
-	if (!why || !len)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(why, len, fmt, ap);
-	va_end(ap);
-}
-
 /* ---- reading an answer ------------------------------------------------ */
 
 /* @line (not NUL-terminated, @n bytes) is header @name: its value. */

@@ -7,9 +7,11 @@
 #ifndef PC_SOURCES_INT_H
 #define PC_SOURCES_INT_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "packed_format.h"
 #include "postcopy.h"
@@ -20,6 +22,19 @@ struct blob_ops {
 	int (*read)(void *ctx, uint64_t off, uint64_t len, void *dst);
 	void (*destroy)(void *ctx);
 };
+
+/* Say why into @why (if any), as snprintf() does. */
+static inline void set_why(char *why, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static inline void set_why(char *why, size_t len, const char *fmt, ...)
+{
+	if (!why || !len)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, len, fmt, ap);
+	va_end(ap);
+}
 
 /* The first @len bytes start with the packed magic. */
 bool packed_magic(const void *first, size_t len);
