@@ -826,18 +826,19 @@ struct pc_net_stats {
 	uint64_t bytes_received;     /* frame bytes read */
 	uint64_t reconnects;	     /* connections re-established */
 	uint64_t checksum_failures;  /* runs refused for a bad checksum */
-	bool push_done;		     /* the server pushed every page once */
+	bool push_done;		     /* every page pushed once and received */
 };
 
 int pc_source_net(const struct pc_net_opts *opts, pc_source **out,
 		  char *why, size_t why_len);
 /*
  * Start the background push for region @r built on network source @src:
- * a connection on which the server streams the pages nobody asked for,
- * continuing after the latest demand request; they are installed with
- * pc_region_offer().  When the server has pushed every page (or the push
- * connection cannot be kept), the region's filler fetches whatever is
- * still missing.  @src must be the source @r owns.
+ * two connections, each received by a thread of its own, on which the
+ * server streams the pages nobody asked for, continuing after the latest
+ * demand requests; they are installed as pc_region_offer() does.  When
+ * the server has pushed every page (or the push connections cannot be
+ * kept), the region's filler fetches whatever is still missing.  @src
+ * must be the source @r owns.
  */
 int pc_net_start_push(pc_source *src, pc_region *r);
 int pc_net_get_stats(pc_source *src, struct pc_net_stats *out);

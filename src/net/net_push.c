@@ -14,33 +14,35 @@
 
 void ns_push_stop(struct net_source *ns)
 {
-	if (!ns->push_started)
+	if (!ns->push_lanes)
 		return;
 	atomic_store(&ns->stopping, true);
-	/* Wake a receive in progress.  Under the lock, so that the push
-	 * thread cannot close the socket (and its number be reused) between
+	/* Wake the receives in progress.  Under the lock, so that a push
+	 * thread cannot close its socket (and its number be reused) between
 	 * our look and our shutdown. */
 	pthread_mutex_lock(&ns->push_lock);
-	if (ns->push_fd >= 0)
-		shutdown(ns->push_fd, SHUT_RDWR);
+	for (unsigned i = 0; i < ns->push_lanes; i++)
+		if (ns->push[i].fd >= 0)
+			shutdown(ns->push[i].fd, SHUT_RDWR);
 	pthread_mutex_unlock(&ns->push_lock);
-	pthread_join(ns->push_thread, NULL);
-	ns->push_started = false;
+	for (unsigned i = 0; i < ns->push_lanes; i++)
+		pthread_join(ns->push[i].thread, NULL);
+	ns->push_lanes = 0;
 }
 
-static void set_push_fd(struct net_source *ns, int fd)
+static void set_push_fd(struct push_lane *pl, int fd)
 {
-	pthread_mutex_lock(&ns->push_lock);
-	ns->push_fd = fd;
-	pthread_mutex_unlock(&ns->push_lock);
+	pthread_mutex_lock(&pl->ns->push_lock);
+	pl->fd = fd;
+	pthread_mutex_unlock(&pl->ns->push_lock);
 }
 
-static void close_push_fd(struct net_source *ns, int fd)
+static void close_push_fd(struct push_lane *pl)
 {
-	pthread_mutex_lock(&ns->push_lock);
-	ns->push_fd = -1;
-	close(fd);
-	pthread_mutex_unlock(&ns->push_lock);
+	pthread_mutex_lock(&pl->ns->push_lock);
+	close(pl->fd);
+	pl->fd = -1;
+	pthread_mutex_unlock(&pl->ns->push_lock);
 }
 
 /*
@@ -97,7 +99,8 @@ static int push_frame(struct net_source *ns, struct wire_in *in, uint8_t *buf)
 	return offer_install(ns->region, run.first, run.npages, claimed, pages);
 }
 
-/* Receive pushed runs until PUSH_DONE. */
+/* Receive pushed runs: 1 at PUSH_DONE, 0 when stopped or complete, or a
+ * negative errno. */
 static int push_receive(struct net_source *ns, int fd, struct frame_mac *mac,
 			uint8_t *buf)
 {
@@ -119,24 +122,21 @@ static int push_receive(struct net_source *ns, int fd, struct frame_mac *mac,
 				    deadline);
 		if (ret == 0)
 			ret = push_frame(ns, &in, buf);
-		if (ret == 1) {
-			atomic_store(&ns->push_done, true);
-			return 0;
-		}
-		if (ret < 0)
-			return ret;
+		if (ret != 0)
+			return ret; /* 1: PUSH_DONE */
 	}
 }
 
 /*
- * The push connection: receive until the server has pushed everything,
+ * A push connection: receive until the server has pushed everything,
  * reconnecting with backoff when it breaks.  Pages lost with a broken
- * connection are not pushed again; the filler, started when the push ends
- * either way, fetches whatever is still missing.
+ * connection are not pushed again; the filler, started when the last
+ * push connection ends either way, fetches whatever is still missing.
  */
 static void *push_main(void *arg)
 {
-	struct net_source *ns = arg;
+	struct push_lane *pl = arg;
+	struct net_source *ns = pl->ns;
 	uint8_t *buf = malloc(PROTO_MAX_PAYLOAD);
 	uint64_t deadline = 0, backoff = 10 * 1000000ull;
 	bool connected_once = false;
@@ -144,11 +144,10 @@ static void *push_main(void *arg)
 	/* No lower priority: the pages it claimed are ones a vCPU may be
 	 * waiting for, and the migration is done only when it is. */
 	struct frame_mac mac = { 0 };
-	int fd = -1;
 
-	while (buf && !atomic_load(&ns->stopping) && !atomic_load(&ns->push_done) &&
+	while (buf && !atomic_load(&ns->stopping) && !pl->done &&
 	       !pc_region_complete(ns->region)) {
-		fd = ns_open_conn(ns, ROLE_PUSH, now_ns() + 1000000000ull, &mac);
+		int fd = ns_open_conn(ns, ROLE_PUSH, now_ns() + 1000000000ull, &mac);
 		int ret = fd;
 		if (fd >= 0) {
 			if (connected_once)
@@ -156,12 +155,13 @@ static void *push_main(void *arg)
 			connected_once = true;
 			deadline = 0;
 			backoff = 10 * 1000000ull;
-			set_push_fd(ns, fd);
+			set_push_fd(pl, fd);
 			ret = push_receive(ns, fd, &mac, buf);
-			if (ret == 0)
+			close_push_fd(pl);
+			if (ret == 1)
+				pl->done = true;
+			if (ret >= 0)
 				break;
-			close_push_fd(ns, fd);
-			fd = -1;
 		}
 		if (!deadline)
 			deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
@@ -169,11 +169,17 @@ static void *push_main(void *arg)
 			break;
 	}
 	free(buf);
+	if (!pl->done)
+		atomic_fetch_add(&ns->push_broken, 1);
+	if (atomic_fetch_sub(&ns->push_live, 1) != 1)
+		return NULL;
+	/* The last one out.  PUSH_DONE on one connection says the server
+	 * sent everything; on all of them, that all of it arrived. */
+	if (!atomic_load(&ns->push_broken))
+		atomic_store(&ns->push_done, true);
 	/* Whatever did not come by push comes by fill. */
 	if (!atomic_load(&ns->stopping) && !pc_region_complete(ns->region))
 		pc_region_start_fill(ns->region);
-	if (fd >= 0)
-		close_push_fd(ns, fd);
 	return NULL;
 }
 
@@ -182,14 +188,30 @@ int pc_net_start_push(pc_source *src, pc_region *r)
 	if (src->ops.fetch != net_fetch)
 		return -EINVAL;
 	struct net_source *ns = src->ctx;
-	if (ns->push_started)
+	if (ns->push_lanes)
 		return -EBUSY;
 	if (pc_region_page_size(r) != PROTO_PAGE_SIZE)
 		return pc_region_start_fill(r); /* huge pages: fill pulls them */
 	ns->region = r;
-	int ret = pthread_create(&ns->push_thread, NULL, push_main, ns);
-	if (ret)
-		return -ret;
-	ns->push_started = true;
+	/* Counted live before any starts, so that the first to end cannot
+	 * take itself for the last. */
+	atomic_store(&ns->push_live, PUSH_LANES);
+	for (unsigned i = 0; i < PUSH_LANES; i++) {
+		ns->push[i] = (struct push_lane){ .ns = ns, .fd = -1 };
+		int ret = pthread_create(&ns->push[i].thread, NULL, push_main,
+					 &ns->push[i]);
+		if (ret) {
+			/* Those running go on; the rest never will.  If the
+			 * running ones ended already, the fill is ours to
+			 * start. */
+			unsigned never = PUSH_LANES - i;
+			if (!i)
+				return -ret;
+			if (atomic_fetch_sub(&ns->push_live, never) == never)
+				pc_region_start_fill(r);
+			break;
+		}
+		ns->push_lanes++;
+	}
 	return 0;
 }

@@ -118,7 +118,8 @@ int pc_source_net(const struct pc_net_opts *o, pc_source **out, char *why,
 		return -ENOMEM;
 	for (int i = 0; i < NET_LANES; i++)
 		ns->lanes[i].fd = -1;
-	ns->push_fd = -1;
+	for (int i = 0; i < PUSH_LANES; i++)
+		ns->push[i].fd = -1;
 	pthread_mutex_init(&ns->push_lock, NULL);
 	ns->timeout_ms = o->timeout_ms ? o->timeout_ms : 30000;
 	int ret = net_parse(o->address, &ns->addr, why, why_len);

@@ -36,6 +36,12 @@
 #define NET_LANES 64
 /* Largest payload read during the handshake, or in a REFUSE. */
 #define HANDSHAKE_MAX 512u
+/* Push connections, each received by a thread of its own: the receive
+ * (recv, checksum, copy into the page cache, CONTINUE) costs more CPU per
+ * byte than the server's send, so one receiving thread bounds the push;
+ * two let it use both cores of a small machine (the server's push threads
+ * share one session's pages between them). */
+#define PUSH_LANES 2
 
 struct lane {
 	_Atomic int owned; /* claimed for good by one thread */
@@ -43,6 +49,16 @@ struct lane {
 	int fd;
 	uint32_t tag;
 	struct frame_mac mac;
+};
+
+struct net_source;
+
+/* One push connection and its receiving thread. */
+struct push_lane {
+	struct net_source *ns;
+	pthread_t thread;
+	int fd;		/* under push_lock: ns_push_stop() shuts it down */
+	bool done;	/* PUSH_DONE came on it */
 };
 
 struct net_source {
@@ -56,15 +72,16 @@ struct net_source {
 	struct lane lanes[NET_LANES];
 
 	pc_region *region; /* with a push running */
-	pthread_t push_thread;
-	bool push_started;
+	struct push_lane push[PUSH_LANES];
+	unsigned push_lanes;	      /* threads started */
+	_Atomic unsigned push_live;   /* of them, still receiving */
+	_Atomic unsigned push_broken; /* of them, ended without PUSH_DONE */
 	_Atomic bool stopping;
-	pthread_mutex_t push_lock; /* guards push_fd against ns_push_stop() */
-	int push_fd;
+	pthread_mutex_t push_lock; /* guards push[].fd against ns_push_stop() */
 
 	_Atomic uint64_t requests, pages_received, pages_pushed;
 	_Atomic uint64_t bytes_received, reconnects, checksum_failures;
-	_Atomic bool push_done;
+	_Atomic bool push_done; /* every push connection ended with PUSH_DONE */
 	bool bye_sent;
 };
 
