@@ -879,7 +879,10 @@ struct pc_stats {
 	/* Per-fault resolution time as the pager measures it: in exit mode
 	 * from handler entry to return on the faulting thread, in wait mode
 	 * from reading the message to the page installed (the sleeper's wait
-	 * in the queue before that is not included). */
+	 * in the queue before that is not included; a fault a handler left
+	 * to the thread that had its page in flight has none, and counts in
+	 * duplicate_fetches_avoided).  Final once pc_region_wait() returned
+	 * 0: every fault counted by then is in it. */
 	struct pc_latency latency;
 	unsigned nthreads;	   /* entries in thread[] */
 	struct pc_thread_stats thread[]; /* per attached slot; last is "other" */

@@ -278,6 +278,11 @@ static void *reader_main(void *arg)
 		if (n < 0 && errno != EINTR)
 			break;
 		wake_deferred(rd, r, false);
+		/* Counted inside while serving, so that pc_region_wait(),
+		 * woken by the install of the last page, returns only once
+		 * that page's fault is counted in the stats. */
+		struct region_entry e;
+		bool inside = region_enter_direct(r, &e) == 0;
 		for (;;) {
 			ssize_t got = read_batch(r, rd->uffd, msgs, sizeof(msgs));
 			if (got <= 0)
@@ -294,6 +299,8 @@ static void *reader_main(void *arg)
 						    scratch);
 			}
 		}
+		if (inside)
+			region_leave(&e);
 	}
 	if (!scratch)
 		region_fail(r, -ENOMEM);
