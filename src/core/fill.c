@@ -36,14 +36,25 @@ static uint64_t faults_so_far(struct pc_region *r)
 	return n;
 }
 
-/* First missing page at or after @from, wrapping; npages if none. */
+/* First missing page at or after @from, wrapping; npages if none.  Chunks
+ * whose pages are all present are stepped over whole: once most of the
+ * region is there (and the cursor jumps to each new fault), reading the
+ * state word of every page from the cursor on cost more than the fill. */
 static uint64_t next_missing(struct pc_region *r, uint64_t from)
 {
-	for (uint64_t i = 0; i < r->npages; i++) {
-		uint64_t p = (from + i) % r->npages;
+	for (uint64_t i = 0; i < r->npages;) {
+		uint64_t p = (from + i) % r->npages, c = p / PRESENT_CHUNK;
+		uint64_t end = (c + 1) * PRESENT_CHUNK < r->npages ?
+				       (c + 1) * PRESENT_CHUNK : r->npages;
+		if (atomic_load_explicit(&r->chunk_present[c].n, memory_order_relaxed) ==
+		    end - c * PRESENT_CHUNK) {
+			i += end - p;
+			continue;
+		}
 		if (atomic_load_explicit(&r->state[p], memory_order_relaxed) ==
 		    PAGE_MISSING)
 			return p;
+		i++;
 	}
 	return r->npages;
 }
