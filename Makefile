@@ -12,7 +12,7 @@
 SHELL := /bin/bash
 
 PKGS := meson ninja-build pkg-config gcc libjson-c-dev libsodium-dev libxxhash-dev gnuplot-nox python3 \
-  scdoc bash-completion man-db libcurl4-openssl-dev libzstd-dev nginx curl
+  scdoc bash-completion man-db libcurl4-openssl-dev libzstd-dev nginx curl openssl
 
 BUILDS := build build-asan build-tsan
 OPTS_build      :=

@@ -230,7 +230,11 @@ struct pc_http_opts {
 	unsigned timeout_ms;
 	unsigned connect_timeout_ms;
 	unsigned max_connections;
-	uint64_t reserved[4]; /* zero */
+	/* PEM file of the certificate authorities an https:// server's
+	 * certificate must chain to (a private store's own CA); NULL: the
+	 * system's.  The certificate and its name are always verified. */
+	const char *ca_file;
+	uint64_t reserved[3]; /* zero */
 };
 
 struct pc_http_stats {

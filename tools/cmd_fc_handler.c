@@ -115,7 +115,8 @@ static void usage(FILE *f)
 		"  --source URL    or from an object: http://, https:// or s3://BUCKET/KEY\n"
 		"                  (as for `restore`), opened and pinned anew for each VM,\n"
 		"                  with the background filler\n"
-		"  --s3-endpoint URL, --s3-region R, --http-timeout MS   as for `restore`\n"
+		"  --s3-endpoint URL, --s3-region R, --http-timeout MS, --http-ca FILE\n"
+		"                  as for `restore`\n"
 		"  --key FILE      pre-shared key for TCP (mode 600)\n"
 		"  --insecure      TCP without authentication: loopback tests only\n"
 		"  --net-timeout S with --source: a VM's server silent for S seconds\n"
@@ -168,6 +169,7 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		{ "s3-endpoint", required_argument, NULL, 'E' },
 		{ "s3-region", required_argument, NULL, 'G' },
 		{ "http-timeout", required_argument, NULL, 'H' },
+		{ "http-ca", required_argument, NULL, 'C' },
 		{ "once", no_argument, NULL, '1' },
 		{ "no-fill", no_argument, NULL, 'F' },
 		{ "no-kill", no_argument, NULL, 'K' },
@@ -193,6 +195,7 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 			break;
 		case 'E': o->hs.s3_endpoint = optarg; break;
 		case 'G': o->hs.s3_region = optarg; break;
+		case 'C': o->hs.ca_file = optarg; break;
 		case 'H':
 			if (parse_uint(optarg, 1, 3600000, &o->hs.timeout_ms) < 0)
 				return bad_arg(CMD, "--http-timeout (milliseconds)", optarg);

@@ -79,6 +79,9 @@ static void usage(FILE *f)
 		"                        us-east-1)\n"
 		"  --http-timeout MS     URL sources: one request's limit (default 10000);\n"
 		"                        a stalled request fails after it and is retried\n"
+		"  --http-ca FILE        https: trust the certificate authorities in this\n"
+		"                        PEM file (a private store's CA) instead of the\n"
+		"                        system's; certificates are always verified\n"
 		"  --key FILE            pre-shared key for TCP (mode 600)\n"
 		"  --insecure            TCP without authentication: loopback tests only\n"
 		"  --net-timeout S       with --source: give up when the server is gone\n"
@@ -149,6 +152,7 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		{ "s3-endpoint", required_argument, NULL, 'E' },
 		{ "s3-region", required_argument, NULL, 'R' },
 		{ "http-timeout", required_argument, NULL, 'H' },
+		{ "http-ca", required_argument, NULL, 1007 },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -260,6 +264,9 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 			break;
 		case 'M':
 			o->no_memory_check = true;
+			break;
+		case 1007:
+			o->hs.ca_file = optarg;
 			break;
 		case 'E':
 			o->hs.s3_endpoint = optarg;

@@ -6,9 +6,12 @@
  * standard AWS variables.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tools.h"
 
@@ -56,6 +59,26 @@ bool http_flags_ok(const char *cmd, const struct http_spec *h)
 		complain(cmd, "--http-timeout goes with an http://, https:// or s3:// --source");
 		return false;
 	}
+	if (h->ca_file) {
+		bool tls = h->source && (!strncasecmp(h->source, "https://", 8) ||
+					 (s3 && (!h->s3_endpoint ||
+						 !strncasecmp(h->s3_endpoint, "https://", 8))));
+		if (!tls) {
+			complain(cmd, "--http-ca goes with an https:// --source, or s3:// over https");
+			return false;
+		}
+		struct stat st;
+		int fd = open(h->ca_file, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+		bool good = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+		int err = errno;
+		if (fd >= 0)
+			close(fd);
+		if (!good) {
+			complain(cmd, "--http-ca %s: %s", h->ca_file,
+				 fd < 0 ? strerror(err) : "not a regular file");
+			return false;
+		}
+	}
 	if (s3) {
 		const char *slash = strchr(h->source + 5, '/');
 		if (!slash || slash == h->source + 5 || !slash[1]) {
@@ -79,6 +102,7 @@ int open_http_source(const struct http_spec *h, unsigned connections,
 		.url = h->source,
 		.timeout_ms = h->timeout_ms,
 		.max_connections = connections,
+		.ca_file = h->ca_file,
 	};
 	char *url = NULL;
 	int ret;

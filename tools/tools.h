@@ -195,6 +195,7 @@ struct http_spec {
 	const char *s3_endpoint; /* --s3-endpoint URL, or NULL for AWS */
 	const char *s3_region;	 /* --s3-region, or NULL: $AWS_REGION, us-east-1 */
 	unsigned timeout_ms;	 /* --http-timeout: one request's limit; 0 default */
+	const char *ca_file;	 /* --http-ca: PEM CAs for https, NULL: the system's */
 };
 /* @s names an HTTP(S) or S3 object. */
 bool is_http_spec(const char *s);

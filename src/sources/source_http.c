@@ -46,6 +46,9 @@
 struct conn {
 	struct conn *next;
 	CURL *h;
+	/* libcurl's own account of a failure (a certificate that does not
+	 * verify, and why), more than curl_easy_strerror() says. */
+	char err[CURL_ERROR_SIZE];
 };
 
 struct http_source {
@@ -53,6 +56,7 @@ struct http_source {
 	char *url_shown; /* without the query: a presigned URL's is a secret */
 	char *userpwd;	 /* S3: "KEY:SECRET" */
 	char *sigv4;	 /* S3: "aws:amz:REGION:s3" */
+	char *ca_file;	 /* https: the CAs to trust, NULL for the system's */
 	struct curl_slist *headers; /* If-Match, x-amz-security-token */
 	unsigned timeout_ms, connect_timeout_ms, max_conns;
 	uint64_t size;
@@ -336,6 +340,10 @@ static int range_get(struct http_source *hs, CURL *h, struct xfer *x,
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hs->headers); /* no If-Match yet for the probe */
 	atomic_fetch_add_explicit(&hs->requests, 1, memory_order_relaxed);
+	struct conn *owner = NULL;
+	curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&owner);
+	if (owner)
+		owner->err[0] = '\0';
 	CURLcode c = curl_easy_perform(h);
 
 	int err = 0;
@@ -345,7 +353,9 @@ static int range_get(struct http_source *hs, CURL *h, struct xfer *x,
 		snprintf(reason, sizeof(reason), ": %s", x->bad_msg);
 	} else if (c != CURLE_OK) {
 		err = curl_errno(c);
-		snprintf(reason, sizeof(reason), ": %s%s%s", curl_easy_strerror(c),
+		bool more = owner && owner->err[0];
+		snprintf(reason, sizeof(reason), ": %.64s%s%.120s%s%s%s", curl_easy_strerror(c),
+			 more ? " (" : "", more ? owner->err : "", more ? ")" : "",
 			 c == CURLE_PARTIAL_FILE ? " (short body)" : "",
 			 x->got ? " after part of the body" : "");
 	} else if (x->status == 412) {
@@ -395,6 +405,8 @@ static CURL *handle_new(struct http_source *hs)
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	/* Identity only: a compressed body has other lengths and offsets. */
 	curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, NULL);
+	if (hs->ca_file)
+		curl_easy_setopt(h, CURLOPT_CAINFO, hs->ca_file);
 	if (hs->sigv4) {
 		curl_easy_setopt(h, CURLOPT_AWS_SIGV4, hs->sigv4);
 		curl_easy_setopt(h, CURLOPT_USERPWD, hs->userpwd);
@@ -421,6 +433,10 @@ static struct conn *conn_get(struct http_source *hs)
 	if (c && !(c->h = handle_new(hs))) {
 		free(c);
 		c = NULL;
+	}
+	if (c) {
+		curl_easy_setopt(c->h, CURLOPT_ERRORBUFFER, c->err);
+		curl_easy_setopt(c->h, CURLOPT_PRIVATE, c);
 	}
 	if (!c) {
 		pthread_mutex_lock(&hs->lock);
@@ -566,6 +582,7 @@ static void http_destroy(void *ctx)
 		free(hs->userpwd);
 	}
 	free(hs->sigv4);
+	free(hs->ca_file);
 	free(hs->ra_buf);
 	pthread_mutex_destroy(&hs->ra_lock);
 	pthread_cond_destroy(&hs->freed);
@@ -739,6 +756,8 @@ int pc_source_http(const struct pc_http_opts *o, pc_source **out, char *why,
 	hs->url = strdup(o->url);
 	hs->url_shown = strndup(o->url, strcspn(o->url, "?#"));
 	int ret = hs->url && hs->url_shown ? 0 : -ENOMEM;
+	if (ret == 0 && o->ca_file && !(hs->ca_file = strdup(o->ca_file)))
+		ret = -ENOMEM;
 	if (ret == 0 && o->s3_region) {
 		if (asprintf(&hs->sigv4, "aws:amz:%s:s3", o->s3_region) < 0 ||
 		    asprintf(&hs->userpwd, "%s:%s", o->access_key, o->secret_key) < 0) {
