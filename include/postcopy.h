@@ -497,10 +497,11 @@ int pc_region_start(pc_region *r);
  * Start the background filler: a thread that installs pages nobody asked
  * for, continuing sequentially after the most recent demand fault, then
  * the rest.  It claims pages like a fault does (no page is fetched twice)
- * in steps of 64 KiB while demand faults come (one huge page for hugetlb),
- * so such a fault that lands on a page the filler holds waits for at most
- * one step; every step during which no fault came doubles the next, up to
- * 2 MiB, so a quiet region fills in few large requests.  While a
+ * in steps of 64 KiB while demand faults find pages in flight (one huge
+ * page for hugetlb), so such a fault that lands on a page the filler holds
+ * waits for at most one step; every step during which none did doubles the
+ * next, up to 256 KiB while faults come elsewhere and up to 2 MiB when none
+ * comes, so a quiet region fills in few large requests.  While a
  * working-set replay runs (pc_region_replay()) the filler waits.
  */
 int pc_region_start_fill(pc_region *r);

@@ -6,10 +6,13 @@
  * (the guest tends to go on where it was), and wraps around to cover the
  * rest.  It claims pages like any faulting thread, so no page is fetched
  * twice, in steps whose size follows the guest: 64 KiB while demand
- * faults come (a fault that lands on a page the filler holds waits for at
- * most one such step, and the next step starts at the new fault), doubling
- * up to 2 MiB for every step during which none came, so a quiet region
- * fills in few large requests.
+ * faults find their pages in flight (a fault that lands on a page the
+ * filler holds waits for at most one such step, and the next step starts
+ * at the new fault), doubling for every step during which none did: up to
+ * 256 KiB while faults come elsewhere (a guest faulting all over its
+ * memory, vCPUs at a stride or at random, seldom waits for the filler),
+ * up to 2 MiB when none comes.  A guest reading in order runs into the
+ * filler's pages and keeps the steps short.
  */
 #include <errno.h>
 #include <poll.h>
@@ -18,22 +21,30 @@
 
 #include "internal.h"
 
-/* Pages claimed, fetched and installed at a time while faults come (64 KiB
- * of 4 KiB pages): the longest a demand fault then waits behind the
- * filler; and the most, once no fault came for a while. */
+/* Pages claimed, fetched and installed at a time while faults wait for
+ * pages in flight (64 KiB of 4 KiB pages): the longest a demand fault then
+ * waits behind the filler; and the most, once none did for a while. */
 #define FILL_STEP_BYTES (64u << 10)
 #define FILL_STEP_MAX_BYTES PC_MAX_RUN_BYTES
+/* The most while faults come but none waits for the filler (a guest at a
+ * stride, at random): the longest one that lands on the filler's pages
+ * may wait behind it, the size of a push frame. */
+#define FILL_STEP_BUSY_BYTES (256u << 10)
 
-/* Demand faults so far, all threads: whether any came since the last step
- * (also those that only waited for a page in flight). */
-static uint64_t faults_so_far(struct pc_region *r)
+/* Demand faults so far, all threads, and of them those that found their
+ * page in flight (mostly the filler's): whether any came, and whether any
+ * waited, since the last step. */
+static void faults_so_far(struct pc_region *r, uint64_t *faults, uint64_t *waits)
 {
-	uint64_t n = 0;
+	uint64_t n = 0, w = 0;
 	unsigned hw = atomic_load_explicit(&r->attached_hw, memory_order_relaxed);
-	for (unsigned k = 0; k <= hw; k++)
-		n += atomic_load_explicit(&r->slots[k < hw ? k : r->nslots - 1].faults,
-					  memory_order_relaxed);
-	return n;
+	for (unsigned k = 0; k <= hw; k++) {
+		const struct thread_slot *t = &r->slots[k < hw ? k : r->nslots - 1];
+		n += atomic_load_explicit(&t->faults, memory_order_relaxed);
+		w += atomic_load_explicit(&t->dups_avoided, memory_order_relaxed);
+	}
+	*faults = n;
+	*waits = w;
 }
 
 /* First missing page at or after @from, wrapping; npages if none.  Chunks
@@ -124,7 +135,8 @@ static void *fill_main(void *arg)
 		small = 1;
 	if (big < small)
 		big = small;
-	uint64_t step = small, faults = 0;
+	uint64_t busy = FILL_STEP_BUSY_BYTES / r->page_size;
+	uint64_t step = small, faults = 0, waits = 0;
 	char *buf = malloc(big * r->page_size);
 	struct install_ctx ic = {
 		.r = r,
@@ -149,12 +161,16 @@ static void *fill_main(void *arg)
 			seen_fault = fault;
 			cursor = fault % r->npages;
 		}
-		uint64_t now = faults_so_far(r);
-		if (now != faults) /* the guest is busy: short steps */
+		uint64_t f, w;
+		faults_so_far(r, &f, &w);
+		if (w != waits) /* a fault waited: short steps */
 			step = small;
-		else if (step < big) /* quiet since the last step: longer */
+		else if (step < (f != faults ? busy : big)) /* longer */
 			step *= 2;
-		faults = now;
+		else if (f != faults) /* faults elsewhere: no longer than busy */
+			step = busy > small ? busy : small;
+		faults = f;
+		waits = w;
 		uint64_t p = next_missing(r, cursor);
 		if (p == r->npages) {
 			/* All claimed, the last ones in flight: completion
