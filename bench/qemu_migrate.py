@@ -139,7 +139,9 @@ def main():
     procs = []
     try:
         def start(name, extra):
-            args = [a.qemu, "-accel", a.accel, "-nodefaults", "-no-user-config",
+            # One host thread per vCPU under TCG (7.2's default on x86, said anyway).
+            accel = "tcg,thread=multi" if a.accel == "tcg" else a.accel
+            args = [a.qemu, "-accel", accel, "-nodefaults", "-no-user-config",
                     "-machine", "pc,memory-backend=mem",
                     "-object", "memory-backend-memfd,id=mem,size=%s,share=on" % a.mem,
                     "-m", a.mem, "-smp", str(a.vcpus), "-display", "none",
