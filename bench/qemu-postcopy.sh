@@ -32,7 +32,7 @@ interleaved in one run; prints a Markdown table of QEMU's post-copy phase,
 postcopy's time to every page present and their ratio.
 
   -n N            rounds (default 3)
-  -s SIZE         guest / image size (default 1G)
+  -s SIZE         guest / image size (default 1G; the guest uses RAM below 3 GiB)
   --vcpus "LIST"  vCPU counts (default "1 2")
   --patterns "L"  QEMU guest patterns: seq, stride (default "seq stride")
   --no-preempt    QEMU without postcopy-preempt
