@@ -10,7 +10,11 @@
 # AWS_SECRET_ACCESS_KEY, also with AWS_SESSION_TOKEN) matches the image byte
 # for byte in exit and wait mode; an unknown access key and a missing key
 # fail at once with the server's code and message; no credentials is an
-# error saying which variables to set.  Whether a wrong secret is refused
+# error saying which variables to set.  Without the variables, the shared
+# credentials file is read (~/.aws/credentials, AWS_SHARED_CREDENTIALS_FILE,
+# AWS_PROFILE): its default and named profiles restore byte for byte, the
+# variables win over it, and a profile it lacks is an error naming it.
+# Whether a wrong secret is refused
 # depends on the server: s3rver 3.7.1 checks the access key but not the
 # V4 signature, and then that check says so as a SKIP.  Skips, saying why,
 # without node/npm, when npm cannot install s3rver, without the curl CLI
@@ -37,6 +41,10 @@ checks=(
 	s3_sigv4_restore_with_session_token_matches_every_byte
 	s3_unknown_access_key_fails_with_the_servers_reason
 	s3_missing_key_fails_with_no_such_key
+	s3_credentials_file_missing_profile_fails_naming_it
+	s3_credentials_file_default_profile_matches_every_byte
+	s3_credentials_file_aws_profile_picks_its_section
+	s3_credentials_variables_win_over_the_file
 	s3_wrong_secret_is_refused_by_the_server
 )
 echo "1..${#checks[@]}"
@@ -50,12 +58,49 @@ skip_rest() {
 }
 
 "$cli" mkimage "$img" 8M >/dev/null || skip_rest "mkimage failed"
+mkdir -p "$tmp/nohome"
 env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN \
+	-u AWS_SHARED_CREDENTIALS_FILE HOME="$tmp/nohome" \
 	timeout 60 "$cli" restore --source s3://bucket/key --s3-endpoint http://127.0.0.1:9 \
 	--image "$img" >"$out" 2>"$err"
 rc=$?
 ((rc == 1)) && grep -q "AWS_ACCESS_KEY_ID" "$err"
 check s3_without_credentials_fails_saying_which_variables $?
+
+# A shared credentials file: the default profile has a key s3rver does not
+# know, so using it where another was asked for fails visibly.
+mkdir -p "$tmp/home/.aws"
+cat >"$tmp/home/.aws/credentials" <<'EOF'
+# as the AWS CLI writes it
+[default]
+aws_access_key_id = S3RVER
+aws_secret_access_key = S3RVER
+EOF
+cat >"$tmp/creds" <<'EOF'
+[default]
+aws_access_key_id = NOSUCHKEYID
+aws_secret_access_key = x
+; another
+[pc]
+aws_access_key_id=S3RVER
+aws_secret_access_key=S3RVER
+aws_session_token = token-from-the-file
+EOF
+# s3file MODE KEY [ENV...]: restore s3://pcbucket/KEY without the
+# variables, HOME pointing at $tmp/home.
+s3file() {
+	local mode=$1 key=$2
+	shift 2
+	env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN \
+		-u AWS_PROFILE -u AWS_SHARED_CREDENTIALS_FILE HOME="$tmp/home" "$@" \
+		timeout -k 5 120 "$cli" restore --source "s3://pcbucket/$key" \
+		--s3-endpoint "${endpoint:-http://127.0.0.1:9}" --s3-region us-east-1 \
+		--image "$img" -m "$mode" --vcpus 2 --json >"$out" 2>"$err"
+	rc=$?
+}
+s3file exit img AWS_SHARED_CREDENTIALS_FILE="$tmp/creds" AWS_PROFILE=nope
+((rc == 1)) && grep -q "no profile \[nope\]" "$err"
+check s3_credentials_file_missing_profile_fails_naming_it $?
 
 command -v node >/dev/null && command -v npm >/dev/null ||
 	skip_rest "node and npm are not installed"
@@ -122,6 +167,18 @@ check s3_unknown_access_key_fails_with_the_servers_reason $?
 s3 exit S3RVER S3RVER missing
 ((rc == 1)) && grep -q "404 Not Found: NoSuchKey" "$err"
 check s3_missing_key_fails_with_no_such_key $?
+
+s3file exit img
+((rc == 0)) && json_check 'd["verified"] and d["mismatched_pages"] == 0'
+check s3_credentials_file_default_profile_matches_every_byte $?
+
+s3file wait img AWS_SHARED_CREDENTIALS_FILE="$tmp/creds" AWS_PROFILE=pc
+((rc == 0)) && json_check 'd["verified"] and d["mismatched_pages"] == 0'
+check s3_credentials_file_aws_profile_picks_its_section $?
+
+s3file exit img AWS_ACCESS_KEY_ID=NOSUCHKEYID AWS_SECRET_ACCESS_KEY=S3RVER
+((rc == 1)) && grep -q "InvalidAccessKeyId" "$err"
+check s3_credentials_variables_win_over_the_file $?
 
 s3 exit S3RVER wrong-secret img
 if ((rc == 0)); then

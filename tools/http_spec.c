@@ -3,7 +3,7 @@
  * http_spec.c - `--source http://...|https://...|s3://BUCKET/KEY` for the
  * CLI: an s3:// name becomes a URL (path style under --s3-endpoint,
  * virtual-hosted style on AWS), signed with the credentials of the
- * standard AWS variables.
+ * standard AWS variables, else of the shared credentials file.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +46,97 @@ static const char *env(const char *name)
 {
 	const char *v = getenv(name);
 	return v && *v ? v : NULL;
+}
+
+/* Credentials read from a shared credentials file (malloc'ed). */
+struct aws_creds {
+	char *access_key, *secret_key, *session_token;
+};
+
+static void creds_free(struct aws_creds *c)
+{
+	if (c->secret_key)
+		memset(c->secret_key, 0, strlen(c->secret_key));
+	free(c->access_key);
+	free(c->secret_key);
+	free(c->session_token);
+	*c = (struct aws_creds){ 0 };
+}
+
+/* @s without the blanks around it, in place. */
+static char *trim(char *s)
+{
+	while (*s == ' ' || *s == '\t')
+		s++;
+	size_t n = strlen(s);
+	while (n && strchr(" \t\r\n", s[n - 1]))
+		s[--n] = '\0';
+	return s;
+}
+
+/*
+ * The keys of profile $AWS_PROFILE (else "default") in the shared
+ * credentials file, $AWS_SHARED_CREDENTIALS_FILE or else
+ * ~/.aws/credentials, read as the AWS CLI reads it: [NAME] sections of
+ * "key = value" lines, # and ; comments.  0 with both keys; -ENOENT when
+ * there is no such file (the caller's message then names the variables);
+ * another negative errno with the reason in @why.
+ */
+static int read_shared_credentials(struct aws_creds *c, char *why, size_t why_len)
+{
+	const char *file = env("AWS_SHARED_CREDENTIALS_FILE"), *home = env("HOME");
+	const char *profile = env("AWS_PROFILE") ? env("AWS_PROFILE") : "default";
+	char path[4096];
+	if (!file && !home)
+		return -ENOENT;
+	snprintf(path, sizeof(path), "%s%s", file ? file : home,
+		 file ? "" : "/.aws/credentials");
+	FILE *f = fopen(path, "re");
+	if (!f) {
+		int err = errno;
+		if (err == ENOENT && !file)
+			return -ENOENT;
+		snprintf(why, why_len, "%s: %s", path, strerror(err));
+		return -err;
+	}
+	char line[1024];
+	bool in = false, found = false;
+	while (fgets(line, sizeof(line), f)) {
+		char *s = trim(line);
+		if (*s == '#' || *s == ';' || !*s)
+			continue;
+		if (*s == '[') {
+			char *end = strchr(s, ']');
+			if (end)
+				*end = '\0';
+			in = end && !strcmp(trim(s + 1), profile);
+			found |= in;
+			continue;
+		}
+		char *eq = strchr(s, '=');
+		if (!in || !eq)
+			continue;
+		*eq = '\0';
+		char *k = trim(s), *v = trim(eq + 1), **slot = NULL;
+		if (!strcmp(k, "aws_access_key_id"))
+			slot = &c->access_key;
+		else if (!strcmp(k, "aws_secret_access_key"))
+			slot = &c->secret_key;
+		else if (!strcmp(k, "aws_session_token"))
+			slot = &c->session_token;
+		if (slot && *v) {
+			free(*slot);
+			*slot = strdup(v);
+		}
+	}
+	memset(line, 0, sizeof(line));
+	fclose(f);
+	if (c->access_key && c->secret_key)
+		return 0;
+	snprintf(why, why_len, found ? "%s: profile [%s] has no aws_access_key_id and aws_secret_access_key" :
+				       "%s: no profile [%s] (AWS_PROFILE)", path, profile);
+	creds_free(c);
+	return -EINVAL;
 }
 
 bool http_flags_ok(const char *cmd, const struct http_spec *h)
@@ -105,6 +196,7 @@ int open_http_source(const struct http_spec *h, unsigned connections,
 		.ca_file = h->ca_file,
 	};
 	char *url = NULL;
+	struct aws_creds file = { 0 };
 	int ret;
 
 	if (!strncmp(h->source, "s3://", 5)) {
@@ -117,13 +209,23 @@ int open_http_source(const struct http_spec *h, unsigned connections,
 		ho.secret_key = env("AWS_SECRET_ACCESS_KEY");
 		ho.session_token = env("AWS_SESSION_TOKEN");
 		ho.s3_region = region;
+		/* As the AWS CLI: the variables, else the shared file. */
+		if (!ho.access_key && !ho.secret_key) {
+			ret = read_shared_credentials(&file, why, why_len);
+			if (ret < 0 && ret != -ENOENT)
+				return ret;
+			ho.access_key = file.access_key;
+			ho.secret_key = file.secret_key;
+			ho.session_token = file.session_token;
+		}
 		if (!ho.access_key || !ho.secret_key) {
-			snprintf(why, why_len, "%s: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials); a presigned URL goes as https://",
+			snprintf(why, why_len, "%s: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials), or a [default] profile (or AWS_PROFILE's) in ~/.aws/credentials (or AWS_SHARED_CREDENTIALS_FILE); a presigned URL goes as https://",
 				 h->source);
 			return -EINVAL;
 		}
 		char *key = escape_key(slash + 1);
 		if (!key) {
+			creds_free(&file);
 			snprintf(why, why_len, "out of memory");
 			return -ENOMEM;
 		}
@@ -140,12 +242,14 @@ int open_http_source(const struct http_spec *h, unsigned connections,
 		}
 		free(key);
 		if (ret < 0) {
+			creds_free(&file);
 			snprintf(why, why_len, "out of memory");
 			return -ENOMEM;
 		}
 		ho.url = url;
 	}
 	ret = pc_source_http(&ho, src, why, why_len);
+	creds_free(&file); /* the source keeps copies */
 	if (ret < 0 && !why[0])
 		snprintf(why, why_len, "%s: %s", h->source, strerror(-ret));
 	free(url);
