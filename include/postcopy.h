@@ -741,7 +741,10 @@ typedef struct pc_server pc_server;
  * pre-shared key (mutual HMAC-SHA256 challenge-response) unless @insecure;
  * a Unix socket checks the peer's uid (SO_PEERCRED) instead.
  *
- * image            raw image file; or NULL to serve @image_fd
+ * image            image file (raw, or packed by `postcopy pack`: then
+ *                  decoded into memory at create, every chunk checked,
+ *                  and the raw image it holds is served); or NULL to
+ *                  serve @image_fd
  * image_fd         with @image NULL: a descriptor to serve (duplicated),
  *                  e.g. the memfd of the VMM that owns the memory
  * listen           "tcp://HOST:PORT" or "unix:PATH" (default
@@ -786,6 +789,7 @@ struct pc_server_stats {
 	uint64_t evicted;	   /* handshakes closed to make room for new peers */
 	uint64_t queued_peak;	   /* most answer bytes queued at once, all peers */
 	bool image_changed;	   /* a page read back did not match: refusing */
+	bool image_packed;	   /* packed: served as decoded into memory at create */
 };
 
 int pc_server_create(const struct pc_server_opts *opts, pc_server **out,

@@ -10,14 +10,17 @@
 # PACKED completes and matches in exit and wait mode, zero chunks installed
 # as zero pages; a damaged chunk fails the restore (never installed) and
 # unpack, saying so; a damaged index or a truncated file is refused at
-# open, saying so; pack refuses a packed input and bad chunk sizes.
+# open, saying so; pack refuses a packed input and bad chunk sizes;
+# `serve` of a packed image serves the raw image it holds (a restore
+# from it matches the raw image byte for byte in both modes, its zero
+# chunks sent as zero pages) and refuses a damaged one at start.
 set -u
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_init packed
 trap 'rm -rf "$tmp"' EXIT
 
-echo "1..9"
+echo "1..12"
 raw=$tmp/raw pk=$tmp/raw.pk
 # 6 MiB of pattern and 2 MiB of zeros at the end (two zero chunks of 1 MiB).
 run mkimage "$raw" 6M
@@ -76,4 +79,24 @@ r1=$?
 run pack --chunk 5000 "$raw" "$tmp/odd.pk"
 ((r1 == 0 && rc == 2))
 check pack_refuses_packed_input_and_bad_chunk_sizes $?
+
+# serve PACKED: a session over a Unix socket, compared with the raw image.
+srv_pid=
+for mode in exit wait; do
+	sock=$tmp/srv.$mode.sock
+	"$cli" serve --image "$pk" --listen "unix:$sock" --once --json >"$tmp/srv.out" 2>"$tmp/srv.err" &
+	srv_pid=$!
+	for _ in $(seq 100); do [[ -S $sock ]] && break; sleep 0.05; done
+	run restore --source "unix:$sock" --image "$raw" -m "$mode" --vcpus 2 --json
+	r=$rc
+	wait "$srv_pid"
+	src=$?
+	((r == 0 && src == 0)) && json_check 'd["verified"] and d["mismatched_pages"] == 0' &&
+		grep -q '"image_packed":true' "$tmp/srv.out"
+	check "serve_of_a_packed_image_${mode}_mode_restores_the_raw_image_byte_for_byte" $? "$tmp/srv.err"
+done
+timeout 20 "$cli" serve --image "$tmp/bad.pk" --listen "unix:$tmp/bad.sock" >"$out" 2>"$err"
+rc=$?
+((rc == 1)) && grep -q "does not match its digest" "$err" && [[ ! -S $tmp/bad.sock ]]
+check serve_of_a_damaged_packed_image_fails_at_start_saying_so $?
 exit $((failed > 0))

@@ -220,6 +220,10 @@ int cmd_serve(int argc, char **argv)
 	struct sigaction sa = { .sa_handler = on_signal };
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	struct pc_server_stats st;
+	pc_server_get_stats(s, &st);
+	if (st.image_packed)
+		printf("image      packed: serving the raw image it holds, decoded into memory\n");
 	printf("listening on %s\n", pc_server_address(s));
 	fflush(stdout);
 	double t0 = seconds_now();
@@ -227,7 +231,6 @@ int cmd_serve(int argc, char **argv)
 	double dt = seconds_now() - t0;
 	running = NULL;
 
-	struct pc_server_stats st;
 	pc_server_get_stats(s, &st);
 	if (json) {
 		struct json_object *j = json_object_new_object();
@@ -244,6 +247,7 @@ int cmd_serve(int argc, char **argv)
 		json_object_object_add(j, "handshakes_evicted", json_object_new_int64((int64_t)st.evicted));
 		json_object_object_add(j, "queued_peak", json_object_new_int64((int64_t)st.queued_peak));
 		json_object_object_add(j, "image_changed", json_object_new_boolean(st.image_changed));
+		json_object_object_add(j, "image_packed", json_object_new_boolean(st.image_packed));
 		printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
 		json_object_put(j);
 	} else {

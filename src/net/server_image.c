@@ -1,17 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * server_image.c - the image `postcopy serve` serves: opened once, its
- * holes found, every page's digest taken, from which its identity is made.
+ * server_image.c - the image `postcopy serve` serves: opened once (a
+ * packed one decoded), its holes found, every page's digest taken, from
+ * which its identity is made.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "server_int.h"
+#include "sources_int.h"
 
 /*
  * Every page's digest, read once at start: the image's identity is made
@@ -56,6 +59,71 @@ static int digest_image(struct pc_server *s, char *why, size_t len)
 	return ret;
 }
 
+/*
+ * A packed image (postcopy pack) is served as the raw image it holds:
+ * decoded once, through the file source that checks every chunk against
+ * its digest, into a memfd that then stands for the file (sendfile()
+ * reads it like one).  Its zero pages stay holes, so the zero map finds
+ * them.  It costs the raw size in memory; what is served is what was
+ * decoded here, whatever happens to the packed file afterwards.
+ */
+static int unpack_image(struct pc_server *s, char *why, size_t len)
+{
+	char path[64];
+	const char *name = s->opts.image;
+	if (!name) {
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", s->image_fd);
+		name = path;
+	}
+	pc_source *src;
+	int ret = pc_source_file(name, &src);
+	if (ret < 0) {
+		snprintf(why, len, "%s: a packed image that cannot be read: %s",
+			 s->image_name, strerror(-ret));
+		return ret;
+	}
+	enum { STEP = 1024 }; /* source pages per read */
+	uint64_t size = pc_source_size(src), pages = size / PC_SOURCE_PAGE_SIZE;
+	int fd = memfd_create("postcopy-serve-unpacked", MFD_CLOEXEC);
+	char *buf = malloc((size_t)STEP * PC_SOURCE_PAGE_SIZE);
+	if (fd < 0 || !buf || ftruncate(fd, (off_t)size) < 0) {
+		ret = fd < 0 || buf ? -errno : -ENOMEM;
+		snprintf(why, len, "%s: no memory to decode the packed image into (%llu MiB): %s",
+			 s->image_name, (unsigned long long)(size >> 20), strerror(-ret));
+	}
+	for (uint64_t p = 0; ret == 0 && p < pages;) {
+		if (pc_source_is_zero(src, p)) {
+			p++;
+			continue;
+		}
+		uint64_t n = 1;
+		while (n < STEP && p + n < pages && !pc_source_is_zero(src, p + n))
+			n++;
+		ret = pc_source_read(src, p, n, buf);
+		if (ret == 0 && pwrite(fd, buf, n * PC_SOURCE_PAGE_SIZE,
+				       (off_t)(p * PC_SOURCE_PAGE_SIZE)) !=
+					(ssize_t)(n * PC_SOURCE_PAGE_SIZE))
+			ret = errno ? -errno : -EIO;
+		if (ret < 0)
+			snprintf(why, len, "%s: decoding page %llu of the packed image: %s",
+				 s->image_name, (unsigned long long)p,
+				 ret == -EBADMSG ? "its chunk does not match its digest (damaged)" :
+						   strerror(-ret));
+		p += n;
+	}
+	free(buf);
+	pc_source_destroy(src);
+	if (ret < 0) {
+		if (fd >= 0)
+			close(fd);
+		return ret;
+	}
+	close(s->image_fd);
+	s->image_fd = fd;
+	s->unpacked = true;
+	return 0;
+}
+
 int srv_open_image(struct pc_server *s, char *why, size_t len)
 {
 	struct stat st;
@@ -69,6 +137,16 @@ int srv_open_image(struct pc_server *s, char *why, size_t len)
 		int err = errno;
 		snprintf(why, len, "%s: %s", s->image_name, strerror(err));
 		return -err;
+	}
+	char magic[8];
+	if (S_ISREG(st.st_mode) &&
+	    pread(s->image_fd, magic, sizeof(magic), 0) == (ssize_t)sizeof(magic) &&
+	    packed_magic(magic, sizeof(magic))) {
+		int ret = unpack_image(s, why, len);
+		if (ret < 0)
+			return ret;
+		if (fstat(s->image_fd, &st) < 0)
+			return -errno;
 	}
 	if (!S_ISREG(st.st_mode) || !st.st_size ||
 	    st.st_size % PROTO_PAGE_SIZE) {

@@ -92,6 +92,7 @@ struct pc_server {
 	struct pc_server_opts opts;
 	uint8_t *key;
 	int image_fd;
+	bool unpacked; /* image_fd is a memfd of a packed image, decoded */
 	struct image_id image;
 	uint64_t *digests; /* every page's, as read at start */
 	uint64_t *zero_bits;

@@ -407,6 +407,7 @@ void pc_server_get_stats(const pc_server *s, struct pc_server_stats *out)
 	*out = s->stats;
 	out->bytes_sent = atomic_load(&s->bytes_sent);
 	out->image_changed = atomic_load(&s->stale);
+	out->image_packed = s->unpacked;
 	pthread_mutex_lock((pthread_mutex_t *)&s->lock);
 	out->pages_pushed = s->pages_pushed;
 	pthread_mutex_unlock((pthread_mutex_t *)&s->lock);
