@@ -405,8 +405,10 @@ static CURL *handle_new(struct http_source *hs)
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	/* Identity only: a compressed body has other lengths and offsets. */
 	curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, NULL);
-	if (hs->ca_file)
+	if (hs->ca_file) { /* those CAs only, not the system's directory too */
 		curl_easy_setopt(h, CURLOPT_CAINFO, hs->ca_file);
+		curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
+	}
 	if (hs->sigv4) {
 		curl_easy_setopt(h, CURLOPT_AWS_SIGV4, hs->sigv4);
 		curl_easy_setopt(h, CURLOPT_USERPWD, hs->userpwd);
