@@ -28,7 +28,14 @@
  * bytes and must be multiples of the region's page size.  Option structs
  * end in reserved fields that must be zero: zero-initialise them, and a
  * program built against this header keeps working when later versions
- * give those fields a meaning.
+ * give those fields a meaning.  Output structs: the counters
+ * (pc_stats, pc_server_stats, pc_net_stats, pc_http_stats) end in
+ * reserved fields the library sets to zero (in pc_stats before thread[]),
+ * where later versions put new counters, so neither a struct's size nor
+ * any field's offset changes and an older caller's struct still fits.
+ * The others (pc_latency, pc_thread_stats, pc_image_id, pc_ws_entry,
+ * pc_ws_info) have no room to grow: changing one breaks the ABI (a new
+ * soname, libpostcopy.so.1).
  *
  * Threads: a region's fault paths (the SIGBUS handler, pc_resolve(),
  * pc_populate(), pc_region_offer()) and its read-only calls
@@ -243,6 +250,7 @@ struct pc_http_stats {
 	uint64_t connections;	  /* libcurl handles made (each keeps one alive) */
 	uint64_t transient_errors; /* requests failed with a transient error */
 	uint64_t fatal_errors;	  /* requests failed for good */
+	uint64_t reserved[4];	  /* zero (see "Output structs" at the top) */
 };
 
 int pc_source_http(const struct pc_http_opts *opts, pc_source **out,
@@ -762,6 +770,8 @@ typedef struct pc_server pc_server;
  *                  before the server stops reading requests until they
  *                  drain (default 256 MiB); each connection is held to
  *                  8 MiB besides
+ *
+ * -EINVAL (with the reason in @why) for non-zero reserved fields.
  */
 struct pc_server_opts {
 	const char *image;
@@ -774,6 +784,7 @@ struct pc_server_opts {
 	bool once;
 	unsigned session_timeout_ms;
 	uint64_t queue_max;
+	uint64_t reserved[4]; /* zero */
 };
 
 struct pc_server_stats {
@@ -790,6 +801,7 @@ struct pc_server_stats {
 	uint64_t queued_peak;	   /* most answer bytes queued at once, all peers */
 	bool image_changed;	   /* a page read back did not match: refusing */
 	bool image_packed;	   /* packed: served as decoded into memory at create */
+	uint64_t reserved[4];	   /* zero (see "Output structs" at the top) */
 };
 
 int pc_server_create(const struct pc_server_opts *opts, pc_server **out,
@@ -819,6 +831,8 @@ void pc_server_destroy(pc_server *s);
  *
  * address, key, key_len, insecure   as for the server
  * timeout_ms   give up after this long without the server (default 30 s)
+ *
+ * -EINVAL (with the reason in @why) for non-zero reserved fields.
  */
 struct pc_net_opts {
 	const char *address;
@@ -826,6 +840,7 @@ struct pc_net_opts {
 	size_t key_len;
 	bool insecure;
 	unsigned timeout_ms;
+	uint64_t reserved[4]; /* zero */
 };
 
 struct pc_net_stats {
@@ -836,6 +851,7 @@ struct pc_net_stats {
 	uint64_t reconnects;	     /* connections re-established */
 	uint64_t checksum_failures;  /* runs refused for a bad checksum */
 	bool push_done;		     /* every page pushed once and received */
+	uint64_t reserved[4];	     /* zero (see "Output structs" at the top) */
 };
 
 int pc_source_net(const struct pc_net_opts *opts, pc_source **out,
@@ -893,6 +909,7 @@ struct pc_stats {
 	 * duplicate_fetches_avoided).  Final once pc_region_wait() returned
 	 * 0: every fault counted by then is in it. */
 	struct pc_latency latency;
+	uint64_t reserved[8];	   /* zero (see "Output structs" at the top) */
 	unsigned nthreads;	   /* entries in thread[] */
 	struct pc_thread_stats thread[]; /* per attached slot; last is "other" */
 };
