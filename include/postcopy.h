@@ -906,7 +906,12 @@ int pc_source_net(const struct pc_net_opts *opts, pc_source **out,
  * demand requests; they are installed as pc_region_offer() does.  When
  * the server has pushed every page (or the push connections cannot be
  * kept), the region's filler fetches whatever is still missing.  @src
- * must be the source @r owns.
+ * must be the source @r owns.  The push carries 4 KiB pages only: on a
+ * region of 2 MiB pages (hugetlb) there is none, and this starts the
+ * region's filler instead (pc_region_start_fill()).  Pushed pages are
+ * checked (checksum, and the tag with a key) before anything of them is
+ * installed, so no process mapping the memfd ever sees their bytes
+ * unchecked.
  */
 int pc_net_start_push(pc_source *src, pc_region *r);
 int pc_net_get_stats(pc_source *src, struct pc_net_stats *out);
