@@ -28,7 +28,14 @@
  * bytes and must be multiples of the region's page size.  Option structs
  * end in reserved fields that must be zero: zero-initialise them, and a
  * program built against this header keeps working when later versions
- * give those fields a meaning.
+ * give those fields a meaning.  Output structs: the counters
+ * (pc_stats, pc_server_stats, pc_net_stats, pc_http_stats) end in
+ * reserved fields the library sets to zero (in pc_stats before thread[]),
+ * where later versions put new counters, so neither a struct's size nor
+ * any field's offset changes and an older caller's struct still fits.
+ * The others (pc_latency, pc_thread_stats, pc_image_id, pc_ws_entry,
+ * pc_ws_info) have no room to grow: changing one breaks the ABI (a new
+ * soname, libpostcopy.so.1).
  *
  * Threads: a region's fault paths (the SIGBUS handler, pc_resolve(),
  * pc_populate(), pc_region_offer()) and its read-only calls
@@ -80,6 +87,21 @@ typedef struct pc_region pc_region;
 /* ------------------------------------------------------------------ */
 /* Sources: where page contents come from.                             */
 /* ------------------------------------------------------------------ */
+
+/*
+ * Threads: a source is used by several threads at once (a region's
+ * faulting threads, handlers, fetchers and filler all fetch), so
+ * pc_source_read(), pc_source_is_zero(), pc_source_size(),
+ * pc_source_flags(), pc_image_id_of(), pc_http_get_stats(),
+ * pc_net_get_stats() and pc_http_last_error() may be called from any
+ * thread, also while a region uses the source.  pc_source_is_zero() is
+ * async-signal-safe, and pc_source_read() is for a
+ * PC_SOURCE_ASYNC_SIGNAL_SAFE source; pc_http_last_error() takes a lock.
+ * The constructors may run on any thread.  pc_source_set_delay() is for
+ * before the source is used; pc_source_stop() and pc_source_destroy() for
+ * when no other thread uses it (a region's source is the region's to
+ * stop and destroy).
+ */
 
 /*
  * Operations of a page source.  Pages are numbered from 0 in units of the
@@ -243,6 +265,7 @@ struct pc_http_stats {
 	uint64_t connections;	  /* libcurl handles made (each keeps one alive) */
 	uint64_t transient_errors; /* requests failed with a transient error */
 	uint64_t fatal_errors;	  /* requests failed for good */
+	uint64_t reserved[4];	  /* zero (see "Output structs" at the top) */
 };
 
 int pc_source_http(const struct pc_http_opts *opts, pc_source **out,
@@ -265,9 +288,11 @@ uint64_t pc_source_size(const pc_source *src);
 unsigned pc_source_flags(const pc_source *src);
 
 /*
- * Write the expected contents of pages [@first, @first + @npages) into
- * @dst (a plain fetch, without the injected delay): what tests and
- * `restore` compare guest memory with.
+ * Write the expected contents of source pages [@first, @first + @npages)
+ * (4 KiB each, whatever the region's page size: @dst gets @npages * 4096
+ * bytes) into @dst: a plain fetch, without the injected delay and without
+ * the pager's retries, what tests and `restore` compare guest memory with.
+ * -EINVAL for pages past the end, else the fetch's error.
  */
 int pc_source_read(pc_source *src, uint64_t first, uint64_t npages,
 		   void *dst);
@@ -518,7 +543,8 @@ int pc_region_wait(pc_region *r, int timeout_ms);
 /* True once every page is present and the region is unregistered. */
 bool pc_region_complete(const pc_region *r);
 
-/* Pages present so far. */
+/* Region pages present so far (of pc_region_size() / pc_region_page_size();
+ * an adopted region's pages its owner gave back count as present). */
 uint64_t pc_region_present(const pc_region *r);
 
 /*
@@ -642,6 +668,20 @@ int pc_image_id_of(pc_source *src, struct pc_image_id *out);
 
 typedef struct pc_ws pc_ws;
 
+/*
+ * Threads (working sets): pc_ws_record() and pc_region_replay() are set-up
+ * calls of their region (one thread, like pc_region_start_fill());
+ * a recorder is written by the faulting threads without a lock, and
+ * pc_ws_save() of it may run on another thread meanwhile (it takes what
+ * is complete so far).  A loaded or merged working set is never changed:
+ * any number of threads may pass it to pc_ws_info(), pc_ws_entry(),
+ * pc_ws_check_image(), pc_ws_save(), pc_ws_merge() and pc_region_replay()
+ * at once.  Two pc_ws_save() calls to the same path must not overlap (they
+ * share a temporary name).  pc_ws_destroy() once nothing uses @ws (a
+ * recorder: after pc_region_destroy()).  pc_ws_load(), pc_ws_merge() and
+ * pc_image_id_of() may run on any thread.
+ */
+
 /* One page of a working set, in first-touch order. */
 struct pc_ws_entry {
 	uint64_t offset;  /* byte offset in the region (4 KiB granularity) */
@@ -737,6 +777,17 @@ int pc_region_replay(pc_region *r, const pc_ws *ws,
 typedef struct pc_server pc_server;
 
 /*
+ * Threads (server): pc_server_run() runs on one thread at a time, which
+ * serves every connection itself (but each push connection, which a
+ * thread of the server's own feeds); pc_server_stop() may be called from any
+ * thread or a signal handler, pc_server_address() from any thread;
+ * pc_server_get_stats() as said below; pc_server_destroy() once
+ * pc_server_run() has returned (or never ran).  Servers are independent of
+ * each other.  The destination's source (pc_source_net()) follows the
+ * rules of sources; pc_net_start_push() is a set-up call, once per source.
+ */
+
+/*
  * Server side: serves one raw image to destinations.  TCP requires a
  * pre-shared key (mutual HMAC-SHA256 challenge-response) unless @insecure;
  * a Unix socket checks the peer's uid (SO_PEERCRED) instead.
@@ -762,6 +813,8 @@ typedef struct pc_server pc_server;
  *                  before the server stops reading requests until they
  *                  drain (default 256 MiB); each connection is held to
  *                  8 MiB besides
+ *
+ * -EINVAL (with the reason in @why) for non-zero reserved fields.
  */
 struct pc_server_opts {
 	const char *image;
@@ -774,6 +827,7 @@ struct pc_server_opts {
 	bool once;
 	unsigned session_timeout_ms;
 	uint64_t queue_max;
+	uint64_t reserved[4]; /* zero */
 };
 
 struct pc_server_stats {
@@ -782,14 +836,15 @@ struct pc_server_stats {
 	uint64_t sessions;	   /* destinations seen */
 	uint64_t sessions_done;	   /* destinations that got every page */
 	uint64_t requests;	   /* demand and prefetch requests */
-	uint64_t pages_demand;	   /* pages sent in answer to requests */
-	uint64_t pages_pushed;	   /* pages sent by the background push */
+	uint64_t pages_demand;	   /* 4 KiB pages sent in answer to requests */
+	uint64_t pages_pushed;	   /* 4 KiB pages sent by the background push */
 	uint64_t bytes_sent;	   /* bytes of page frames (DATA, ZERO) queued */
 	uint64_t bad_frames;	   /* connections closed for a malformed frame */
 	uint64_t evicted;	   /* handshakes closed to make room for new peers */
 	uint64_t queued_peak;	   /* most answer bytes queued at once, all peers */
 	bool image_changed;	   /* a page read back did not match: refusing */
 	bool image_packed;	   /* packed: served as decoded into memory at create */
+	uint64_t reserved[4];	   /* zero (see "Output structs" at the top) */
 };
 
 int pc_server_create(const struct pc_server_opts *opts, pc_server **out,
@@ -819,6 +874,8 @@ void pc_server_destroy(pc_server *s);
  *
  * address, key, key_len, insecure   as for the server
  * timeout_ms   give up after this long without the server (default 30 s)
+ *
+ * -EINVAL (with the reason in @why) for non-zero reserved fields.
  */
 struct pc_net_opts {
 	const char *address;
@@ -826,16 +883,18 @@ struct pc_net_opts {
 	size_t key_len;
 	bool insecure;
 	unsigned timeout_ms;
+	uint64_t reserved[4]; /* zero */
 };
 
 struct pc_net_stats {
 	uint64_t requests;	     /* demand requests sent */
-	uint64_t pages_received;     /* pages received in answers */
-	uint64_t pages_pushed;	     /* pages received from the push stream */
+	uint64_t pages_received;     /* 4 KiB pages received in answers */
+	uint64_t pages_pushed;	     /* 4 KiB pages received from the push stream */
 	uint64_t bytes_received;     /* frame bytes read */
 	uint64_t reconnects;	     /* connections re-established */
 	uint64_t checksum_failures;  /* runs refused for a bad checksum */
 	bool push_done;		     /* every page pushed once and received */
+	uint64_t reserved[4];	     /* zero (see "Output structs" at the top) */
 };
 
 int pc_source_net(const struct pc_net_opts *opts, pc_source **out,
@@ -847,7 +906,12 @@ int pc_source_net(const struct pc_net_opts *opts, pc_source **out,
  * demand requests; they are installed as pc_region_offer() does.  When
  * the server has pushed every page (or the push connections cannot be
  * kept), the region's filler fetches whatever is still missing.  @src
- * must be the source @r owns.
+ * must be the source @r owns.  The push carries 4 KiB pages only: on a
+ * region of 2 MiB pages (hugetlb) there is none, and this starts the
+ * region's filler instead (pc_region_start_fill()).  Pushed pages are
+ * checked (checksum, and the tag with a key) before anything of them is
+ * installed, so no process mapping the memfd ever sees their bytes
+ * unchecked.
  */
 int pc_net_start_push(pc_source *src, pc_region *r);
 int pc_net_get_stats(pc_source *src, struct pc_net_stats *out);
@@ -863,26 +927,35 @@ struct pc_latency {
 };
 
 struct pc_thread_stats {
-	uint64_t faults;     /* demand faults taken by this thread */
+	uint64_t faults;     /* demand faults taken by this thread (or served
+			      * for it by a handler thread) */
 	uint64_t blocked_ns; /* time spent resolving or waiting on them */
 };
 
+/*
+ * A region's counters.  Units: "pages" here are region pages (page_size
+ * bytes: 4 KiB, or 2 MiB for hugetlb and adopted 2 MiB regions), faults
+ * are counted one per fault however many pages it installs, bytes and
+ * nanoseconds are named.  The four pages_ origins add up to the pages the
+ * pager installed; zero_pages is the part of them installed as zeros.
+ */
 struct pc_stats {
-	uint64_t pages;		   /* pages in the region */
-	uint64_t page_size;
-	uint64_t present;	   /* pages present */
+	uint64_t pages;		   /* region pages in the region */
+	uint64_t page_size;	   /* bytes of a region page */
+	uint64_t present;	   /* region pages present */
 	uint64_t faults;	   /* demand faults, all threads */
-	uint64_t pages_demand;	   /* installed on demand (faulting page) */
-	uint64_t pages_prefetch;   /* installed as part of a fault's window */
-	uint64_t pages_fill;	   /* installed by the background filler */
-	uint64_t pages_replay;	   /* installed by a working-set replay */
-	uint64_t zero_pages;	   /* installed as zero pages, no fetch */
+	uint64_t pages_demand;	   /* region pages installed on demand (faulting page) */
+	uint64_t pages_prefetch;   /* region pages installed as part of a fault's window */
+	uint64_t pages_fill;	   /* region pages installed by the filler or pc_region_offer() */
+	uint64_t pages_replay;	   /* region pages installed by a working-set replay */
+	uint64_t zero_pages;	   /* of those, region pages installed as zeros, no fetch */
 	uint64_t duplicate_fetches_avoided; /* faults that waited for a fetch in flight */
 	uint64_t refaults;	   /* faults on pages already present */
-	uint64_t bytes_fetched;	   /* bytes read from the source */
-	uint64_t fetches;	   /* calls to the source's fetch */
+	uint64_t bytes_fetched;	   /* bytes the source returned (successful fetches) */
+	uint64_t fetches;	   /* runs the source returned (a fetch call, or one run
+				    * of a fetch_many call) */
 	uint64_t fetch_retries;	   /* fetches asked again after a transient error */
-	uint64_t pages_removed;	   /* adopted: pages the owner gave back (zeros now) */
+	uint64_t pages_removed;	   /* adopted: region pages the owner gave back (zeros now) */
 	uint64_t blocked_ns;	   /* all threads */
 	uint64_t elapsed_ns;	   /* from start to completion (or now) */
 	/* Per-fault resolution time as the pager measures it: in exit mode
@@ -893,6 +966,7 @@ struct pc_stats {
 	 * duplicate_fetches_avoided).  Final once pc_region_wait() returned
 	 * 0: every fault counted by then is in it. */
 	struct pc_latency latency;
+	uint64_t reserved[8];	   /* zero (see "Output structs" at the top) */
 	unsigned nthreads;	   /* entries in thread[] */
 	struct pc_thread_stats thread[]; /* per attached slot; last is "other" */
 };

@@ -108,6 +108,10 @@ static void region_create_errors(void)
 				    .uffds = 8 },
 			    four, -EINVAL,
 			    "wait_mode_more_uffds_than_pages_is_einval");
+	expect_create_fails(&(struct pc_region_opts){
+				    .size = four, .reserved[7] = 1 },
+			    four, -EINVAL,
+			    "region_nonzero_reserved_option_is_einval");
 }
 
 static void region_create_why_handling(void)
@@ -235,6 +239,16 @@ static void source_errors(void)
 	if (ret == 0)
 		pc_source_destroy(s);
 
+	struct pc_source_ops newer = owned_ops;
+	newer.reserved[3] = 1;
+	o.destroyed = false;
+	ret = pc_source_custom(&newer, &o, 4 * SRC_PAGE, &s);
+	if (!ok(ret == -EINVAL && !o.destroyed,
+		"custom_source_nonzero_reserved_field_is_einval"))
+		diag("pc_source_custom(reserved[3] = 1) = %d", ret);
+	if (ret == 0)
+		pc_source_destroy(s);
+
 	ret = pc_source_pattern(0, 1, &s);
 	ok(ret == -EINVAL, "pattern_source_size_zero_is_einval");
 	if (ret == 0)
@@ -289,7 +303,7 @@ static void wait_times_out(enum pc_mode mode)
 
 int main(void)
 {
-	plan(26);
+	plan(28);
 	tap_watchdog(60);
 	region_create_errors();
 	region_create_why_handling();

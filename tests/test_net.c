@@ -695,6 +695,92 @@ static void test_no_key_tcp(void)
 }
 #define NOKEY_CHECKS 2
 
+/* Options built against a newer header, which gave a reserved field a
+ * meaning this library does not know: refused, each field, before anything
+ * is opened. */
+static void test_reserved_options(void)
+{
+	enum { N = sizeof(((struct pc_server_opts *)0)->reserved) / sizeof(uint64_t),
+	       M = sizeof(((struct pc_net_opts *)0)->reserved) / sizeof(uint64_t) };
+	char why[256] = "";
+	int ret = 0;
+	unsigned i;
+
+	for (i = 0; i < N; i++) {
+		struct pc_server_opts so = { .image = image_path,
+					     .listen = "tcp://127.0.0.1:0",
+					     .insecure = true, .allow_uid = -1 };
+		pc_server *s;
+		so.reserved[i] = 1;
+		why[0] = 0;
+		ret = pc_server_create(&so, &s, why, sizeof(why));
+		if (!ret)
+			pc_server_destroy(s);
+		if (ret != -EINVAL || !strstr(why, "reserved"))
+			break;
+	}
+	if (!ok(i == N, "server_nonzero_reserved_option_is_einval"))
+		diag("reserved[%u] = 1: pc_server_create = %d (%s)", i, ret, why);
+
+	for (i = 0; i < M; i++) {
+		struct pc_net_opts no = { .address = "tcp://127.0.0.1:1",
+					  .insecure = true, .timeout_ms = 1 };
+		pc_source *src;
+		no.reserved[i] = 1;
+		why[0] = 0;
+		ret = pc_source_net(&no, &src, why, sizeof(why));
+		if (!ret)
+			pc_source_destroy(src);
+		if (ret != -EINVAL || !strstr(why, "reserved"))
+			break;
+	}
+	if (!ok(i == M, "source_net_nonzero_reserved_option_is_einval"))
+		diag("reserved[%u] = 1: pc_source_net = %d (%s)", i, ret, why);
+}
+
+static bool all_zero(const uint64_t *w, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (w[i])
+			return false;
+	return true;
+}
+
+/* The counters' reserved fields, where later versions put new counters,
+ * are zero however the caller's struct was filled. */
+static void test_stats_reserved_zero(void)
+{
+	struct srv v;
+	struct pc_net_stats ns;
+	struct pc_stats *st = NULL;
+	pc_source *src;
+	pc_region *r;
+	char why[256] = "";
+
+	srv_start_or_bail(&v, "tcp://127.0.0.1:0", NULL, true);
+	if (net_open(v.addr, NULL, true, 10000, &src, why, sizeof(why)))
+		bail_out("pc_source_net: %s", why);
+	memset(&ns, 0xa5, sizeof(ns));
+	int nret = pc_net_get_stats(src, &ns);
+	struct pc_region_opts ro = { .size = pc_source_size(src) };
+	if (pc_region_create(&ro, src, &r, why, sizeof(why)) ||
+	    pc_region_start(r))
+		bail_out("region: %s", why);
+	(void)*(volatile char *)pc_region_addr(r);
+	int sret = pc_region_stats(r, &st);
+	pc_region_destroy(r);
+	memset(&v.st, 0xa5, sizeof(v.st));
+	srv_stop(&v);
+	bool net0 = !nret && all_zero(ns.reserved, sizeof(ns.reserved) / 8);
+	bool srv0 = all_zero(v.st.reserved, sizeof(v.st.reserved) / 8);
+	bool reg0 = !sret && all_zero(st->reserved, sizeof(st->reserved) / 8);
+	if (!ok(net0 && srv0 && reg0, "stats_reserved_fields_are_zero"))
+		diag("zero: pc_net_stats %d (ret %d), pc_server_stats %d, "
+		     "pc_stats %d (ret %d)", net0, nret, srv0, reg0, sret);
+	free(st);
+}
+#define RESERVED_CHECKS 3
+
 /* ---- protocol abuse on an insecure server ---- */
 
 static void test_protocol_abuse(void)
@@ -1032,7 +1118,7 @@ int main(void)
 {
 	char sock[300];
 
-	plan(NOKEY_CHECKS + GONE_CHECKS + RESTORE_CHECKS + UID_CHECKS +
+	plan(NOKEY_CHECKS + RESERVED_CHECKS + GONE_CHECKS + RESTORE_CHECKS + UID_CHECKS +
 	     KEY_CHECKS + ABUSE_CHECKS);
 	img_pages = IMAGE_SIZE / SRC_PAGE;
 	img_zero_pages = image_setup(dir, image_path, sizeof(image_path),
@@ -1041,6 +1127,8 @@ int main(void)
 	     img_pages, img_zero_pages);
 
 	test_no_key_tcp();
+	test_reserved_options();
+	test_stats_reserved_zero();
 	test_server_gone_children();
 	test_restores();
 	test_unix_uid();

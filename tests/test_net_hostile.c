@@ -2,7 +2,8 @@
 /*
  * test_net_hostile - what a hostile network, a careless operator and a
  * crowd of strangers do to a restore, and that none of it ends in wrong
- * memory or a lock-out (issue #9's findings, one check each).
+ * memory or a lock-out (issue #9's findings, one check each), and that
+ * a run refused for its checksum never shows in the memfd (issue #10).
  *
  * A tampering TCP proxy runs on a thread of this program.  For the k-th
  * connection it accepts it follows plan[k]: forward; cut after some bytes
@@ -768,6 +769,130 @@ static void test_once(void)
 		diag("ret %d (%s), ended %d", ret, why, ended);
 }
 
+/*
+ * Issue #10, 4: bytes that did not pass their checksum never reach the
+ * page cache, where every process mapping the memfd would see them, also
+ * where installs write straight into it (shmem with prealloc, hugetlb).
+ * A watcher reads the whole memfd again and again (pc_region_fd(), as a
+ * vhost-user backend would): every byte must be a hole's zero or the
+ * image's.  The proxy flips a bit 1 MiB into the second connection (one
+ * of the two push connections; on hugetlb, where pc_net_start_push()
+ * starts the filler instead, the filler's lane), and blackholes the third
+ * for a second (the other push connection, or the filler lane's
+ * reconnect): the refused run's pages stay missing at least that long
+ * (they come by fill once the whole push has ended), so bytes of it
+ * written anyway would sit in the memfd, in the watcher's sight, until
+ * fetched again.  (A flipped 0x01 reads as a hole's 0: one byte in 256 of
+ * the pattern; the flip is deterministic, and caught here.)
+ */
+struct watch {
+	int fd;
+	const unsigned char *want; /* the image */
+	_Atomic bool stop;
+	uint64_t scans, bad_bytes, first_bad;
+	int err;
+};
+
+static void *watch_main(void *arg)
+{
+	struct watch *w = arg;
+	unsigned char *buf = malloc(IMAGE_SIZE);
+	if (!buf)
+		w->err = -ENOMEM;
+	while (buf && !atomic_load(&w->stop)) {
+		ssize_t n = pread(w->fd, buf, IMAGE_SIZE, 0);
+		if (n != IMAGE_SIZE) {
+			w->err = n < 0 ? -errno : -EIO;
+			break;
+		}
+		static const unsigned char hole[SRC_PAGE];
+		for (size_t p = 0; p < IMAGE_SIZE; p += SRC_PAGE) {
+			if (!memcmp(buf + p, w->want + p, SRC_PAGE) ||
+			    !memcmp(buf + p, hole, SRC_PAGE))
+				continue; /* (a byte at a time only for the rest) */
+			for (size_t i = p; i < p + SRC_PAGE; i++)
+				if (buf[i] && buf[i] != w->want[i] && !w->bad_bytes++)
+					w->first_bad = i;
+		}
+		w->scans++;
+	}
+	free(buf);
+	return NULL;
+}
+
+static void test_flip_never_in_page_cache(enum pc_backend b)
+{
+	bool huge = b == PC_BACKEND_HUGETLB;
+	const char *name = huge ?
+		"hugetlb_push_is_a_fill_and_a_flipped_answer_never_reaches_the_page_cache" :
+		"shmem_prealloc_a_flipped_pushed_data_frame_never_reaches_the_page_cache";
+	struct hugepages hp = { 0 };
+	if (huge && !hugepages_reserve(&hp, IMAGE_SIZE / (2 * MIB))) {
+		skip(hp.why, "%s", name);
+		hugepages_restore(&hp);
+		return;
+	}
+	unsigned char *want = malloc(IMAGE_SIZE), *final = malloc(IMAGE_SIZE);
+	if (!want || !final || pc_source_read(ref, 0, img_pages, want))
+		bail_out("reading the image");
+	struct srv v;
+	struct proxy px;
+	pc_source *src;
+	pc_region *r = NULL;
+	char why[256] = "";
+	if (srv_start_at(&v, image_path, "tcp://127.0.0.1:0", false, false, 0, 0))
+		bail_out("server");
+	struct step plan[] = { { FWD, 0 }, { FLIP_AT, MIB }, { BLACKHOLE, 0 } };
+	proxy_start(&px, v.addr, plan, 3);
+	int ret = open_src(px.addr, false, 10000, &src, why, sizeof(why));
+	struct pc_region_opts ro = { .size = IMAGE_SIZE, .backend = b,
+				     .prealloc = !huge };
+	if (ret == 0)
+		ret = pc_region_create(&ro, src, &r, why, sizeof(why));
+	if (ret == 0 && (ret = pc_region_start(r)))
+		snprintf(why, sizeof(why), "%s", pc_region_error(r));
+	struct watch w = { .fd = r ? pc_region_fd(r) : -1, .want = want };
+	pthread_t t;
+	int wait_ret = -1;
+	uint64_t bad = img_pages, final_bad = img_pages;
+	struct pc_net_stats st = { 0 };
+	if (ret == 0) {
+		if (pthread_create(&t, NULL, watch_main, &w))
+			bail_out("pthread_create");
+		ret = pc_net_start_push(src, r);
+		wait_ret = ret ? ret : pc_region_wait(r, 30000);
+		atomic_store(&w.stop, true);
+		pthread_join(t, NULL);
+		if (wait_ret)
+			snprintf(why, sizeof(why), "%s", pc_region_error(r));
+		bad = verify_mem(pc_region_addr(r), IMAGE_SIZE, ref, NULL, NULL);
+		final_bad = pread(w.fd, final, IMAGE_SIZE, 0) == IMAGE_SIZE ?
+				    (uint64_t)(memcmp(final, want, IMAGE_SIZE) != 0) : 1;
+		pc_net_get_stats(src, &st);
+	}
+	if (r)
+		pc_region_destroy(r);
+	proxy_stop(&px);
+	srv_stop(&v);
+	hugepages_restore(&hp);
+	bool pushed = huge ? st.pages_pushed == 0 : st.pages_pushed > 0;
+	if (!ok(ret == 0 && wait_ret == 0 && !w.err && w.scans >= 2 && !w.bad_bytes &&
+			bad == 0 && final_bad == 0 && st.checksum_failures >= 1 && pushed,
+		"%s", name))
+		diag("ret %d, wait %d (%s); watcher: %" PRIu64 " scans, error %d, %" PRIu64
+		     " bytes neither zero nor the image's (first at %" PRIu64 "); %" PRIu64
+		     " pages differ, memfd at the end %s; %" PRIu64 " checksum failures, %"
+		     PRIu64 " pages pushed", ret, wait_ret, why, w.scans, w.err, w.bad_bytes,
+		     w.first_bad, bad, final_bad ? "differs" : "matches",
+		     st.checksum_failures, st.pages_pushed);
+	else
+		diag("%s: %" PRIu64 " scans of the memfd, %" PRIu64 " checksum failures, %"
+		     PRIu64 " pages pushed, %" PRIu64 " reconnects", name, w.scans,
+		     st.checksum_failures, st.pages_pushed, st.reconnects);
+	free(want);
+	free(final);
+}
+
 /* #13: a FIFO given as the image is refused, not waited on. */
 static void test_fifo_image(void)
 {
@@ -789,7 +914,7 @@ static void test_fifo_image(void)
 
 int main(void)
 {
-	plan(17);
+	plan(19);
 	tap_watchdog(240);
 	signal(SIGPIPE, SIG_IGN);
 	image_setup(dir, image_path, sizeof(image_path), IMAGE_SIZE, IMAGE_SEED, &ref);
@@ -808,6 +933,8 @@ int main(void)
 	test_queue_cap();
 	test_once();
 	test_fifo_image();
+	test_flip_never_in_page_cache(PC_BACKEND_SHMEM);
+	test_flip_never_in_page_cache(PC_BACKEND_HUGETLB);
 
 	pc_source_destroy(ref);
 	char cmd[300];

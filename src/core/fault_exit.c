@@ -120,14 +120,24 @@ static void foreign_sigbus(int sig, siginfo_t *si, void *uc)
 	bool custom = (prev.sa_flags & SA_SIGINFO) ||
 		      (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN);
 	if (custom) {
-		sigset_t mask = prev.sa_mask, old;
-		if (!(prev.sa_flags & SA_NODEFER))
+		/* The mask the kernel would have given it: the one at
+		 * delivery (ours adds SIGBUS, which SA_NODEFER takes off
+		 * again) plus its sa_mask. */
+		sigset_t mask, old;
+		if (uc)
+			mask = ((const ucontext_t *)uc)->uc_sigmask;
+		else
+			pthread_sigmask(SIG_BLOCK, NULL, &mask);
+		sigorset(&mask, &mask, &prev.sa_mask);
+		if (prev.sa_flags & SA_NODEFER)
+			sigdelset(&mask, sig);
+		else
 			sigaddset(&mask, sig);
 		if (prev.sa_flags & SA_RESETHAND) { /* one shot, as asked */
 			previous_action.sa_handler = SIG_DFL;
 			previous_action.sa_flags &= ~SA_SIGINFO;
 		}
-		pthread_sigmask(SIG_BLOCK, &mask, &old);
+		pthread_sigmask(SIG_SETMASK, &mask, &old);
 		if (prev.sa_flags & SA_SIGINFO)
 			prev.sa_sigaction(sig, si, uc);
 		else

@@ -109,6 +109,11 @@ int pc_source_net(const struct pc_net_opts *o, pc_source **out, char *why,
 		why[0] = '\0';
 	if (!o || !o->address || !out)
 		return -EINVAL;
+	for (size_t i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]); i++)
+		if (o->reserved[i]) {
+			ns_set_why(why, why_len, "reserved option fields must be zero (built against a newer postcopy.h?)", NULL);
+			return -EINVAL;
+		}
 	if (sodium_init() < 0) {
 		ns_set_why(why, why_len, "libsodium failed to initialise", NULL);
 		return -EIO;

@@ -337,6 +337,11 @@ int pc_server_create(const struct pc_server_opts *opts, pc_server **out,
 		why[0] = '\0';
 	if (!opts || (!opts->image && opts->image_fd < 0) || !out)
 		return -EINVAL;
+	for (size_t i = 0; i < sizeof(opts->reserved) / sizeof(opts->reserved[0]); i++)
+		if (opts->reserved[i]) {
+			snprintf(why, len, "reserved option fields must be zero (built against a newer postcopy.h?)");
+			return -EINVAL;
+		}
 	if (sodium_init() < 0) {
 		snprintf(why, len, "libsodium failed to initialise");
 		return -EIO;

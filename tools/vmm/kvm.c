@@ -703,6 +703,17 @@ bool kvm_has_userfault_bitmap(void)
 	return has;
 }
 
+bool kvm_has_memory_fault_info(void)
+{
+	char why[160];
+	int fd = open_kvm(why, sizeof(why));
+	if (fd < 0)
+		return false;
+	bool has = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_MEMORY_FAULT_INFO) > 0;
+	close(fd);
+	return has;
+}
+
 int kvm_expected_sum(pc_source *src, uint64_t first, uint64_t n, uint32_t *sum)
 {
 	enum { CHUNK = 256 };

@@ -110,6 +110,9 @@ int kvm_probe_exit_path(char *why, size_t why_len);
 
 /* Does this kernel have the KVM userfault bitmap (KVM_CAP_USERFAULT)? */
 bool kvm_has_userfault_bitmap(void);
+/* Does it advertise KVM_CAP_MEMORY_FAULT_INFO (KVM_EXIT_MEMORY_FAULT
+ * exists; whether a userfault in KVM_RUN takes it is another matter)? */
+bool kvm_has_memory_fault_info(void);
 
 /*
  * Create the VM on opts->mem, run the vCPUs to the end and fill @res.
