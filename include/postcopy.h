@@ -883,6 +883,12 @@ struct pc_net_opts {
 	size_t key_len;
 	bool insecure;
 	unsigned timeout_ms;
+	/* Push connections, each received by a thread of its own (0: 2, at
+	 * most 4).  Two let the receive use a second core, which is faster
+	 * where one is free; where every core is busy (a 2-core machine with
+	 * its vCPUs faulting) they also lengthen demand faults' tails: 1 then
+	 * keeps a fault's p99 lowest (see BENCHMARKS.md). */
+	unsigned push_connections;
 	uint64_t reserved[4]; /* zero */
 };
 
@@ -901,7 +907,8 @@ int pc_source_net(const struct pc_net_opts *opts, pc_source **out,
 		  char *why, size_t why_len);
 /*
  * Start the background push for region @r built on network source @src:
- * two connections, each received by a thread of its own, on which the
+ * connections (pc_net_opts.push_connections, 2 by default), each received
+ * by a thread of its own, on which the
  * server streams the pages nobody asked for, continuing after the latest
  * demand requests; they are installed as pc_region_offer() does.  When
  * the server has pushed every page (or the push connections cannot be

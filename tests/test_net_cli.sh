@@ -80,7 +80,7 @@ serve_kill() {
 	serve_pid=
 }
 
-echo "1..37"
+echo "1..41"
 
 img=$tmp/img key=$tmp/key wrong=$tmp/wrong.key open_key=$tmp/open.key
 if ! "$cli" mkimage "$img" 8M >"$out" 2>"$err"; then
@@ -138,6 +138,22 @@ check "restore_source_tcp_key_wait_mode_anon_random_json_verified_against_file" 
 serve_exits && [[ $src == 0 ]]
 check "serve_once_exits_0_after_wait_mode_restore" $? "$sout" "$serr"
 serve_kill
+
+# One and four push connections: every page pushed once, byte for byte.
+for conns in 1 4; do
+	serve --image "$img" --listen tcp://127.0.0.1:0 --key "$key" --once
+	run restore --source "$addr" --key "$key" --image "$img" --vcpus 2 \
+		--push-connections "$conns" --json
+	((rc == 0)) && json_check "$verified"
+	check "restore_with_${conns}_push_connections_verified_against_file" $?
+	serve_kill
+done
+run restore --image "$img" --push-connections 2
+((rc == 2)) && grep -q -- "--push-connections goes with" "$err"
+check "push_connections_without_a_server_exits_2" $?
+run restore --source "$addr" --key "$key" --push-connections 5
+((rc == 2)) && grep -q "1..4" "$err"
+check "push_connections_out_of_range_exits_2" $?
 
 # ---- key problems on the server side -------------------------------------------
 run serve --image "$img" --listen tcp://127.0.0.1:0 --key "$open_key" --once

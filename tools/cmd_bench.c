@@ -586,7 +586,7 @@ int cmd_bench(int argc, char **argv)
 	pc_source *remote = NULL;
 	if (o.source) {
 		if (open_net_source("bench", o.source, o.key_path, o.insecure,
-				    o.net_timeout_s, &remote, NULL, 0) < 0)
+				    o.net_timeout_s, 0, &remote, NULL, 0) < 0)
 			return EXIT_FAIL;
 		o.m.per_vcpu = pc_source_size(remote) / o.m.vcpus;
 	}

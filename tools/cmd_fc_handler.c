@@ -580,7 +580,7 @@ static int open_source(const struct fc_opts *o, pc_source **src, char *why,
 	if (o->http)
 		return open_http_source(&o->hs, o->readers + 1, src, why, len);
 	return open_net_source(CMD, o->source, o->key_path, o->insecure,
-			       o->net_timeout_s ? o->net_timeout_s : 10, src, why, len);
+			       o->net_timeout_s ? o->net_timeout_s : 10, 0, src, why, len);
 }
 
 static void serve_vm(struct vm *v)

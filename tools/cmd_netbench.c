@@ -111,7 +111,7 @@ static void serve_stop(struct served *sv)
 /* The in-process server runs insecure, on loopback. */
 static int net_source(const char *addr, pc_source **src)
 {
-	return open_net_source("netbench", addr, NULL, true, 0, src, NULL, 0);
+	return open_net_source("netbench", addr, NULL, true, 0, 0, src, NULL, 0);
 }
 
 /* ---- 1. raw baselines ---- */

@@ -26,6 +26,7 @@ struct restore_opts {
 	const char *key_path;
 	bool insecure;
 	unsigned net_timeout_s;
+	unsigned push_connections; /* --push-connections, 0: the default */
 	enum pc_mode mode;
 	enum pc_backend backend;
 	unsigned vcpus;
@@ -88,6 +89,9 @@ static void usage(FILE *f)
 		"  --insecure            TCP without authentication: loopback tests only\n"
 		"  --net-timeout S       with --source: give up when the server is gone\n"
 		"                        S seconds (default 30)\n"
+		"  --push-connections N  with --source: push connections, each received\n"
+		"                        by a thread (1..4, default 2; 1 keeps demand\n"
+		"                        faults' tails shortest when every core is busy)\n"
 		"  -m, --mode exit|wait  fault delivery (default exit)\n"
 		"  -s, --backend shmem|hugetlb|anon   guest memory (default shmem)\n"
 		"  -v, --vcpus N         vCPU threads running the workload (default 2)\n"
@@ -134,6 +138,7 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		{ "key", required_argument, NULL, 'k' },
 		{ "insecure", no_argument, NULL, 'I' },
 		{ "net-timeout", required_argument, NULL, 'N' },
+		{ "push-connections", required_argument, NULL, 1008 },
 		{ "mode", required_argument, NULL, 'm' },
 		{ "backend", required_argument, NULL, 's' },
 		{ "vcpus", required_argument, NULL, 'v' },
@@ -270,6 +275,12 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		case 1007:
 			o->hs.ca_file = optarg;
 			break;
+		case 1008:
+			if (parse_uint(optarg, 1, 4, &o->push_connections) < 0) {
+				complain("restore", "bad --push-connections '%s' (1..4)", optarg);
+				return EXIT_USAGE;
+			}
+			break;
 		case 'E':
 			o->hs.s3_endpoint = optarg;
 			break;
@@ -307,6 +318,10 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 	/* Flags that would be ignored are refused, not dropped silently. */
 	if (o->net_timeout_s && (!o->source || o->http)) {
 		complain("restore", "--net-timeout goes with --source tcp:// or unix:");
+		return EXIT_USAGE;
+	}
+	if (o->push_connections && (!o->source || o->http)) {
+		complain("restore", "--push-connections goes with --source tcp:// or unix:");
 		return EXIT_USAGE;
 	}
 	if (ws_flags && o->order != ORDER_WS) {
@@ -452,7 +467,7 @@ static int run(const struct restore_opts *o)
 		}
 	} else if (o->source) {
 		if (open_net_source("restore", o->source, o->key_path, o->insecure,
-				    o->net_timeout_s, &src, NULL, 0) < 0)
+				    o->net_timeout_s, o->push_connections, &src, NULL, 0) < 0)
 			return EXIT_FAIL;
 	} else if ((ret = pc_source_file(o->image, &src)) < 0) {
 		if (ret == -EINVAL)

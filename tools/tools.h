@@ -184,10 +184,10 @@ bool auth_flags_ok(const char *cmd, bool networked, const char *key_path,
 
 /* Connect to a postcopy server (key from @key_path, or @insecure); on
  * failure says why into @why, or on stderr when @why is NULL.
- * @timeout_s 0 takes the library's default. */
+ * @timeout_s and @push_connections 0 take the library's defaults. */
 int open_net_source(const char *cmd, const char *addr, const char *key_path,
-		    bool insecure, unsigned timeout_s, pc_source **src,
-		    char *why, size_t why_len);
+		    bool insecure, unsigned timeout_s, unsigned push_connections,
+		    pc_source **src, char *why, size_t why_len);
 
 /* ---- http_spec.c: --source http://, https://, s3:// ---- */
 struct http_spec {

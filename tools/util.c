@@ -375,13 +375,14 @@ int read_key_file(const char *cmd, const char *path, uint8_t **key,
 }
 
 int open_net_source(const char *cmd, const char *addr, const char *key_path,
-		    bool insecure, unsigned timeout_s, pc_source **src,
-		    char *why, size_t why_len)
+		    bool insecure, unsigned timeout_s, unsigned push_connections,
+		    pc_source **src, char *why, size_t why_len)
 {
 	struct pc_net_opts no = {
 		.address = addr,
 		.insecure = insecure,
 		.timeout_ms = timeout_s * 1000,
+		.push_connections = push_connections,
 	};
 	uint8_t *key = NULL;
 	if (key_path && read_key_file(cmd, key_path, &key, &no.key_len) < 0) {

@@ -195,8 +195,8 @@ int pc_net_start_push(pc_source *src, pc_region *r)
 	ns->region = r;
 	/* Counted live before any starts, so that the first to end cannot
 	 * take itself for the last. */
-	atomic_store(&ns->push_live, PUSH_LANES);
-	for (unsigned i = 0; i < PUSH_LANES; i++) {
+	atomic_store(&ns->push_live, ns->push_want);
+	for (unsigned i = 0; i < ns->push_want; i++) {
 		ns->push[i] = (struct push_lane){ .ns = ns, .fd = -1 };
 		int ret = pthread_create(&ns->push[i].thread, NULL, push_main,
 					 &ns->push[i]);
@@ -204,7 +204,7 @@ int pc_net_start_push(pc_source *src, pc_region *r)
 			/* Those running go on; the rest never will.  If the
 			 * running ones ended already, the fill is ours to
 			 * start. */
-			unsigned never = PUSH_LANES - i;
+			unsigned never = ns->push_want - i;
 			if (!i)
 				return -ret;
 			if (atomic_fetch_sub(&ns->push_live, never) == never)

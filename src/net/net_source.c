@@ -114,6 +114,10 @@ int pc_source_net(const struct pc_net_opts *o, pc_source **out, char *why,
 			ns_set_why(why, why_len, "reserved option fields must be zero (built against a newer postcopy.h?)", NULL);
 			return -EINVAL;
 		}
+	if (o->push_connections > PUSH_LANES_MAX) {
+		ns_set_why(why, why_len, "push_connections: at most 4", NULL);
+		return -EINVAL;
+	}
 	if (sodium_init() < 0) {
 		ns_set_why(why, why_len, "libsodium failed to initialise", NULL);
 		return -EIO;
@@ -123,8 +127,9 @@ int pc_source_net(const struct pc_net_opts *o, pc_source **out, char *why,
 		return -ENOMEM;
 	for (int i = 0; i < NET_LANES; i++)
 		ns->lanes[i].fd = -1;
-	for (int i = 0; i < PUSH_LANES; i++)
+	for (int i = 0; i < PUSH_LANES_MAX; i++)
 		ns->push[i].fd = -1;
+	ns->push_want = o->push_connections ? o->push_connections : PUSH_LANES;
 	pthread_mutex_init(&ns->push_lock, NULL);
 	ns->timeout_ms = o->timeout_ms ? o->timeout_ms : 30000;
 	int ret = net_parse(o->address, &ns->addr, why, why_len);

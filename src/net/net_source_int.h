@@ -42,6 +42,7 @@
  * two let it use both cores of a small machine (the server's push threads
  * share one session's pages between them). */
 #define PUSH_LANES 2
+#define PUSH_LANES_MAX 4
 
 struct lane {
 	_Atomic int owned; /* claimed for good by one thread */
@@ -72,7 +73,8 @@ struct net_source {
 	struct lane lanes[NET_LANES];
 
 	pc_region *region; /* with a push running */
-	struct push_lane push[PUSH_LANES];
+	struct push_lane push[PUSH_LANES_MAX];
+	unsigned push_want;	      /* connections to open */
 	unsigned push_lanes;	      /* threads started */
 	_Atomic unsigned push_live;   /* of them, still receiving */
 	_Atomic unsigned push_broken; /* of them, ended without PUSH_DONE */
