@@ -4,7 +4,7 @@
 #   make run     install what is missing, build, run the demo restore
 #   make check   build normal, ASan+UBSan and TSan configurations and run the
 #                test suite on each; ends with "N passed, N failed, N skipped"
-# Also: make build, make bench, make kvm-check, make kvm-bench, make clean,
+# Also: make build, make bench, make kvm-check, make kvm-mutants, make kvm-bench, make clean,
 # make install [PREFIX=/usr/local] [DESTDIR=...], make deb.
 # Compiling is meson's and ninja's job (meson.build); this file only
 # strings the steps together.
@@ -39,7 +39,7 @@ export TSAN_OPTIONS  := halt_on_error=1:handle_sigbus=0:report_signal_unsafe=0
 # `sysctl -w vm.mmap_rnd_bits=28`; the TSan probe below says so.
 NOASLR = $(shell setarch $$(uname -m) -R true 2>/dev/null && echo setarch $$(uname -m) -R)
 
-.PHONY: build run check bench clean deps tsan-probe kvm-check kvm-bench install deb
+.PHONY: build run check bench clean deps tsan-probe kvm-check kvm-mutants kvm-bench install deb
 
 build: deps build/build.ninja
 	ninja -C build
@@ -156,6 +156,14 @@ fuzz:
 kvm-check: deps $(KVM_BUILD)/build.ninja
 	ninja -C $(KVM_BUILD) $(KVM_TARGETS)
 	bash tests/kvm/nested.sh $(KVM_BUILD)
+
+# kvm-mutants boots the series with one of its fixes taken out
+# (tests/kvm/mutants/) and passes only when the cases each mutant lists fail:
+# the tests catch what the series fixes.  Slow (a cold build of the mutant
+# kernels), so not part of `make check`.
+kvm-mutants: deps $(KVM_BUILD)/build.ninja
+	ninja -C $(KVM_BUILD) $(KVM_TARGETS)
+	bash tests/kvm/nested.sh $(KVM_BUILD) mutants
 
 kvm-bench: deps $(KVM_BUILD)/build.ninja
 	ninja -C $(KVM_BUILD) $(KVM_TARGETS)

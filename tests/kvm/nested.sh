@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 #
-# tests/kvm/nested.sh BUILD_DIR [test|bench]
+# tests/kvm/nested.sh BUILD_DIR [test|bench|mutants]
 #
 # Real KVM on a machine without it: boots Debian's kernels under QEMU's
 # software emulation (TCG) with an emulated AMD SVM CPU, where kvm-amd
@@ -33,6 +33,22 @@
 #   $KVM_BENCH_LIST, default tests/kvm/bench.list, and repeated
 #   $KVM_BENCH_REPS times, default 3).
 #
+# mutants: proves that the tests catch what the series fixes.  Each mutant
+#   kernel (tests/kvm/mutants/NAME.patch: the whole series with one fix
+#   taken out; tests/kvm/mutants.sh builds and caches them) is booted as
+#   its file's "Boot: BOOT [ARGS...]" lines say, as label NAME-BOOT, and
+#   runs the test job.  Its results are not counted but printed as "#"
+#   lines (and kept in BUILD_DIR/kvm-mutants-LABEL.results); the TAP lines
+#   are the file's "Fail: BOOT CASE" lines instead, CASE a result's name
+#   without the label: ok when that case failed there, not ok when it
+#   passed, was skipped or did not run ("the tests did not catch mutant
+#   NAME").  A boot with no "Fail:" line, or whose cases all passed, fails
+#   too.  A boot that ended before a listed case ran is run once more.
+#   Other failures on a mutant are listed, not counted.  Counts go to
+#   BUILD_DIR/mutants-counts and mutants-failures.  Slow (a cold build of
+#   the mutants takes about 6 minutes on 2 cores), so not part of `make
+#   check`: `make kvm-mutants`.
+#
 # One case in a loop (an intermittent failure): KVM_RUN_ONLY names a program
 # in the initramfs and its arguments ("demand_paging_test -k -v 2 -b 8M -u
 # MISSING"); each boot then runs only that, KVM_RUN_REPS times (default 1),
@@ -47,10 +63,13 @@
 # rerun once.
 set -uo pipefail
 
-usage() { echo "usage: $0 BUILD_DIR [test|bench]" >&2; exit 2; }
+usage() { echo "usage: $0 BUILD_DIR [test|bench|mutants]" >&2; exit 2; }
 [[ $# -ge 1 && $# -le 2 ]] || usage
 job=${2:-test}
-[[ $job == test || $job == bench ]] || usage
+[[ $job == test || $job == bench || $job == mutants ]] || usage
+# The job the VM runs: a mutant runs the tests.
+vm_job=$job
+[[ $job == mutants ]] && vm_job=test
 srcdir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 builddir=$(cd "$1" 2>/dev/null && pwd) || { echo "$0: no build dir '$1'" >&2; exit 2; }
 cache=$builddir/kvm-cache
@@ -61,32 +80,51 @@ run_only=${KVM_RUN_ONLY:-}
 run_reps=${KVM_RUN_REPS:-1}
 [[ $run_only != *,* && $run_reps =~ ^[1-9][0-9]*$ ]] ||
 	{ echo "$0: KVM_RUN_ONLY has a comma or KVM_RUN_REPS is not a count" >&2; exit 2; }
+[[ $job == mutants && -n $run_only ]] &&
+	{ echo "$0: KVM_RUN_ONLY is not for the mutants job" >&2; exit 2; }
 # init.sh kills a looped run after 120 s.
 boot_timeout=300
 [[ -n $run_only ]] && boot_timeout=$((60 + 125 * run_reps))
 boot_timeout=${KVM_BOOT_TIMEOUT:-$boot_timeout}
 
 passed=0 failed=0 skipped=0 n=0
-rm -f "$builddir/suite-counts" "$builddir/suite-failures"
+counts=$builddir/suite-counts failures=$builddir/suite-failures
+[[ $job == mutants ]] && counts=$builddir/mutants-counts failures=$builddir/mutants-failures
+rm -f "$counts" "$failures"
+# The mutants job: a mutant boot's results go to this file (STATUS, a tab,
+# the name without the label) instead of the counts.  Its failures still
+# move $failed while it runs, which the per-boot checks compare; the total
+# is put back after the boots.
+record=
 
 tap() { # STATUS NAME [DIRECTIVE]: STATUS ok | not ok | skip
+	if [[ -n $record ]]; then
+		printf '%s\t%s\n' "$1" "${2#"$label "}" >>"$record"
+		[[ $1 == "not ok" ]] && failed=$((failed + 1))
+		echo "#   $1 - $2${3:+ # SKIP $3}"
+		return
+	fi
 	n=$((n + 1))
 	case $1 in
 	ok) passed=$((passed + 1)); echo "ok $n - $2" ;;
 	skip) skipped=$((skipped + 1)); echo "ok $n - $2 # SKIP $3" ;;
 	*) failed=$((failed + 1)); echo "not ok $n - $2"
-	   echo "nested: not ok - $2" >>"$builddir/suite-failures" ;;
+	   echo "nested: not ok - $2" >>"$failures" ;;
 	esac
 }
 finish() {
 	echo "1..$n"
-	echo "$passed $failed $skipped" >"$builddir/suite-counts"
+	echo "$passed $failed $skipped" >"$counts"
 	echo "--- nested KVM: $passed passed, $failed failed, $skipped skipped"
 	exit $((failed > 0))
 }
 skip_all() {
 	echo "# $1"
-	for k in $kernels; do tap skip "${k%%:*} nested KVM tests" "$1"; done
+	if [[ $job == mutants ]]; then
+		tap skip "mutant kernels nested KVM tests" "$1"
+	else
+		for k in $kernels; do tap skip "${k%%:*} nested KVM tests" "$1"; done
+	fi
 	finish
 }
 
@@ -196,14 +234,14 @@ boot() {
 	timeout -k 10 "$boot_timeout" qemu-system-x86_64 -accel tcg -cpu "$qemu_cpu" \
 		-M pc -smp 2 -m 1024 -nic none -nographic -no-reboot \
 		-kernel "$kernel" -initrd "$initrd" \
-		-append "console=ttyS0 panic=-1 loglevel=3 tsc_early_khz=2000000 ${args//,/ } pc.job=$job pc.label=$label pc.expect=$expect pc.bitmap=$bitmap pc.reps=${KVM_BENCH_REPS:-3}${run_only:+ pc.run=${run_only// /,} pc.runreps=$run_reps}" \
+		-append "console=ttyS0 panic=-1 loglevel=3 tsc_early_khz=2000000 ${args//,/ } pc.job=$vm_job pc.label=$label pc.expect=$expect pc.bitmap=$bitmap pc.reps=${KVM_BENCH_REPS:-3}${run_only:+ pc.run=${run_only// /,} pc.runreps=$run_reps}" \
 		</dev/null 2>&1 | tr -d '\r' | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g' >"$log"
 	grep -q '^@@END' "$log"
 }
 
 # ---- the kernels of our patch series -------------------------------------
 selftests=${KVM_SELFTESTS:-}
-if [[ -z ${KVM_KERNELS:-} && ${KVM_PATCHED:-1} != 0 ]]; then
+if [[ $job != mutants && -z ${KVM_KERNELS:-} && ${KVM_PATCHED:-1} != 0 ]]; then
 	t0=$(date +%s)
 	built=$(bash "$srcdir/tests/kvm/kernel.sh" 2>"$cache/kernel.err")
 	case $? in
@@ -220,9 +258,62 @@ if [[ -z ${KVM_KERNELS:-} && ${KVM_PATCHED:-1} != 0 ]]; then
 	esac
 fi
 
+# ---- the mutants ---------------------------------------------------------
+# mutant_of[LABEL]: the mutant a boot runs; must_fail[LABEL]: the cases
+# that must fail there, one a line; mutant_boots: the labels, in order.
+declare -A mutant_of=() must_fail=()
+mutant_boots=()
+if [[ $job == mutants ]]; then
+	kernels=
+	t0=$(date +%s)
+	built=$(bash "$srcdir/tests/kvm/mutants.sh" 2>"$cache/mutants.err")
+	case $? in
+	0) echo "# mutant kernels: built or found in $(($(date +%s) - t0)) s" ;;
+	2) skip_all "$(tail -1 "$cache/mutants.err")" ;;
+	*) sed 's/^/# /' "$cache/mutants.err"
+	   tap "not ok" "mutant kernels build (tests/kvm/mutants.sh)"
+	   finish ;;
+	esac
+	for line in $built; do
+		case $line in
+		selftests:*) selftests=${line#selftests:}; continue ;;
+		esac
+		IFS=: read -r _ mname image <<<"$line"
+		mfile=$srcdir/tests/kvm/mutants/$mname.patch
+		while read -r key boot rest; do
+			case $key in
+			Boot:)
+				l=$mname-$boot
+				mutant_of[$l]=$mname must_fail[$l]=
+				mutant_boots+=("$l")
+				rest=${rest// /,}
+				kernels+=" $l:image:$image:yes:yes${rest:+:$rest}" ;;
+			Fail:)
+				l=$mname-$boot
+				[[ -n ${mutant_of[$l]:-} ]] ||
+					{ echo "$0: $mfile: Fail: line before its Boot: line ($boot)" >&2; exit 2; }
+				must_fail[$l]+="$rest"$'\n' ;;
+			esac
+		done < <(sed '/^--- /,$d' "$mfile")
+	done
+	((${#mutant_boots[@]})) || { tap "not ok" "the mutants have Boot: lines"; finish; }
+fi
+
 # ---- per kernel ----------------------------------------------------------
-for spec in $kernels; do
+# A queue, so that a mutant boot can be run again (below).
+failed_outside=$failed
+read -ra specs <<<"$kernels"
+declare -A retried=()
+i=0
+while ((i < ${#specs[@]})); do
+	spec=${specs[i]}
+	i=$((i + 1))
 	IFS=: read -r label kind what expect bitmap args <<<"$spec"
+	if [[ $job == mutants ]]; then
+		record=$builddir/kvm-mutants-$label.results
+		: >"$record"
+		echo "# ---- mutant ${mutant_of[$label]}, boot $label${args:+ (${args//,/ })}"
+	fi
 	# A boot variant (kvm.tdp_mmu=0) is there for the tests, not for the
 	# benchmark table.
 	[[ $job == bench && -n $args ]] && continue
@@ -369,5 +460,48 @@ for spec in $kernels; do
 	if ((got != plan || plan == 0)) || [[ $rc != 0 && $failed == "$failed_before" ]]; then
 		tap "not ok" "$label test_kvm ran its whole plan ($got of $plan results, exit $rc)"
 	fi
+	# A mutant boot cut short before a case it must fail (test_kvm's
+	# watchdog once bailed out in a two-vCPU case before the hugetlb ones,
+	# on a machine with a load of 6 on 2 cores) runs once more; the first
+	# try is kept.
+	if [[ $job == mutants && -z ${retried[$label]:-} ]]; then
+		while IFS= read -r want; do
+			[[ -n $want ]] || continue
+			cut -f2 "$record" | grep -qxF -- "$want" && continue
+			echo "# $label: \"$want\" did not run, rerunning the boot once; first try kept in $log.try1 and $record.try1"
+			mv "$log" "$log.try1" && mv "$record" "$record.try1"
+			retried[$label]=1
+			specs+=("$spec")
+			break
+		done <<<"${must_fail[$label]}"
+	fi
+done
+[[ $job == mutants ]] && failed=$failed_outside
+record=
+
+# ---- the mutants' verdicts -----------------------------------------------
+for label in "${mutant_boots[@]}"; do
+	m=${mutant_of[$label]} results=$builddir/kvm-mutants-$label.results
+	if [[ -z ${must_fail[$label]} ]]; then
+		tap "not ok" "mutant $m, boot $label: tests/kvm/mutants/$m.patch lists cases that must fail there"
+		continue
+	fi
+	while IFS= read -r want; do
+		[[ -n $want ]] || continue
+		got=$(awk -F'\t' -v c="$want" '$2 == c { print $1 }' "$results" | sort -u | paste -sd, -)
+		case $got in
+		"not ok") tap ok "mutant $m, boot $label: $want fails" ;;
+		"") tap "not ok" "the tests did not catch mutant $m: $want did not run on $label" ;;
+		ok) tap "not ok" "the tests did not catch mutant $m: $want passed on $label" ;;
+		skip) tap "not ok" "the tests did not catch mutant $m: $want was skipped on $label" ;;
+		*) tap "not ok" "the tests did not catch mutant $m: $want on $label: $got" ;;
+		esac
+	done <<<"${must_fail[$label]}"
+	if ! grep -q '^not ok' "$results"; then
+		tap "not ok" "the tests did not catch mutant $m: every case passed on $label"
+	fi
+	# What else failed: listed, not counted.
+	awk -F'\t' '$1 == "not ok" { print $2 }' "$results" | grep -vxF -f <(printf '%s' "${must_fail[$label]}") |
+		sed "s/^/# $label also failed (not listed): /"
 done
 finish
