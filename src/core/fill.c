@@ -50,7 +50,8 @@ static void faults_so_far(struct pc_region *r, uint64_t *faults, uint64_t *waits
 /* First missing page at or after @from, wrapping; npages if none.  Chunks
  * whose pages are all present are stepped over whole: once most of the
  * region is there (and the cursor jumps to each new fault), reading the
- * state word of every page from the cursor on cost more than the fill. */
+ * state word of every page from the cursor on could cost more than the
+ * fill itself. */
 static uint64_t next_missing(struct pc_region *r, uint64_t from)
 {
 	for (uint64_t i = 0; i < r->npages;) {
