@@ -69,14 +69,11 @@ static int digest_image(struct pc_server *s, char *why, size_t len)
  */
 static int unpack_image(struct pc_server *s, char *why, size_t len)
 {
+	/* The file already open, not its name again: the same inode. */
 	char path[64];
-	const char *name = s->opts.image;
-	if (!name) {
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", s->image_fd);
-		name = path;
-	}
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", s->image_fd);
 	pc_source *src;
-	int ret = pc_source_file(name, &src);
+	int ret = pc_source_file(path, &src);
 	if (ret < 0) {
 		snprintf(why, len, "%s: a packed image that cannot be read: %s",
 			 s->image_name, strerror(-ret));
@@ -100,10 +97,11 @@ static int unpack_image(struct pc_server *s, char *why, size_t len)
 		while (n < STEP && p + n < pages && !pc_source_is_zero(src, p + n))
 			n++;
 		ret = pc_source_read(src, p, n, buf);
-		if (ret == 0 && pwrite(fd, buf, n * PC_SOURCE_PAGE_SIZE,
-				       (off_t)(p * PC_SOURCE_PAGE_SIZE)) !=
-					(ssize_t)(n * PC_SOURCE_PAGE_SIZE))
-			ret = errno ? -errno : -EIO;
+		if (ret == 0) {
+			ssize_t put = pwrite(fd, buf, n * PC_SOURCE_PAGE_SIZE,
+					     (off_t)(p * PC_SOURCE_PAGE_SIZE));
+			ret = put < 0 ? -errno : put != (ssize_t)(n * PC_SOURCE_PAGE_SIZE) ? -EIO : 0;
+		}
 		if (ret < 0)
 			snprintf(why, len, "%s: decoding page %llu of the packed image: %s",
 				 s->image_name, (unsigned long long)p,
