@@ -55,8 +55,10 @@ struct aws_creds {
 
 static void creds_free(struct aws_creds *c)
 {
-	if (c->secret_key)
+	if (c->secret_key) /* secrets: wiped before they are freed */
 		memset(c->secret_key, 0, strlen(c->secret_key));
+	if (c->session_token)
+		memset(c->session_token, 0, strlen(c->session_token));
 	free(c->access_key);
 	free(c->secret_key);
 	free(c->session_token);
