@@ -14,9 +14,10 @@
 # credentials file is read (~/.aws/credentials, AWS_SHARED_CREDENTIALS_FILE,
 # AWS_PROFILE): its default and named profiles restore byte for byte, the
 # variables win over it, and a profile it lacks is an error naming it.
-# Whether a wrong secret is refused
-# depends on the server: s3rver 3.7.1 checks the access key but not the
-# V4 signature, and then that check says so as a SKIP.  Skips, saying why,
+# Every restore goes through tests/sigv4_proxy.py, which checks each
+# request's V4 signature as S3 does before it forwards it to s3rver (3.7.1
+# checks the access key but not the signature), so a wrong secret is
+# refused with SignatureDoesNotMatch.  Skips, saying why,
 # without node/npm, when npm cannot install s3rver, without the curl CLI
 # (which uploads the image), or in a build without libcurl.
 set -u
@@ -24,12 +25,12 @@ set -u
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_init s3
 
-s3_pid=
+s3_pid= proxy_pid=
 cleanup() {
-	if [[ -n $s3_pid ]]; then
-		kill "$s3_pid" 2>/dev/null
-		wait "$s3_pid" 2>/dev/null
-	fi
+	for p in $proxy_pid $s3_pid; do
+		kill "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
+	done
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -134,6 +135,16 @@ for ((i = 0; i < 100; i++)); do
 	sleep 0.1
 done
 [[ -n $up ]] || skip_rest "s3rver did not start or refused the upload: $(head -c 200 "$tmp/s3rver.log")"
+# Every restore goes through the signature-checking proxy.
+pport=$tmp/proxy.port
+python3 "$(dirname "${BASH_SOURCE[0]}")/sigv4_proxy.py" "$port" S3RVER:S3RVER >"$pport" 2>"$tmp/proxy.err" &
+proxy_pid=$!
+for ((i = 0; i < 50; i++)); do
+	grep -q '^[0-9]' "$pport" 2>/dev/null && break
+	sleep 0.1
+done
+grep -q '^[0-9]' "$pport" || skip_rest "the SigV4 proxy did not start: $(head -c 200 "$tmp/proxy.err")"
+endpoint=http://127.0.0.1:$(cat "$pport")
 
 # s3 MODE ACCESS SECRET KEY [ENV...]: restore s3://pcbucket/KEY.
 s3() {
@@ -181,11 +192,6 @@ s3file exit img AWS_ACCESS_KEY_ID=NOSUCHKEYID AWS_SECRET_ACCESS_KEY=S3RVER
 check s3_credentials_variables_win_over_the_file $?
 
 s3 exit S3RVER wrong-secret img
-if ((rc == 0)); then
-	skip s3_wrong_secret_is_refused_by_the_server \
-		"s3rver accepted a wrong secret: its SigV4 signature check is unimplemented (3.7.1 checks the access key id only), so the signature itself is not verified here"
-else
-	grep -q "SignatureDoesNotMatch" "$err"
-	check s3_wrong_secret_is_refused_by_the_server $?
-fi
+((rc == 1)) && grep -q "403 Forbidden: SignatureDoesNotMatch" "$err"
+check s3_wrong_secret_is_refused_by_the_server $?
 exit $((failed > 0))
