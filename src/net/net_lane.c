@@ -13,6 +13,11 @@
 
 #include "net_source_int.h"
 
+/* Pages asked for in one request (256 KiB, a push frame's size): an answer
+ * is read whole or asked for again, so this is what a break can cost, and
+ * the largest answer a network that breaks often must carry in one go. */
+#define LANE_REQUEST_PAGES 64u
+
 static __thread struct {
 	struct net_source *ns;
 	int lane;
@@ -102,10 +107,12 @@ static int read_answer(struct net_source *ns, int fd, struct frame_mac *mac,
 }
 
 /* Send every request of a batch (one or more), then read the answers in
- * order. */
+ * order; *@done counts those that arrived whole and checked, even when a
+ * later one failed. */
 static int request_many_on(struct net_source *ns, struct lane *l, unsigned n,
 			   const uint64_t *first, const uint64_t *npages,
-			   void *const *dst, uint32_t priority, uint64_t deadline)
+			   void *const *dst, uint32_t priority, uint64_t deadline,
+			   unsigned *done)
 {
 	uint8_t buf[PC_MAX_BATCH * (PROTO_HDR_LEN + 16 + PROTO_TAG_LEN)];
 	uint32_t tag0 = l->tag + 1;
@@ -120,13 +127,15 @@ static int request_many_on(struct net_source *ns, struct lane *l, unsigned n,
 				++l->tag, payload, proto_put_request(payload, &rq));
 	}
 	int ret = net_send_all(l->fd, buf, len, deadline);
-	for (unsigned i = 0; i < n && ret == 0; i++)
+	*done = 0;
+	for (unsigned i = 0; i < n && ret == 0; i++) {
 		ret = read_answer(ns, l->fd, &l->mac, tag0 + i, first[i],
 				  npages[i], dst[i], deadline);
-	if (ret == 0) {
-		count(&ns->requests, n);
-		for (unsigned i = 0; i < n; i++)
+		if (ret == 0) {
+			count(&ns->requests, 1);
 			count(&ns->pages_received, npages[i]);
+			++*done;
+		}
 	}
 	return ret;
 }
@@ -134,6 +143,10 @@ static int request_many_on(struct net_source *ns, struct lane *l, unsigned n,
 /*
  * Run @n requests on lane @l (which the caller holds), reconnecting until
  * they succeed or the server has been gone for longer than the timeout.
+ * After a break only the requests not yet answered are sent again: the
+ * answers that arrived are whole and checked, and nothing is installed
+ * before all have, so a network that breaks every few hundred KiB still
+ * carries a batch of any size.
  */
 static int with_reconnect(struct net_source *ns, struct lane *l, unsigned n,
 			  const uint64_t *first, const uint64_t *npages,
@@ -157,10 +170,15 @@ static int with_reconnect(struct net_source *ns, struct lane *l, unsigned n,
 			}
 		}
 		if (l->fd >= 0) {
+			unsigned done;
 			ret = request_many_on(ns, l, n, first, npages, dst, priority,
-					      deadline);
+					      deadline, &done);
 			if (ret == 0)
 				break;
+			first += done;
+			npages += done;
+			dst += done;
+			n -= done;
 			close(l->fd);
 			l->fd = -1;
 			lost = true;
@@ -181,9 +199,8 @@ static int with_reconnect(struct net_source *ns, struct lane *l, unsigned n,
 
 /*
  * Runs of any number and length, on this thread's lane: cut into requests
- * of at most PROTO_MAX_RUN pages, pipelined PC_MAX_BATCH at a time, each
- * batch retried as a whole when the lane breaks (nothing was installed
- * from a partial one).  The library's batches already fit in one.
+ * of at most LANE_REQUEST_PAGES, pipelined PC_MAX_BATCH at a time; when
+ * the lane breaks, what was not answered yet is asked again.
  */
 static int fetch_on_lane(struct net_source *ns, unsigned n, const uint64_t *first,
 			 const uint64_t *npages, void *const *dst, uint32_t priority)
@@ -203,7 +220,7 @@ static int fetch_on_lane(struct net_source *ns, unsigned n, const uint64_t *firs
 			}
 			uint64_t left = npages[i] - off;
 			cfirst[k] = first[i] + off;
-			cn[k] = left < PROTO_MAX_RUN ? left : PROTO_MAX_RUN;
+			cn[k] = left < LANE_REQUEST_PAGES ? left : LANE_REQUEST_PAGES;
 			cdst[k] = (char *)dst[i] + off * PROTO_PAGE_SIZE;
 			k++;
 		}
