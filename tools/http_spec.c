@@ -6,12 +6,9 @@
  * standard AWS variables, else of the shared credentials file.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "tools.h"
 
@@ -160,17 +157,8 @@ bool http_flags_ok(const char *cmd, const struct http_spec *h)
 			complain(cmd, "--http-ca goes with an https:// --source, or s3:// over https");
 			return false;
 		}
-		struct stat st;
-		int fd = open(h->ca_file, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-		bool good = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-		int err = errno;
-		if (fd >= 0)
-			close(fd);
-		if (!good) {
-			complain(cmd, "--http-ca %s: %s", h->ca_file,
-				 fd < 0 ? strerror(err) : "not a regular file");
+		if (check_input_file(cmd, "--http-ca", h->ca_file) != EXIT_OK)
 			return false;
-		}
 	}
 	if (s3) {
 		const char *slash = strchr(h->source + 5, '/');

@@ -326,12 +326,13 @@ static int curl_errno(CURLcode c)
 }
 
 /*
- * One range request on handle @h: [@off, @off + @len) into @dst.  0, or a
- * negative errno with the reason in @msg.
+ * One range request on @owner's handle: [@off, @off + @len) into @dst.
+ * 0, or a negative errno with the reason in @msg.
  */
-static int range_get(struct http_source *hs, CURL *h, struct xfer *x,
+static int range_get(struct http_source *hs, struct conn *owner, struct xfer *x,
 		     char *msg, size_t msg_len)
 {
+	CURL *h = owner->h;
 	char range[64];
 	snprintf(range, sizeof(range), "%" PRIu64 "-%" PRIu64, x->off,
 		 x->off + x->len - 1);
@@ -340,10 +341,7 @@ static int range_get(struct http_source *hs, CURL *h, struct xfer *x,
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hs->headers); /* no If-Match yet for the probe */
 	atomic_fetch_add_explicit(&hs->requests, 1, memory_order_relaxed);
-	struct conn *owner = NULL;
-	curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&owner);
-	if (owner)
-		owner->err[0] = '\0';
+	owner->err[0] = '\0';
 	CURLcode c = curl_easy_perform(h);
 
 	int err = 0;
@@ -353,7 +351,7 @@ static int range_get(struct http_source *hs, CURL *h, struct xfer *x,
 		snprintf(reason, sizeof(reason), ": %s", x->bad_msg);
 	} else if (c != CURLE_OK) {
 		err = curl_errno(c);
-		bool more = owner && owner->err[0];
+		bool more = owner->err[0];
 		snprintf(reason, sizeof(reason), ": %.64s%s%.120s%s%s%s", curl_easy_strerror(c),
 			 more ? " (" : "", more ? owner->err : "", more ? ")" : "",
 			 c == CURLE_PARTIAL_FILE ? " (short body)" : "",
@@ -436,10 +434,8 @@ static struct conn *conn_get(struct http_source *hs)
 		free(c);
 		c = NULL;
 	}
-	if (c) {
+	if (c)
 		curl_easy_setopt(c->h, CURLOPT_ERRORBUFFER, c->err);
-		curl_easy_setopt(c->h, CURLOPT_PRIVATE, c);
-	}
 	if (!c) {
 		pthread_mutex_lock(&hs->lock);
 		hs->nconns--;
@@ -485,7 +481,7 @@ static int request(struct http_source *hs, struct xfer *x, char *msg,
 		snprintf(msg, msg_len, "out of memory for a libcurl handle");
 		return -ENOMEM;
 	}
-	int ret = range_get(hs, c->h, x, msg, msg_len);
+	int ret = range_get(hs, c, x, msg, msg_len);
 	conn_put(hs, c);
 	return ret;
 }
