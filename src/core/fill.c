@@ -31,22 +31,6 @@
  * may wait behind it, the size of a push frame. */
 #define FILL_STEP_BUSY_BYTES (256u << 10)
 
-/* Demand faults so far, all threads, and of them those that found their
- * page in flight (mostly the filler's): whether any came, and whether any
- * waited, since the last step. */
-static void faults_so_far(struct pc_region *r, uint64_t *faults, uint64_t *waits)
-{
-	uint64_t n = 0, w = 0;
-	unsigned hw = atomic_load_explicit(&r->attached_hw, memory_order_relaxed);
-	for (unsigned k = 0; k <= hw; k++) {
-		const struct thread_slot *t = &r->slots[k < hw ? k : r->nslots - 1];
-		n += atomic_load_explicit(&t->faults, memory_order_relaxed);
-		w += atomic_load_explicit(&t->dups_avoided, memory_order_relaxed);
-	}
-	*faults = n;
-	*waits = w;
-}
-
 /* First missing page at or after @from, wrapping; npages if none.  Chunks
  * whose pages are all present are stepped over whole: once most of the
  * region is there (and the cursor jumps to each new fault), reading the
@@ -71,21 +55,31 @@ static uint64_t next_missing(struct pc_region *r, uint64_t from)
 	return r->npages;
 }
 
-/* Page + 1 of the newest demand fault of any thread (0: none yet): the
- * slots attached so far and "other", the last. */
-static uint64_t latest_fault(struct pc_region *r)
+/* What the guest did, over the slots attached so far and "other" (the
+ * last), in one walk: the page + 1 of the newest demand fault (0: none
+ * yet), the demand faults so far, and of them those that found their page
+ * in flight (mostly the filler's).  Compared with the last step's: whether
+ * any fault came, and whether any waited, since. */
+struct guest_activity {
+	uint64_t latest, faults, waits;
+};
+
+static struct guest_activity guest_activity(struct pc_region *r)
 {
-	uint64_t page = 0, when = 0;
+	struct guest_activity a = { 0 };
+	uint64_t when = 0;
 	unsigned hw = atomic_load_explicit(&r->attached_hw, memory_order_relaxed);
 	for (unsigned k = 0; k <= hw; k++) {
 		const struct thread_slot *t = &r->slots[k < hw ? k : r->nslots - 1];
 		uint64_t ns = atomic_load_explicit(&t->last_fault_ns, memory_order_relaxed);
 		if (ns > when) {
 			when = ns;
-			page = atomic_load_explicit(&t->last_fault, memory_order_relaxed);
+			a.latest = atomic_load_explicit(&t->last_fault, memory_order_relaxed);
 		}
+		a.faults += atomic_load_explicit(&t->faults, memory_order_relaxed);
+		a.waits += atomic_load_explicit(&t->dups_avoided, memory_order_relaxed);
 	}
-	return page;
+	return a;
 }
 
 static void idle(struct pc_region *r, int ms)
@@ -157,21 +151,20 @@ static void *fill_main(void *arg)
 			idle(r, 1); /* a working-set replay goes first */
 			continue;
 		}
-		uint64_t fault = latest_fault(r);
-		if (fault != seen_fault) { /* follow the guest */
-			seen_fault = fault;
-			cursor = fault % r->npages;
+		struct guest_activity now = guest_activity(r);
+		if (now.latest != seen_fault) { /* follow the guest */
+			seen_fault = now.latest;
+			cursor = now.latest % r->npages;
 		}
-		uint64_t f, w;
-		faults_so_far(r, &f, &w);
-		if (w != waits) /* a fault waited: short steps */
+		bool busy_now = now.faults != faults;
+		if (now.waits != waits) /* a fault waited: short steps */
 			step = small;
-		else if (step < (f != faults ? busy : big)) /* longer */
+		else if (step < (busy_now ? busy : big)) /* longer */
 			step *= 2;
-		else if (f != faults) /* faults elsewhere: no longer than busy */
+		else if (busy_now) /* faults elsewhere: no longer than busy */
 			step = busy > small ? busy : small;
-		faults = f;
-		waits = w;
+		faults = now.faults;
+		waits = now.waits;
 		uint64_t p = next_missing(r, cursor);
 		if (p == r->npages) {
 			/* All claimed, the last ones in flight: completion
