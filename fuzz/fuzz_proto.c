@@ -303,6 +303,29 @@ static void do_bye(const uint8_t *p, size_t len)
 	CHECK(m.pages_received == m2.pages_received);
 }
 
+static void do_order(const struct conn *c, const uint8_t *p, size_t len)
+{
+	struct order_run runs[PROTO_ORDER_FRAME_RUNS], runs2[PROTO_ORDER_FRAME_RUNS];
+	uint8_t out[PROTO_ORDER_FRAME_RUNS * PROTO_ORDER_RUN_LEN];
+	unsigned n, n2;
+
+	if (proto_get_order(p, len, c->page_count, runs, &n))
+		return;
+	CHECK(n >= 1 && n <= PROTO_ORDER_FRAME_RUNS);
+	CHECK(len == n * PROTO_ORDER_RUN_LEN);
+	for (unsigned i = 0; i < n; i++)
+		CHECK(runs[i].npages >= 1 && runs[i].npages <= PROTO_MAX_RUN &&
+		      runs[i].first < c->page_count &&
+		      runs[i].npages <= c->page_count - runs[i].first);
+	CHECK(proto_put_order(out, runs, n) == len);
+	CHECK(memcmp(out, p, len) == 0);
+	CHECK(proto_get_order(out, len, c->page_count, runs2, &n2) == 0);
+	CHECK(n2 == n);
+	for (unsigned i = 0; i < n; i++)
+		CHECK(runs2[i].first == runs[i].first &&
+		      runs2[i].npages == runs[i].npages);
+}
+
 static void dispatch(struct conn *c, uint16_t type, const uint8_t *p,
 		     size_t len)
 {
@@ -332,6 +355,9 @@ static void dispatch(struct conn *c, uint16_t type, const uint8_t *p,
 	case FRAME_BYE:
 		do_bye(p, len);
 		break;
+	case FRAME_PUSH_ORDER:
+		do_order(c, p, len);
+		break;
 	default:
 		/* READY, PUSH_DONE: no payload decoder in proto.c. */
 		break;
@@ -348,7 +374,7 @@ static int header(const struct conn *c, const uint8_t *in, struct frame_hdr *h)
 	if (proto_get_hdr(hdr, c->max_payload, h))
 		return -1;
 	CHECK(h->magic == PROTO_MAGIC && h->flags == 0);
-	CHECK(h->type >= FRAME_HELLO && h->type <= FRAME_BYE);
+	CHECK(h->type >= FRAME_HELLO && h->type <= FRAME_PUSH_ORDER);
 	CHECK(h->len <= c->max_payload);
 	proto_put_hdr(out, h->type, h->len, h->tag);
 	CHECK(memcmp(out, hdr, sizeof(out)) == 0);

@@ -762,6 +762,11 @@ void pc_ws_destroy(pc_ws *ws);
  * waits for more than the batch in flight, and when a fault shows that
  * the guest has passed the replay's position in the list, the replay
  * skips ahead to it (and brings what it skipped at the end).  The background filler waits while the replay runs.
+ * On a network source (4 KiB pages) the order also goes to the server,
+ * whose push then sends those pages ahead of the rest
+ * (pc_net_stats.pages_ordered); the lanes and the push meet in the
+ * page-state table, so a page is installed once (sent twice at most, when
+ * both take it at the same moment).
  * Pages present or in flight are skipped, so nothing is fetched twice.
  * @ws is checked against @image first (-ESTALE, see pc_ws_check_image())
  * and may be destroyed once this returns.  -EINVAL when @r is not started
@@ -844,7 +849,9 @@ struct pc_server_stats {
 	uint64_t queued_peak;	   /* most answer bytes queued at once, all peers */
 	bool image_changed;	   /* a page read back did not match: refusing */
 	bool image_packed;	   /* packed: served as decoded into memory at create */
-	uint64_t reserved[4];	   /* zero (see "Output structs" at the top) */
+	uint64_t pages_ordered;	   /* of pages_pushed, those a destination's
+				    * replay order asked for first */
+	uint64_t reserved[3];	   /* zero (see "Output structs" at the top) */
 };
 
 int pc_server_create(const struct pc_server_opts *opts, pc_server **out,
@@ -900,7 +907,9 @@ struct pc_net_stats {
 	uint64_t reconnects;	     /* connections re-established */
 	uint64_t checksum_failures;  /* runs refused for a bad checksum */
 	bool push_done;		     /* every page pushed once and received */
-	uint64_t reserved[4];	     /* zero (see "Output structs" at the top) */
+	uint64_t pages_ordered;	     /* 4 KiB pages of a working-set replay's order
+				      * sent to the server, for the push to follow */
+	uint64_t reserved[3];	     /* zero (see "Output structs" at the top) */
 };
 
 int pc_source_net(const struct pc_net_opts *opts, pc_source **out,

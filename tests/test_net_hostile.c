@@ -717,6 +717,147 @@ static void test_queue_cap(void)
 		     (uint64_t)(st.queued_peak / MIB), (uint64_t)(cap / MIB));
 }
 
+/* A raw insecure peer of session @session in @role: HELLO and AUTH sent
+ * blind (the server ignores an insecure proof), CHALLENGE and READY read.
+ * Returns the socket. */
+static int raw_peer(const struct sockaddr_in *in, uint32_t role, uint64_t session,
+		    uint32_t flags)
+{
+	uint8_t f[512];
+	struct hello h = { .version = PROTO_VERSION, .role = role,
+			   .session = session, .flags = flags };
+	struct auth a = { { 0 } };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (const struct sockaddr *)in, sizeof(*in)))
+		bail_out("connect");
+	size_t n = proto_put_hello(f + PROTO_HDR_LEN, &h);
+	proto_put_hdr(f, FRAME_HELLO, (uint32_t)n, 0);
+	write_all(fd, f, PROTO_HDR_LEN + n);
+	n = proto_put_auth(f + PROTO_HDR_LEN, &a);
+	proto_put_hdr(f, FRAME_AUTH, (uint32_t)n, 0);
+	write_all(fd, f, PROTO_HDR_LEN + n);
+	struct timeval tv = { .tv_sec = 5 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+/* The next frame on @fd: header into @h, payload (at most @cap bytes kept)
+ * into @p.  False on a short read. */
+static bool raw_frame(int fd, struct frame_hdr *h, uint8_t *p, size_t cap)
+{
+	uint8_t hdr[PROTO_HDR_LEN];
+	if (recv(fd, hdr, sizeof(hdr), MSG_WAITALL) != (ssize_t)sizeof(hdr) ||
+	    proto_get_hdr(hdr, PROTO_MAX_PAYLOAD, h))
+		return false;
+	for (uint32_t got = 0; got < h->len;) {
+		uint8_t sink[4096];
+		uint8_t *to = got < cap ? p + got : sink;
+		size_t want = got < cap ? cap - got : sizeof(sink);
+		if (want > h->len - got)
+			want = h->len - got;
+		ssize_t r = recv(fd, to, want, 0);
+		if (r <= 0)
+			return false;
+		got += (uint32_t)r;
+	}
+	return true;
+}
+
+static void send_order(int fd, const struct order_run *runs, unsigned n,
+		       size_t len_override)
+{
+	uint8_t f[PROTO_HDR_LEN + PROTO_ORDER_FRAME_RUNS * PROTO_ORDER_RUN_LEN + 1];
+	size_t len = proto_put_order(f + PROTO_HDR_LEN, runs, n);
+	if (len_override)
+		len = len_override;
+	proto_put_hdr(f, FRAME_PUSH_ORDER, (uint32_t)len, 0);
+	write_all(fd, f, PROTO_HDR_LEN + len);
+}
+
+/* Page count of a non-zero run of @n pages at or after @from. */
+static uint64_t data_run_at(uint64_t from, uint32_t n)
+{
+	for (uint64_t p = from; p + n <= img_pages; p++) {
+		uint32_t k = 0;
+		while (k < n && !pc_source_is_zero(ref, p + k))
+			k++;
+		if (k == n)
+			return p;
+		p += k;
+	}
+	bail_out("no data run of %u pages after %" PRIu64, n, from);
+}
+
+/*
+ * A destination's PUSH_ORDER: the push sends those runs before its sweep,
+ * in that order, each frame ending on a listed page; an order outside the
+ * image or malformed is refused.
+ */
+static void test_push_order(void)
+{
+	struct srv v;
+	if (srv_start_at(&v, image_path, "tcp://127.0.0.1:0", false, false, 0, 0))
+		bail_out("server");
+	struct sockaddr_in in = loopback_sockaddr(v.addr);
+	uint64_t a = data_run_at(img_pages / 2, 1), b = data_run_at(img_pages / 4, 4),
+		 c = data_run_at(img_pages - 200, 1);
+	struct order_run want[] = { { a, 1 }, { b, 4 }, { c, 1 } };
+	uint8_t p[PROTO_DATA_FIXED + 64];
+	struct frame_hdr h;
+	bool good = true;
+
+	int dfd = raw_peer(&in, ROLE_DEMAND, 77, 0);
+	send_order(dfd, want, 3, 0);
+	/* A request answered means the order before it was taken. */
+	struct request rq = { .first = data_run_at(8, 1), .npages = 1,
+			      .priority = PRIO_PREFETCH };
+	uint8_t f[64];
+	size_t n = proto_put_request(f + PROTO_HDR_LEN, &rq);
+	proto_put_hdr(f, FRAME_REQUEST, (uint32_t)n, 9);
+	write_all(dfd, f, PROTO_HDR_LEN + n);
+	while ((good = raw_frame(dfd, &h, p, sizeof(p))) && h.tag != 9)
+		;
+	int pfd = raw_peer(&in, ROLE_PUSH, 77, HELLO_RESUME);
+	unsigned seen = 0;
+	while (good && seen < 3 && raw_frame(pfd, &h, p, sizeof(p))) {
+		struct data_run run;
+		if (h.type == FRAME_CHALLENGE || h.type == FRAME_READY)
+			continue;
+		good = (h.type == FRAME_DATA || h.type == FRAME_ZERO) &&
+		       proto_get_data_run(p, h.len, h.type, img_pages, &run) == 0 &&
+		       run.first == want[seen].first && run.npages == want[seen].npages;
+		if (!good)
+			diag("push frame %u: type %u, pages %" PRIu64 "+%u, wanted %" PRIu64 "+%u",
+			     seen, h.type, run.first, run.npages, want[seen].first,
+			     want[seen].npages);
+		seen++;
+	}
+	close(pfd);
+	close(dfd);
+
+	/* Outside the image, and a length that is no number of runs. */
+	struct order_run outside = { img_pages - 1, 2 };
+	uint32_t codes[2] = { 0, 0 };
+	for (int i = 0; i < 2; i++) {
+		int fd = raw_peer(&in, ROLE_DEMAND, 78 + (uint64_t)i, 0);
+		send_order(fd, &outside, 1, i ? PROTO_ORDER_RUN_LEN + 1 : 0);
+		while (raw_frame(fd, &h, p, sizeof(p)))
+			if (h.type == FRAME_REFUSE && h.len >= 4) {
+				codes[i] = (uint32_t)p[0] | (uint32_t)p[1] << 8;
+				break;
+			}
+		close(fd);
+	}
+	srv_stop(&v);
+	if (!ok(good && seen == 3 && v.st.pages_ordered == 6,
+		"push_sends_a_replay_order_first_in_order"))
+		diag("%u frames checked, %" PRIu64 " pages pushed as ordered",
+		     seen, v.st.pages_ordered);
+	if (!ok(codes[0] == REFUSE_RANGE && codes[1] == REFUSE_BAD_FRAME,
+		"push_order_outside_the_image_or_malformed_is_refused"))
+		diag("refusal codes %u, %u", codes[0], codes[1]);
+}
+
 /* #9: --once ends after a complete session whose lane 0 was cut, and
  * after a session that expired. */
 static void test_once(void)
@@ -914,7 +1055,7 @@ static void test_fifo_image(void)
 
 int main(void)
 {
-	plan(19);
+	plan(21);
 	tap_watchdog(240);
 	signal(SIGPIPE, SIG_IGN);
 	image_setup(dir, image_path, sizeof(image_path), IMAGE_SIZE, IMAGE_SEED, &ref);
@@ -931,6 +1072,7 @@ int main(void)
 	test_idle_crowd();
 	test_abandoned_sessions();
 	test_queue_cap();
+	test_push_order();
 	test_once();
 	test_fifo_image();
 	test_flip_never_in_page_cache(PC_BACKEND_SHMEM);

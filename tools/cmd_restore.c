@@ -677,6 +677,7 @@ static int run(const struct restore_opts *o)
 			json_object_object_add(n, "reconnects", json_object_new_int64((int64_t)ns.reconnects));
 			json_object_object_add(n, "checksum_failures", json_object_new_int64((int64_t)ns.checksum_failures));
 			json_object_object_add(n, "push_done", json_object_new_boolean(ns.push_done));
+			json_object_object_add(n, "pages_ordered", json_object_new_int64((int64_t)ns.pages_ordered));
 			json_object_object_add(j, "net", n);
 		}
 		if (http) {
@@ -718,6 +719,9 @@ static int run(const struct restore_opts *o)
 			       (unsigned long long)ns.requests, (unsigned long long)ns.pages_received,
 			       (unsigned long long)ns.pages_pushed, (double)ns.bytes_received / (1 << 20),
 			       (unsigned long long)ns.reconnects, (unsigned long long)ns.checksum_failures);
+		if (net && ns.pages_ordered)
+			printf("push order %llu pages of the working set sent to the server first\n",
+			       (unsigned long long)ns.pages_ordered);
 		if (http)
 			printf("http       %llu range requests, %.1f MiB received, %llu connections, %llu transient errors (retried), %llu fatal\n",
 			       (unsigned long long)hst.requests, (double)hst.bytes_received / (1 << 20),

@@ -243,6 +243,7 @@ int cmd_serve(int argc, char **argv)
 		json_object_object_add(j, "requests", json_object_new_int64((int64_t)st.requests));
 		json_object_object_add(j, "pages_demand", json_object_new_int64((int64_t)st.pages_demand));
 		json_object_object_add(j, "pages_pushed", json_object_new_int64((int64_t)st.pages_pushed));
+		json_object_object_add(j, "pages_pushed_ordered", json_object_new_int64((int64_t)st.pages_ordered));
 		json_object_object_add(j, "bytes_sent", json_object_new_int64((int64_t)st.bytes_sent));
 		json_object_object_add(j, "handshakes_evicted", json_object_new_int64((int64_t)st.evicted));
 		json_object_object_add(j, "queued_peak", json_object_new_int64((int64_t)st.queued_peak));
@@ -255,9 +256,10 @@ int cmd_serve(int argc, char **argv)
 		       dt, (unsigned long long)st.sessions, (unsigned long long)st.sessions_done,
 		       (unsigned long long)st.connections, (unsigned long long)st.refused,
 		       (unsigned long long)st.bad_frames);
-		printf("pages      %llu on demand (%llu requests), %llu pushed; %.1f MiB sent\n",
+		printf("pages      %llu on demand (%llu requests), %llu pushed (%llu in a replay's order); %.1f MiB sent\n",
 		       (unsigned long long)st.pages_demand, (unsigned long long)st.requests,
-		       (unsigned long long)st.pages_pushed, (double)st.bytes_sent / (1 << 20));
+		       (unsigned long long)st.pages_pushed, (unsigned long long)st.pages_ordered,
+		       (double)st.bytes_sent / (1 << 20));
 		if (st.evicted)
 			printf("evicted    %llu connections that did not finish their handshake in time for new ones\n",
 			       (unsigned long long)st.evicted);

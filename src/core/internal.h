@@ -52,6 +52,10 @@ struct pc_source {
 	uint64_t size;
 	unsigned delay_us;
 	enum pc_delay_kind delay_kind;
+	/* A source that streams pages nobody asked for (the network push)
+	 * takes an order to stream @n 4 KiB pages in, first; NULL for the
+	 * others.  0 or a negative errno; a hint, nothing depends on it. */
+	int (*follow)(void *ctx, const uint64_t *pages, uint64_t n);
 };
 
 /* One request's worth of injected latency.  Async-signal-safe. */

@@ -2,7 +2,8 @@
 /*
  * net_push.c - the push receiver: a thread that takes the pages the server
  * streams on the push connection, claims each run as its header arrives,
- * installs it once tag and checksum match, and reconnects when it breaks.
+ * installs it once tag and checksum match, and reconnects when it breaks;
+ * and the order a working-set replay asks the push to follow.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -214,4 +215,62 @@ int pc_net_start_push(pc_source *src, pc_region *r)
 		ns->push_lanes++;
 	}
 	return 0;
+}
+
+/* Frames of a PUSH_ORDER sent per send(). */
+#define ORDER_BATCH 64u
+
+/*
+ * The pages a replay will want, in its order, as PUSH_ORDER frames on a
+ * connection of their own (the session's, so the server's push threads
+ * see them): consecutive pages go as one run.  Nothing answers it; it is
+ * a hint, and a failure only leaves the push in address order.
+ */
+int ns_push_order(void *ctx, const uint64_t *pages, uint64_t n)
+{
+	struct net_source *ns = ctx;
+	enum { FRAME_MAX = PROTO_HDR_LEN + PROTO_ORDER_FRAME_RUNS * PROTO_ORDER_RUN_LEN +
+			   PROTO_TAG_LEN };
+	struct order_run runs[PROTO_ORDER_FRAME_RUNS];
+	uint8_t *buf = malloc(ORDER_BATCH * FRAME_MAX);
+	uint8_t payload[PROTO_ORDER_FRAME_RUNS * PROTO_ORDER_RUN_LEN];
+	struct frame_mac mac;
+	uint64_t deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
+	if (!buf)
+		return -ENOMEM;
+	int fd = ns_open_conn(ns, ROLE_DEMAND, deadline, &mac);
+	if (fd < 0) {
+		free(buf);
+		return fd;
+	}
+	unsigned nruns = 0, frames = 0;
+	size_t len = 0;
+	int ret = 0;
+	for (uint64_t i = 0; i <= n && ret == 0; i++) {
+		struct order_run *last = nruns ? &runs[nruns - 1] : NULL;
+		if (i < n && pages[i] < ns->image.page_count && last &&
+		    pages[i] == last->first + last->npages && last->npages < PROTO_MAX_RUN) {
+			last->npages++;
+			continue;
+		}
+		/* A frame when its runs are full or the order ends; a send
+		 * when the batch is full or the order ends. */
+		if (nruns == PROTO_ORDER_FRAME_RUNS || (i == n && nruns)) {
+			len += wire_put(buf + len, &mac, DIR_TO_SERVER, FRAME_PUSH_ORDER, 0,
+					payload, proto_put_order(payload, runs, nruns));
+			nruns = 0;
+			if (++frames == ORDER_BATCH || i == n) {
+				ret = net_send_all(fd, buf, len, deadline);
+				frames = 0;
+				len = 0;
+			}
+		}
+		if (i < n && pages[i] < ns->image.page_count)
+			runs[nruns++] = (struct order_run){ .first = pages[i], .npages = 1 };
+	}
+	if (ret == 0)
+		count(&ns->pages_ordered, n);
+	close(fd);
+	free(buf);
+	return ret;
 }

@@ -87,6 +87,7 @@ int pc_net_get_stats(pc_source *src, struct pc_net_stats *out)
 		.reconnects = atomic_load(&ns->reconnects),
 		.checksum_failures = atomic_load(&ns->checksum_failures),
 		.push_done = atomic_load(&ns->push_done),
+		.pages_ordered = atomic_load(&ns->pages_ordered),
 	};
 	return 0;
 }
@@ -167,6 +168,7 @@ int pc_source_net(const struct pc_net_opts *o, pc_source **out, char *why,
 	ret = pc_source_custom(&net_ops, ns, ns->image.size, out);
 	if (ret < 0)
 		goto err;
+	(*out)->follow = ns_push_order;
 	return 0;
 err:
 	net_destroy(ns);

@@ -81,7 +81,7 @@ struct net_source {
 	_Atomic bool stopping;
 	pthread_mutex_t push_lock; /* guards push[].fd against ns_push_stop() */
 
-	_Atomic uint64_t requests, pages_received, pages_pushed;
+	_Atomic uint64_t requests, pages_received, pages_pushed, pages_ordered;
 	_Atomic uint64_t bytes_received, reconnects, checksum_failures;
 	_Atomic bool push_done; /* every push connection ended with PUSH_DONE */
 	bool bye_sent;
@@ -121,5 +121,7 @@ bool net_is_zero(void *ctx, uint64_t page);
 
 /* net_push.c: the push receiver's thread; stop it and wait for it. */
 void ns_push_stop(struct net_source *ns);
+/* pc_source.follow: send the server the order to push pages in. */
+int ns_push_order(void *ctx, const uint64_t *pages, uint64_t n);
 
 #endif

@@ -36,7 +36,7 @@ int proto_get_hdr(const uint8_t *in, uint32_t max_payload,
 	h->len = get32(in + 8);
 	h->tag = get32(in + 12);
 	if (h->magic != PROTO_MAGIC || h->flags != 0 ||
-	    h->type < FRAME_HELLO || h->type > FRAME_BYE)
+	    h->type < FRAME_HELLO || h->type > FRAME_PUSH_ORDER)
 		return -EPROTO;
 	if (h->len > max_payload)
 		return -EMSGSIZE;
@@ -250,6 +250,32 @@ int proto_get_bye(const uint8_t *in, size_t len, struct bye *m)
 	if (len != 8)
 		return -EPROTO;
 	m->pages_received = get64(in);
+	return 0;
+}
+
+/* PUSH_ORDER: n * (first 8, npages 4) */
+size_t proto_put_order(uint8_t *out, const struct order_run *runs, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		put64(out + i * PROTO_ORDER_RUN_LEN, runs[i].first);
+		put32(out + i * PROTO_ORDER_RUN_LEN + 8, runs[i].npages);
+	}
+	return (size_t)n * PROTO_ORDER_RUN_LEN;
+}
+
+int proto_get_order(const uint8_t *in, size_t len, uint64_t page_count,
+		    struct order_run *runs, unsigned *n)
+{
+	if (!len || len % PROTO_ORDER_RUN_LEN ||
+	    len > PROTO_ORDER_FRAME_RUNS * PROTO_ORDER_RUN_LEN)
+		return -EPROTO;
+	*n = (unsigned)(len / PROTO_ORDER_RUN_LEN);
+	for (unsigned i = 0; i < *n; i++) {
+		runs[i].first = get64(in + i * PROTO_ORDER_RUN_LEN);
+		runs[i].npages = get32(in + i * PROTO_ORDER_RUN_LEN + 8);
+		if (!run_inside(runs[i].first, runs[i].npages, page_count))
+			return -ERANGE;
+	}
 	return 0;
 }
 

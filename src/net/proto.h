@@ -42,6 +42,7 @@ enum frame_type {
 	FRAME_ZERO = 9,	     /* s->c: a run of zero pages, no payload */
 	FRAME_PUSH_DONE = 10, /* s->c: every page has been pushed once */
 	FRAME_BYE = 11,	     /* c->s: every page arrived; totals follow */
+	FRAME_PUSH_ORDER = 12, /* c->s: runs the push should send first, in order */
 };
 
 enum conn_role {
@@ -153,6 +154,17 @@ struct bye {
 	uint64_t pages_received;
 };
 
+/* PUSH_ORDER: 1..PROTO_ORDER_FRAME_RUNS runs of 12 bytes (first u64, pages
+ * u32), so that a frame and its tag fit the client's payload bound.  A
+ * session keeps at most PROTO_ORDER_MAX_RUNS of them. */
+struct order_run {
+	uint64_t first;
+	uint32_t npages;
+};
+#define PROTO_ORDER_RUN_LEN 12u
+#define PROTO_ORDER_FRAME_RUNS 20u
+#define PROTO_ORDER_MAX_RUNS (1u << 20)
+
 /* Header: encode into 16 bytes; decode and check magic, type, length
  * (bounded by @max_payload).  Returns 0 or -EPROTO / -EMSGSIZE. */
 void proto_put_hdr(uint8_t *out, uint16_t type, uint32_t len, uint32_t tag);
@@ -186,6 +198,11 @@ int proto_get_zeromap(const uint8_t *in, size_t len, uint64_t page_count,
 		      struct zeromap *m);
 size_t proto_put_bye(uint8_t *out, const struct bye *m);
 int proto_get_bye(const uint8_t *in, size_t len, struct bye *m);
+size_t proto_put_order(uint8_t *out, const struct order_run *runs, unsigned n);
+/* Decodes the runs into @runs (PROTO_ORDER_FRAME_RUNS of room), *@n set;
+ * -EPROTO for a bad length, -ERANGE for a run outside the image. */
+int proto_get_order(const uint8_t *in, size_t len, uint64_t page_count,
+		    struct order_run *runs, unsigned *n);
 
 /* Digest of 4 KiB page number @page: XXH3-64 seeded with its number, so
  * a page in the wrong place does not match. */

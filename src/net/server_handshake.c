@@ -104,6 +104,8 @@ void srv_on_frame(struct pc_server *s, struct conn *c,
 	case READY:
 		if (h->type == FRAME_REQUEST)
 			return srv_on_request(s, c, h->tag, p, h->len);
+		if (h->type == FRAME_PUSH_ORDER)
+			return srv_on_order(s, c, p, h->len);
 		if (h->type == FRAME_BYE) {
 			struct bye b;
 			if (proto_get_bye(p, h->len, &b) < 0)

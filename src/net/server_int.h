@@ -68,6 +68,14 @@ struct session {
 	unsigned conns;	      /* (L) connections, push threads' included */
 	bool done;	      /* BYE received */
 	uint64_t idle_since;  /* (L) ns; when its last connection closed */
+	/* (L) The destination's PUSH_ORDER runs (a working set it replays),
+	 * pushed before the sweep; order_at is the first with unsent pages. */
+	struct order_run *order;
+	uint32_t order_len, order_cap, order_at;
+	uint64_t *listed; /* (L) a bit per page of the order; NULL before it */
+	/* (L) pages pushed by the order minus those pushed otherwise since
+	 * it came; it goes first while not ahead. */
+	int64_t order_lead;
 	struct session *next;
 };
 
@@ -117,6 +125,7 @@ struct pc_server {
 	pthread_mutex_t lock;
 	struct pusher *pushers; /* the loop's list */
 	uint64_t pages_pushed;	/* (L) */
+	uint64_t pages_ordered; /* (L) of them, pushed as a PUSH_ORDER asked */
 	_Atomic uint64_t bytes_sent;
 };
 
@@ -156,6 +165,9 @@ struct session *srv_session_get(struct pc_server *s, uint64_t id,
 void srv_session_put(struct pc_server *s, struct session *ss);
 void srv_on_request(struct pc_server *s, struct conn *c, uint32_t tag,
 		    const uint8_t *p, size_t len);
+void srv_on_order(struct pc_server *s, struct conn *c, const uint8_t *p,
+		  size_t len);
+void srv_session_free(struct session *ss);
 void srv_reap_sessions(struct pc_server *s);
 
 /* server_handshake.c: a checked frame, by the connection's state. */

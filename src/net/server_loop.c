@@ -415,6 +415,7 @@ void pc_server_get_stats(const pc_server *s, struct pc_server_stats *out)
 	out->image_packed = s->unpacked;
 	pthread_mutex_lock((pthread_mutex_t *)&s->lock);
 	out->pages_pushed = s->pages_pushed;
+	out->pages_ordered = s->pages_ordered;
 	pthread_mutex_unlock((pthread_mutex_t *)&s->lock);
 }
 
@@ -429,8 +430,7 @@ void pc_server_destroy(pc_server *s)
 	while (s->sessions) {
 		struct session *ss = s->sessions;
 		s->sessions = ss->next;
-		free(ss->sent);
-		free(ss);
+		srv_session_free(ss);
 	}
 	if (s->listen_fd >= 0) {
 		close(s->listen_fd);

@@ -24,6 +24,8 @@
  * a few frames, as many as keep the stream from stalling on the socket
  * (smaller ones cost more wakeups than they save). */
 #define PUSH_SNDBUF (1 << 20)
+/* Pages not in the order an ordered frame carries between two that are. */
+#define ORDER_GAP 8u
 /* How long a stream stays worth following after its last demand request. */
 #define STREAM_IDLE_NS 1000000000ull
 
@@ -43,18 +45,40 @@ static uint64_t next_unsent(const struct session *ss, uint64_t from,
 	return pages;
 }
 
+/* First unsent page of the destination's order; @pages when the order is
+ * done.  Lock held. */
+static uint64_t next_ordered(struct session *ss, uint64_t pages)
+{
+	for (; ss->order_at < ss->order_len; ss->order_at++) {
+		const struct order_run *o = &ss->order[ss->order_at];
+		uint64_t e = o->first + o->npages;
+		uint64_t p = next_unsent(ss, o->first, e);
+		if (p < e)
+			return p;
+	}
+	return pages;
+}
+
 /*
  * Choose the next push frame's pages and mark them sent: after the next
- * recently moved stream in turn, else where the sweep is.  False when
- * every page was sent.  Lock held.
+ * recently moved stream in turn, else the destination's order, else where
+ * the sweep is.  The guest's streams come first because they are where it
+ * is now; the order is where it is expected to go.  False when every page
+ * was sent.  Lock held.
  */
 static bool pick_push(struct pc_server *s, struct session *ss, uint64_t *first,
 		      uint32_t *n)
 {
 	uint64_t pages = s->image.page_count, now = now_ns(), p = pages;
-	uint64_t *pos = NULL;
+	uint64_t *pos = NULL; /* the position this frame moves */
 	if (!ss->unsent)
 		return false;
+	/* The order and the rest share the push by pages: a guest's streams
+	 * move on as long as it faults and would starve the order, whose
+	 * runs are short. */
+	bool order_first = ss->order_lead <= 0;
+	if (order_first)
+		p = next_ordered(ss, pages);
 	for (unsigned k = 0; k < PUSH_STREAMS && p == pages; k++) {
 		struct stream *st = &ss->streams[ss->next_stream++ % PUSH_STREAMS];
 		if (!st->used || now - st->used > STREAM_IDLE_NS)
@@ -65,18 +89,40 @@ static bool pick_push(struct pc_server *s, struct session *ss, uint64_t *first,
 		else
 			pos = &st->pos;
 	}
+	if (p == pages && !order_first)
+		p = next_ordered(ss, pages);
 	if (p == pages) {
 		p = next_unsent(ss, ss->cursor, pages);
 		if (p == pages)
 			p = next_unsent(ss, 0, pages);
 		pos = &ss->cursor;
 	}
-	uint32_t k = 1;
-	while (k < PUSH_CHUNK && p + k < pages && !bitmap_test(ss->sent, p + k))
+	/* An ordered frame takes the unsent pages after its first up to the
+	 * last the order lists, across gaps of at most ORDER_GAP: a working
+	 * set comes in clusters, visited in no order inside, and every page
+	 * is pushed once in the end anyway. */
+	bool ordered = !pos;
+	uint32_t k = 1, last = 0;
+	while (k < PUSH_CHUNK && p + k < pages && !bitmap_test(ss->sent, p + k)) {
+		if (ordered && bitmap_test(ss->listed, p + k))
+			last = k;
+		else if (ordered && k - last > ORDER_GAP)
+			break;
 		k++;
+	}
+	if (ordered)
+		k = last + 1;
 	srv_mark_sent(ss, p, k);
 	s->pages_pushed += k;
-	*pos = (p + k) % pages;
+	if (!ordered) {
+		*pos = (p + k) % pages;
+		ss->order_lead -= k;
+	} else {
+		s->pages_ordered += k;
+		ss->order_lead += k;
+	}
+	if (ss->order_at == ss->order_len)
+		ss->order_lead = 0;
 	*first = p;
 	*n = k;
 	return true;

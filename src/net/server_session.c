@@ -23,6 +23,14 @@ void srv_mark_sent(struct session *ss, uint64_t first, uint64_t n)
 		}
 }
 
+void srv_session_free(struct session *ss)
+{
+	free(ss->order);
+	free(ss->listed);
+	free(ss->sent);
+	free(ss);
+}
+
 /*
  * Make room for a new session by forgetting the one that has been without
  * connections longest: a destination cut off and gone must not lock new
@@ -43,8 +51,7 @@ static bool evict_idle_session(struct pc_server *s)
 		s->nsessions--;
 		if (!ss->done)
 			s->sessions_expired++;
-		free(ss->sent);
-		free(ss);
+		srv_session_free(ss);
 	}
 	pthread_mutex_unlock(&s->lock);
 	return victim != NULL;
@@ -150,11 +157,60 @@ void srv_reap_sessions(struct pc_server *s)
 			s->nsessions--;
 			if (!ss->done)
 				s->sessions_expired++;
-			free(ss->sent);
-			free(ss);
+			srv_session_free(ss);
 		} else {
 			pp = &ss->next;
 		}
 	}
 	pthread_mutex_unlock(&s->lock);
+}
+
+/* Append runs to @ss's order: 0, -E2BIG past PROTO_ORDER_MAX_RUNS, or
+ * -ENOMEM.  Lock held. */
+static int append_order(struct session *ss, uint64_t page_count,
+			const struct order_run *runs, unsigned n)
+{
+	if (n > PROTO_ORDER_MAX_RUNS - ss->order_len)
+		return -E2BIG;
+	if (!ss->listed && !(ss->listed = calloc((page_count + 63) / 64, 8)))
+		return -ENOMEM;
+	if (ss->order_len + n > ss->order_cap) {
+		uint32_t cap = ss->order_cap ? ss->order_cap : 256;
+		while (cap < ss->order_len + n)
+			cap *= 2;
+		struct order_run *o = realloc(ss->order, (size_t)cap * sizeof(*o));
+		if (!o)
+			return -ENOMEM;
+		ss->order = o;
+		ss->order_cap = cap;
+	}
+	memcpy(ss->order + ss->order_len, runs, n * sizeof(*runs));
+	ss->order_len += n;
+	for (unsigned i = 0; i < n; i++)
+		for (uint64_t p = runs[i].first; p < runs[i].first + runs[i].npages; p++)
+			bitmap_set(ss->listed, p);
+	return 0;
+}
+
+/* A PUSH_ORDER: the runs go to the end of the session's order (a
+ * destination sends its whole order in several frames). */
+void srv_on_order(struct pc_server *s, struct conn *c, const uint8_t *p,
+		  size_t len)
+{
+	struct order_run runs[PROTO_ORDER_FRAME_RUNS];
+	unsigned n;
+	int ret = proto_get_order(p, len, s->image.page_count, runs, &n);
+	if (ret == -ERANGE)
+		return srv_refuse(s, c, REFUSE_RANGE, "push order outside the image");
+	if (ret < 0 || c->hello.role != ROLE_DEMAND)
+		return srv_refuse(s, c, REFUSE_BAD_FRAME, "malformed PUSH_ORDER");
+	pthread_mutex_lock(&s->lock);
+	ret = append_order(c->session, s->image.page_count, runs, n);
+	pthread_mutex_unlock(&s->lock);
+	_Static_assert(PROTO_ORDER_MAX_RUNS == 1u << 20, "the reason below");
+	if (ret == -E2BIG)
+		return srv_refuse(s, c, REFUSE_BAD_FRAME,
+				  "push order longer than 1048576 runs");
+	if (ret < 0)
+		return srv_refuse(s, c, REFUSE_BUSY, "out of memory");
 }

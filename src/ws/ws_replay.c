@@ -15,6 +15,11 @@
  * there first, and the replay skips ahead to it; what it skipped and is
  * still missing it brings in a second pass.  The filler waits while the
  * replay runs (r->replaying).
+ *
+ * A source that streams pages on its own (the network push) is handed the
+ * order too, by the first lane before its first batch: the push then
+ * sends the listed pages ahead of its sweep, and the lanes and the push
+ * meet in the page-state table like any two installers.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -43,6 +48,7 @@ struct ws_replay {
 	 * (positions count..2*count-1), still before the filler. */
 	_Atomic uint64_t cursor;
 	_Atomic unsigned live;	 /* lanes still running */
+	_Atomic bool handed;	 /* the source was given the order */
 	pthread_t lanes[REPLAY_LANES];
 	unsigned nlanes;
 };
@@ -146,6 +152,10 @@ static void *replay_main(void *arg)
 		region_set_error(r, -ENOMEM, "replaying the working set: out of memory");
 		region_fail(r, -ENOMEM);
 	}
+	/* Region pages are 4 KiB pages here: the push carries no others. */
+	if (r->src->follow && r->page_size == PC_SOURCE_PAGE_SIZE &&
+	    !atomic_exchange(&rp->handed, true))
+		(void)r->src->follow(r->src->ctx, rp->order, rp->count);
 	while (buf && !atomic_load(&r->stopping) && atomic_load(&r->done) == 0) {
 		uint64_t cur = atomic_load(&rp->cursor);
 		if (cur >= 2 * rp->count)
