@@ -187,9 +187,9 @@ static int put_shared(struct pc_region *r, uint64_t first, uint64_t n,
 }
 
 static int put_anon(const struct install_ctx *ic, uint64_t first, uint64_t n,
-		    const char *from)
+		    const char *from, uint64_t *mapped)
 {
-	return region_uffd_copy(ic->r, first, n, from, ic->wake, ic->retry);
+	return region_uffd_copy(ic->r, first, n, from, ic->wake, ic->retry, mapped);
 }
 
 /*
@@ -197,20 +197,23 @@ static int put_anon(const struct install_ctx *ic, uint64_t first, uint64_t n,
  * bounce buffer, so that the shared page cache (which other processes may
  * map) only ever holds what a successful fetch returned; straight into
  * the alias when the source writes only good bytes (PC_SOURCE_DIRECT).
+ * *@mapped: the pages from @first mapped into anonymous memory so far.
  */
 static int fetch_and_put(const struct install_ctx *ic, uint64_t first,
-			 uint64_t n)
+			 uint64_t n, uint64_t *mapped)
 {
 	struct pc_region *r = ic->r;
+	*mapped = 0;
 	if (r->shared && r->write_direct && (r->src->flags & PC_SOURCE_DIRECT))
 		return fetch_pages(ic, first, n, r->alias + first * r->page_size);
 	uint64_t chunk = PC_SCRATCH_BYTES / r->page_size;
 	for (uint64_t p = first; p < first + n; p += chunk) {
-		uint64_t k = first + n - p < chunk ? first + n - p : chunk;
+		uint64_t k = first + n - p < chunk ? first + n - p : chunk, m = 0;
 		int ret = fetch_pages(ic, p, k, ic->scratch);
 		if (ret == 0)
 			ret = r->shared ? put_shared(r, p, k, ic->scratch) :
-					  put_anon(ic, p, k, ic->scratch);
+					  put_anon(ic, p, k, ic->scratch, &m);
+		*mapped += m;
 		if (ret < 0)
 			return ret;
 	}
@@ -223,25 +226,31 @@ static int fetch_and_put(const struct install_ctx *ic, uint64_t first,
  * from a zero buffer instead (.bss, never written: it costs no memory).
  */
 static int zero_anon(const struct install_ctx *ic, uint64_t first, uint64_t n,
-		     bool exist_ok)
+		     bool exist_ok, uint64_t *mapped)
 {
 	static char zeros[PC_HUGE_PAGE_SIZE] __attribute__((aligned(4096)));
 	struct pc_region *r = ic->r;
 	if (r->page_size != PC_HUGE_PAGE_SIZE)
-		return region_uffd_zeropage(r, first, n, ic->wake, exist_ok);
+		return region_uffd_zeropage(r, first, n, ic->wake, exist_ok, mapped);
 	int ret = 0;
-	for (uint64_t p = first; p < first + n && ret == 0; p++)
-		ret = region_uffd_copy(r, p, 1, zeros, ic->wake, exist_ok);
+	*mapped = 0;
+	for (uint64_t p = first; p < first + n && ret == 0; p++) {
+		uint64_t m;
+		ret = region_uffd_copy(r, p, 1, zeros, ic->wake, exist_ok, &m);
+		*mapped += m;
+	}
 	return ret;
 }
 
-/* Put zero pages in place without fetching them. */
+/* Put zero pages in place without fetching them; *@mapped as for
+ * fetch_and_put(). */
 static int place_zero(const struct install_ctx *ic, uint64_t first,
-		      uint64_t n)
+		      uint64_t n, uint64_t *mapped)
 {
 	struct pc_region *r = ic->r;
+	*mapped = 0;
 	if (!r->shared)
-		return zero_anon(ic, first, n, ic->retry);
+		return zero_anon(ic, first, n, ic->retry, mapped);
 	/* A page-cache page is needed for CONTINUE; fallocate makes a
 	 * zeroed one.  prealloc made them all already, still zero: no
 	 * syscall (and no inode lock) on the fault path then. */
@@ -254,13 +263,35 @@ static int place_zero(const struct install_ctx *ic, uint64_t first,
 }
 
 static int place_data(const struct install_ctx *ic, uint64_t first,
-		      uint64_t n, const char *from)
+		      uint64_t n, const char *from, uint64_t *mapped)
 {
+	*mapped = 0;
 	if (!from)
-		return fetch_and_put(ic, first, n);
+		return fetch_and_put(ic, first, n, mapped);
 	if (ic->r->shared)
 		return put_shared(ic->r, first, n, from);
-	return put_anon(ic, first, n, from);
+	return put_anon(ic, first, n, from, mapped);
+}
+
+/* Pages [first, first+n) are mapped: count them, publish them present,
+ * and complete the region with its last. */
+static void settle_installed(const struct install_ctx *ic, uint64_t first,
+			     uint64_t n, uint64_t zeros, enum origin origin)
+{
+	struct pc_region *r = ic->r;
+	struct thread_slot *slot = ic->slot;
+	if (!n)
+		return;
+	stat_add(&slot->zero_pages, zeros);
+	if (origin == ORIGIN_DEMAND) {
+		stat_add(&slot->pages[ORIGIN_DEMAND], 1);
+		stat_add(&slot->pages[ORIGIN_PREFETCH], n - 1);
+	} else {
+		stat_add(&slot->pages[origin], n);
+	}
+	pages_settle(r, first, n, PAGE_PRESENT);
+	if (count_present(r, first, n))
+		region_complete(r);
 }
 
 int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
@@ -269,6 +300,10 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 	struct pc_region *r = ic->r;
 	const char *from = prefetched;
 	uint64_t zeros = 0, end = first + n;
+	/* Anonymous memory is mapped segment by segment; shared memory only
+	 * by the CONTINUE at the end.  After a failure part way, what is
+	 * mapped is present, and only the rest goes back to missing. */
+	uint64_t mapped_end = first, zeros_mapped = 0;
 	bool requested = from != NULL;
 	int ret = 0;
 
@@ -286,12 +321,13 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 	/* Split the run where pages switch between zero and data. */
 	for (uint64_t p = first; p < end && ret == 0;) {
 		bool zero = page_gets_zeros(r, p);
-		uint64_t q = p + 1;
+		uint64_t q = p + 1, mapped;
 		while (q < end && page_gets_zeros(r, q) == zero)
 			q++;
 		if (zero) {
-			ret = place_zero(ic, p, q - p);
+			ret = place_zero(ic, p, q - p, &mapped);
 			zeros += q - p;
+			zeros_mapped += mapped;
 		} else {
 			/* One request per run, charged at its first data. */
 			if (!requested) {
@@ -300,36 +336,32 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 			}
 			ret = place_data(ic, p, q - p,
 					 from ? from + (p - first) * r->page_size :
-						NULL);
+						NULL, &mapped);
 		}
+		if (!r->shared)
+			mapped_end = p + mapped;
 		p = q;
 	}
 	if (r->adopted)
 		pthread_rwlock_unlock(&r->remove_lock);
-	if (ret == 0 && r->shared)
-		ret = region_uffd_continue(r, first, n, ic->wake, false);
+	if (ret == 0 && r->shared) {
+		uint64_t mapped;
+		ret = region_uffd_continue(r, first, n, ic->wake, false, &mapped);
+		mapped_end = first + mapped;
+	}
 	/* An adopted region's pending event: the pages stay claimed (threads
 	 * that found them in flight wait for this install), and the caller
 	 * tries again, with ic->retry, once the event is read. */
 	if (ret == -EAGAIN && r->adopted)
 		return ret;
 	if (ret < 0) {
-		release_pages(r, first, n);
+		/* The failed run's fault is not among what is counted. */
+		settle_installed(ic, first, mapped_end - first, zeros_mapped,
+				 origin == ORIGIN_DEMAND ? ORIGIN_PREFETCH : origin);
+		release_pages(r, mapped_end, end - mapped_end);
 		return ret;
 	}
-
-	struct thread_slot *slot = ic->slot;
-	stat_add(&slot->zero_pages, zeros);
-	if (origin == ORIGIN_DEMAND) {
-		stat_add(&slot->pages[ORIGIN_DEMAND], 1);
-		stat_add(&slot->pages[ORIGIN_PREFETCH], n - 1);
-	} else {
-		stat_add(&slot->pages[origin], n);
-	}
-
-	pages_settle(r, first, n, PAGE_PRESENT);
-	if (count_present(r, first, n))
-		region_complete(r);
+	settle_installed(ic, first, n, zeros, origin);
 	return 0;
 }
 
@@ -364,8 +396,9 @@ static int resolve_present(const struct install_ctx *ic, uint64_t p)
 	    madvise(r->guest + p * r->page_size, r->page_size,
 		    MADV_POPULATE_WRITE) == 0)
 		return 0;
-	int ret = r->shared ? region_uffd_continue(r, p, 1, ic->wake, true) :
-			      zero_anon(ic, p, 1, true);
+	uint64_t mapped;
+	int ret = r->shared ? region_uffd_continue(r, p, 1, ic->wake, true, NULL) :
+			      zero_anon(ic, p, 1, true, &mapped);
 	/* Completion unregisters the range under us: every page is in place
 	 * and the retried access is an ordinary fault. */
 	if (ret < 0 && region_all_present(r))

@@ -317,15 +317,17 @@ int uffd_unregister(int fd, void *addr, uint64_t len);
  * EAGAIN.  @wake false = DONTWAKE.  A page the kernel has mapped already
  * (EEXIST) counts as done with @exist_ok (a refault on a present page);
  * without it (an install of pages we hold in flight) it is -EEXIST: a
- * mapping we did not make. */
+ * mapping we did not make.  *@mapped (NULL: not wanted) is how many
+ * pages from @first are mapped when it returns, also after a failure part
+ * way: the caller must not give those back as missing. */
+int region_uffd_copy(struct pc_region *r, uint64_t first, uint64_t n,
+		     const void *from, bool wake, bool exist_ok, uint64_t *mapped);
+int region_uffd_zeropage(struct pc_region *r, uint64_t first, uint64_t n,
+			 bool wake, bool exist_ok, uint64_t *mapped);
+int region_uffd_continue(struct pc_region *r, uint64_t first, uint64_t n,
+			 bool wake, bool exist_ok, uint64_t *mapped);
 /* Wake whoever sleeps on page @p's fault (UFFDIO_WAKE of that page). */
 int region_uffd_wake(struct pc_region *r, uint64_t p);
-int region_uffd_copy(struct pc_region *r, uint64_t first, uint64_t n,
-		     const void *from, bool wake, bool exist_ok);
-int region_uffd_zeropage(struct pc_region *r, uint64_t first, uint64_t n,
-			 bool wake, bool exist_ok);
-int region_uffd_continue(struct pc_region *r, uint64_t first, uint64_t n,
-			 bool wake, bool exist_ok);
 
 /* ---- install.c: claim, fetch, install, publish ---- */
 struct install_ctx {

@@ -150,10 +150,14 @@ static int64_t fill_once(int fd, enum fill_op op, uint64_t dst,
 	return -err;
 }
 
+/* *@handled: bytes from @dst the kernel mapped (or found mapped), also
+ * when it fails part way. */
 static int fill_range(int fd, enum fill_op op, uint64_t dst,
 		      const char *from, uint64_t len, uint64_t page_size,
-		      bool wake, bool exist_ok, bool eagain_out)
+		      bool wake, bool exist_ok, bool eagain_out,
+		      uint64_t *handled)
 {
+	*handled = 0;
 	while (len) {
 		bool existed;
 		int64_t done = fill_once(fd, op, dst, from, len, page_size,
@@ -185,25 +189,33 @@ static int fill_range(int fd, enum fill_op op, uint64_t dst,
 		if (from)
 			from += done;
 		len -= (uint64_t)done;
+		*handled += (uint64_t)done;
 	}
 	return 0;
 }
 
-/* Run @op over pages [first, first+n), one slice (userfaultfd) at a time. */
+/* Run @op over pages [first, first+n), one slice (userfaultfd) at a time;
+ * *@mapped (if not NULL): the pages from @first that are mapped now, all
+ * of them on success, those before the failure otherwise. */
 static int region_fill(struct pc_region *r, enum fill_op op, uint64_t first,
-		       uint64_t n, const char *from, bool wake, bool exist_ok)
+		       uint64_t n, const char *from, bool wake, bool exist_ok,
+		       uint64_t *mapped)
 {
 	/* Slice i starts at i * per pages; the last takes the remainder. */
-	uint64_t per = r->slices[0].npages;
+	uint64_t per = r->slices[0].npages, dummy;
+	if (!mapped)
+		mapped = &dummy;
+	*mapped = 0;
 	while (n) {
 		uint64_t i = per ? first / per : r->nslices - 1;
 		const struct uffd_slice *s = &r->slices[i < r->nslices ? i : r->nslices - 1];
 		uint64_t here = s->first + s->npages - first;
 		if (here > n)
 			here = n;
-		uint64_t dst = page_addr(r, first, here, &here);
+		uint64_t dst = page_addr(r, first, here, &here), bytes;
 		int ret = fill_range(s->fd, op, dst, from, here * r->page_size,
-				     r->page_size, wake, exist_ok, r->adopted);
+				     r->page_size, wake, exist_ok, r->adopted, &bytes);
+		*mapped += bytes / r->page_size;
 		if (ret < 0)
 			return ret;
 		first += here;
@@ -225,19 +237,19 @@ int region_uffd_wake(struct pc_region *r, uint64_t p)
 }
 
 int region_uffd_copy(struct pc_region *r, uint64_t first, uint64_t n,
-		     const void *from, bool wake, bool exist_ok)
+		     const void *from, bool wake, bool exist_ok, uint64_t *mapped)
 {
-	return region_fill(r, OP_COPY, first, n, from, wake, exist_ok);
+	return region_fill(r, OP_COPY, first, n, from, wake, exist_ok, mapped);
 }
 
 int region_uffd_zeropage(struct pc_region *r, uint64_t first, uint64_t n,
-			 bool wake, bool exist_ok)
+			 bool wake, bool exist_ok, uint64_t *mapped)
 {
-	return region_fill(r, OP_ZEROPAGE, first, n, NULL, wake, exist_ok);
+	return region_fill(r, OP_ZEROPAGE, first, n, NULL, wake, exist_ok, mapped);
 }
 
 int region_uffd_continue(struct pc_region *r, uint64_t first, uint64_t n,
-			 bool wake, bool exist_ok)
+			 bool wake, bool exist_ok, uint64_t *mapped)
 {
-	return region_fill(r, OP_CONTINUE, first, n, NULL, wake, exist_ok);
+	return region_fill(r, OP_CONTINUE, first, n, NULL, wake, exist_ok, mapped);
 }
