@@ -35,7 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "1..36"
+echo "1..37"
 if [[ ! -x $client_bin ]]; then
 	for i in $(seq 36); do skip "fc_handler_$i" "no fc_client next to the CLI"; done
 	exit 0
@@ -273,9 +273,16 @@ client --threads 8
 ((rc == 0)) && wait_lines 1 &&
 	last_json "d['status'] == 'complete' and d['present'] == d['pages'] == 2048"
 check "fc_handler_network_source_served_every_byte_right" $?
+stop_handler
+run fc-handler --sock "$tmp/x.sock" --image "$img" --push-connections 1
+r1=$rc
+run fc-handler --sock "$tmp/x.sock" --source "unix:$tmp/srv.sock" --push-connections 5
+((r1 == 2 && rc == 2)) && grep -q -- '--push-connections' "$err"
+check "fc_handler_push_connections_needs_a_server_and_1_to_4" $?
+start_handler net1 --source "unix:$tmp/srv.sock" --push-connections 1
 client --threads 4 --balloon
-((rc == 0)) && wait_lines 2 && last_json "d['status'] == 'complete' and d['present'] == d['pages']"
-check "fc_handler_network_source_balloon_removed_pages_read_zero" $?
+((rc == 0)) && wait_lines 1 && last_json "d['status'] == 'complete' and d['present'] == d['pages']"
+check "fc_handler_one_push_connection_balloon_removed_pages_read_zero" $?
 stop_handler
 
 # ---- 2 MiB hugetlb regions ----------------------------------------------------------

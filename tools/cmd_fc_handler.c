@@ -49,6 +49,7 @@ struct fc_opts {
 	const char *key_path;
 	bool insecure;
 	unsigned net_timeout_s;
+	unsigned push_connections; /* --push-connections, 0: the default */
 	bool http;	     /* --source is http://, https:// or s3:// */
 	struct http_spec hs; /* then its flags */
 	bool once, fill, kill, json;
@@ -121,6 +122,9 @@ static void usage(FILE *f)
 		"  --insecure      TCP without authentication: loopback tests only\n"
 		"  --net-timeout S with --source: a VM's server silent for S seconds\n"
 		"                  (default 10) fails that VM\n"
+		"  --push-connections N  with --source tcp:// or unix:: push connections\n"
+		"                  per VM, each received by a thread (1..4, default 2;\n"
+		"                  1 keeps demand faults' tails shortest on busy cores)\n"
 		"  --once          exit after one VM was served and released\n"
 		"  --no-fill       no background filler: only faulted pages are loaded\n"
 		"  --no-kill       when a VM's pages cannot be had (the memory file\n"
@@ -166,6 +170,7 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		{ "key", required_argument, NULL, 'k' },
 		{ "insecure", no_argument, NULL, 'I' },
 		{ "net-timeout", required_argument, NULL, 'T' },
+		{ "push-connections", required_argument, NULL, 'P' },
 		{ "s3-endpoint", required_argument, NULL, 'E' },
 		{ "s3-region", required_argument, NULL, 'G' },
 		{ "http-timeout", required_argument, NULL, 'H' },
@@ -192,6 +197,10 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		case 'T':
 			if (parse_uint(optarg, 1, 86400, &o->net_timeout_s) < 0)
 				return bad_arg(CMD, "--net-timeout (1..86400 s)", optarg);
+			break;
+		case 'P':
+			if (parse_uint(optarg, 1, 4, &o->push_connections) < 0)
+				return bad_arg(CMD, "--push-connections (1..4)", optarg);
 			break;
 		case 'E': o->hs.s3_endpoint = optarg; break;
 		case 'G': o->hs.s3_region = optarg; break;
@@ -239,6 +248,10 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		return EXIT_USAGE;
 	if (o->net_timeout_s && (!o->source || o->http)) {
 		complain(CMD, "--net-timeout goes with --source tcp:// or unix:");
+		return EXIT_USAGE;
+	}
+	if (o->push_connections && (!o->source || o->http)) {
+		complain(CMD, "--push-connections goes with --source tcp:// or unix:");
 		return EXIT_USAGE;
 	}
 	if (o->replay_path && !o->image) {
@@ -580,7 +593,8 @@ static int open_source(const struct fc_opts *o, pc_source **src, char *why,
 	if (o->http)
 		return open_http_source(&o->hs, o->readers + 1, src, why, len);
 	return open_net_source(CMD, o->source, o->key_path, o->insecure,
-			       o->net_timeout_s ? o->net_timeout_s : 10, 0, src, why, len);
+			       o->net_timeout_s ? o->net_timeout_s : 10, o->push_connections,
+			       src, why, len);
 }
 
 static void serve_vm(struct vm *v)
