@@ -183,6 +183,7 @@ static void test_partial_run(void)
 		     " where the table disagrees", ret, mapped, wrong);
 	free(vec);
 	pc_region_destroy(r); /* and its source */
+	counting_free(&cs);
 }
 
 static void report(int status, bool want_sigbus, const char *name)
