@@ -223,54 +223,59 @@ int pc_net_start_push(pc_source *src, pc_region *r)
 /*
  * The pages a replay will want, in its order, as PUSH_ORDER frames on a
  * connection of their own (the session's, so the server's push threads
- * see them): consecutive pages go as one run.  Nothing answers it; it is
- * a hint, and a failure only leaves the push in address order.
+ * see them): consecutive pages go as one run, and runs past what a
+ * session keeps are left out.  Nothing answers it; it is a hint, and a
+ * failure only leaves the push in address order.
  */
 int ns_push_order(void *ctx, const uint64_t *pages, uint64_t n)
 {
 	struct net_source *ns = ctx;
 	enum { FRAME_MAX = PROTO_HDR_LEN + PROTO_ORDER_FRAME_RUNS * PROTO_ORDER_RUN_LEN +
 			   PROTO_TAG_LEN };
-	struct order_run runs[PROTO_ORDER_FRAME_RUNS];
-	uint8_t *buf = malloc(ORDER_BATCH * FRAME_MAX);
 	uint8_t payload[PROTO_ORDER_FRAME_RUNS * PROTO_ORDER_RUN_LEN];
-	struct frame_mac mac;
+	struct order_run *runs = malloc((n ? n : 1) * sizeof(*runs));
+	uint8_t *buf = malloc(ORDER_BATCH * FRAME_MAX);
+	uint64_t nruns = 0, listed = 0;
+	int ret = -ENOMEM;
+	if (!runs || !buf)
+		goto out;
+	for (uint64_t i = 0; i < n && nruns <= PROTO_ORDER_MAX_RUNS; i++) {
+		struct order_run *last = nruns ? &runs[nruns - 1] : NULL;
+		if (pages[i] >= ns->image.page_count)
+			continue;
+		if (last && pages[i] == last->first + last->npages &&
+		    last->npages < PROTO_MAX_RUN)
+			last->npages++;
+		else
+			runs[nruns++] = (struct order_run){ .first = pages[i], .npages = 1 };
+		listed++;
+	}
+	if (nruns > PROTO_ORDER_MAX_RUNS) /* the run that went past */
+		listed -= runs[--nruns].npages;
 	uint64_t deadline = now_ns() + (uint64_t)ns->timeout_ms * 1000000ull;
-	if (!buf)
-		return -ENOMEM;
+	struct frame_mac mac;
 	int fd = ns_open_conn(ns, ROLE_DEMAND, deadline, &mac);
 	if (fd < 0) {
-		free(buf);
-		return fd;
+		ret = fd;
+		goto out;
 	}
-	unsigned nruns = 0, frames = 0;
-	size_t len = 0;
-	int ret = 0;
-	for (uint64_t i = 0; i <= n && ret == 0; i++) {
-		struct order_run *last = nruns ? &runs[nruns - 1] : NULL;
-		if (i < n && pages[i] < ns->image.page_count && last &&
-		    pages[i] == last->first + last->npages && last->npages < PROTO_MAX_RUN) {
-			last->npages++;
-			continue;
-		}
-		/* A frame when its runs are full or the order ends; a send
-		 * when the batch is full or the order ends. */
-		if (nruns == PROTO_ORDER_FRAME_RUNS || (i == n && nruns)) {
+	ret = 0;
+	for (uint64_t at = 0; at < nruns && ret == 0;) {
+		size_t len = 0;
+		for (unsigned f = 0; f < ORDER_BATCH && at < nruns; f++) {
+			unsigned k = nruns - at < PROTO_ORDER_FRAME_RUNS ?
+					     (unsigned)(nruns - at) : PROTO_ORDER_FRAME_RUNS;
 			len += wire_put(buf + len, &mac, DIR_TO_SERVER, FRAME_PUSH_ORDER, 0,
-					payload, proto_put_order(payload, runs, nruns));
-			nruns = 0;
-			if (++frames == ORDER_BATCH || i == n) {
-				ret = net_send_all(fd, buf, len, deadline);
-				frames = 0;
-				len = 0;
-			}
+					payload, proto_put_order(payload, runs + at, k));
+			at += k;
 		}
-		if (i < n && pages[i] < ns->image.page_count)
-			runs[nruns++] = (struct order_run){ .first = pages[i], .npages = 1 };
+		ret = net_send_all(fd, buf, len, deadline);
 	}
-	if (ret == 0)
-		count(&ns->pages_ordered, n);
 	close(fd);
+	if (ret == 0)
+		count(&ns->pages_ordered, listed);
+out:
+	free(runs);
 	free(buf);
 	return ret;
 }
