@@ -56,7 +56,7 @@ static int resolve_counted(const struct install_ctx *ic, uint64_t page)
  * fetch_and_put): all but a direct source writing into the alias. */
 static bool needs_scratch(const struct pc_region *r)
 {
-	return !(r->shared && r->write_direct &&
+	return !(r->mem.shared && r->mem.write_direct &&
 		 (r->src->flags & PC_SOURCE_DIRECT));
 }
 
@@ -80,7 +80,7 @@ static int resolve_here(struct pc_region *r, void *addr)
 	_Atomic bool *busy = NULL;
 	if (needs_scratch(r))
 		ic.scratch = scratch_claim(r, ic.slot, &busy);
-	uint64_t page = ((uintptr_t)addr - (uintptr_t)r->guest) / r->page_size;
+	uint64_t page = ((uintptr_t)addr - (uintptr_t)r->mem.guest) / r->page_size;
 	int ret = resolve_counted(&ic, page);
 	if (busy)
 		scratch_release(busy);
@@ -192,7 +192,7 @@ static void fail_from_handler(struct pc_region *r, void *addr, int err)
 {
 	char msg[160];
 	size_t at = 0;
-	uint64_t page = ((uintptr_t)addr - (uintptr_t)r->guest) / r->page_size;
+	uint64_t page = ((uintptr_t)addr - (uintptr_t)r->mem.guest) / r->page_size;
 	const char *desc = strerrordesc_np(-err);
 	put_str(msg, sizeof(msg), &at, "fetching page ");
 	put_u64(msg, sizeof(msg), &at, page);
@@ -333,10 +333,10 @@ static int populate_mapping(char *start, size_t span, unsigned flags)
 static int populate_in(struct pc_region *r, void *addr, size_t len,
 		       unsigned flags)
 {
-	uint64_t first = ((uintptr_t)addr - (uintptr_t)r->guest) / r->page_size;
-	uint64_t end = ((uintptr_t)addr + len - (uintptr_t)r->guest +
+	uint64_t first = ((uintptr_t)addr - (uintptr_t)r->mem.guest) / r->page_size;
+	uint64_t end = ((uintptr_t)addr + len - (uintptr_t)r->mem.guest +
 			r->page_size - 1) / r->page_size;
-	char *start = r->guest + first * r->page_size;
+	char *start = r->mem.guest + first * r->page_size;
 	size_t span = (end - first) * r->page_size;
 
 	/* Wait mode: the kernel's own faults are served by handler threads. */
@@ -351,7 +351,7 @@ static int populate_in(struct pc_region *r, void *addr, size_t len,
 	if (populate_mapping(start, span, flags) == 0)
 		return 0;
 	for (uint64_t p = first; p < end; p++) {
-		ret = resolve_here(r, r->guest + p * r->page_size);
+		ret = resolve_here(r, r->mem.guest + p * r->page_size);
 		if (ret < 0)
 			return ret;
 	}

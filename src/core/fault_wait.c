@@ -64,7 +64,7 @@ static void handle_remove(struct pc_region *r, uint64_t start, uint64_t end)
 		uint64_t p = addr_page(r, a);
 		if (p == r->npages)
 			continue;
-		atomic_fetch_or(&r->removed[p / 64], 1ull << (p % 64));
+		atomic_fetch_or(&r->mem.removed[p / 64], 1ull << (p % 64));
 		atomic_fetch_add_explicit(&slot->pages_removed, 1, memory_order_relaxed);
 		uint32_t missing = PAGE_MISSING;
 		if (atomic_compare_exchange_strong(&r->state[p], &missing, PAGE_PRESENT) &&
@@ -81,14 +81,14 @@ void wait_mode_read_events(struct pc_region *r)
 		return;
 	}
 	struct uffd_msg m;
-	pthread_rwlock_wrlock(&r->remove_lock);
+	pthread_rwlock_wrlock(&r->mem.remove_lock);
 	while (rd->nbacklog < BACKLOG && read(rd->uffd, &m, sizeof(m)) == sizeof(m)) {
 		if (m.event == UFFD_EVENT_REMOVE)
 			handle_remove(r, m.arg.remove.start, m.arg.remove.end);
 		else if (m.event == UFFD_EVENT_PAGEFAULT)
 			rd->backlog[rd->nbacklog++] = m;
 	}
-	pthread_rwlock_unlock(&r->remove_lock);
+	pthread_rwlock_unlock(&r->mem.remove_lock);
 }
 
 /* Read a batch of messages; an adopted region's REMOVE events are
@@ -96,14 +96,14 @@ void wait_mode_read_events(struct pc_region *r)
 static ssize_t read_batch(struct pc_region *r, int uffd, struct uffd_msg *msgs,
 			  size_t len)
 {
-	if (!r->removed)
+	if (!r->mem.removed)
 		return read(uffd, msgs, len);
-	pthread_rwlock_wrlock(&r->remove_lock);
+	pthread_rwlock_wrlock(&r->mem.remove_lock);
 	ssize_t got = read(uffd, msgs, len);
 	for (ssize_t i = 0; i < got / (ssize_t)sizeof(*msgs); i++)
 		if (msgs[i].event == UFFD_EVENT_REMOVE)
 			handle_remove(r, msgs[i].arg.remove.start, msgs[i].arg.remove.end);
-	pthread_rwlock_unlock(&r->remove_lock);
+	pthread_rwlock_unlock(&r->mem.remove_lock);
 	return got;
 }
 
@@ -324,7 +324,7 @@ static int start_reader(struct pc_region *r, int uffd, pthread_t *tid)
 	struct epoll_event fault_ev = { .events = EPOLLIN | EPOLLEXCLUSIVE };
 	struct epoll_event stop_ev = { .events = EPOLLIN };
 	if (epoll_ctl(rd->epfd, EPOLL_CTL_ADD, uffd, &fault_ev) < 0 ||
-	    epoll_ctl(rd->epfd, EPOLL_CTL_ADD, r->stop_fd, &stop_ev) < 0)
+	    epoll_ctl(rd->epfd, EPOLL_CTL_ADD, r->feed.stop_fd, &stop_ev) < 0)
 		goto err;
 	int ret = pthread_create(tid, NULL, reader_main, rd);
 	if (ret) {
@@ -342,17 +342,17 @@ err:;
 
 int wait_mode_start(struct pc_region *r)
 {
-	unsigned total = r->nslices * r->opts.readers;
-	r->handlers = calloc(total, sizeof(*r->handlers));
-	if (!r->handlers)
+	unsigned total = r->mem.nslices * r->opts.readers;
+	r->feed.handlers = calloc(total, sizeof(*r->feed.handlers));
+	if (!r->feed.handlers)
 		return -ENOMEM;
-	for (unsigned i = 0; i < r->nslices; i++) {
+	for (unsigned i = 0; i < r->mem.nslices; i++) {
 		for (unsigned k = 0; k < r->opts.readers; k++) {
-			int ret = start_reader(r, r->slices[i].fd,
-					       &r->handlers[r->nhandlers]);
+			int ret = start_reader(r, r->mem.slices[i].fd,
+					       &r->feed.handlers[r->feed.nhandlers]);
 			if (ret < 0)
 				return ret;
-			r->nhandlers++;
+			r->feed.nhandlers++;
 		}
 	}
 	return 0;
@@ -360,9 +360,9 @@ int wait_mode_start(struct pc_region *r)
 
 void wait_mode_stop(struct pc_region *r)
 {
-	for (unsigned i = 0; i < r->nhandlers; i++)
-		pthread_join(r->handlers[i], NULL);
-	free(r->handlers);
-	r->handlers = NULL;
-	r->nhandlers = 0;
+	for (unsigned i = 0; i < r->feed.nhandlers; i++)
+		pthread_join(r->feed.handlers[i], NULL);
+	free(r->feed.handlers);
+	r->feed.handlers = NULL;
+	r->feed.nhandlers = 0;
 }

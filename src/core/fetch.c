@@ -87,12 +87,12 @@ static int call_source(struct pc_source *src, unsigned k, const uint64_t *first,
 static void push_jobs(struct pc_region *r, struct fetch_job *head,
 		      struct fetch_job *tail)
 {
-	struct fetch_job *old = atomic_load(&r->jobs);
+	struct fetch_job *old = atomic_load(&r->handoff.jobs);
 	do
 		tail->next = old;
-	while (!atomic_compare_exchange_weak(&r->jobs, &old, head));
-	atomic_fetch_add(&r->jobs_seq, 1);
-	futex_wake_one(&r->jobs_seq);
+	while (!atomic_compare_exchange_weak(&r->handoff.jobs, &old, head));
+	atomic_fetch_add(&r->handoff.jobs_seq, 1);
+	futex_wake_one(&r->handoff.jobs_seq);
 }
 
 static int hand_off(struct pc_region *r, unsigned k, const uint64_t *first,
@@ -110,12 +110,12 @@ static void *fetcher_main(void *arg)
 {
 	struct pc_region *r = arg;
 	for (;;) {
-		uint32_t seq = atomic_load(&r->jobs_seq);
-		struct fetch_job *list = atomic_exchange(&r->jobs, NULL);
+		uint32_t seq = atomic_load(&r->handoff.jobs_seq);
+		struct fetch_job *list = atomic_exchange(&r->handoff.jobs, NULL);
 		if (!list) {
-			if (atomic_load(&r->fetchers_stop))
+			if (atomic_load(&r->handoff.fetchers_stop))
 				return NULL;
-			futex_wait(&r->jobs_seq, seq);
+			futex_wait(&r->handoff.jobs_seq, seq);
 			continue;
 		}
 		/* Take the oldest (the list's tail); the rest go back for
@@ -143,14 +143,14 @@ int fetchers_start(struct pc_region *r)
 	if (r->src->flags & PC_SOURCE_ASYNC_SIGNAL_SAFE)
 		return 0;
 	unsigned n = r->opts.fetchers ? r->opts.fetchers : 1;
-	r->fetchers = calloc(n, sizeof(*r->fetchers));
-	if (!r->fetchers)
+	r->handoff.fetchers = calloc(n, sizeof(*r->handoff.fetchers));
+	if (!r->handoff.fetchers)
 		return -ENOMEM;
 	for (unsigned i = 0; i < n; i++) {
-		int ret = pthread_create(&r->fetchers[i], NULL, fetcher_main, r);
+		int ret = pthread_create(&r->handoff.fetchers[i], NULL, fetcher_main, r);
 		if (ret)
 			return -ret;
-		r->nfetchers++;
+		r->handoff.nfetchers++;
 	}
 	return 0;
 }
@@ -158,14 +158,14 @@ int fetchers_start(struct pc_region *r)
 /* After registry_remove(): no thread can hand off a job any more. */
 void fetchers_stop(struct pc_region *r)
 {
-	atomic_store(&r->fetchers_stop, true);
-	atomic_fetch_add(&r->jobs_seq, 1);
-	futex_wake_all(&r->jobs_seq);
-	for (unsigned i = 0; i < r->nfetchers; i++)
-		pthread_join(r->fetchers[i], NULL);
-	free(r->fetchers);
-	r->fetchers = NULL;
-	r->nfetchers = 0;
+	atomic_store(&r->handoff.fetchers_stop, true);
+	atomic_fetch_add(&r->handoff.jobs_seq, 1);
+	futex_wake_all(&r->handoff.jobs_seq);
+	for (unsigned i = 0; i < r->handoff.nfetchers; i++)
+		pthread_join(r->handoff.fetchers[i], NULL);
+	free(r->handoff.fetchers);
+	r->handoff.fetchers = NULL;
+	r->handoff.nfetchers = 0;
 }
 
 int source_fetch(const struct install_ctx *ic, unsigned k,
@@ -174,7 +174,7 @@ int source_fetch(const struct install_ctx *ic, unsigned k,
 	struct pc_region *r = ic->r;
 	struct pc_source *src = r->src;
 	unsigned flags = ic->prefetch ? PC_FETCH_PREFETCH : 0;
-	bool via_fetcher = ic->signal_safe && r->nfetchers;
+	bool via_fetcher = ic->signal_safe && r->handoff.nfetchers;
 	uint64_t backoff = RETRY_FIRST_NS, deadline = 0;
 	int ret;
 

@@ -84,7 +84,7 @@ static struct guest_activity guest_activity(struct pc_region *r)
 
 static void idle(struct pc_region *r, int ms)
 {
-	struct pollfd pfd = { .fd = r->stop_fd, .events = POLLIN };
+	struct pollfd pfd = { .fd = r->feed.stop_fd, .events = POLLIN };
 	poll(&pfd, 1, ms);
 }
 
@@ -147,7 +147,7 @@ static void *fill_main(void *arg)
 		return NULL;
 	}
 	while (!atomic_load(&r->stopping) && atomic_load(&r->done) == 0) {
-		if (atomic_load_explicit(&r->replaying, memory_order_acquire)) {
+		if (atomic_load_explicit(&r->feed.replaying, memory_order_acquire)) {
 			idle(r, 1); /* a working-set replay goes first */
 			continue;
 		}
@@ -190,7 +190,7 @@ static void *fill_main(void *arg)
 int offer_claim(struct pc_region *r, uint64_t first, uint64_t npages,
 		uint64_t *claimed)
 {
-	if (!r->nslices || first > r->npages || npages > r->npages - first ||
+	if (!r->mem.nslices || first > r->npages || npages > r->npages - first ||
 	    npages > OFFER_MAX)
 		return -EINVAL;
 	memset(claimed, 0, (npages + 63) / 64 * 8);
@@ -276,13 +276,13 @@ int pc_region_offer(pc_region *r, uint64_t first, uint64_t npages,
 
 int pc_region_start_fill(pc_region *r)
 {
-	if (!r->nslices)
+	if (!r->mem.nslices)
 		return -EINVAL; /* not started */
-	if (r->filler_started)
+	if (r->feed.filler_started)
 		return -EBUSY;
-	int ret = pthread_create(&r->filler, NULL, fill_main, r);
+	int ret = pthread_create(&r->feed.filler, NULL, fill_main, r);
 	if (ret)
 		return -ret;
-	r->filler_started = true;
+	r->feed.filler_started = true;
 	return 0;
 }

@@ -178,12 +178,12 @@ static int pwrite_all(int fd, const char *data, uint64_t len, uint64_t off)
 static int put_shared(struct pc_region *r, uint64_t first, uint64_t n,
 		      const char *from)
 {
-	if (r->write_direct) { /* the alias is mapped, or cheap to fault */
-		memcpy(r->alias + first * r->page_size, from, n * r->page_size);
+	if (r->mem.write_direct) { /* the alias is mapped, or cheap to fault */
+		memcpy(r->mem.alias + first * r->page_size, from, n * r->page_size);
 		return 0;
 	}
 	/* pwrite(): no page faults on the alias. */
-	return pwrite_all(r->memfd, from, n * r->page_size, first * r->page_size);
+	return pwrite_all(r->mem.memfd, from, n * r->page_size, first * r->page_size);
 }
 
 static int put_anon(const struct install_ctx *ic, uint64_t first, uint64_t n,
@@ -204,14 +204,14 @@ static int fetch_and_put(const struct install_ctx *ic, uint64_t first,
 {
 	struct pc_region *r = ic->r;
 	*mapped = 0;
-	if (r->shared && r->write_direct && (r->src->flags & PC_SOURCE_DIRECT))
-		return fetch_pages(ic, first, n, r->alias + first * r->page_size);
+	if (r->mem.shared && r->mem.write_direct && (r->src->flags & PC_SOURCE_DIRECT))
+		return fetch_pages(ic, first, n, r->mem.alias + first * r->page_size);
 	uint64_t chunk = PC_SCRATCH_BYTES / r->page_size;
 	for (uint64_t p = first; p < first + n; p += chunk) {
 		uint64_t k = first + n - p < chunk ? first + n - p : chunk, m = 0;
 		int ret = fetch_pages(ic, p, k, ic->scratch);
 		if (ret == 0)
-			ret = r->shared ? put_shared(r, p, k, ic->scratch) :
+			ret = r->mem.shared ? put_shared(r, p, k, ic->scratch) :
 					  put_anon(ic, p, k, ic->scratch, &m);
 		*mapped += m;
 		if (ret < 0)
@@ -249,13 +249,13 @@ static int place_zero(const struct install_ctx *ic, uint64_t first,
 {
 	struct pc_region *r = ic->r;
 	*mapped = 0;
-	if (!r->shared)
+	if (!r->mem.shared)
 		return zero_anon(ic, first, n, ic->retry, mapped);
 	/* A page-cache page is needed for CONTINUE; fallocate makes a
 	 * zeroed one.  prealloc made them all already, still zero: no
 	 * syscall (and no inode lock) on the fault path then. */
 	if (!r->opts.prealloc &&
-	    fallocate(r->memfd, FALLOC_FL_KEEP_SIZE,
+	    fallocate(r->mem.memfd, FALLOC_FL_KEEP_SIZE,
 		      (off_t)(first * r->page_size),
 		      (off_t)(n * r->page_size)) < 0)
 		return -errno;
@@ -268,7 +268,7 @@ static int place_data(const struct install_ctx *ic, uint64_t first,
 	*mapped = 0;
 	if (!from)
 		return fetch_and_put(ic, first, n, mapped);
-	if (ic->r->shared)
+	if (ic->r->mem.shared)
 		return put_shared(ic->r, first, n, from);
 	return put_anon(ic, first, n, from, mapped);
 }
@@ -307,7 +307,7 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 	bool requested = from != NULL;
 	int ret = 0;
 
-	if (r->adopted && !from) { /* fetch first: nothing slow under the lock */
+	if (r->mem.adopted && !from) { /* fetch first: nothing slow under the lock */
 		ret = ic->scratch ? fetch_runs(ic, 1, &first, &n, ic->scratch) : -EINVAL;
 		if (ret < 0) {
 			release_pages(r, first, n);
@@ -316,8 +316,8 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		from = ic->scratch;
 		requested = true;
 	}
-	if (r->adopted)
-		pthread_rwlock_rdlock(&r->remove_lock);
+	if (r->mem.adopted)
+		pthread_rwlock_rdlock(&r->mem.remove_lock);
 	/* Split the run where pages switch between zero and data. */
 	for (uint64_t p = first; p < end && ret == 0;) {
 		bool zero = page_gets_zeros(r, p);
@@ -338,13 +338,13 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 					 from ? from + (p - first) * r->page_size :
 						NULL, &mapped);
 		}
-		if (!r->shared)
+		if (!r->mem.shared)
 			mapped_end = p + mapped;
 		p = q;
 	}
-	if (r->adopted)
-		pthread_rwlock_unlock(&r->remove_lock);
-	if (ret == 0 && r->shared) {
+	if (r->mem.adopted)
+		pthread_rwlock_unlock(&r->mem.remove_lock);
+	if (ret == 0 && r->mem.shared) {
 		uint64_t mapped;
 		ret = region_uffd_continue(r, first, n, ic->wake, false, &mapped);
 		mapped_end = first + mapped;
@@ -352,7 +352,7 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 	/* An adopted region's pending event: the pages stay claimed (threads
 	 * that found them in flight wait for this install), and the caller
 	 * tries again, with ic->retry, once the event is read. */
-	if (ret == -EAGAIN && r->adopted)
+	if (ret == -EAGAIN && r->mem.adopted)
 		return ret;
 	if (ret < 0) {
 		/* The failed run's fault is not among what is counted. */
@@ -393,11 +393,11 @@ static int resolve_present(const struct install_ctx *ic, uint64_t p)
 	struct pc_region *r = ic->r;
 	stat_add(&ic->slot->refaults, 1);
 	if (r->opts.mode == PC_MODE_EXIT &&
-	    madvise(r->guest + p * r->page_size, r->page_size,
+	    madvise(r->mem.guest + p * r->page_size, r->page_size,
 		    MADV_POPULATE_WRITE) == 0)
 		return 0;
 	uint64_t mapped;
-	int ret = r->shared ? region_uffd_continue(r, p, 1, ic->wake, true, NULL) :
+	int ret = r->mem.shared ? region_uffd_continue(r, p, 1, ic->wake, true, NULL) :
 			      zero_anon(ic, p, 1, true, &mapped);
 	/* Completion unregisters the range under us: every page is in place
 	 * and the retried access is an ordinary fault. */

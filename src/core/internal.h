@@ -150,11 +150,15 @@ struct uffd_slice {
 	uint64_t npages;
 };
 
-struct pc_region {
-	struct pc_region_opts opts;
-	struct pc_source *src;
-	uint64_t page_size;
-	uint64_t npages;
+/*
+ * The memory a region installs into (region.c sets it up, uffd.c installs
+ * into it): its own memfd (shmem or hugetlb), registered MINOR, filled
+ * through an unregistered alias and mapped with CONTINUE; its own
+ * anonymous memory, registered MISSING, filled with COPY and ZEROPAGE; or
+ * another process's memory, reached only through the userfaultfd it
+ * handed over (adopted: MISSING, COPY/ZEROPAGE, 4 KiB or 2 MiB pages).
+ */
+struct region_memory {
 	bool shared;	   /* shmem or hugetlb: MINOR + CONTINUE */
 	bool adopted;	   /* another process's memory (PC_BACKEND_ADOPTED) */
 	int adopted_fd;	   /* its userfaultfd until a slice owns it */
@@ -179,6 +183,55 @@ struct pc_region {
 	char *guest;	/* the view the guest uses, registered */
 	char *alias;	/* shared backends: unregistered second view */
 
+	/* The userfaultfds, each over a slice of the pages. */
+	unsigned nslices;
+	struct uffd_slice *slices;
+};
+
+/*
+ * What installs pages besides the faulting threads themselves: wait
+ * mode's handler threads (fault_wait.c), the background filler (fill.c)
+ * and a working-set replay (src/ws/ws_replay.c).  The network push is the
+ * network source's own (src/net/net_push.c) and installs through
+ * pc_region_offer()'s two steps.
+ */
+struct region_feeders {
+	pthread_t *handlers;
+	unsigned nhandlers;
+	int stop_fd; /* eventfd: tells handler threads and filler to quit */
+	pthread_t filler;
+	bool filler_started;
+	/* The filler waits while @replaying. */
+	struct ws_replay *replay;
+	_Atomic bool replaying;
+};
+
+/* Sources that are not async-signal-safe: an exit-mode faulting thread
+ * hands its fetch to these threads and installs the page itself
+ * (fetch.c). */
+struct fetch_handoff {
+	_Atomic(struct fetch_job *) jobs;
+	_Atomic uint32_t jobs_seq; /* futex word: bumped on every job */
+	_Atomic bool fetchers_stop;
+	pthread_t *fetchers;
+	unsigned nfetchers;
+};
+
+/*
+ * A region: the pager (the page-state table, present counts, per-thread
+ * slots, completion and errors; install.c), the memory it installs into,
+ * its source, and what feeds it besides demand faults.
+ */
+struct pc_region {
+	struct pc_region_opts opts;
+	struct pc_source *src;
+	uint64_t page_size;
+	uint64_t npages;
+	struct region_memory mem;
+	struct region_feeders feed;
+	struct fetch_handoff handoff;
+	_Atomic bool stopping; /* destroy has begun: background threads quit */
+
 	_Atomic uint32_t *state; /* enum page_state per page */
 	/*
 	 * Pages published PRESENT, counted per chunk of PRESENT_CHUNK pages
@@ -191,19 +244,6 @@ struct pc_region {
 	} __attribute__((aligned(64))) *chunk_present; /* a line each */
 	uint64_t nchunks;
 	_Atomic uint64_t chunks_full;
-
-	unsigned nslices;
-	struct uffd_slice *slices;
-
-	/* Wait mode handler threads. */
-	pthread_t *handlers;
-	unsigned nhandlers;
-	int stop_fd; /* eventfd: tells handler threads and filler to quit */
-
-	/* Filler. */
-	pthread_t filler;
-	bool filler_started;
-	_Atomic bool stopping;
 
 	/* Completion: futex word, 0 while running, 1 complete, 2 failed. */
 	_Atomic uint32_t done;
@@ -234,19 +274,6 @@ struct pc_region {
 		_Atomic bool busy;
 	} pool[PC_SCRATCH_POOL]; /* bounce buffers for unattached threads */
 	char *scratch_area;	 /* one mapping: the slots' buffers, the pool's */
-
-	/* Sources that are not async-signal-safe: the faulting thread hands
-	 * its fetch to these threads (fetch.c). */
-	_Atomic(struct fetch_job *) jobs;
-	_Atomic uint32_t jobs_seq; /* futex word: bumped on every job */
-	_Atomic bool fetchers_stop;
-	pthread_t *fetchers;
-	unsigned nfetchers;
-
-	/* Working-set replay (src/ws/ws_replay.c): the filler waits while
-	 * @replaying. */
-	struct ws_replay *replay;
-	_Atomic bool replaying;
 
 	/* Demand-fault hook (pc_region_set_fault_hook). */
 	pc_fault_hook *fault_hook;
@@ -295,8 +322,8 @@ bool page_is_zero(struct pc_region *r, uint64_t page);
  * zero, or its owner removed it. */
 static inline bool page_gets_zeros(struct pc_region *r, uint64_t page)
 {
-	return (r->removed &&
-		(atomic_load_explicit(&r->removed[page / 64], memory_order_acquire) >>
+	return (r->mem.removed &&
+		(atomic_load_explicit(&r->mem.removed[page / 64], memory_order_acquire) >>
 		 (page % 64)) & 1) ||
 	       page_is_zero(r, page);
 }

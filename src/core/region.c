@@ -320,7 +320,7 @@ static int check_memory(const struct pc_region *r, char *buf, size_t len)
 {
 	uint64_t size = r->opts.size;
 	if (r->opts.no_memory_check || r->opts.backend == PC_BACKEND_ANON ||
-	    r->adopted)
+	    r->mem.adopted)
 		return 0; /* overcommitted, or another process's */
 	if (r->opts.backend == PC_BACKEND_HUGETLB) {
 		uint64_t free_pages, resv, over = 0, surplus = 0;
@@ -368,33 +368,33 @@ static int map_memory(struct pc_region *r, char *buf, size_t len)
 {
 	uint64_t size = r->opts.size;
 
-	if (r->adopted) { /* mapped in its owner, never here */
-		r->ranges = calloc(r->opts.nremote, sizeof(*r->ranges));
-		if (!r->ranges)
+	if (r->mem.adopted) { /* mapped in its owner, never here */
+		r->mem.ranges = calloc(r->opts.nremote, sizeof(*r->mem.ranges));
+		if (!r->mem.ranges)
 			return why(buf, len, -ENOMEM, "out of memory");
 		uint64_t first = 0;
 		for (unsigned i = 0; i < r->opts.nremote; i++) {
-			r->ranges[i] = (struct remote_range){
+			r->mem.ranges[i] = (struct remote_range){
 				r->opts.remote[i].base, first,
 				r->opts.remote[i].size / r->page_size };
-			first += r->ranges[i].npages;
+			first += r->mem.ranges[i].npages;
 		}
-		r->nranges = r->opts.nremote;
-		r->removed = calloc((r->npages + 63) / 64, sizeof(*r->removed));
-		if (!r->removed)
+		r->mem.nranges = r->opts.nremote;
+		r->mem.removed = calloc((r->npages + 63) / 64, sizeof(*r->mem.removed));
+		if (!r->mem.removed)
 			return why(buf, len, -ENOMEM, "out of memory");
 		/* Writers first: event reads must not wait behind a stream
 		 * of installs. */
 		pthread_rwlockattr_t a;
 		pthread_rwlockattr_init(&a);
 		pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-		pthread_rwlock_init(&r->remove_lock, &a);
+		pthread_rwlock_init(&r->mem.remove_lock, &a);
 		pthread_rwlockattr_destroy(&a);
 		r->opts.remote = NULL; /* the caller's: not kept */
-		r->guest = (char *)(uintptr_t)r->ranges[0].base;
+		r->mem.guest = (char *)(uintptr_t)r->mem.ranges[0].base;
 		return 0;
 	}
-	if (!r->shared) {
+	if (!r->mem.shared) {
 		void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
 			       -1, 0);
@@ -404,23 +404,23 @@ static int map_memory(struct pc_region *r, char *buf, size_t len)
 				   (unsigned long long)size, strerror(errno));
 		/* THP would install 2 MiB at a time behind our back. */
 		madvise(p, size, MADV_NOHUGEPAGE);
-		r->guest = p;
+		r->mem.guest = p;
 		return 0;
 	}
 
 	bool huge = r->opts.backend == PC_BACKEND_HUGETLB;
 	unsigned flags = MFD_CLOEXEC | (huge ? MFD_HUGETLB | MFD_HUGE_2MB : 0);
-	r->memfd = memfd_create("postcopy-guest", flags);
-	if (r->memfd < 0)
+	r->mem.memfd = memfd_create("postcopy-guest", flags);
+	if (r->mem.memfd < 0)
 		return why(buf, len, -errno, "memfd_create(%s): %s",
 			   backend_name(r->opts.backend), strerror(errno));
-	if (ftruncate(r->memfd, (off_t)size) < 0)
+	if (ftruncate(r->mem.memfd, (off_t)size) < 0)
 		return why(buf, len, -errno, "ftruncate of the guest memfd: %s",
 			   strerror(errno));
 	/* hugetlb reserves its pages at mmap time: this is where a shortage
 	 * shows up, as ENOMEM. */
 	void *guest = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED,
-			   r->memfd, 0);
+			   r->mem.memfd, 0);
 	if (guest == MAP_FAILED) {
 		int err = errno;
 		if (huge && err == ENOMEM)
@@ -430,24 +430,24 @@ static int map_memory(struct pc_region *r, char *buf, size_t len)
 		return why(buf, len, -err, "mmap of the guest view: %s",
 			   strerror(err));
 	}
-	r->guest = guest;
+	r->mem.guest = guest;
 	void *alias = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED,
-			   r->memfd, 0);
+			   r->mem.memfd, 0);
 	if (alias == MAP_FAILED)
 		return why(buf, len, -errno, "mmap of the alias view: %s",
 			   strerror(errno));
-	r->alias = alias;
+	r->mem.alias = alias;
 	return 0;
 }
 
 /* Allocate every page-cache page and map the alias, outside any clock. */
 static int preallocate(struct pc_region *r, char *buf, size_t len)
 {
-	if (fallocate(r->memfd, 0, 0, (off_t)r->opts.size) < 0)
+	if (fallocate(r->mem.memfd, 0, 0, (off_t)r->opts.size) < 0)
 		return why(buf, len, -errno,
 			   "fallocate of %llu bytes of guest memory: %s",
 			   (unsigned long long)r->opts.size, strerror(errno));
-	if (madvise(r->alias, r->opts.size, MADV_POPULATE_WRITE) < 0)
+	if (madvise(r->mem.alias, r->opts.size, MADV_POPULATE_WRITE) < 0)
 		return why(buf, len, -errno, "populating the alias view: %s",
 			   strerror(errno));
 	return 0;
@@ -466,11 +466,11 @@ static int discard_early_touches(struct pc_region *r)
 {
 	char why_buf[256];
 	int err = 0;
-	if (r->adopted)
+	if (r->mem.adopted)
 		return 0; /* the owner's memory, registered by the owner */
-	if (madvise(r->guest, r->opts.size, MADV_DONTNEED) < 0)
+	if (madvise(r->mem.guest, r->opts.size, MADV_DONTNEED) < 0)
 		err = -errno;
-	else if (r->shared && fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+	else if (r->mem.shared && fallocate(r->mem.memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 					0, (off_t)r->opts.size) < 0)
 		err = -errno;
 	if (err < 0) {
@@ -478,7 +478,7 @@ static int discard_early_touches(struct pc_region *r)
 				 strerror(-err));
 		return err;
 	}
-	if (r->shared && r->opts.prealloc &&
+	if (r->mem.shared && r->opts.prealloc &&
 	    (err = preallocate(r, why_buf, sizeof(why_buf))) < 0)
 		region_set_error(r, err, "%s", why_buf);
 	return err;
@@ -527,29 +527,29 @@ int pc_region_create(const struct pc_region_opts *opts, pc_source *src,
 	static _Atomic uint64_t generations;
 	r->generation = atomic_fetch_add(&generations, 1) + 1;
 	r->src = src;
-	r->memfd = -1;
-	r->stop_fd = -1;
+	r->mem.memfd = -1;
+	r->feed.stop_fd = -1;
 	r->opts = *opts;
-	r->adopted = opts->backend == PC_BACKEND_ADOPTED;
-	r->adopted_fd = adopted_fd;
+	r->mem.adopted = opts->backend == PC_BACKEND_ADOPTED;
+	r->mem.adopted_fd = adopted_fd;
 	ret = check_adopted(&r->opts, buf, len);
 	if (ret < 0)
 		goto err;
 	r->page_size = opts->backend == PC_BACKEND_HUGETLB ? PC_HUGE_PAGE_SIZE :
-		       r->adopted ? r->opts.page_size : PC_SOURCE_PAGE_SIZE;
+		       r->mem.adopted ? r->opts.page_size : PC_SOURCE_PAGE_SIZE;
 	ret = check_opts(&r->opts, src, r->page_size, buf, len);
 	if (ret < 0)
 		goto err;
 	r->npages = r->opts.size / r->page_size;
-	r->shared = r->opts.backend == PC_BACKEND_SHMEM ||
+	r->mem.shared = r->opts.backend == PC_BACKEND_SHMEM ||
 		    r->opts.backend == PC_BACKEND_HUGETLB;
 	/* Without the alias mapped, a page-by-page write into it would pay a
 	 * page fault per page; pwrite() into the memfd does not.  hugetlbfs
 	 * has no write(), and one fault per 2 MiB is cheap. */
-	r->write_direct = r->opts.backend == PC_BACKEND_HUGETLB ||
-			  (r->shared && r->opts.prealloc);
+	r->mem.write_direct = r->opts.backend == PC_BACKEND_HUGETLB ||
+			  (r->mem.shared && r->opts.prealloc);
 
-	ret = r->adopted ? 0 : probe_userfaultfd(r, buf, len);
+	ret = r->mem.adopted ? 0 : probe_userfaultfd(r, buf, len);
 	if (ret < 0)
 		goto err;
 	ret = check_memory(r, buf, len);
@@ -586,8 +586,8 @@ int pc_region_create(const struct pc_region_opts *opts, pc_source *src,
 		ret = why(buf, len, -ENOMEM, "no address space for the bounce buffers");
 		goto err;
 	}
-	r->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (r->stop_fd < 0) {
+	r->feed.stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (r->feed.stop_fd < 0) {
 		ret = why(buf, len, -errno, "eventfd: %s", strerror(errno));
 		goto err;
 	}
@@ -602,7 +602,7 @@ int pc_region_start(pc_region *r)
 {
 	/* Started already, or a start failed: its error stands (destroy and
 	 * create anew), and nothing half-made is allocated twice. */
-	if (r->slices) {
+	if (r->mem.slices) {
 		int err = atomic_load(&r->error);
 		return err ? err : -EBUSY;
 	}
@@ -623,26 +623,26 @@ int pc_region_start(pc_region *r)
 		return err;
 	}
 	unsigned n = r->opts.mode == PC_MODE_WAIT ? r->opts.uffds : 1;
-	r->slices = calloc(n, sizeof(*r->slices));
-	if (!r->slices) {
+	r->mem.slices = calloc(n, sizeof(*r->mem.slices));
+	if (!r->mem.slices) {
 		region_set_error(r, -ENOMEM, "out of memory for %u userfaultfds", n);
 		return -ENOMEM;
 	}
 	uint64_t per = r->npages / n;
 	for (unsigned i = 0; i < n; i++) {
-		struct uffd_slice *s = &r->slices[i];
+		struct uffd_slice *s = &r->mem.slices[i];
 		s->first = i * per;
 		s->npages = i == n - 1 ? r->npages - s->first : per;
-		if (r->adopted) { /* registered already, by its owner */
-			int fl = fcntl(r->adopted_fd, F_GETFL);
-			if (fl < 0 || fcntl(r->adopted_fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+		if (r->mem.adopted) { /* registered already, by its owner */
+			int fl = fcntl(r->mem.adopted_fd, F_GETFL);
+			if (fl < 0 || fcntl(r->mem.adopted_fd, F_SETFL, fl | O_NONBLOCK) < 0) {
 				region_set_error(r, -errno, "the adopted userfaultfd: %s",
 						 strerror(errno));
 				return -errno;
 			}
-			s->fd = r->adopted_fd;
-			r->adopted_fd = -1; /* the slice closes it now */
-			r->nslices = 1;
+			s->fd = r->mem.adopted_fd;
+			r->mem.adopted_fd = -1; /* the slice closes it now */
+			r->mem.nslices = 1;
 			continue;
 		}
 		int ret = uffd_open(features_for(r), &s->fd);
@@ -651,9 +651,9 @@ int pc_region_start(pc_region *r)
 					 strerror(-ret));
 			return ret;
 		}
-		r->nslices = i + 1;
-		ret = uffd_register(s->fd, r->guest + s->first * r->page_size,
-				    s->npages * r->page_size, r->shared);
+		r->mem.nslices = i + 1;
+		ret = uffd_register(s->fd, r->mem.guest + s->first * r->page_size,
+				    s->npages * r->page_size, r->mem.shared);
 		if (ret < 0) {
 			region_set_error(r, ret, "UFFDIO_REGISTER: %s",
 					 strerror(-ret));
@@ -682,7 +682,7 @@ static void signal_stop(struct pc_region *r)
 {
 	uint64_t one = 1;
 	/* write() on an eventfd is async-signal-safe. */
-	if (write(r->stop_fd, &one, sizeof(one)) < 0) {
+	if (write(r->feed.stop_fd, &one, sizeof(one)) < 0) {
 		/* Only fails if the counter would overflow: already set. */
 	}
 }
@@ -698,12 +698,12 @@ void futex_wake_all(_Atomic uint32_t *word)
  * treats an install that fails on the unregistered range as done. */
 void region_complete(struct pc_region *r)
 {
-	for (unsigned i = 0; i < r->nslices; i++)
-		for (uint64_t p = r->slices[i].first, n;
-		     p < r->slices[i].first + r->slices[i].npages; p += n) {
-			uintptr_t a = page_addr(r, p, r->slices[i].first +
-					       r->slices[i].npages - p, &n);
-			uffd_unregister(r->slices[i].fd, (void *)a, n * r->page_size);
+	for (unsigned i = 0; i < r->mem.nslices; i++)
+		for (uint64_t p = r->mem.slices[i].first, n;
+		     p < r->mem.slices[i].first + r->mem.slices[i].npages; p += n) {
+			uintptr_t a = page_addr(r, p, r->mem.slices[i].first +
+					       r->mem.slices[i].npages - p, &n);
+			uffd_unregister(r->mem.slices[i].fd, (void *)a, n * r->page_size);
 		}
 	atomic_store(&r->end_ns, now_ns());
 	signal_stop(r);
@@ -775,7 +775,7 @@ bool pc_region_page_present(const pc_region *r, uint64_t offset)
 
 void *pc_region_addr(const pc_region *r)
 {
-	return r->guest;
+	return r->mem.guest;
 }
 
 uint64_t pc_region_size(const pc_region *r)
@@ -791,14 +791,14 @@ uint64_t pc_region_page_size(const pc_region *r)
 uintptr_t page_addr(const struct pc_region *r, uint64_t p, uint64_t n,
 		    uint64_t *contiguous)
 {
-	if (!r->ranges) {
+	if (!r->mem.ranges) {
 		*contiguous = n;
-		return (uintptr_t)r->guest + p * r->page_size;
+		return (uintptr_t)r->mem.guest + p * r->page_size;
 	}
-	unsigned i = r->nranges - 1;
-	while (i && r->ranges[i].first > p)
+	unsigned i = r->mem.nranges - 1;
+	while (i && r->mem.ranges[i].first > p)
 		i--;
-	const struct remote_range *g = &r->ranges[i];
+	const struct remote_range *g = &r->mem.ranges[i];
 	uint64_t left = g->first + g->npages - p;
 	*contiguous = n < left ? n : left;
 	return g->base + (p - g->first) * r->page_size;
@@ -806,13 +806,13 @@ uintptr_t page_addr(const struct pc_region *r, uint64_t p, uint64_t n,
 
 uint64_t addr_page(const struct pc_region *r, uintptr_t addr)
 {
-	if (!r->ranges)
-		return addr >= (uintptr_t)r->guest &&
-			       addr - (uintptr_t)r->guest < r->opts.size ?
-		       (addr - (uintptr_t)r->guest) / r->page_size :
+	if (!r->mem.ranges)
+		return addr >= (uintptr_t)r->mem.guest &&
+			       addr - (uintptr_t)r->mem.guest < r->opts.size ?
+		       (addr - (uintptr_t)r->mem.guest) / r->page_size :
 		       r->npages;
-	for (unsigned i = 0; i < r->nranges; i++) {
-		const struct remote_range *g = &r->ranges[i];
+	for (unsigned i = 0; i < r->mem.nranges; i++) {
+		const struct remote_range *g = &r->mem.ranges[i];
 		if (addr >= g->base && addr - g->base < g->npages * r->page_size)
 			return g->first + (addr - g->base) / r->page_size;
 	}
@@ -821,12 +821,12 @@ uint64_t addr_page(const struct pc_region *r, uintptr_t addr)
 
 int pc_region_fd(const pc_region *r)
 {
-	return r->memfd;
+	return r->mem.memfd;
 }
 
 int pc_region_set_fault_hook(pc_region *r, pc_fault_hook *hook, void *arg)
 {
-	if (r->slices)
+	if (r->mem.slices)
 		return -EBUSY; /* started: faults may read it right now */
 	r->fault_hook = hook;
 	r->fault_hook_arg = arg;
@@ -850,34 +850,34 @@ void pc_region_destroy(pc_region *r)
 	/* Background work of the source first: it installs into us. */
 	pc_source_stop(r->src, r->nchunks && region_all_present(r));
 	atomic_store(&r->stopping, true);
-	if (r->stop_fd >= 0)
+	if (r->feed.stop_fd >= 0)
 		signal_stop(r);
-	if (r->filler_started)
-		pthread_join(r->filler, NULL);
+	if (r->feed.filler_started)
+		pthread_join(r->feed.filler, NULL);
 	replay_stop(r);
 	wait_mode_stop(r);
 	registry_remove(r); /* waits for the threads inside to leave */
 	fetchers_stop(r);
-	for (unsigned i = 0; i < r->nslices; i++)
-		close(r->slices[i].fd); /* closing also unregisters */
-	free(r->slices);
-	if (r->stop_fd >= 0)
-		close(r->stop_fd);
-	if (r->adopted_fd >= 0)
-		close(r->adopted_fd); /* never started */
-	if (r->guest && !r->adopted)
-		munmap(r->guest, r->opts.size);
-	if (r->alias)
-		munmap(r->alias, r->opts.size);
-	if (r->memfd >= 0)
-		close(r->memfd);
+	for (unsigned i = 0; i < r->mem.nslices; i++)
+		close(r->mem.slices[i].fd); /* closing also unregisters */
+	free(r->mem.slices);
+	if (r->feed.stop_fd >= 0)
+		close(r->feed.stop_fd);
+	if (r->mem.adopted_fd >= 0)
+		close(r->mem.adopted_fd); /* never started */
+	if (r->mem.guest && !r->mem.adopted)
+		munmap(r->mem.guest, r->opts.size);
+	if (r->mem.alias)
+		munmap(r->mem.alias, r->opts.size);
+	if (r->mem.memfd >= 0)
+		close(r->mem.memfd);
 	if (r->state)
 		munmap((void *)r->state, r->npages * sizeof(*r->state));
 	scratch_free_all(r);
-	free(r->ranges);
-	if (r->removed)
-		pthread_rwlock_destroy(&r->remove_lock);
-	free(r->removed);
+	free(r->mem.ranges);
+	if (r->mem.removed)
+		pthread_rwlock_destroy(&r->mem.remove_lock);
+	free(r->mem.removed);
 	free(r->chunk_present);
 	free(r->slots);
 	pc_source_destroy(r->src);

@@ -61,8 +61,8 @@ int registry_add(struct pc_region *r)
 			continue;
 		/* An adopted region's addresses are another process's: no
 		 * address of ours may find it (size 0 matches nothing). */
-		atomic_store(&registry[i].base, (uintptr_t)r->guest);
-		atomic_store(&registry[i].size, r->adopted ? 0 : r->opts.size);
+		atomic_store(&registry[i].base, (uintptr_t)r->mem.guest);
+		atomic_store(&registry[i].size, r->mem.adopted ? 0 : r->opts.size);
 		atomic_store(&registry[i].region, r);
 		r->registry_index = i;
 		r->registered = true;

@@ -202,19 +202,19 @@ static int region_fill(struct pc_region *r, enum fill_op op, uint64_t first,
 		       uint64_t *mapped)
 {
 	/* Slice i starts at i * per pages; the last takes the remainder. */
-	uint64_t per = r->slices[0].npages, dummy;
+	uint64_t per = r->mem.slices[0].npages, dummy;
 	if (!mapped)
 		mapped = &dummy;
 	*mapped = 0;
 	while (n) {
-		uint64_t i = per ? first / per : r->nslices - 1;
-		const struct uffd_slice *s = &r->slices[i < r->nslices ? i : r->nslices - 1];
+		uint64_t i = per ? first / per : r->mem.nslices - 1;
+		const struct uffd_slice *s = &r->mem.slices[i < r->mem.nslices ? i : r->mem.nslices - 1];
 		uint64_t here = s->first + s->npages - first;
 		if (here > n)
 			here = n;
 		uint64_t dst = page_addr(r, first, here, &here), bytes;
 		int ret = fill_range(s->fd, op, dst, from, here * r->page_size,
-				     r->page_size, wake, exist_ok, r->adopted, &bytes);
+				     r->page_size, wake, exist_ok, r->mem.adopted, &bytes);
 		*mapped += bytes / r->page_size;
 		if (ret < 0)
 			return ret;
@@ -228,9 +228,9 @@ static int region_fill(struct pc_region *r, enum fill_op op, uint64_t first,
 
 int region_uffd_wake(struct pc_region *r, uint64_t p)
 {
-	uint64_t per = r->slices[0].npages, one = 1;
-	uint64_t i = per ? p / per : r->nslices - 1;
-	const struct uffd_slice *s = &r->slices[i < r->nslices ? i : r->nslices - 1];
+	uint64_t per = r->mem.slices[0].npages, one = 1;
+	uint64_t i = per ? p / per : r->mem.nslices - 1;
+	const struct uffd_slice *s = &r->mem.slices[i < r->mem.nslices ? i : r->mem.nslices - 1];
 	struct uffdio_range range = { .start = page_addr(r, p, 1, &one),
 				      .len = r->page_size };
 	return ioctl(s->fd, UFFDIO_WAKE, &range) < 0 ? -errno : 0;

@@ -35,7 +35,7 @@ int pc_ws_record(pc_region *r, const struct pc_image_id *image, pc_ws **out)
 {
 	if (!r || !image || image->size != r->opts.size)
 		return -EINVAL;
-	if (r->slices)
+	if (r->mem.slices)
 		return -EBUSY; /* started: too late to see every fault */
 	if (r->fault_hook)
 		return -EBUSY;

@@ -14,7 +14,7 @@
  * fault on a listed page at or past its position means the guest got
  * there first, and the replay skips ahead to it; what it skipped and is
  * still missing it brings in a second pass.  The filler waits while the
- * replay runs (r->replaying).
+ * replay runs (r->feed.replaying).
  *
  * A source that streams pages on its own (the network push) is handed the
  * order too, by the first lane before its first batch: the push then
@@ -174,7 +174,7 @@ static void *replay_main(void *arg)
 	free(buf);
 	/* The last lane out lets the filler go on. */
 	if (atomic_fetch_sub(&rp->live, 1) == 1)
-		atomic_store_explicit(&r->replaying, false, memory_order_release);
+		atomic_store_explicit(&r->feed.replaying, false, memory_order_release);
 	return NULL;
 }
 
@@ -187,13 +187,13 @@ int pc_region_replay(pc_region *r, const pc_ws *ws,
 		why_len = sizeof(dummy);
 	}
 	why[0] = '\0';
-	if (!r->nslices || ws->r || !image) {
-		snprintf(why, why_len, "%s", !r->nslices ? "the region is not started" :
+	if (!r->mem.nslices || ws->r || !image) {
+		snprintf(why, why_len, "%s", !r->mem.nslices ? "the region is not started" :
 					     ws->r ? "a recorder cannot be replayed" :
 						     "no image identity");
 		return -EINVAL;
 	}
-	if (r->replay) {
+	if (r->feed.replay) {
 		snprintf(why, why_len, "a replay was started already");
 		return -EBUSY;
 	}
@@ -224,14 +224,14 @@ int pc_region_replay(pc_region *r, const pc_ws *ws,
 		rp->pos[p] = (uint32_t)rp->count;
 		rp->order[rp->count++] = p;
 	}
-	atomic_store(&r->replaying, true);
+	atomic_store(&r->feed.replaying, true);
 	atomic_store(&rp->live, REPLAY_LANES);
 	for (unsigned i = 0; i < REPLAY_LANES; i++) {
 		ret = pthread_create(&rp->lanes[i], NULL, replay_main, rp);
 		if (ret) {
 			/* The lanes that run do the whole list. */
 			if (atomic_fetch_sub(&rp->live, REPLAY_LANES - i) == REPLAY_LANES - i)
-				atomic_store(&r->replaying, false);
+				atomic_store(&r->feed.replaying, false);
 			if (!i) {
 				ret = -ret;
 				goto err;
@@ -240,7 +240,7 @@ int pc_region_replay(pc_region *r, const pc_ws *ws,
 		}
 		rp->nlanes++;
 	}
-	r->replay = rp;
+	r->feed.replay = rp;
 	return 0;
 err:
 	snprintf(why, why_len, "starting the replay: %s", strerror(-ret));
@@ -252,12 +252,12 @@ err:
 
 void replay_stop(struct pc_region *r)
 {
-	struct ws_replay *rp = r->replay;
+	struct ws_replay *rp = r->feed.replay;
 	if (!rp)
 		return;
 	for (unsigned i = 0; i < rp->nlanes; i++)
 		pthread_join(rp->lanes[i], NULL); /* they see r->stopping */
-	r->replay = NULL;
+	r->feed.replay = NULL;
 	free(rp->order);
 	free(rp->pos);
 	free(rp);
