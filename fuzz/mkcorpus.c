@@ -154,6 +154,15 @@ static size_t enc_refuse(uint8_t *out, uint32_t code, const char *reason)
 	return proto_put_refuse(out, &r);
 }
 
+static size_t enc_order(uint8_t *out, uint64_t first, uint32_t npages,
+			unsigned n)
+{
+	struct order_run runs[PROTO_ORDER_FRAME_RUNS];
+	for (unsigned i = 0; i < n; i++)
+		runs[i] = (struct order_run){ .first = first + 3 * i, .npages = npages };
+	return proto_put_order(out, runs, n);
+}
+
 static size_t enc_request(uint8_t *out, uint64_t first, uint32_t npages,
 			  uint32_t prio)
 {
@@ -294,6 +303,19 @@ int main(int argc, char **argv)
 	frame(&b, FRAME_BYE, pl, enc_bye(pl, PAGES), 0);
 	save(&b, "s-bye");
 
+	start(&b, SERVER, PAGES, key, KEY_LEN);
+	frame(&b, FRAME_PUSH_ORDER, pl, enc_order(pl, 7, 2, 3), 0);
+	frame(&b, FRAME_PUSH_ORDER, pl, enc_order(pl, 0, 1, PROTO_ORDER_FRAME_RUNS), 0);
+	save(&b, "s-push-order");
+
+	start(&b, SERVER, PAGES, key, KEY_LEN);
+	frame(&b, FRAME_PUSH_ORDER, pl, enc_order(pl, PAGES - 1, 2, 1), 0);
+	save(&b, "bad-push-order-past-end");
+
+	start(&b, SERVER, PAGES, key, KEY_LEN);
+	frame(&b, FRAME_PUSH_ORDER, pl, enc_order(pl, 1, 1, 1) + 1, 0);
+	save(&b, "bad-push-order-len");
+
 	/* ---- whole sessions ---- */
 	{
 		struct hello hh = mk_hello(ROLE_DEMAND);
@@ -359,8 +381,8 @@ int main(int argc, char **argv)
 	save(&b, "bad-type-0");
 
 	start(&b, CLIENT, PAGES, key, KEY_LEN);
-	frame(&b, FRAME_BYE + 1, pl, enc_bye(pl, 1), 0);
-	save(&b, "bad-type-12");
+	frame(&b, FRAME_PUSH_ORDER + 1, pl, enc_bye(pl, 1), 0);
+	save(&b, "bad-type-13");
 
 	/* ---- payloads the decoders must refuse ---- */
 	start(&b, SERVER, PAGES, key, KEY_LEN);
