@@ -213,7 +213,9 @@ int pc_source_file(const char *path, pc_source **out);
  * pool of libcurl handles, at most @max_connections).  The filler's reads
  * (PC_FETCH_PREFETCH) are read ahead by a thread of the source's with up
  * to 4 range requests of 1 MiB in flight, on 4 connections of its own
- * besides the pool, made at the first such read.  Every answer is
+ * besides the pool, made at the first such read; a wait-mode handler's
+ * batch of several runs goes out 4 at a time, on 4 connections per
+ * handler thread, also besides the pool.  Every answer is
  * checked before its bytes are used: status 206, a Content-Range that is
  * the one asked for, exactly that many bytes.  Errors of a fetch, which
  * the pager retries or not (see pc_source_ops.fetch):

@@ -50,6 +50,9 @@
 /* libcurl's receive buffer for those (its default is 16 KiB): fewer,
  * larger reads from the socket. */
 #define HTTP_FILL_RECV_BUF (256L << 10)
+/* A batch of demand runs (a wait-mode handler's) goes out this many at a
+ * time. */
+#define HTTP_BATCH_CONNS 4u
 
 struct conn {
 	struct conn *next;
@@ -60,6 +63,7 @@ struct conn {
 };
 
 struct http_source;
+struct batch_group;
 
 /* One request and what its answer has shown so far. */
 struct xfer {
@@ -131,6 +135,7 @@ struct http_source {
 	char err[HTTP_ERR_LEN];
 	bool err_fatal;
 
+	struct batch_group *groups; /* idle, under lock: for demand batches */
 	struct fill_lane lane; /* the filler's read-ahead */
 
 	_Atomic uint64_t requests, bytes_received, connections;
@@ -885,12 +890,142 @@ static int prefetch_run(struct http_source *hs, uint64_t off, uint64_t len,
 	return ret;
 }
 
+/* ---- a batch of demand runs ---------------------------------------------
+ *
+ * A wait-mode handler passes every run of a batch of faults at once: they
+ * go out HTTP_BATCH_CONNS at a time with curl_multi, not one round trip
+ * after the other.  A multi handle keeps its own connections (libcurl's
+ * connection cache is the multi handle's), so a group of handles stays
+ * with its multi handle, in a pool of groups of its own.
+ */
+
+struct batch_group {
+	struct batch_group *next;
+	CURLM *multi;
+	struct conn *c[HTTP_BATCH_CONNS];
+};
+
+static void group_free(struct batch_group *g)
+{
+	if (!g)
+		return;
+	for (unsigned i = 0; i < HTTP_BATCH_CONNS; i++)
+		conn_free(g->c[i]);
+	curl_multi_cleanup(g->multi);
+	free(g);
+}
+
+/* An idle group, or a new one; NULL when out of memory. */
+static struct batch_group *group_get(struct http_source *hs)
+{
+	pthread_mutex_lock(&hs->lock);
+	struct batch_group *g = hs->groups;
+	if (g)
+		hs->groups = g->next;
+	pthread_mutex_unlock(&hs->lock);
+	if (g)
+		return g;
+	if (!(g = calloc(1, sizeof(*g))) || !(g->multi = curl_multi_init())) {
+		free(g);
+		return NULL;
+	}
+	for (unsigned i = 0; i < HTTP_BATCH_CONNS; i++)
+		if (!(g->c[i] = conn_new(hs))) {
+			group_free(g);
+			return NULL;
+		}
+	curl_multi_setopt(g->multi, CURLMOPT_MAXCONNECTS, (long)HTTP_BATCH_CONNS);
+	return g;
+}
+
+static void group_put(struct http_source *hs, struct batch_group *g)
+{
+	pthread_mutex_lock(&hs->lock);
+	g->next = hs->groups;
+	hs->groups = g;
+	pthread_mutex_unlock(&hs->lock);
+}
+
+/* Runs [0, @n), each a checked range request, several in flight: 0, or
+ * the first error (the others then stop). */
+static int batch_fetch(struct http_source *hs, struct batch_group *g,
+		       unsigned n, const uint64_t *first,
+		       const uint64_t *npages, void *const *dst)
+{
+	struct xfer x[HTTP_BATCH_CONNS];
+	char range[HTTP_BATCH_CONNS][64], msg[HTTP_ERR_LEN];
+	bool busy[HTTP_BATCH_CONNS] = { false };
+	unsigned next = 0, running = 0;
+	int ret = 0;
+	for (;;) {
+		for (unsigned i = 0; i < HTTP_BATCH_CONNS && next < n && !ret; i++) {
+			if (busy[i])
+				continue;
+			x[i] = (struct xfer){ .hs = hs, .dst = dst[next],
+					      .off = first[next] * PC_SOURCE_PAGE_SIZE,
+					      .len = npages[next] * PC_SOURCE_PAGE_SIZE };
+			next++;
+			range_start(hs, g->c[i], &x[i], range[i]);
+			if (curl_multi_add_handle(g->multi, g->c[i]->h) != CURLM_OK) {
+				snprintf(msg, sizeof(msg), "GET %s bytes=%s: libcurl could not start it",
+					 hs->url_shown, range[i]);
+				ret = -ENOMEM;
+				break;
+			}
+			busy[i] = true;
+			running++;
+		}
+		if (!running)
+			break;
+		int still = 0;
+		curl_multi_perform(g->multi, &still);
+		CURLMsg *m;
+		int queued;
+		while ((m = curl_multi_info_read(g->multi, &queued))) {
+			if (m->msg != CURLMSG_DONE)
+				continue;
+			for (unsigned i = 0; i < HTTP_BATCH_CONNS; i++) {
+				if (!busy[i] || g->c[i]->h != m->easy_handle)
+					continue;
+				curl_multi_remove_handle(g->multi, g->c[i]->h);
+				busy[i] = false;
+				running--;
+				char why[HTTP_ERR_LEN];
+				int err = range_finish(hs, g->c[i], &x[i], m->data.result,
+						       range[i], why, sizeof(why));
+				if (err < 0 && !ret) {
+					ret = err;
+					snprintf(msg, sizeof(msg), "%s", why);
+				}
+				break;
+			}
+		}
+		if (ret) { /* the batch fails: the rest need not arrive */
+			for (unsigned i = 0; i < HTTP_BATCH_CONNS; i++)
+				if (busy[i])
+					curl_multi_remove_handle(g->multi, g->c[i]->h);
+			break;
+		}
+		if (running)
+			curl_multi_poll(g->multi, NULL, 0, 1000, NULL);
+	}
+	if (ret < 0)
+		note_error(hs, ret, msg);
+	return ret;
+}
+
 static int http_fetch_many(void *ctx, unsigned n, const uint64_t *first,
 			   const uint64_t *npages, void *const *dst,
 			   unsigned flags)
 {
 	struct http_source *hs = ctx;
 	int ret = 0;
+	struct batch_group *g = NULL;
+	if (!(flags & PC_FETCH_PREFETCH) && n > 1 && (g = group_get(hs))) {
+		ret = batch_fetch(hs, g, n, first, npages, dst);
+		group_put(hs, g);
+		return ret;
+	}
 	for (unsigned i = 0; i < n && ret == 0; i++) {
 		if (flags & PC_FETCH_PREFETCH)
 			ret = prefetch_run(hs, first[i] * PC_SOURCE_PAGE_SIZE,
@@ -905,6 +1040,11 @@ static void http_destroy(void *ctx)
 {
 	struct http_source *hs = ctx;
 	lane_destroy(hs); /* first: its thread uses the rest */
+	while (hs->groups) {
+		struct batch_group *g = hs->groups;
+		hs->groups = g->next;
+		group_free(g);
+	}
 	while (hs->idle) {
 		struct conn *c = hs->idle;
 		hs->idle = c->next;
