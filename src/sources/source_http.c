@@ -50,6 +50,12 @@
 /* libcurl's receive buffer for those (its default is 16 KiB): fewer,
  * larger reads from the socket. */
 #define HTTP_FILL_RECV_BUF (256L << 10)
+/* A run the filler waits for lies in the slot that holds its start and at
+ * most HTTP_FILL_SLOT_BYTES / HTTP_FILL_CHUNK after it: the lane must be
+ * able to hold them all at once, or the reader waits for ever. */
+_Static_assert((HTTP_FILL_CONNS - 1) * (uint64_t)HTTP_FILL_CHUNK >= HTTP_FILL_SLOT_BYTES,
+	       "a run the filler waits for must fit the lane's slots");
+_Static_assert(HTTP_FILL_CHUNK <= HTTP_FILL_SLOT_BYTES, "a range must fit a slot");
 /* A batch of demand runs (a wait-mode handler's) goes out this many at a
  * time. */
 #define HTTP_BATCH_CONNS 4u
