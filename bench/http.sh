@@ -5,9 +5,12 @@
 # object in the same run (BENCHMARKS.md, "From object storage").  Starts
 # nginx (a non-daemon with a temp prefix, sendfile on), then for REPS
 # rounds (default 3):
-#   curl      `curl -o /dev/null` of the whole SIZE image (default 1G)
+#   curl      `curl -o /dev/null` of the whole SIZE image (default 1G);
+#             curl_cpu its user + system CPU seconds
 #   fill      `restore --source http://...` of it, 1 vCPU reading
-#             sequentially while the filler brings the rest
+#             sequentially while the filler brings the rest; fill_cpu is
+#             that process's user + system CPU seconds (all of it, setup
+#             and teardown too), which a loaded machine changes less
 #   file      the same restore from the local file (the pager's ceiling)
 #   rtt       one 4 KiB range GET on a kept-alive connection: the p50 of
 #             2000 in one curl invocation
@@ -58,21 +61,25 @@ calc() { python3 -c "print($1)"; }
 rtt_args=()
 for ((i = 0; i < 2000; i++)); do rtt_args+=(-o /dev/null "$url/small"); done
 
-printf '%-5s %9s %9s %9s %7s %7s %8s %8s %8s %6s %6s\n' round curl_s fill_s file_s \
-	fill/curl file/curl rtt_us exit_us wait_us exit/rtt wait/rtt
+printf '%-5s %9s %9s %9s %7s %7s %8s %8s %8s %6s %6s %8s %8s\n' round curl_s fill_s file_s \
+	fill/curl file/curl rtt_us exit_us wait_us exit/rtt wait/rtt curl_cpu fill_cpu
 for ((r = 1; r <= reps; r++)); do
+	TIMEFORMAT='%U %S'
 	t0=$(date +%s.%N)
-	curl -sf -o /dev/null "$url/big"
+	{ time curl -sf -o /dev/null "$url/big"; } 2>"$tmp/curl.time"
 	t1=$(date +%s.%N)
+	curl_cpu=$(awk '{printf "%.2f", $1 + $2}' "$tmp/curl.time")
 	curl_s=$(calc "$t1 - $t0")
-	fill_s=$("$cli" restore --source "$url/big" --vcpus 1 --json --no-memory-check | json 'd["seconds"]')
+	{ time "$cli" restore --source "$url/big" --vcpus 1 --json --no-memory-check >"$tmp/fill.json"; } 2>"$tmp/fill.time"
+	fill_s=$(json 'd["seconds"]' <"$tmp/fill.json")
+	fill_cpu=$(awk '{printf "%.2f", $1 + $2}' "$tmp/fill.time")
 	file_s=$("$cli" restore --image "$tmp/www/big" --vcpus 1 --json --no-memory-check | json 'd["seconds"]')
 	rtt=$(curl -s -r 8192-12287 -w '%{time_total}\n' "${rtt_args[@]}" | sort -n |
 		awk '{a[NR] = $1} END {printf "%.1f", a[int(NR / 2)] * 1e6}')
 	ex=$("$cli" restore --source "$url/small" --vcpus 1 --no-fill -m exit --json | json 'd["latency_us"]["p50"]')
 	wa=$("$cli" restore --source "$url/small" --vcpus 1 --no-fill -m wait --json | json 'd["latency_us"]["p50"]')
-	printf '%-5s %9.3f %9.3f %9.3f %7.2f %7.2f %8.1f %8.1f %8.1f %6.2f %6.2f\n' "$r" "$curl_s" \
+	printf '%-5s %9.3f %9.3f %9.3f %7.2f %7.2f %8.1f %8.1f %8.1f %6.2f %6.2f %8s %8s\n' "$r" "$curl_s" \
 		"$fill_s" "$file_s" "$(calc "$curl_s / $fill_s")" \
 		"$(calc "$curl_s / $file_s")" "$rtt" "$ex" "$wa" \
-		"$(calc "$ex / $rtt")" "$(calc "$wa / $rtt")"
+		"$(calc "$ex / $rtt")" "$(calc "$wa / $rtt")" "$curl_cpu" "$fill_cpu"
 done

@@ -210,7 +210,12 @@ int pc_source_file(const char *path, pc_source **out);
  * fetch with -ESTALE, never mixing pages of two versions.
  *
  * Each thread that fetches at once gets its own keep-alive connection (a
- * pool of libcurl handles, at most @max_connections).  Every answer is
+ * pool of libcurl handles, at most @max_connections).  The filler's reads
+ * (PC_FETCH_PREFETCH) are read ahead by a thread of the source's with up
+ * to 4 range requests of 1 MiB in flight, on 4 connections of its own
+ * besides the pool, made at the first such read; a wait-mode handler's
+ * batch of several runs goes out 4 at a time, on 4 connections per
+ * handler thread, also besides the pool.  Every answer is
  * checked before its bytes are used: status 206, a Content-Range that is
  * the one asked for, exactly that many bytes.  Errors of a fetch, which
  * the pager retries or not (see pc_source_ops.fetch):

@@ -6,7 +6,11 @@
 # tests/http_proxy in front of it injecting faults.  Prints TAP.
 #
 # Pins: a restore from nginx completes and matches the image byte for byte
-# in exit mode (fetcher threads) and wait mode; with resets, 503s, 429s,
+# in exit mode (fetcher threads) and wait mode; so does one read mostly by
+# the fill lane's ranges in flight (an image of no multiple of their size,
+# a guest at random, truncated answers), and a wait-mode batch of faults
+# sent several at a time through truncated answers; the object replaced
+# with the lane's ranges in flight fails saying it changed; with resets, 503s, 429s,
 # truncated bodies, a wrong Content-Range or a stalled answer on some
 # requests it still completes byte-exact, having retried (transient
 # errors > 0); 404 and 403 fail at once with the server's status in the
@@ -48,6 +52,11 @@ checks=(
 	forbidden_object_403_fails_at_once_with_the_status
 	exit_mode_object_replaced_mid_restore_fails_saying_it_changed
 	wait_mode_object_replaced_mid_restore_fails_saying_it_changed
+	fill_lane_odd_sized_image_matches_every_byte
+	fill_lane_following_a_random_guest_matches_every_byte
+	fill_lane_survives_truncated_bodies_byte_exact
+	fill_lane_object_replaced_with_ranges_in_flight_fails_saying_it_changed
+	wait_mode_batches_in_flight_survive_truncated_bodies_byte_exact
 	fc_handler_source_url_serves_every_byte_right
 	packed_image_over_http_exit_mode_matches_the_raw_image
 	packed_image_over_http_wait_mode_matches_the_raw_image
@@ -235,6 +244,41 @@ for mode in exit wait; do
 	check "${mode}_mode_object_replaced_mid_restore_fails_saying_it_changed" $?
 done
 cp "$tmp/orig" "$img"
+
+# The fill lane: ranges of 1 MiB, several in flight ahead of the filler,
+# on an image whose size is no multiple of them (the last is short), with
+# one vCPU so that the filler reads most of it; the lane's 4 connections
+# were used (and the pool's).  Then a guest at random, which the filler
+# follows: the lane's stream starts again at every jump, dropping what it
+# had in flight.
+odd=$tmp/www/odd
+"$cli" mkimage --seed 3 "$odd" 9268K >/dev/null
+run restore --source "$base/odd" --image "$odd" --vcpus 1 --json
+((rc == 0)) && json_check 'd["verified"] and d["mismatched_pages"] == 0 and d["stats"]["pages_fill"] > 0 and d["http"]["connections"] >= 5'
+check fill_lane_odd_sized_image_matches_every_byte $?
+run restore --source "$base/odd" --image "$odd" --vcpus 2 --workload random --json
+((rc == 0)) && json_check 'd["verified"] and d["mismatched_pages"] == 0 and d["stats"]["pages_fill"] > 0'
+check fill_lane_following_a_random_guest_matches_every_byte $?
+with_proxy truncate 3 8
+run restore --source "${purl%/img}/odd" --image "$odd" --vcpus 1 --json --http-timeout 1000
+((rc == 0)) && json_check 'd["verified"] and d["mismatched_pages"] == 0 and d["http"]["transient_errors"] > 0 and d["http"]["fatal_errors"] == 0'
+check fill_lane_survives_truncated_bodies_byte_exact $?
+# Replaced after 6 requests, when the lane has several in flight: those
+# answered before are of the pinned version, the rest fail If-Match.
+"$cli" mkimage --seed 9 "$tmp/www/new" 9268K >/dev/null
+touch -d '2001-01-01' "$tmp/www/new"
+cp "$odd" "$tmp/odd.orig"
+with_proxy replace 6 "$tmp/www/new" "$odd"
+run restore --source "${purl%/img}/odd" --image "$tmp/odd.orig" --vcpus 1
+((rc == 1)) && grep -q "object changed" "$err" && ! grep -q "pages differ" "$err"
+check fill_lane_object_replaced_with_ranges_in_flight_fails_saying_it_changed $?
+cp "$tmp/odd.orig" "$odd"
+# A wait-mode handler's batch of faults, 4 vCPUs: its runs go out several
+# at a time; a batch with a broken answer is asked again, byte-exact.
+with_proxy truncate 3 8
+run restore --source "${purl%/img}/odd" --image "$odd" -m wait --vcpus 4 --no-fill --json --http-timeout 1000
+((rc == 0)) && json_check 'd["verified"] and d["mismatched_pages"] == 0 and d["http"]["transient_errors"] > 0 and d["http"]["fatal_errors"] == 0'
+check wait_mode_batches_in_flight_survive_truncated_bodies_byte_exact $?
 
 # fc-handler --source URL: fc_client plays Firecracker and compares every
 # byte of its memory with the file nginx serves.
