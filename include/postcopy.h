@@ -390,7 +390,10 @@ enum pc_mode {
  * SA_ONSTACK and needs only a few KiB of stack: bounce buffers (one per
  * pc_thread_attach() slot, and a pool for other threads) are mapped at
  * pc_region_create(), never on the signal stack, so threads with small
- * stacks or alternate signal stacks may fault.
+ * stacks or alternate signal stacks may fault.  8 KiB (the classic
+ * SIGSTKSZ) is enough with the library's sources, the network source
+ * with a key included; a custom async-signal-safe source's fetch runs
+ * on that stack too and must bring its own bound.
  */
 
 /* A range of another process's memory (PC_BACKEND_ADOPTED). */

@@ -35,6 +35,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1114,12 +1115,82 @@ static void test_server_gone_children(void)
 }
 #define GONE_CHECKS 3
 
+/* ------------------------------------------------------------------ */
+/* a small signal stack                                                */
+/* ------------------------------------------------------------------ */
+
+/* The header promises the SIGBUS handler a few KiB of stack: a network
+ * fetch (lane, frames, tag and checksum) must fit the 8 KiB of the
+ * classic SIGSTKSZ.  Sanitizers' frames are larger: they get 64 KiB. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SMALL_STACK (64u << 10)
+#else
+#define SMALL_STACK (8u << 10)
+#endif
+
+struct stack_toucher {
+	const char *mem;
+	uint64_t bad; /* pages that differ from the image */
+};
+
+static void *small_stack_main(void *arg)
+{
+	struct stack_toucher *t = arg;
+	char want[SRC_PAGE];
+	/* A guard page below the stack: an overflow is a SIGSEGV, not a
+	 * write into something else. */
+	char *m = mmap(NULL, SMALL_STACK + 4096, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED || mprotect(m, 4096, PROT_NONE))
+		bail_out("small stack");
+	stack_t ss = { .ss_sp = m + 4096, .ss_size = SMALL_STACK };
+	if (sigaltstack(&ss, NULL))
+		bail_out("sigaltstack");
+	for (uint64_t p = 0; p < img_pages; p++)
+		if (pc_source_read(ref, p, 1, want) ||
+		    memcmp(t->mem + p * SRC_PAGE, want, SRC_PAGE))
+			t->bad++;
+	ss.ss_flags = SS_DISABLE;
+	sigaltstack(&ss, NULL);
+	munmap(m, SMALL_STACK + 4096);
+	return NULL;
+}
+
+static void test_small_signal_stack(void)
+{
+	struct srv v;
+	char why[256] = "";
+	pc_source *src;
+	pc_region *r;
+	srv_start_or_bail(&v, "tcp://127.0.0.1:0", KEY, false);
+	if (net_open(v.addr, KEY, false, 10000, &src, why, sizeof(why)))
+		bail_out("net source: %s", why);
+	/* A window, so that runs have zero pages inside (sub-runs). */
+	struct pc_region_opts ro = { .size = IMAGE_SIZE, .mode = PC_MODE_EXIT,
+				     .window = 64 };
+	if (pc_region_create(&ro, src, &r, why, sizeof(why)) || pc_region_start(r))
+		bail_out("region: %s", why);
+	struct stack_toucher t = { .mem = pc_region_addr(r) };
+	pthread_t tid;
+	if (pthread_create(&tid, NULL, small_stack_main, &t))
+		bail_out("pthread_create");
+	pthread_join(tid, NULL);
+	int ret = pc_region_wait(r, 10000);
+	if (!ok(ret == 0 && t.bad == 0,
+		"exit_mode_keyed_network_faults_fit_a_%u_kib_signal_stack",
+		SMALL_STACK >> 10))
+		diag("wait %d, %" PRIu64 " pages differ", ret, t.bad);
+	pc_region_destroy(r);
+	srv_stop(&v);
+}
+#define SMALL_STACK_CHECKS 1
+
 int main(void)
 {
 	char sock[300];
 
 	plan(NOKEY_CHECKS + RESERVED_CHECKS + GONE_CHECKS + RESTORE_CHECKS + UID_CHECKS +
-	     KEY_CHECKS + ABUSE_CHECKS);
+	     KEY_CHECKS + ABUSE_CHECKS + SMALL_STACK_CHECKS);
 	img_pages = IMAGE_SIZE / SRC_PAGE;
 	img_zero_pages = image_setup(dir, image_path, sizeof(image_path),
 				     IMAGE_SIZE, IMAGE_SEED, &ref);
@@ -1135,6 +1206,7 @@ int main(void)
 	test_keys();
 	test_protocol_abuse();
 	test_server_gone_read();
+	test_small_signal_stack();
 
 	pc_source_destroy(ref);
 	unlink(image_path);

@@ -124,8 +124,16 @@ int fetch_runs(const struct install_ctx *ic, unsigned count,
 {
 	struct pc_region *r = ic->r;
 	uint64_t per = r->page_size / PC_SOURCE_PAGE_SIZE;
-	uint64_t sfirst[PC_MAX_BATCH], sn[PC_MAX_BATCH];
-	void *sdst[PC_MAX_BATCH];
+	/* As many sub-runs as there are, up to PC_MAX_BATCH: an exit-mode
+	 * fault runs this on the signal stack, which may be small, and
+	 * mostly has one. */
+	unsigned most = 0;
+	for (unsigned i = 0; i < count && most < PC_MAX_BATCH; i++)
+		for (uint64_t p = first[i]; p < first[i] + n[i] && most < PC_MAX_BATCH; p++)
+			most += !page_is_zero(r, p) &&
+				(p == first[i] || page_is_zero(r, p - 1));
+	uint64_t sfirst[most ? most : 1], sn[most ? most : 1];
+	void *sdst[most ? most : 1];
 	unsigned k = 0;
 
 	/* The data sub-runs of every run; zero pages are never fetched. */
@@ -138,7 +146,7 @@ int fetch_runs(const struct install_ctx *ic, unsigned count,
 			uint64_t q = p + 1;
 			while (q < first[i] + n[i] && !page_is_zero(r, q))
 				q++;
-			if (k == PC_MAX_BATCH) { /* very fragmented: flush */
+			if (k == most) { /* very fragmented: flush */
 				int ret = source_fetch(ic, k, sfirst, sn, sdst);
 				if (ret < 0)
 					return ret;

@@ -36,8 +36,9 @@
 #define PC_MAX_REGIONS 64
 /* Largest run one fault or fill step installs: 2 MiB of 4 KiB pages. */
 #define PC_MAX_RUN_BYTES (2ul << 20)
-/* Bounce buffers (thread.c): one per attached thread, mapped at attach,
- * and a pool for the others; virtual memory, touched only as used. */
+/* Bounce buffers (thread.c): one per thread slot and a pool for
+ * unattached threads, all mapped at create; virtual memory, touched only
+ * as used. */
 #define PC_SCRATCH_BYTES PC_MAX_RUN_BYTES
 #define PC_SCRATCH_POOL 4
 /* Runs one fetch_many call may carry. */

@@ -114,7 +114,7 @@ static int request_many_on(struct net_source *ns, struct lane *l, unsigned n,
 			   void *const *dst, uint32_t priority, uint64_t deadline,
 			   unsigned *done)
 {
-	uint8_t buf[PC_MAX_BATCH * (PROTO_HDR_LEN + 16 + PROTO_TAG_LEN)];
+	uint8_t *buf = l->frames;
 	uint32_t tag0 = l->tag + 1;
 	size_t len = 0;
 	if (!n)
@@ -205,11 +205,11 @@ static int with_reconnect(struct net_source *ns, struct lane *l, unsigned n,
 static int fetch_on_lane(struct net_source *ns, unsigned n, const uint64_t *first,
 			 const uint64_t *npages, void *const *dst, uint32_t priority)
 {
-	uint64_t cfirst[PC_MAX_BATCH], cn[PC_MAX_BATCH];
-	void *cdst[PC_MAX_BATCH];
+	struct lane *l = acquire_lane(ns);
+	uint64_t *cfirst = l->cfirst, *cn = l->cn;
+	void **cdst = l->cdst;
 	unsigned k = 0;
 	int ret = 0;
-	struct lane *l = acquire_lane(ns);
 	for (unsigned i = 0; i < n && ret == 0; i++) {
 		for (uint64_t off = 0; off < npages[i] && ret == 0; off += cn[k - 1]) {
 			if (k == PC_MAX_BATCH) {

@@ -50,6 +50,11 @@ struct lane {
 	int fd;
 	uint32_t tag;
 	struct frame_mac mac;
+	/* A batch's requests, cut and encoded: here, not on the stack of
+	 * a SIGBUS handler that may run on a small signal stack. */
+	uint64_t cfirst[PC_MAX_BATCH], cn[PC_MAX_BATCH];
+	void *cdst[PC_MAX_BATCH];
+	uint8_t frames[PC_MAX_BATCH * (PROTO_HDR_LEN + 16 + PROTO_TAG_LEN)];
 };
 
 struct net_source;

@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <sodium.h>
 #include <string.h>
+/* XXH3_state_t on the stack: the checksums allocate nothing. */
+#define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 
 #include "le.h"
@@ -311,29 +313,48 @@ static uint64_t id_seed(const struct image_id *id, uint64_t first)
 	return get64(id->digest) ^ first;
 }
 
+/* Digests a run's checksum takes at a time: the destination computes it
+ * inside a SIGBUS handler, which may run on a small signal stack, so
+ * nothing of a run's size goes on the stack. */
+#define CHECKSUM_STEP 32u
+
 uint64_t proto_run_checksum_of(const struct image_id *id, uint64_t first,
 			       const uint64_t *digests, uint32_t n)
 {
-	uint8_t buf[8 * PROTO_MAX_RUN];
+	uint8_t buf[8 * CHECKSUM_STEP];
+	XXH3_state_t st;
 	if (n > PROTO_MAX_RUN)
 		return 0; /* no such run: matches nothing the peer computed */
-	digests_le(buf, digests, n);
-	return XXH3_64bits_withSeed(buf, 8 * (size_t)n, id_seed(id, first));
+	XXH3_64bits_reset_withSeed(&st, id_seed(id, first));
+	for (uint32_t i = 0; i < n; i += CHECKSUM_STEP) {
+		uint32_t k = n - i < CHECKSUM_STEP ? n - i : CHECKSUM_STEP;
+		digests_le(buf, digests + i, k);
+		XXH3_64bits_update(&st, buf, 8 * (size_t)k);
+	}
+	return XXH3_64bits_digest(&st);
 }
 
 uint64_t proto_run_checksum(const struct image_id *id, uint64_t first,
 			    const void *pages, uint32_t n)
 {
 	static const uint8_t zero[PROTO_PAGE_SIZE];
-	uint64_t d[PROTO_MAX_RUN];
+	uint64_t d[CHECKSUM_STEP];
+	uint8_t buf[8 * CHECKSUM_STEP];
+	XXH3_state_t st;
 	if (n > PROTO_MAX_RUN)
 		return 0;
-	for (uint32_t i = 0; i < n; i++)
-		d[i] = proto_page_digest(pages ? (const uint8_t *)pages +
-							 (size_t)i * PROTO_PAGE_SIZE :
-						 zero,
-					 first + i);
-	return proto_run_checksum_of(id, first, d, n);
+	XXH3_64bits_reset_withSeed(&st, id_seed(id, first));
+	for (uint32_t i = 0; i < n; i += CHECKSUM_STEP) {
+		uint32_t k = n - i < CHECKSUM_STEP ? n - i : CHECKSUM_STEP;
+		for (uint32_t j = 0; j < k; j++)
+			d[j] = proto_page_digest(pages ? (const uint8_t *)pages +
+								 (size_t)(i + j) * PROTO_PAGE_SIZE :
+							 zero,
+						 first + i + j);
+		digests_le(buf, d, k);
+		XXH3_64bits_update(&st, buf, 8 * (size_t)k);
+	}
+	return XXH3_64bits_digest(&st);
 }
 
 uint64_t proto_zeromap_checksum(const struct image_id *id, uint64_t first,
