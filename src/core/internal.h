@@ -262,6 +262,7 @@ struct pc_region {
 	unsigned registry_index;
 	bool registered;
 	_Atomic bool quiescing, quiesced; /* region_quiesce() */
+	_Atomic unsigned quiesce_set;	  /* the set it drains, + 1; 0 before */
 	/* Unique among the process's regions: a thread's binding names a
 	 * region by pointer and generation, since a new region may get the
 	 * address of a destroyed one. */

@@ -141,23 +141,28 @@ int region_quiesce(struct pc_region *r, uint64_t deadline_ns)
 {
 	if (!r->registered || atomic_load(&r->quiesced))
 		return 0;
-	/* One waiter moves the epoch on; the others wait for it. */
-	bool no = false;
-	if (!atomic_compare_exchange_strong(&r->quiescing, &no, true)) {
-		while (!atomic_load(&r->quiesced)) {
-			if (deadline_ns && now_ns() >= deadline_ns)
-				return -ETIMEDOUT;
-			sched_yield();
-		}
-		return 0;
-	}
 	unsigned i = r->registry_index;
-	unsigned old = atomic_fetch_add(&registry[i].epoch, 1) & 1;
+	/* The first waiter moves the epoch on and says which set was the
+	 * old one; then any waiter may see it empty, each within its own
+	 * deadline. */
+	bool no = false;
+	if (atomic_compare_exchange_strong(&r->quiescing, &no, true))
+		atomic_store(&r->quiesce_set,
+			     (atomic_fetch_add(&registry[i].epoch, 1) & 1) + 1);
+	unsigned set;
+	while (!(set = atomic_load(&r->quiesce_set)))
+		sched_yield(); /* the first waiter is about to say */
 	/* Nobody enters the old set any more; whoever is in it came before
 	 * the epoch moved, which was after the last page arrived. */
-	while (inside_count(i, old) != 0)
+	while (!atomic_load(&r->quiesced)) {
+		if (inside_count(i, set - 1) == 0) {
+			atomic_store(&r->quiesced, true);
+			break;
+		}
+		if (deadline_ns && now_ns() >= deadline_ns)
+			return -ETIMEDOUT;
 		sched_yield();
-	atomic_store(&r->quiesced, true);
+	}
 	return 0;
 }
 
