@@ -31,26 +31,31 @@
  * may wait behind it, the size of a push frame. */
 #define FILL_STEP_BUSY_BYTES (256u << 10)
 
-/* First missing page at or after @from, wrapping; npages if none.  Chunks
- * whose pages are all present are stepped over whole: once most of the
+/* First missing page at or after @from, wrapping; npages if none.  The
+ * present bits are read a word of 64 pages at a time: once most of the
  * region is there (and the cursor jumps to each new fault), reading the
  * state word of every page from the cursor on could cost more than the
- * fill itself. */
+ * fill itself.  A page not present may be in flight: its state says. */
 static uint64_t next_missing(struct pc_region *r, uint64_t from)
 {
-	for (uint64_t i = 0; i < r->npages;) {
-		uint64_t p = (from + i) % r->npages, c = p / PRESENT_CHUNK;
-		uint64_t end = (c + 1) * PRESENT_CHUNK < r->npages ?
-				       (c + 1) * PRESENT_CHUNK : r->npages;
-		if (atomic_load_explicit(&r->chunk_present[c].n, memory_order_relaxed) ==
-		    end - c * PRESENT_CHUNK) {
-			i += end - p;
-			continue;
+	uint64_t words = (r->npages + 63) / 64;
+	for (uint64_t i = 0; i <= words; i++) {
+		uint64_t w = (from / 64 + i) % words;
+		uint64_t absent = ~atomic_load_explicit(&r->present_bits[w],
+							memory_order_relaxed);
+		if (i == 0)
+			absent &= ~0ull << (from % 64); /* from @from on */
+		else if (i == words)
+			absent &= (1ull << (from % 64)) - 1; /* and before it, last */
+		while (absent) {
+			uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(absent);
+			if (p >= r->npages)
+				break;
+			if (atomic_load_explicit(&r->state[p], memory_order_relaxed) ==
+			    PAGE_MISSING)
+				return p;
+			absent &= absent - 1;
 		}
-		if (atomic_load_explicit(&r->state[p], memory_order_relaxed) ==
-		    PAGE_MISSING)
-			return p;
-		i++;
 	}
 	return r->npages;
 }

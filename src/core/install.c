@@ -71,6 +71,13 @@ bool count_present(struct pc_region *r, uint64_t first, uint64_t n)
 {
 	bool complete = false;
 	for (uint64_t p = first; p < first + n;) {
+		uint64_t k = 64 - p % 64 < first + n - p ? 64 - p % 64 : first + n - p;
+		uint64_t mask = (k == 64 ? ~0ull : ((1ull << k) - 1)) << (p % 64);
+		atomic_fetch_or_explicit(&r->present_bits[p / 64], mask,
+					 memory_order_relaxed);
+		p += k;
+	}
+	for (uint64_t p = first; p < first + n;) {
 		uint64_t c = p / PRESENT_CHUNK, end = (c + 1) * PRESENT_CHUNK;
 		if (end > r->npages)
 			end = r->npages;

@@ -245,6 +245,9 @@ struct pc_region {
 	} __attribute__((aligned(64))) *chunk_present; /* a line each */
 	uint64_t nchunks;
 	_Atomic uint64_t chunks_full;
+	/* The same pages, a bit each (set with the count): the filler finds
+	 * the next page not present a word of 64 pages at a time. */
+	_Atomic uint64_t *present_bits;
 
 	/* Completion: futex word, 0 while running, 1 complete, 2 failed. */
 	_Atomic uint32_t done;

@@ -571,7 +571,8 @@ int pc_region_create(const struct pc_region_opts *opts, pc_source *src,
 	r->chunk_present = aligned_alloc(64, r->nchunks * sizeof(*r->chunk_present));
 	if (r->chunk_present)
 		memset(r->chunk_present, 0, r->nchunks * sizeof(*r->chunk_present));
-	if (!r->chunk_present) {
+	r->present_bits = calloc((r->npages + 63) / 64, sizeof(*r->present_bits));
+	if (!r->chunk_present || !r->present_bits) {
 		ret = why(buf, len, -ENOMEM, "no memory for the page table");
 		goto err;
 	}
@@ -879,6 +880,7 @@ void pc_region_destroy(pc_region *r)
 		pthread_rwlock_destroy(&r->mem.remove_lock);
 	free(r->mem.removed);
 	free(r->chunk_present);
+	free(r->present_bits);
 	free(r->slots);
 	pc_source_destroy(r->src);
 	free(r);
