@@ -6,7 +6,9 @@
  * exactly that window (clipped at the region's end), fetching each of its
  * data pages once and nothing outside it; the faulting page counts as
  * demand, the rest as prefetch; the region ends byte exact.  A window
- * larger than the region resolves the whole region on one touch.
+ * larger than the region resolves the whole region on one touch.  The
+ * fault hook is called once per such fault, with the touched page and the
+ * faulting thread's slot, and cannot be set once the region runs.
  */
 #include <inttypes.h>
 
@@ -182,18 +184,71 @@ report:
 	fixture_teardown(&f);
 }
 
+struct hook_log {
+	_Atomic unsigned n;
+	uint64_t offset[NWINDOWS + 1];
+	unsigned thread[NWINDOWS + 1];
+};
+
+static void log_fault(void *arg, uint64_t offset, unsigned thread)
+{
+	struct hook_log *h = arg;
+	unsigned i = atomic_fetch_add(&h->n, 1);
+	if (i <= NWINDOWS) {
+		h->offset[i] = offset;
+		h->thread[i] = thread;
+	}
+}
+
+static void window_hook(enum pc_mode mode)
+{
+	const unsigned slot = 3;
+	struct pc_region_opts opts = { .size = REGION_PAGES * SRC_PAGE,
+				       .mode = mode, .window = WINDOW };
+	static struct hook_log h;
+	struct counting_src cs;
+	char why[256] = "";
+	pc_source *src;
+	pc_region *r;
+
+	memset(&h, 0, sizeof(h));
+	if (counting_new(&cs, opts.size, 77, &src) ||
+	    pc_region_create(&opts, src, &r, why, sizeof(why)))
+		bail_out("region: %s", why);
+	int set = pc_region_set_fault_hook(r, log_fault, &h);
+	if (set || pc_region_start(r) || pc_thread_attach(r, slot))
+		bail_out("hook, start or attach");
+	int late = pc_region_set_fault_hook(r, NULL, NULL);
+	for (uint64_t w = 0; w < NWINDOWS; w++)
+		(void)*(volatile char *)(pc_region_addr(r) + touched_page(w) * SRC_PAGE);
+	pc_thread_detach(r);
+	bool good = pc_region_wait(r, 10000) == 0 && late == -EBUSY &&
+		    atomic_load(&h.n) == NWINDOWS;
+	for (unsigned i = 0; good && i < NWINDOWS; i++)
+		good = h.offset[i] == touched_page(i) * SRC_PAGE && h.thread[i] == slot;
+	if (!ok(good, "%s_mode_fault_hook_sees_each_fetching_fault_once_with_its_slot",
+		mode_name(mode)))
+		diag("%u calls for %d faults; late set %d; first: offset %" PRIu64
+		     " thread %u", atomic_load(&h.n), NWINDOWS, late, h.offset[0],
+		     h.thread[0]);
+	pc_region_destroy(r);
+	counting_free(&cs);
+}
+
 int main(void)
 {
 	static const enum pc_backend backends[] = { PC_BACKEND_SHMEM,
 						    PC_BACKEND_ANON };
 	static const enum pc_mode modes[] = { PC_MODE_EXIT, PC_MODE_WAIT };
 
-	plan(16);
+	plan(18);
 	for (int b = 0; b < 2; b++) {
 		for (int m = 0; m < 2; m++) {
 			window_16(backends[b], modes[m]);
 			window_larger_than_region(backends[b], modes[m]);
 		}
 	}
+	window_hook(PC_MODE_EXIT);
+	window_hook(PC_MODE_WAIT);
 	return done();
 }
