@@ -53,11 +53,10 @@ static int resolve_counted(const struct install_ctx *ic, uint64_t page)
 }
 
 /* Whether installs into @r need a bounce buffer (install.c's
- * fetch_and_put): all but a direct source writing into the alias. */
+ * fetch_and_put): all but a direct source writing into the memory. */
 static bool needs_scratch(const struct pc_region *r)
 {
-	return !(r->mem.shared && r->mem.write_direct &&
-		 (r->src->flags & PC_SOURCE_DIRECT));
+	return !memory_direct(r, 0);
 }
 
 /* Resolve on the calling thread, which may be in a signal handler. */

@@ -9,6 +9,9 @@
  * several threads fault on one page only the winner fetches; the others
  * sleep on the page's state word as a futex until it is published.
  *
+ * How contents go into each kind of memory is memory.c's; this file
+ * decides what goes in and when, and publishes it.
+ *
  * Everything here runs inside the SIGBUS handler in exit mode, so it uses
  * only atomics, raw system calls (futex, pwrite, fallocate, madvise, ioctl)
  * and source_fetch() (fetch.c: the source's own fetch when that is
@@ -16,7 +19,6 @@
  * no malloc, no stdio.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <string.h>
@@ -25,7 +27,6 @@
 #include <unistd.h>
 
 #include "internal.h"
-
 
 static void stat_add(_Atomic uint64_t *c, uint64_t n)
 {
@@ -173,61 +174,28 @@ int fetch_runs(const struct install_ctx *ic, unsigned count,
 	return source_fetch(ic, k, sfirst, sn, sdst);
 }
 
-static int pwrite_all(int fd, const char *data, uint64_t len, uint64_t off)
-{
-	while (len) {
-		ssize_t put = pwrite(fd, data, len, (off_t)off);
-		if (put < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		data += put;
-		off += (uint64_t)put;
-		len -= (uint64_t)put;
-	}
-	return 0;
-}
-
-/* Copy fetched pages into the page cache of a shared backend. */
-static int put_shared(struct pc_region *r, uint64_t first, uint64_t n,
-		      const char *from)
-{
-	if (r->mem.write_direct) { /* the alias is mapped, or cheap to fault */
-		memcpy(r->mem.alias + first * r->page_size, from, n * r->page_size);
-		return 0;
-	}
-	/* pwrite(): no page faults on the alias. */
-	return pwrite_all(r->mem.memfd, from, n * r->page_size, first * r->page_size);
-}
-
-static int put_anon(const struct install_ctx *ic, uint64_t first, uint64_t n,
-		    const char *from, uint64_t *mapped)
-{
-	return region_uffd_copy(ic->r, first, n, from, ic->wake, ic->retry, mapped);
-}
-
 /*
  * Fetch data pages [first, first+n) and put them in place: through the
  * bounce buffer, so that the shared page cache (which other processes may
  * map) only ever holds what a successful fetch returned; straight into
- * the alias when the source writes only good bytes (PC_SOURCE_DIRECT).
- * *@mapped: the pages from @first mapped into anonymous memory so far.
+ * the memory when the source writes only good bytes (PC_SOURCE_DIRECT)
+ * and the memory lets it (memory_direct()).  *@mapped: the pages from
+ * @first mapped so far.
  */
 static int fetch_and_put(const struct install_ctx *ic, uint64_t first,
 			 uint64_t n, uint64_t *mapped)
 {
 	struct pc_region *r = ic->r;
+	char *direct = memory_direct(r, first);
 	*mapped = 0;
-	if (r->mem.shared && r->mem.write_direct && (r->src->flags & PC_SOURCE_DIRECT))
-		return fetch_pages(ic, first, n, r->mem.alias + first * r->page_size);
+	if (direct)
+		return fetch_pages(ic, first, n, direct);
 	uint64_t chunk = PC_SCRATCH_BYTES / r->page_size;
 	for (uint64_t p = first; p < first + n; p += chunk) {
 		uint64_t k = first + n - p < chunk ? first + n - p : chunk, m = 0;
 		int ret = fetch_pages(ic, p, k, ic->scratch);
 		if (ret == 0)
-			ret = r->mem.shared ? put_shared(r, p, k, ic->scratch) :
-					  put_anon(ic, p, k, ic->scratch, &m);
+			ret = memory_put_data(ic, p, k, ic->scratch, &m);
 		*mapped += m;
 		if (ret < 0)
 			return ret;
@@ -235,57 +203,12 @@ static int fetch_and_put(const struct install_ctx *ic, uint64_t first,
 	return 0;
 }
 
-/*
- * Map zero pages into anonymous memory: UFFDIO_ZEROPAGE, except for 2 MiB
- * pages (an adopted hugetlb region), which it does not support: copy them
- * from a zero buffer instead (.bss, never written: it costs no memory).
- */
-static int zero_anon(const struct install_ctx *ic, uint64_t first, uint64_t n,
-		     bool exist_ok, uint64_t *mapped)
-{
-	static char zeros[PC_HUGE_PAGE_SIZE] __attribute__((aligned(4096)));
-	struct pc_region *r = ic->r;
-	if (r->page_size != PC_HUGE_PAGE_SIZE)
-		return region_uffd_zeropage(r, first, n, ic->wake, exist_ok, mapped);
-	int ret = 0;
-	*mapped = 0;
-	for (uint64_t p = first; p < first + n && ret == 0; p++) {
-		uint64_t m;
-		ret = region_uffd_copy(r, p, 1, zeros, ic->wake, exist_ok, &m);
-		*mapped += m;
-	}
-	return ret;
-}
-
-/* Put zero pages in place without fetching them; *@mapped as for
- * fetch_and_put(). */
-static int place_zero(const struct install_ctx *ic, uint64_t first,
-		      uint64_t n, uint64_t *mapped)
-{
-	struct pc_region *r = ic->r;
-	*mapped = 0;
-	if (!r->mem.shared)
-		return zero_anon(ic, first, n, ic->retry, mapped);
-	/* A page-cache page is needed for CONTINUE; fallocate makes a
-	 * zeroed one.  prealloc made them all already, still zero: no
-	 * syscall (and no inode lock) on the fault path then. */
-	if (!r->opts.prealloc &&
-	    fallocate(r->mem.memfd, FALLOC_FL_KEEP_SIZE,
-		      (off_t)(first * r->page_size),
-		      (off_t)(n * r->page_size)) < 0)
-		return -errno;
-	return 0;
-}
-
 static int place_data(const struct install_ctx *ic, uint64_t first,
 		      uint64_t n, const char *from, uint64_t *mapped)
 {
-	*mapped = 0;
 	if (!from)
 		return fetch_and_put(ic, first, n, mapped);
-	if (ic->r->mem.shared)
-		return put_shared(ic->r, first, n, from);
-	return put_anon(ic, first, n, from, mapped);
+	return memory_put_data(ic, first, n, from, mapped);
 }
 
 /* Pages [first, first+n) are mapped: count them, publish them present,
@@ -315,9 +238,10 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 	struct pc_region *r = ic->r;
 	const char *from = prefetched;
 	uint64_t zeros = 0, end = first + n;
-	/* Anonymous memory is mapped segment by segment; shared memory only
-	 * by the CONTINUE at the end.  After a failure part way, what is
-	 * mapped is present, and only the rest goes back to missing. */
+	/* Anonymous memory is mapped segment by segment as it is put,
+	 * shared memory only by memory_map() at the end.  After a failure
+	 * part way, what is mapped is present, and only the rest goes back
+	 * to missing. */
 	uint64_t mapped_end = first, zeros_mapped = 0;
 	bool requested = from != NULL;
 	int ret = 0;
@@ -331,8 +255,7 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		from = ic->scratch;
 		requested = true;
 	}
-	if (r->mem.adopted)
-		pthread_rwlock_rdlock(&r->mem.remove_lock);
+	memory_installs_begin(r);
 	/* Split the run where pages switch between zero and data. */
 	for (uint64_t p = first; p < end && ret == 0;) {
 		bool zero = page_gets_zeros(r, p);
@@ -340,7 +263,7 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		while (q < end && page_gets_zeros(r, q) == zero)
 			q++;
 		if (zero) {
-			ret = place_zero(ic, p, q - p, &mapped);
+			ret = memory_put_zeros(ic, p, q - p, ic->retry, &mapped);
 			zeros += q - p;
 			zeros_mapped += mapped;
 		} else {
@@ -353,16 +276,16 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 					 from ? from + (p - first) * r->page_size :
 						NULL, &mapped);
 		}
-		if (!r->mem.shared)
+		if (mapped) /* memory that maps as it is put (not shared) */
 			mapped_end = p + mapped;
 		p = q;
 	}
-	if (r->mem.adopted)
-		pthread_rwlock_unlock(&r->mem.remove_lock);
-	if (ret == 0 && r->mem.shared) {
+	memory_installs_end(r);
+	if (ret == 0) {
 		uint64_t mapped;
-		ret = region_uffd_continue(r, first, n, ic->wake, false, &mapped);
-		mapped_end = first + mapped;
+		ret = memory_map(ic, first, n, false, &mapped);
+		if (mapped)
+			mapped_end = first + mapped;
 	}
 	/* An adopted region's pending event: the pages stay claimed (threads
 	 * that found them in flight wait for this install), and the caller
@@ -411,9 +334,7 @@ static int resolve_present(const struct install_ctx *ic, uint64_t p)
 	    madvise(r->mem.guest + p * r->page_size, r->page_size,
 		    MADV_POPULATE_WRITE) == 0)
 		return 0;
-	uint64_t mapped;
-	int ret = r->mem.shared ? region_uffd_continue(r, p, 1, ic->wake, true, NULL) :
-			      zero_anon(ic, p, 1, true, &mapped);
+	int ret = memory_reinstate(ic, p);
 	/* Completion unregisters the range under us: every page is in place
 	 * and the retried access is an ordinary fault. */
 	if (ret < 0 && region_all_present(r))

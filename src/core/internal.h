@@ -361,6 +361,30 @@ int region_uffd_continue(struct pc_region *r, uint64_t first, uint64_t n,
 /* Wake whoever sleeps on page @p's fault (UFFDIO_WAKE of that page). */
 int region_uffd_wake(struct pc_region *r, uint64_t p);
 
+/* ---- memory.c: putting pages into the region's memory, by its kind ----
+ * Each reports in *@mapped the pages from @first mapped when it returns,
+ * also after a failure part way. */
+struct install_ctx;
+/* Where a PC_SOURCE_DIRECT source may fetch pages from @first on
+ * straight into the memory, or NULL (a bounce buffer is needed). */
+char *memory_direct(const struct pc_region *r, uint64_t first);
+/* Put the contents of @n pages from @from (mapped at once unless shared). */
+int memory_put_data(const struct install_ctx *ic, uint64_t first, uint64_t n,
+		    const char *from, uint64_t *mapped);
+/* Put @n zero pages, fetching nothing. */
+int memory_put_zeros(const struct install_ctx *ic, uint64_t first, uint64_t n,
+		     bool exist_ok, uint64_t *mapped);
+/* Map pages whose contents are in place (shared: CONTINUE; else nothing). */
+int memory_map(const struct install_ctx *ic, uint64_t first, uint64_t n,
+	       bool exist_ok, uint64_t *mapped);
+/* Map present page @p again after its mapping went (a refault): from the
+ * page cache, or for anonymous memory a zero page, as the kernel would. */
+int memory_reinstate(const struct install_ctx *ic, uint64_t p);
+/* Around an install: an adopted region's installs exclude reading its
+ * owner's events (remove_lock); nothing for the others. */
+void memory_installs_begin(struct pc_region *r);
+void memory_installs_end(struct pc_region *r);
+
 /* ---- install.c: claim, fetch, install, publish ---- */
 struct install_ctx {
 	struct pc_region *r;
