@@ -1027,13 +1027,27 @@ static int http_fetch_many(void *ctx, unsigned n, const uint64_t *first,
 	struct http_source *hs = ctx;
 	int ret = 0;
 	struct batch_group *g = NULL;
-	if (!(flags & PC_FETCH_PREFETCH) && n > 1 && (g = group_get(hs))) {
+	/* The fill lane reads ahead in address order: it serves prefetches
+	 * within one slot's span (a filler step and its sub-runs).  Runs
+	 * spread wider (a working-set replay's batch, sorted) go out as a
+	 * batch, as demand runs do, so the replay's lanes keep several
+	 * requests in flight instead of meeting in the one fill lane. */
+	bool lane = false;
+	if ((flags & PC_FETCH_PREFETCH) && n) {
+		uint64_t lo = first[0], hi = first[0] + npages[0];
+		for (unsigned i = 1; i < n; i++) {
+			lo = first[i] < lo ? first[i] : lo;
+			hi = first[i] + npages[i] > hi ? first[i] + npages[i] : hi;
+		}
+		lane = (hi - lo) * PC_SOURCE_PAGE_SIZE <= HTTP_FILL_SLOT_BYTES;
+	}
+	if (!lane && n > 1 && (g = group_get(hs))) {
 		ret = batch_fetch(hs, g, n, first, npages, dst);
 		group_put(hs, g);
 		return ret;
 	}
 	for (unsigned i = 0; i < n && ret == 0; i++) {
-		if (flags & PC_FETCH_PREFETCH)
+		if (lane)
 			ret = prefetch_run(hs, first[i] * PC_SOURCE_PAGE_SIZE,
 					   npages[i] * PC_SOURCE_PAGE_SIZE, dst[i]);
 		else
