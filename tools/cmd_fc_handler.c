@@ -39,8 +39,6 @@
 #define HANDSHAKE_MAX (1u << 20)     /* bytes of JSON we accept at most */
 #define HANDSHAKE_CHUNK (64u << 10)  /* one read */
 #define HANDSHAKE_TIMEOUT_MS 10000
-#define MAX_REGIONS 64		     /* what an adopted region takes */
-#define HUGE_2M (2ull << 20)
 
 struct fc_opts {
 	const char *sock;
@@ -275,14 +273,6 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 
 /* ---- the handshake ------------------------------------------------------ */
 
-struct handshake {
-	struct pc_remote_range r[MAX_REGIONS];
-	unsigned n;
-	uint64_t page_size, total;
-	const char *shape; /* which field set: "v1.1", "v1.7" or "v1.12" */
-	int uffd;
-};
-
 /*
  * Read one message: JSON (possibly in several reads on the stream) and the
  * descriptor that came with it.  0, or -1 with the reason in @why.
@@ -355,21 +345,12 @@ static int read_handshake(int conn, struct json_object **out, int *fd,
 			snprintf(why, wlen, "handshake longer than %u bytes", HANDSHAKE_MAX);
 			goto done;
 		}
-		struct json_object *j = json_tokener_parse_ex(tok, buf, (int)n);
-		enum json_tokener_error e = json_tokener_get_error(tok);
-		if (e == json_tokener_continue)
+		struct json_object *j;
+		int fr = fc_handshake_feed(tok, buf, (size_t)n, &j, why, wlen);
+		if (fr > 0)
 			continue;
-		if (!j) {
-			snprintf(why, wlen, "bad JSON: %s", json_tokener_error_desc(e));
+		if (fr < 0)
 			goto done;
-		}
-		/* Firecracker sends nothing after the array. */
-		for (size_t i = json_tokener_get_parse_end(tok); i < (size_t)n; i++)
-			if (buf[i] != ' ' && buf[i] != '\n' && buf[i] != '\r' && buf[i] != '\t') {
-				snprintf(why, wlen, "bytes after the JSON array");
-				json_object_put(j);
-				goto done;
-			}
 		*out = j;
 		ret = 0;
 		break;
@@ -383,121 +364,6 @@ done:
 		json_tokener_free(tok);
 	free(buf);
 	return ret;
-}
-
-/* A non-negative integer field; false if absent; -1 when not one. */
-static int get_u64(struct json_object *o, const char *key, uint64_t *v)
-{
-	struct json_object *f;
-	if (!json_object_object_get_ex(o, key, &f))
-		return 0;
-	if (!json_object_is_type(f, json_type_int) || json_object_get_int64(f) < 0)
-		return -1;
-	*v = json_object_get_uint64(f);
-	return 1;
-}
-
-static int cmp_base(const void *a, const void *b)
-{
-	const struct pc_remote_range *x = *(const struct pc_remote_range *const *)a;
-	const struct pc_remote_range *y = *(const struct pc_remote_range *const *)b;
-	return x->base < y->base ? -1 : x->base > y->base;
-}
-
-/* Check the regions against each other and the memory file of @file_size. */
-static int parse_regions(struct json_object *j, uint64_t file_size,
-			 struct handshake *h, char *why, size_t wlen)
-{
-	if (!json_object_is_type(j, json_type_array)) {
-		snprintf(why, wlen, "the handshake is not a JSON array");
-		return -1;
-	}
-	size_t n = json_object_array_length(j);
-	if (n == 0 || n > MAX_REGIONS) {
-		snprintf(why, wlen, "%zu regions (1..%d expected)", n, MAX_REGIONS);
-		return -1;
-	}
-	h->n = (unsigned)n;
-	h->total = 0;
-	h->page_size = 0;
-	h->shape = NULL;
-	for (size_t i = 0; i < n; i++) {
-		struct json_object *o = json_object_array_get_idx(j, i), *f;
-		uint64_t base = 0, size = 0, offset = 0, ps = 0, pskib = 0;
-		if (!json_object_is_type(o, json_type_object)) {
-			snprintf(why, wlen, "region %zu is not a JSON object", i);
-			return -1;
-		}
-		int gb = get_u64(o, "base_host_virt_addr", &base);
-		int gs = get_u64(o, "size", &size);
-		int go = get_u64(o, "offset", &offset);
-		int gp = get_u64(o, "page_size", &ps);
-		int gk = get_u64(o, "page_size_kib", &pskib);
-		if (gb != 1 || gs != 1 || go != 1 || gp < 0 || gk < 0) {
-			snprintf(why, wlen, "region %zu: base_host_virt_addr, size and offset must be non-negative integers%s",
-				 i, gp < 0 || gk < 0 ? ", page_size and page_size_kib too" : "");
-			return -1;
-		}
-		if (json_object_object_get_ex(o, "is_guest_memfd", &f) && json_object_get_boolean(f)) {
-			snprintf(why, wlen, "region %zu is guest_memfd (the secret-hiding branch): not supported", i);
-			return -1;
-		}
-		/* page_size_kib holds bytes, despite its name (v1.7 on). */
-		const char *shape = gp ? "v1.12" : gk ? "v1.7" : "v1.1";
-		if (gp && gk && ps != pskib) {
-			snprintf(why, wlen, "region %zu: page_size %llu and page_size_kib %llu disagree",
-				 i, (unsigned long long)ps, (unsigned long long)pskib);
-			return -1;
-		}
-		uint64_t page = gp ? ps : gk ? pskib : 4096;
-		if (page != 4096 && page != HUGE_2M) {
-			snprintf(why, wlen, "region %zu: page size %llu bytes (4096 or 2097152 expected)",
-				 i, (unsigned long long)page);
-			return -1;
-		}
-		if (h->shape && (strcmp(shape, h->shape) || page != h->page_size)) {
-			snprintf(why, wlen, "region %zu: its fields or page size differ from region 0's", i);
-			return -1;
-		}
-		h->shape = shape;
-		h->page_size = page;
-		if (!size || size % page || base % page || base + size < base) {
-			snprintf(why, wlen, "region %zu: base %#llx and size %llu must be non-zero multiples of the page size (%llu)",
-				 i, (unsigned long long)base, (unsigned long long)size,
-				 (unsigned long long)page);
-			return -1;
-		}
-		if (offset != h->total) {
-			snprintf(why, wlen, "region %zu: offset %llu, but the regions before it end at %llu (offsets must be cumulative from 0)",
-				 i, (unsigned long long)offset, (unsigned long long)h->total);
-			return -1;
-		}
-		if (offset + size > file_size) {
-			snprintf(why, wlen, "region %zu: offset %llu + size %llu goes past the end of the memory file (%llu bytes)",
-				 i, (unsigned long long)offset, (unsigned long long)size,
-				 (unsigned long long)file_size);
-			return -1;
-		}
-		h->r[i] = (struct pc_remote_range){ base, size };
-		h->total += size;
-	}
-	if (h->total != file_size) {
-		snprintf(why, wlen, "the regions cover %llu bytes, the memory file has %llu",
-			 (unsigned long long)h->total, (unsigned long long)file_size);
-		return -1;
-	}
-	const struct pc_remote_range *sorted[MAX_REGIONS];
-	for (unsigned i = 0; i < h->n; i++)
-		sorted[i] = &h->r[i];
-	qsort(sorted, h->n, sizeof(sorted[0]), cmp_base);
-	for (unsigned i = 1; i < h->n; i++)
-		if (sorted[i - 1]->base + sorted[i - 1]->size > sorted[i]->base) {
-			snprintf(why, wlen, "regions at %#llx and %#llx overlap",
-				 (unsigned long long)sorted[i - 1]->base,
-				 (unsigned long long)sorted[i]->base);
-			return -1;
-		}
-	return 0;
 }
 
 /* ---- one VM --------------------------------------------------------------- */
@@ -521,7 +387,7 @@ static bool peer_gone(int pidfd, int ms)
 	return poll(&p, 1, ms) > 0;
 }
 
-static void report(const struct vm *v, pid_t pid, const struct handshake *h,
+static void report(const struct vm *v, pid_t pid, const struct fc_handshake *h,
 		   pc_region *r, const char *status, const char *error,
 		   bool killed, double seconds)
 {
@@ -604,7 +470,7 @@ static void serve_vm(struct vm *v)
 	struct ucred cred = { 0 };
 	socklen_t clen = sizeof(cred);
 	struct json_object *j = NULL;
-	struct handshake h = { .uffd = -1 };
+	struct fc_handshake h = { .uffd = -1 };
 	pc_source *src = NULL;
 	pc_region *r = NULL;
 	int pidfd = -1, uffd = -1;
@@ -616,7 +482,7 @@ static void serve_vm(struct vm *v)
 	int ret = open_source(o, &src, why, sizeof(why));
 	if (ret < 0)
 		goto refuse;
-	if (parse_regions(j, pc_source_size(src), &h, why, sizeof(why)) < 0)
+	if (fc_parse_regions(j, pc_source_size(src), &h, why, sizeof(why)) < 0)
 		goto refuse;
 	if (uffd < 0) {
 		snprintf(why, sizeof(why), "no userfaultfd attached to the handshake");
@@ -630,7 +496,7 @@ static void serve_vm(struct vm *v)
 	struct pc_region_opts ro = {
 		.size = h.total, .backend = PC_BACKEND_ADOPTED, .mode = PC_MODE_WAIT,
 		.uffd = uffd, .remote = h.r, .nremote = h.n, .page_size = h.page_size,
-		.readers = o->readers, .window = h.page_size == HUGE_2M ? 1 : o->window,
+		.readers = o->readers, .window = h.page_size == FC_HUGE_2M ? 1 : o->window,
 	};
 	uffd = -1; /* the region's from here on, also on failure */
 	/* The region's, once created. */

@@ -247,4 +247,25 @@ struct json_object *stats_json(const struct pc_stats *s);
 struct json_object *latency_json(const struct pc_latency *l);
 struct json_object *latency_json_us(const struct hist *h);
 
+/* ---- fc_regions.c: the Firecracker handshake (issue 11) ---- */
+#define FC_MAX_REGIONS 64 /* what an adopted region takes */
+#define FC_HUGE_2M (2ull << 20)
+struct fc_handshake {
+	struct pc_remote_range r[FC_MAX_REGIONS];
+	unsigned n;
+	uint64_t page_size, total;
+	const char *shape; /* which field set: "v1.1", "v1.7" or "v1.12" */
+	int uffd;
+};
+struct json_tokener;
+/* Give @tok the next @n bytes of the stream: 1 when the JSON is not
+ * complete yet, 0 with the document in *@out (nothing but blanks may
+ * follow it), -EINVAL with the reason in @why. */
+int fc_handshake_feed(struct json_tokener *tok, const char *buf, size_t n,
+		      struct json_object **out, char *why, size_t wlen);
+/* The regions of handshake @j, checked against each other and a memory
+ * file of @file_size bytes, into @h: 0, or -EINVAL with the reason in @why. */
+int fc_parse_regions(struct json_object *j, uint64_t file_size,
+		     struct fc_handshake *h, char *why, size_t wlen);
+
 #endif
