@@ -20,7 +20,6 @@
  * An object that starts with the packed magic is a packed image, read by
  * packed.c through the same checked range requests.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -32,6 +31,7 @@
 
 #include <curl/curl.h>
 
+#include "http_parse.h"
 #include "internal.h"
 #include "sources_int.h"
 
@@ -150,72 +150,22 @@ struct http_source {
 
 /* ---- reading an answer ------------------------------------------------ */
 
-/* @line (not NUL-terminated, @n bytes) is header @name: its value. */
-static bool header_is(const char *line, size_t n, const char *name,
-		      char *val, size_t vlen)
-{
-	size_t k = strlen(name);
-	if (n <= k || strncasecmp(line, name, k) || line[k] != ':')
-		return false;
-	const char *v = line + k + 1, *end = line + n;
-	while (v < end && (*v == ' ' || *v == '\t'))
-		v++;
-	while (end > v && isspace((unsigned char)end[-1]))
-		end--;
-	size_t m = (size_t)(end - v) < vlen - 1 ? (size_t)(end - v) : vlen - 1;
-	memcpy(val, v, m);
-	val[m] = '\0';
-	return true;
-}
-
-/* "bytes A-B/T" */
-static bool parse_content_range(const char *v, uint64_t *a, uint64_t *b,
-				uint64_t *t)
-{
-	char *end;
-	if (strncasecmp(v, "bytes ", 6))
-		return false;
-	v += 6;
-	if (!isdigit((unsigned char)*v))
-		return false;
-	*a = strtoull(v, &end, 10);
-	if (*end != '-' || !isdigit((unsigned char)end[1]))
-		return false;
-	*b = strtoull(end + 1, &end, 10);
-	if (*end != '/' || !isdigit((unsigned char)end[1]))
-		return false;
-	*t = strtoull(end + 1, &end, 10);
-	return *end == '\0' && *a <= *b && *b < *t;
-}
-
 static size_t on_header(char *line, size_t size, size_t nmemb, void *arg)
 {
 	struct xfer *x = arg;
 	size_t n = size * nmemb;
 	char val[256];
 
-	if (n > 5 && !strncmp(line, "HTTP/", 5)) {
+	if (http_status_line(line, n, &x->status, x->reason, sizeof(x->reason))) {
 		/* A new answer (after a 100 Continue, say): forget the last. */
-		const char *sp = memchr(line, ' ', n);
-		x->status = sp ? strtol(sp + 1, NULL, 10) : 0;
-		x->reason[0] = '\0';
 		x->have_range = false;
 		x->etag[0] = x->last_modified[0] = '\0';
-		if (sp && (size_t)(sp - line) + 5 < n) {
-			const char *r = sp + 5, *end = line + n;
-			while (end > r && isspace((unsigned char)end[-1]))
-				end--;
-			size_t m = (size_t)(end - r) < sizeof(x->reason) - 1 ?
-					   (size_t)(end - r) : sizeof(x->reason) - 1;
-			memcpy(x->reason, r, m);
-			x->reason[m] = '\0';
-		}
-	} else if (header_is(line, n, "Content-Range", val, sizeof(val))) {
-		x->have_range = parse_content_range(val, &x->cr_first,
-						    &x->cr_last, &x->cr_total);
-	} else if (header_is(line, n, "ETag", x->etag, sizeof(x->etag))) {
-	} else if (header_is(line, n, "Last-Modified", x->last_modified,
-			     sizeof(x->last_modified))) {
+	} else if (http_header_value(line, n, "Content-Range", val, sizeof(val))) {
+		x->have_range = http_content_range(val, &x->cr_first,
+						   &x->cr_last, &x->cr_total);
+	} else if (http_header_value(line, n, "ETag", x->etag, sizeof(x->etag))) {
+	} else if (http_header_value(line, n, "Last-Modified", x->last_modified,
+				     sizeof(x->last_modified))) {
 	}
 	return n;
 }
@@ -281,54 +231,6 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 	memcpy(x->dst + x->got, data, n);
 	x->got += n;
 	return n;
-}
-
-/* The server's reason from an error answer: S3's <Code> and <Message>,
- * else the start of the body on one line. */
-static void body_reason(const struct xfer *x, char *out, size_t len)
-{
-	const char *m = strstr(x->body, "<Message>");
-	const char *c = strstr(x->body, "<Code>");
-	if (m || c) {
-		int cl = 0, ml = 0;
-		if (c) {
-			c += 6;
-			const char *e = strstr(c, "</Code>");
-			cl = e ? (int)(e - c) : 0;
-		}
-		if (m) {
-			m += 9;
-			const char *e = strstr(m, "</Message>");
-			ml = e ? (int)(e - m) : 0;
-		}
-		snprintf(out, len, ": %.*s%s%.*s", cl, c ? c : "",
-			 cl && ml ? ": " : "", ml, m ? m : "");
-		return;
-	}
-	size_t j = 0;
-	bool space = true, tag = false;
-	if (len < 3)
-		return;
-	out[j++] = ':';
-	for (size_t i = 0; i < x->body_len && j < len - 2; i++) {
-		char ch = x->body[i];
-		if (ch == '<')
-			tag = true;
-		if (!tag && !isspace((unsigned char)ch) && isprint((unsigned char)ch)) {
-			if (space)
-				out[j++] = ' ';
-			if (j < len - 1)
-				out[j++] = ch;
-			space = false;
-		} else if (!tag) {
-			space = true;
-		}
-		if (ch == '>') {
-			tag = false;
-			space = true;
-		}
-	}
-	out[j > 1 ? j : 0] = '\0';
 }
 
 static int status_errno(long status)
@@ -416,7 +318,7 @@ static int range_finish(struct http_source *hs, struct conn *owner,
 			 hs->etag[0] ? hs->etag : hs->last_modified);
 	} else if (x->status != 200 && x->status != 206) {
 		err = status_errno(x->status);
-		body_reason(x, reason, sizeof(reason));
+		http_body_reason(x->body, x->body_len, reason, sizeof(reason));
 	} else if (x->got != (x->probe ? x->cr_last + 1 : x->len) || x->got == 0) {
 		err = -EIO;
 		snprintf(reason, sizeof(reason), ": %" PRIu64 " bytes of %" PRIu64,

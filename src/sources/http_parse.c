@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * http_parse.c - reading a server's answer for the HTTP source
+ * (source_http.c): the status line, the headers it looks at and the
+ * reason in an error's body.  Everything here is the server's word.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http_parse.h"
+
+bool http_status_line(const char *line, size_t n, long *status, char *reason,
+		      size_t rlen)
+{
+	if (n <= 5 || strncmp(line, "HTTP/", 5))
+		return false;
+	const char *sp = memchr(line, ' ', n);
+	*status = sp ? strtol(sp + 1, NULL, 10) : 0;
+	reason[0] = '\0';
+	if (sp && (size_t)(sp - line) + 5 < n) {
+		const char *r = sp + 5, *end = line + n;
+		while (end > r && isspace((unsigned char)end[-1]))
+			end--;
+		size_t m = (size_t)(end - r) < rlen - 1 ? (size_t)(end - r) : rlen - 1;
+		memcpy(reason, r, m);
+		reason[m] = '\0';
+	}
+	return true;
+}
+
+bool http_header_value(const char *line, size_t n, const char *name,
+		       char *val, size_t vlen)
+{
+	size_t k = strlen(name);
+	if (n <= k || strncasecmp(line, name, k) || line[k] != ':')
+		return false;
+	const char *v = line + k + 1, *end = line + n;
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && isspace((unsigned char)end[-1]))
+		end--;
+	size_t m = (size_t)(end - v) < vlen - 1 ? (size_t)(end - v) : vlen - 1;
+	memcpy(val, v, m);
+	val[m] = '\0';
+	return true;
+}
+
+bool http_content_range(const char *v, uint64_t *a, uint64_t *b, uint64_t *t)
+{
+	char *end;
+	if (strncasecmp(v, "bytes ", 6))
+		return false;
+	v += 6;
+	if (!isdigit((unsigned char)*v))
+		return false;
+	*a = strtoull(v, &end, 10);
+	if (*end != '-' || !isdigit((unsigned char)end[1]))
+		return false;
+	*b = strtoull(end + 1, &end, 10);
+	if (*end != '/' || !isdigit((unsigned char)end[1]))
+		return false;
+	*t = strtoull(end + 1, &end, 10);
+	return *end == '\0' && *a <= *b && *b < *t;
+}
+
+void http_body_reason(const char *body, size_t body_len, char *out, size_t len)
+{
+	const char *m = strstr(body, "<Message>");
+	const char *c = strstr(body, "<Code>");
+	if (m || c) {
+		int cl = 0, ml = 0;
+		if (c) {
+			c += 6;
+			const char *e = strstr(c, "</Code>");
+			cl = e ? (int)(e - c) : 0;
+		}
+		if (m) {
+			m += 9;
+			const char *e = strstr(m, "</Message>");
+			ml = e ? (int)(e - m) : 0;
+		}
+		snprintf(out, len, ": %.*s%s%.*s", cl, c ? c : "",
+			 cl && ml ? ": " : "", ml, m ? m : "");
+		return;
+	}
+	size_t j = 0;
+	bool space = true, tag = false;
+	if (len < 3)
+		return;
+	out[j++] = ':';
+	for (size_t i = 0; i < body_len && j < len - 2; i++) {
+		char ch = body[i];
+		if (ch == '<')
+			tag = true;
+		if (!tag && !isspace((unsigned char)ch) && isprint((unsigned char)ch)) {
+			if (space)
+				out[j++] = ' ';
+			if (j < len - 1)
+				out[j++] = ch;
+			space = false;
+		} else if (!tag) {
+			space = true;
+		}
+		if (ch == '>') {
+			tag = false;
+			space = true;
+		}
+	}
+	out[j > 1 ? j : 0] = '\0';
+}
