@@ -124,30 +124,40 @@ deb:
 	for d in build-deb/*.deb; do dpkg-deb -x $$d build-deb/root; done
 	build-deb/root/usr/bin/postcopy --version
 
-# ---- make fuzz [FUZZ_SECONDS=60] [FUZZ_FLAGS=...] ---------------------------
-# Builds the libFuzzer harness of the wire protocol (fuzz/fuzz_proto.c with
-# src/net/proto.c) with clang into build-fuzz/fuzz_proto and runs it for
-# FUZZ_SECONDS on build-fuzz/corpus (the seeds of fuzz/corpus plus whatever
-# earlier runs found).  Fails on any crash, sanitizer report, leak or
-# timeout; the input is left in build-fuzz/crashes/.  libFuzzer's runtime is
-# in libclang-rt-14-dev; only this target installs FUZZ_PKGS.
-FUZZ_PKGS := clang libclang-rt-14-dev libsodium-dev libxxhash-dev
+# ---- make fuzz [FUZZ_TARGETS="proto fc packed ws"] [FUZZ_SECONDS=60] ----------
+# Builds the libFuzzer harnesses (fuzz/fuzz_NAME.c, fuzz/README.md) in a
+# clang ASan+UBSan build, build-fuzz/ (meson -Dlibfuzzer=true), and runs
+# each of FUZZ_TARGETS for FUZZ_SECONDS on build-fuzz/corpus-NAME (its seeds
+# from fuzz/ plus whatever earlier runs found), with fuzz/NAME.dict if there
+# is one.  Fails on any crash, sanitizer report, leak or timeout; the input
+# is left in build-fuzz/crashes-NAME/.  libFuzzer's runtime is in
+# libclang-rt-14-dev; only this target installs FUZZ_PKGS.
+FUZZ_PKGS := clang libclang-rt-14-dev
+FUZZ_TARGETS ?= proto fc packed ws
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS ?=
-FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror \
-  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-  -Iinclude -Isrc/core -Isrc/net -D_GNU_SOURCE
 
 .PHONY: fuzz
-fuzz:
+build-fuzz/build.ninja: | deps
 	@$(MAKE) --no-print-directory deps PKGS="$(FUZZ_PKGS)"
-	@mkdir -p build-fuzz/corpus build-fuzz/crashes
-	clang $(FUZZ_CFLAGS) fuzz/fuzz_proto.c src/net/proto.c -lsodium -lxxhash \
-	  -o build-fuzz/fuzz_proto
-	cp fuzz/corpus/* build-fuzz/corpus/
-	$(NOASLR) build-fuzz/fuzz_proto -max_total_time=$(FUZZ_SECONDS) \
-	  -timeout=30 -print_final_stats=1 -dict=fuzz/proto.dict \
-	  -artifact_prefix=build-fuzz/crashes/ $(FUZZ_FLAGS) build-fuzz/corpus
+	rm -rf build-fuzz
+	CC=clang meson setup --werror build-fuzz -Dlibfuzzer=true \
+	  -Db_sanitize=address,undefined -Db_lundef=false \
+	  -Dc_args='-fsanitize=fuzzer-no-link -fno-sanitize-recover=all'
+
+fuzz: build-fuzz/build.ninja
+	nice -n 19 ninja -j2 -C build-fuzz $(FUZZ_TARGETS:%=fuzz/fuzz_%)
+	@for t in $(FUZZ_TARGETS); do \
+	  seeds=fuzz/corpus-$$t; [ $$t = proto ] && seeds=fuzz/corpus; \
+	  dict=; [ -f fuzz/$$t.dict ] && dict=-dict=fuzz/$$t.dict; \
+	  mkdir -p build-fuzz/corpus-$$t build-fuzz/crashes-$$t; \
+	  cp $$seeds/* build-fuzz/corpus-$$t/; \
+	  echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
+	  $(NOASLR) build-fuzz/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) \
+	    -timeout=10 -print_final_stats=1 $$dict \
+	    -artifact_prefix=build-fuzz/crashes-$$t/ $(FUZZ_FLAGS) \
+	    build-fuzz/corpus-$$t || exit; \
+	done
 
 # ---- real KVM in a nested software-emulated VM (tests/kvm/nested.sh) -------
 # kvm-check runs the KVM tests on Debian's 6.12 and 6.1 kernels; kvm-bench

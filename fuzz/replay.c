@@ -1,16 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * replay.c - run the fuzz harness (fuzz_proto.c) over saved inputs without
- * libFuzzer, printing TAP.  Built by meson as test_fuzz_replay, so the seed
- * corpus is replayed by `make check` in the normal build and under
- * ASan+UBSan, where a crash, an overread or a failed round-trip check in
- * the harness ends the program and fails the test.
+ * replay.c - run a fuzz harness (fuzz_*.c) over saved inputs without
+ * libFuzzer, printing TAP.  Built by meson once per harness (test_fuzz_replay
+ * for fuzz_proto.c, test_fuzz_NAME for fuzz_NAME.c), so each seed corpus is
+ * replayed by `make check` in the normal build and under ASan+UBSan, where
+ * a crash, an overread or a failed check in the harness ends the program
+ * and fails the test.
  *
  *   test_fuzz_replay [FILE|DIR]...
  *
- * Without arguments: every file of $POSTCOPY_SRCDIR/fuzz/corpus (the test
- * runner sets POSTCOPY_SRCDIR), else of the corpus directory this program
- * was built from.  Directories are read in name order, one level deep;
+ * Without arguments: every file of $POSTCOPY_SRCDIR/fuzz/FUZZ_CORPUS_NAME
+ * (the test runner sets POSTCOPY_SRCDIR), else of the corpus directory this
+ * program was built from.  Directories are read in name order, one level deep;
  * files whose name starts with '.' are skipped.  Prints `ok N - replay
  * NAME` per input; no usable input at all is a failure ("Bail out!").
  */
@@ -24,8 +25,11 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+#ifndef FUZZ_CORPUS_NAME
+#define FUZZ_CORPUS_NAME "corpus"
+#endif
 #ifndef FUZZ_CORPUS_DIR
-#define FUZZ_CORPUS_DIR "fuzz/corpus"
+#define FUZZ_CORPUS_DIR "fuzz/" FUZZ_CORPUS_NAME
 #endif
 
 struct list {
@@ -140,7 +144,7 @@ int main(int argc, char **argv)
 		const char *src = getenv("POSTCOPY_SRCDIR");
 		char dir[4096];
 		if (src && *src)
-			snprintf(dir, sizeof(dir), "%s/fuzz/corpus", src);
+			snprintf(dir, sizeof(dir), "%s/fuzz/%s", src, FUZZ_CORPUS_NAME);
 		else
 			snprintf(dir, sizeof(dir), "%s", FUZZ_CORPUS_DIR);
 		collect(&l, dir);
