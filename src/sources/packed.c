@@ -237,7 +237,11 @@ static int check_header(const struct pack_header *h, uint64_t blob_size,
 			h->version, PACK_VERSION);
 		return -EPROTONOSUPPORT;
 	}
-	uint64_t nchunks = h->chunk_size ? (h->image_size + h->chunk_size - 1) / h->chunk_size : 0;
+	/* Not (size + chunk - 1) / chunk: that wraps for a size near 2^64,
+	 * and an index of 0 entries would then describe 16 EiB. */
+	uint64_t nchunks = h->chunk_size ? h->image_size / h->chunk_size +
+						   (h->image_size % h->chunk_size != 0) :
+					   0;
 	if (h->header_size != PACK_HEADER_SIZE || h->flags ||
 	    h->chunk_size < PACK_MIN_CHUNK || h->chunk_size > PACK_MAX_CHUNK ||
 	    h->chunk_size % PC_SOURCE_PAGE_SIZE || !h->image_size ||
