@@ -151,6 +151,59 @@ int pc_ws_save(const pc_ws *ws, const char *path)
 	return ret;
 }
 
+struct page_at {
+	uint64_t page, i;
+};
+
+static int by_page_then_index(const void *a, const void *b)
+{
+	const struct page_at *x = a, *y = b;
+	if (x->page != y->page)
+		return x->page < y->page ? -1 : 1;
+	return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/*
+ * The first of the @count entries at @q whose page (< @pages) an earlier
+ * entry already has; UINT64_MAX if none, UINT64_MAX - 1 out of memory.
+ * A bitmap of the image's pages while it is no bigger than the file (plus
+ * 1 MiB), else a sort: the image size is the file's word, and a 100-byte
+ * file may claim 16 EiB.
+ */
+static uint64_t first_repeat(const uint8_t *q, uint64_t count, uint64_t pages,
+			     size_t len)
+{
+	uint64_t first = UINT64_MAX;
+	if ((pages + 63) / 64 * 8 <= len + (1u << 20)) {
+		uint64_t *seen = calloc((pages + 63) / 64, sizeof(*seen));
+		if (!seen)
+			return UINT64_MAX - 1;
+		for (uint64_t i = 0; i < count; i++) {
+			uint64_t page = get64(q + i * WS_ENTRY);
+			if (page >= pages)
+				continue;
+			if (bitmap_test(seen, page)) {
+				first = i;
+				break;
+			}
+			bitmap_set(seen, page);
+		}
+		free(seen);
+		return first;
+	}
+	struct page_at *p = malloc((count ? count : 1) * sizeof(*p));
+	if (!p)
+		return UINT64_MAX - 1;
+	for (uint64_t i = 0; i < count; i++)
+		p[i] = (struct page_at){ get64(q + i * WS_ENTRY), i };
+	qsort(p, count, sizeof(*p), by_page_then_index);
+	for (uint64_t i = 1; i < count; i++)
+		if (p[i].page == p[i - 1].page && p[i].page < pages && p[i].i < first)
+			first = p[i].i;
+	free(p);
+	return first;
+}
+
 /* Check every byte of the file image @b (@len bytes) before trusting any. */
 static int decode(const uint8_t *b, size_t len, pc_ws **out, char *why,
 		  size_t why_len)
@@ -172,8 +225,8 @@ static int decode(const uint8_t *b, size_t len, pc_ws **out, char *why,
 	if (count > (len - WS_HEADER - WS_TRAILER) / WS_ENTRY ||
 	    len != WS_HEADER + count * WS_ENTRY + WS_TRAILER)
 		return BAD("%s: %zu bytes, the header says %llu entries (%llu bytes)",
-			   len < WS_HEADER + count * WS_ENTRY + WS_TRAILER ? "truncated" :
-									      "trailing bytes",
+			   count > (len - WS_HEADER - WS_TRAILER) / WS_ENTRY ? "truncated" :
+									    "trailing bytes",
 			   len, (unsigned long long)count,
 			   (unsigned long long)(WS_HEADER + count * WS_ENTRY + WS_TRAILER));
 	if (get64(b + len - WS_TRAILER) != XXH3_64bits(b, len - WS_TRAILER))
@@ -184,9 +237,11 @@ static int decode(const uint8_t *b, size_t len, pc_ws **out, char *why,
 	uint64_t pages = image.size / PC_SOURCE_PAGE_SIZE;
 	if (!image.size || image.size % PC_SOURCE_PAGE_SIZE || !runs || runs > 0xffff)
 		return BAD("bad image size or run count");
-	uint64_t *seen = calloc((pages + 63) / 64, sizeof(*seen));
+	uint64_t dup = first_repeat(b + WS_HEADER, count, pages, len);
 	pc_ws *ws = NULL;
-	int ret = seen ? ws_alloc(&image, count, &ws) : -ENOMEM;
+	int ret = dup == UINT64_MAX - 1 ? -ENOMEM : ws_alloc(&image, count, &ws);
+	if (ret == -ENOMEM)
+		snprintf(why, why_len, "out of memory");
 	for (uint64_t i = 0; i < count && ret == 0; i++) {
 		const uint8_t *q = b + WS_HEADER + i * WS_ENTRY;
 		struct ws_entry *e = &ws->e[i];
@@ -196,7 +251,7 @@ static int decode(const uint8_t *b, size_t len, pc_ws **out, char *why,
 			ret = BAD("entry %llu: page %llu is outside the image (%llu pages)",
 				  (unsigned long long)i, (unsigned long long)e->page,
 				  (unsigned long long)pages);
-		else if (bitmap_test(seen, e->page))
+		else if (i == dup)
 			ret = BAD("entry %llu: page %llu appears twice",
 				  (unsigned long long)i, (unsigned long long)e->page);
 		else if (i && e->time_us < ws->e[i - 1].time_us)
@@ -205,10 +260,7 @@ static int decode(const uint8_t *b, size_t len, pc_ws **out, char *why,
 		else if (!e->runs || e->runs > runs)
 			ret = BAD("entry %llu: held by %u of %u runs",
 				  (unsigned long long)i, e->runs, runs);
-		if (ret == 0)
-			bitmap_set(seen, e->page);
 	}
-	free(seen);
 	if (ret < 0) {
 		pc_ws_destroy(ws);
 		return ret;
