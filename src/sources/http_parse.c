@@ -88,8 +88,12 @@ void http_body_reason(const char *body, size_t body_len, char *out, size_t len)
 	}
 	size_t j = 0;
 	bool space = true, tag = false;
-	if (len < 3)
+	if (len < 3) {
+		/* No room for ": x": nothing, but still a string. */
+		if (len)
+			out[0] = '\0';
 		return;
+	}
 	out[j++] = ':';
 	for (size_t i = 0; i < body_len && j < len - 2; i++) {
 		char ch = body[i];
