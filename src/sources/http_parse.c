@@ -43,6 +43,10 @@ bool http_header_value(const char *line, size_t n, const char *name,
 	while (end > v && isspace((unsigned char)end[-1]))
 		end--;
 	size_t m = (size_t)(end - v) < vlen - 1 ? (size_t)(end - v) : vlen - 1;
+	/* A NUL inside would cut the value short where it is compared (two
+	 * ETags that differ after it would match): no value then. */
+	if (memchr(v, '\0', (size_t)(end - v)))
+		m = 0;
 	memcpy(val, v, m);
 	val[m] = '\0';
 	return true;

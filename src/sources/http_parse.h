@@ -18,7 +18,8 @@ bool http_status_line(const char *line, size_t n, long *status, char *reason,
 		      size_t rlen);
 
 /* @line (@n bytes, not NUL-terminated) is header @name: its value, without
- * the blanks around it, into @val (cut to @vlen - 1 bytes). */
+ * the blanks around it, into @val (cut to @vlen - 1 bytes; "" when it
+ * holds a NUL byte). */
 bool http_header_value(const char *line, size_t n, const char *name,
 		       char *val, size_t vlen);
 
