@@ -52,22 +52,33 @@ bool http_header_value(const char *line, size_t n, const char *name,
 	return true;
 }
 
+/* A decimal number at *@p, moving *@p past it: false when there is no
+ * digit or it does not fit in 64 bits (strtoull() would give
+ * ULLONG_MAX for it, a size the server never said). */
+static bool get_u64(const char **p, uint64_t *out)
+{
+	const char *s = *p;
+	uint64_t v = 0;
+	if (!isdigit((unsigned char)*s))
+		return false;
+	for (; isdigit((unsigned char)*s); s++)
+		if (__builtin_mul_overflow(v, 10, &v) ||
+		    __builtin_add_overflow(v, (uint64_t)(*s - '0'), &v))
+			return false;
+	*p = s;
+	*out = v;
+	return true;
+}
+
 bool http_content_range(const char *v, uint64_t *a, uint64_t *b, uint64_t *t)
 {
-	char *end;
 	if (strncasecmp(v, "bytes ", 6))
 		return false;
 	v += 6;
-	if (!isdigit((unsigned char)*v))
+	if (!get_u64(&v, a) || *v++ != '-' || !get_u64(&v, b) || *v++ != '/' ||
+	    !get_u64(&v, t))
 		return false;
-	*a = strtoull(v, &end, 10);
-	if (*end != '-' || !isdigit((unsigned char)end[1]))
-		return false;
-	*b = strtoull(end + 1, &end, 10);
-	if (*end != '/' || !isdigit((unsigned char)end[1]))
-		return false;
-	*t = strtoull(end + 1, &end, 10);
-	return *end == '\0' && *a <= *b && *b < *t;
+	return *v == '\0' && *a <= *b && *b < *t;
 }
 
 void http_body_reason(const char *body, size_t body_len, char *out, size_t len)
