@@ -124,7 +124,7 @@ deb:
 	for d in build-deb/*.deb; do dpkg-deb -x $$d build-deb/root; done
 	build-deb/root/usr/bin/postcopy --version
 
-# ---- make fuzz [FUZZ_TARGETS="proto fc packed ws"] [FUZZ_SECONDS=60] ----------
+# ---- make fuzz [FUZZ_TARGETS="proto fc ..."] [FUZZ_SECONDS=60] -------------
 # Builds the libFuzzer harnesses (fuzz/fuzz_NAME.c, fuzz/README.md) in a
 # clang ASan+UBSan build, build-fuzz/ (meson -Dlibfuzzer=true), and runs
 # each of FUZZ_TARGETS for FUZZ_SECONDS on build-fuzz/corpus-NAME (its seeds
@@ -133,7 +133,7 @@ deb:
 # is left in build-fuzz/crashes-NAME/.  libFuzzer's runtime is in
 # libclang-rt-14-dev; only this target installs FUZZ_PKGS.
 FUZZ_PKGS := clang libclang-rt-14-dev
-FUZZ_TARGETS ?= proto fc packed ws
+FUZZ_TARGETS ?= proto fc packed ws http s3
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS ?=
 

@@ -125,3 +125,20 @@ http('s3-error', b'<?xml version="1.0"?><Error><Code>NoSuchKey</Code><Message>Th
 http('s3-code-only', b'<Error><Code>AccessDenied</Code>', 0)
 http('s3-open', b'<Error><Message>no end', 1)
 http('html-error', b'<html><body><h1>404 Not Found</h1>\n\n<p>nginx</p></body></html>', 20)
+
+# ---- s3: 1 byte (bit 0: a URL), then "PROFILE\nFILE" or "BUCKET/KEY\nENDPOINT\nREGION"
+def s3(name, mode, text):
+    put('corpus-s3', name, bytes([mode]) + text)
+
+s3('creds-default', 0, b'default\n[default]\naws_access_key_id = AKIAEXAMPLE\naws_secret_access_key = secret/KEY+1\n')
+s3('creds-profile', 0, b'dev\n# comment\n; other\n[default]\naws_access_key_id=A\naws_secret_access_key=B\n\n'
+   b'[ dev ]\r\n\taws_access_key_id\t=\tDEV\r\naws_secret_access_key = DEVSECRET \r\naws_session_token = TOKEN==\r\n')
+s3('creds-missing', 0, b'prod\n[default]\naws_access_key_id = A\naws_secret_access_key = B\n')
+s3('creds-half', 0, b'default\n[default]\naws_access_key_id = A\n')
+s3('creds-empty-value', 0, b'default\n[default]\naws_access_key_id =\naws_secret_access_key = B\n')
+s3('creds-no-bracket', 0, b'default\n[default\naws_access_key_id = A\naws_secret_access_key = B\n')
+s3('url-aws', 1, b'pcbucket/images/vm-1.img\n\nus-east-1')
+s3('url-aws-region', 1, b'my.bucket-1/a b/c+d?e#f%\n\neu-west-3')
+s3('url-endpoint', 1, b'pcbucket/key\nhttp://127.0.0.1:9000/\nus-east-1')
+s3('url-endpoint-https', 1, b'pcbucket/dir/key.img\nhttps://minio.example:9000\n')
+s3('url-unicode-key', 1, b'pcbucket/\xc3\xa9t\xc3\xa9\n\n')

@@ -18,59 +18,10 @@ bool is_http_spec(const char *s)
 		     !strncmp(s, "s3://", 5));
 }
 
-/* @key with every byte but unreserved ones and '/' percent-encoded. */
-static char *escape_key(const char *key)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	char *out = malloc(strlen(key) * 3 + 1), *o = out;
-	if (!out)
-		return NULL;
-	for (const unsigned char *k = (const unsigned char *)key; *k; k++) {
-		if ((*k >= 'A' && *k <= 'Z') || (*k >= 'a' && *k <= 'z') ||
-		    (*k >= '0' && *k <= '9') || strchr("-._~/", *k)) {
-			*o++ = (char)*k;
-		} else {
-			*o++ = '%';
-			*o++ = hex[*k >> 4];
-			*o++ = hex[*k & 15];
-		}
-	}
-	*o = '\0';
-	return out;
-}
-
 static const char *env(const char *name)
 {
 	const char *v = getenv(name);
 	return v && *v ? v : NULL;
-}
-
-/* Credentials read from a shared credentials file (malloc'ed). */
-struct aws_creds {
-	char *access_key, *secret_key, *session_token;
-};
-
-static void creds_free(struct aws_creds *c)
-{
-	if (c->secret_key) /* secrets: wiped before they are freed */
-		memset(c->secret_key, 0, strlen(c->secret_key));
-	if (c->session_token)
-		memset(c->session_token, 0, strlen(c->session_token));
-	free(c->access_key);
-	free(c->secret_key);
-	free(c->session_token);
-	*c = (struct aws_creds){ 0 };
-}
-
-/* @s without the blanks around it, in place. */
-static char *trim(char *s)
-{
-	while (*s == ' ' || *s == '\t')
-		s++;
-	size_t n = strlen(s);
-	while (n && strchr(" \t\r\n", s[n - 1]))
-		s[--n] = '\0';
-	return s;
 }
 
 /*
@@ -98,43 +49,17 @@ static int read_shared_credentials(struct aws_creds *c, char *why, size_t why_le
 		snprintf(why, why_len, "%s: %s", path, strerror(err));
 		return -err;
 	}
-	char line[1024];
-	bool in = false, found = false;
-	while (fgets(line, sizeof(line), f)) {
-		char *s = trim(line);
-		if (*s == '#' || *s == ';' || !*s)
-			continue;
-		if (*s == '[') {
-			char *end = strchr(s, ']');
-			if (end)
-				*end = '\0';
-			in = end && !strcmp(trim(s + 1), profile);
-			found |= in;
-			continue;
-		}
-		char *eq = strchr(s, '=');
-		if (!in || !eq)
-			continue;
-		*eq = '\0';
-		char *k = trim(s), *v = trim(eq + 1), **slot = NULL;
-		if (!strcmp(k, "aws_access_key_id"))
-			slot = &c->access_key;
-		else if (!strcmp(k, "aws_secret_access_key"))
-			slot = &c->secret_key;
-		else if (!strcmp(k, "aws_session_token"))
-			slot = &c->session_token;
-		if (slot && *v) {
-			free(*slot);
-			*slot = strdup(v);
-		}
-	}
-	memset(line, 0, sizeof(line));
+	bool found = false;
+	int ret = aws_creds_parse(f, profile, c, &found);
 	fclose(f);
-	if (c->access_key && c->secret_key)
+	if (ret < 0 && ret != -EINVAL) {
+		snprintf(why, why_len, "%s: %s", path, strerror(-ret));
+		return ret;
+	}
+	if (ret == 0)
 		return 0;
 	snprintf(why, why_len, found ? "%s: profile [%s] has no aws_access_key_id and aws_secret_access_key" :
 				       "%s: no profile [%s] (AWS_PROFILE)", path, profile);
-	creds_free(c);
 	return -EINVAL;
 }
 
@@ -190,7 +115,6 @@ int open_http_source(const struct http_spec *h, unsigned connections,
 	int ret;
 
 	if (!strncmp(h->source, "s3://", 5)) {
-		const char *bucket = h->source + 5, *slash = strchr(bucket, '/');
 		const char *region = h->s3_region ? h->s3_region :
 				     env("AWS_REGION") ? env("AWS_REGION") :
 				     env("AWS_DEFAULT_REGION") ? env("AWS_DEFAULT_REGION") :
@@ -213,33 +137,15 @@ int open_http_source(const struct http_spec *h, unsigned connections,
 				 h->source);
 			return -EINVAL;
 		}
-		char *key = escape_key(slash + 1);
-		if (!key) {
-			creds_free(&file);
-			snprintf(why, why_len, "out of memory");
-			return -ENOMEM;
-		}
-		int bl = (int)(slash - bucket);
-		if (h->s3_endpoint) {
-			size_t el = strlen(h->s3_endpoint);
-			while (el && h->s3_endpoint[el - 1] == '/')
-				el--;
-			ret = asprintf(&url, "%.*s/%.*s/%s", (int)el, h->s3_endpoint,
-				       bl, bucket, key);
-		} else {
-			ret = asprintf(&url, "https://%.*s.s3.%s.amazonaws.com/%s", bl,
-				       bucket, region, key);
-		}
-		free(key);
+		ret = s3_url(h->source, h->s3_endpoint, region, &url, why, why_len);
 		if (ret < 0) {
-			creds_free(&file);
-			snprintf(why, why_len, "out of memory");
-			return -ENOMEM;
+			aws_creds_free(&file);
+			return ret;
 		}
 		ho.url = url;
 	}
 	ret = pc_source_http(&ho, src, why, why_len);
-	creds_free(&file); /* the source keeps copies */
+	aws_creds_free(&file); /* the source keeps copies */
 	if (ret < 0 && !why[0])
 		snprintf(why, why_len, "%s: %s", h->source, strerror(-ret));
 	free(url);

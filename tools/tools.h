@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "hist.h"
 #include "postcopy.h"
@@ -209,6 +210,25 @@ int open_http_source(const struct http_spec *h, unsigned connections,
 		     pc_source **src, char *why, size_t why_len);
 /* The HTTP source's latest failure, or NULL (not HTTP, or none). */
 const char *http_error(pc_source *src, char *buf, size_t len);
+
+/* ---- s3_spec.c: s3://BUCKET/KEY and the shared credentials file ---- */
+/* Keys read from a shared credentials file (malloc'ed). */
+struct aws_creds {
+	char *access_key, *secret_key, *session_token;
+};
+/* Wipes the secrets, frees all, zeroes @c. */
+void aws_creds_free(struct aws_creds *c);
+/* Profile @profile's keys in credentials file @f (read as the AWS CLI
+ * reads it: [NAME] sections of "key = value" lines, # and ; comments)
+ * into @c: 0 with both keys; -EINVAL without (*@found: the profile was
+ * there), @c then empty. */
+int aws_creds_parse(FILE *f, const char *profile, struct aws_creds *c,
+		    bool *found);
+/* The https URL (or under @endpoint, path style) of s3://BUCKET/KEY
+ * @source, which http_flags_ok() passed, into *@url (malloc'ed): 0, or
+ * -ENOMEM with the reason in @why. */
+int s3_url(const char *source, const char *endpoint, const char *region,
+	   char **url, char *why, size_t why_len);
 
 /* ---- cmd_pack.c: whole-buffer pread/pwrite (also for cmd_unpack.c) ---- */
 int pack_read_at(int fd, void *buf, size_t len, uint64_t off);
