@@ -37,6 +37,7 @@ trap cleanup EXIT
 
 checks=(
 	s3_without_credentials_fails_saying_which_variables
+	s3_names_that_would_leave_the_host_are_refused
 	s3_sigv4_restore_exit_mode_matches_every_byte
 	s3_sigv4_restore_wait_mode_matches_every_byte
 	s3_sigv4_restore_with_session_token_matches_every_byte
@@ -67,6 +68,19 @@ env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN \
 rc=$?
 ((rc == 1)) && grep -q "AWS_ACCESS_KEY_ID" "$err"
 check s3_without_credentials_fails_saying_which_variables $?
+
+# A bucket or region that a URL would read as another host ('#' ends the
+# host; a region with a '/') is refused before any request is signed.
+ok=0
+timeout 60 "$cli" restore --source 's3://evil.example#/key' --image "$img" \
+	>"$out" 2>"$err"
+rc=$?
+((rc == 2)) && grep -q "bucket name" "$err" || ok=1
+AWS_ACCESS_KEY_ID=A AWS_SECRET_ACCESS_KEY=B AWS_REGION='x.evil.example/' \
+	timeout 60 "$cli" restore --source s3://bucket/key --image "$img" >"$out" 2>"$err"
+rc=$?
+((rc == 1)) && grep -q "S3 region" "$err" || ok=1
+check s3_names_that_would_leave_the_host_are_refused $ok
 
 # A shared credentials file: the default profile has a key s3rver does not
 # know, so using it where another was asked for fails visibly.

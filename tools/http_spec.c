@@ -91,6 +91,15 @@ bool http_flags_ok(const char *cmd, const struct http_spec *h)
 			complain(cmd, "--source %s: want s3://BUCKET/KEY", h->source);
 			return false;
 		}
+		if (!s3_bucket_ok(h->source + 5, (size_t)(slash - h->source - 5))) {
+			complain(cmd, "--source %s: a bucket name holds letters, digits, '.', '-' and '_', from a letter or digit to a letter or digit",
+				 h->source);
+			return false;
+		}
+	}
+	if (h->s3_region && !s3_region_ok(h->s3_region)) {
+		complain(cmd, "--s3-region %s: letters, digits, '-' and '_' only", h->s3_region);
+		return false;
 	}
 	if (h->s3_endpoint && strncasecmp(h->s3_endpoint, "http://", 7) &&
 	    strncasecmp(h->s3_endpoint, "https://", 8)) {
@@ -119,6 +128,11 @@ int open_http_source(const struct http_spec *h, unsigned connections,
 				     env("AWS_REGION") ? env("AWS_REGION") :
 				     env("AWS_DEFAULT_REGION") ? env("AWS_DEFAULT_REGION") :
 								 "us-east-1";
+		/* The names first: no secret is read for a URL that is refused. */
+		ret = s3_url(h->source, h->s3_endpoint, region, &url, why, why_len);
+		if (ret < 0)
+			return ret;
+		ho.url = url;
 		ho.access_key = env("AWS_ACCESS_KEY_ID");
 		ho.secret_key = env("AWS_SECRET_ACCESS_KEY");
 		ho.session_token = env("AWS_SESSION_TOKEN");
@@ -126,8 +140,10 @@ int open_http_source(const struct http_spec *h, unsigned connections,
 		/* As the AWS CLI: the variables, else the shared file. */
 		if (!ho.access_key && !ho.secret_key) {
 			ret = read_shared_credentials(&file, why, why_len);
-			if (ret < 0 && ret != -ENOENT)
+			if (ret < 0 && ret != -ENOENT) {
+				free(url);
 				return ret;
+			}
 			ho.access_key = file.access_key;
 			ho.secret_key = file.secret_key;
 			ho.session_token = file.session_token;
@@ -135,14 +151,9 @@ int open_http_source(const struct http_spec *h, unsigned connections,
 		if (!ho.access_key || !ho.secret_key) {
 			snprintf(why, why_len, "%s: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials), or a [default] profile (or AWS_PROFILE's) in ~/.aws/credentials (or AWS_SHARED_CREDENTIALS_FILE); a presigned URL goes as https://",
 				 h->source);
+			free(url);
 			return -EINVAL;
 		}
-		ret = s3_url(h->source, h->s3_endpoint, region, &url, why, why_len);
-		if (ret < 0) {
-			aws_creds_free(&file);
-			return ret;
-		}
-		ho.url = url;
 	}
 	ret = pc_source_http(&ho, src, why, why_len);
 	aws_creds_free(&file); /* the source keeps copies */

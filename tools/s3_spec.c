@@ -97,10 +97,52 @@ int aws_creds_parse(FILE *f, const char *profile, struct aws_creds *c,
 	return -EINVAL;
 }
 
+static bool alnum(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+/* S3's bucket names (with the legacy ones' capitals, '_' and length):
+ * nothing that a URL would read as a delimiter, so a name cannot take
+ * the request, signed, to another host ("evil.example#") or bucket
+ * (".." under an endpoint). */
+bool s3_bucket_ok(const char *b, size_t n)
+{
+	if (n < 1 || n > 255 || !alnum(b[0]) || !alnum(b[n - 1]))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!alnum(b[i]) && !strchr("._-", b[i]))
+			return false;
+	return true;
+}
+
+/* A region name goes into the host on AWS and into the signature's scope
+ * everywhere: letters, digits, '-' and '_'. */
+bool s3_region_ok(const char *r)
+{
+	size_t n = strlen(r);
+	if (n < 1 || n > 64)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!alnum(r[i]) && r[i] != '-' && r[i] != '_')
+			return false;
+	return true;
+}
+
 int s3_url(const char *source, const char *endpoint, const char *region,
 	   char **url, char *why, size_t why_len)
 {
 	const char *bucket = source + 5, *slash = strchr(bucket, '/');
+	if (!s3_bucket_ok(bucket, (size_t)(slash - bucket))) {
+		snprintf(why, why_len, "%s: a bucket name holds letters, digits, '.', '-' and '_', from a letter or digit to a letter or digit",
+			 source);
+		return -EINVAL;
+	}
+	if (!s3_region_ok(region)) {
+		snprintf(why, why_len, "S3 region '%s': letters, digits, '-' and '_' only",
+			 region);
+		return -EINVAL;
+	}
 	char *key = escape_key(slash + 1);
 	if (!key) {
 		snprintf(why, why_len, "out of memory");

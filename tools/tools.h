@@ -224,9 +224,13 @@ void aws_creds_free(struct aws_creds *c);
  * there), @c then empty. */
 int aws_creds_parse(FILE *f, const char *profile, struct aws_creds *c,
 		    bool *found);
+/* Bucket name @b (@n bytes) and region @r may go into a URL. */
+bool s3_bucket_ok(const char *b, size_t n);
+bool s3_region_ok(const char *r);
 /* The https URL (or under @endpoint, path style) of s3://BUCKET/KEY
  * @source, which http_flags_ok() passed, into *@url (malloc'ed): 0, or
- * -ENOMEM with the reason in @why. */
+ * -EINVAL (a bucket or region s3_bucket_ok() or s3_region_ok() refuses)
+ * or -ENOMEM with the reason in @why. */
 int s3_url(const char *source, const char *endpoint, const char *region,
 	   char **url, char *why, size_t why_len);
 
