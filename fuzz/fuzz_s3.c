@@ -45,8 +45,9 @@ static bool has_line(const char *file, size_t len, const char *key, const char *
 		while (p < le && blank(*p))
 			p++;
 		if ((size_t)(le - p) > kl && !memcmp(p, key, kl)) {
+			/* The name is trimmed of CRs too (trim() at its end). */
 			p += kl;
-			while (p < le && blank(*p))
+			while (p < le && (blank(*p) || *p == '\r'))
 				p++;
 			if (p < le && *p == '=') {
 				p++;

@@ -59,10 +59,13 @@ static char *trim(char *s)
 int aws_creds_parse(FILE *f, const char *profile, struct aws_creds *c,
 		    bool *found)
 {
-	char line[1024];
-	bool in = false;
+	/* Lines of any length: fgets() into a fixed buffer would read the
+	 * rest of a long one (a comment, say) as a line of its own. */
+	char *line = NULL;
+	size_t cap = 0;
+	bool in = false, oom = false;
 	*found = false;
-	while (fgets(line, sizeof(line), f)) {
+	while (getline(&line, &cap, f) >= 0) {
 		char *s = trim(line);
 		if (*s == '#' || *s == ';' || !*s)
 			continue;
@@ -88,13 +91,16 @@ int aws_creds_parse(FILE *f, const char *profile, struct aws_creds *c,
 		if (slot && *v) {
 			free(*slot);
 			*slot = strdup(v);
+			oom |= !*slot;
 		}
 	}
-	memset(line, 0, sizeof(line));
-	if (c->access_key && c->secret_key)
+	if (line) /* it held secrets */
+		memset(line, 0, cap);
+	free(line);
+	if (c->access_key && c->secret_key && !oom)
 		return 0;
 	aws_creds_free(c);
-	return -EINVAL;
+	return oom ? -ENOMEM : -EINVAL;
 }
 
 static bool alnum(char c)

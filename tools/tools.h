@@ -221,7 +221,7 @@ void aws_creds_free(struct aws_creds *c);
 /* Profile @profile's keys in credentials file @f (read as the AWS CLI
  * reads it: [NAME] sections of "key = value" lines, # and ; comments)
  * into @c: 0 with both keys; -EINVAL without (*@found: the profile was
- * there), @c then empty. */
+ * there), -ENOMEM; @c is then empty. */
 int aws_creds_parse(FILE *f, const char *profile, struct aws_creds *c,
 		    bool *found);
 /* Bucket name @b (@n bytes) and region @r may go into a URL. */
