@@ -92,6 +92,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		size_t m = strlen(reason);
 		if (m && isspace((unsigned char)reason[m - 1]))
 			abort();
+		for (size_t i = 0; i < m; i++)
+			if (reason[i] < 0x20 || reason[i] >= 0x7f)
+				abort(); /* it goes into messages and logs */
 	}
 	static const char *const names[] = { "Content-Range", "ETag", "Last-Modified" };
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {

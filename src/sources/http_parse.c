@@ -17,15 +17,26 @@ bool http_status_line(const char *line, size_t n, long *status, char *reason,
 {
 	if (n <= 5 || strncmp(line, "HTTP/", 5))
 		return false;
-	const char *sp = memchr(line, ' ', n);
-	*status = sp ? strtol(sp + 1, NULL, 10) : 0;
+	const char *sp = memchr(line, ' ', n), *end = line + n;
+	/* Not strtol(): the line is not NUL-terminated, and may end in its
+	 * digits.  Six digits at most: a code is three. */
+	long st = 0;
+	for (const char *d = sp ? sp + 1 : end; d < end && isdigit((unsigned char)*d) &&
+						  st < 100000; d++)
+		st = st * 10 + (*d - '0');
+	*status = st;
 	reason[0] = '\0';
 	if (sp && (size_t)(sp - line) + 5 < n) {
-		const char *r = sp + 5, *end = line + n;
-		while (end > r && isspace((unsigned char)end[-1]))
-			end--;
-		size_t m = (size_t)(end - r) < rlen - 1 ? (size_t)(end - r) : rlen - 1;
-		memcpy(reason, r, m);
+		/* One line of printable text: it goes into messages and logs,
+		 * so no NUL, CR, LF or escape of the server's gets there. */
+		size_t m = 0;
+		for (const char *r = sp + 5; r < end && m < rlen - 1; r++) {
+			if (*r == '\0' || *r == '\r' || *r == '\n')
+				break;
+			reason[m++] = *r == '\t' ? ' ' : *r >= 0x20 && *r < 0x7f ? *r : '?';
+		}
+		while (m && reason[m - 1] == ' ')
+			m--;
 		reason[m] = '\0';
 	}
 	return true;

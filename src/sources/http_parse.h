@@ -13,7 +13,8 @@
 
 /* @line (@n bytes, not NUL-terminated) is a status line "HTTP/...": its
  * code into @status (0 when there is none) and its reason phrase into
- * @reason (cut to @rlen - 1 bytes). */
+ * @reason (printable ASCII, '?' for other bytes, up to the line's end or
+ * a NUL, cut to @rlen - 1 bytes). */
 bool http_status_line(const char *line, size_t n, long *status, char *reason,
 		      size_t rlen);
 
