@@ -670,7 +670,8 @@ struct pc_image_id {
  * The identity of @src's contents.  Reads every page once with
  * pc_source_read() (no injected delay): about as long as reading the image
  * from the page cache (~0.2 s per GiB here), so take it before the region
- * starts.  Not for the network source, whose server already said it.
+ * starts.  A network source reads nothing: its identity is the one its
+ * server proved at connect, which every run it sends is checked against.
  */
 int pc_image_id_of(pc_source *src, struct pc_image_id *out);
 

@@ -1185,12 +1185,36 @@ static void test_small_signal_stack(void)
 }
 #define SMALL_STACK_CHECKS 1
 
+/* A network source's identity is its server's, read from nothing: the
+ * same as the file's, and no page is fetched for it. */
+static void test_identity(void)
+{
+	struct srv v;
+	char why[256] = "";
+	pc_source *src;
+	struct pc_image_id a, b;
+	struct pc_net_stats ns;
+	srv_start_or_bail(&v, "tcp://127.0.0.1:0", KEY, false);
+	if (net_open(v.addr, KEY, false, 10000, &src, why, sizeof(why)))
+		bail_out("net source: %s", why);
+	int ra = pc_image_id_of(src, &a), rb = pc_image_id_of(ref, &b);
+	pc_net_get_stats(src, &ns);
+	if (!ok(ra == 0 && rb == 0 && a.size == b.size &&
+		memcmp(a.digest, b.digest, sizeof(a.digest)) == 0 && ns.requests == 0,
+		"network_source_identity_is_the_files_without_a_fetch"))
+		diag("%d %d, sizes %" PRIu64 " %" PRIu64 ", %" PRIu64 " requests",
+		     ra, rb, a.size, b.size, ns.requests);
+	pc_source_destroy(src);
+	srv_stop(&v);
+}
+#define IDENTITY_CHECKS 1
+
 int main(void)
 {
 	char sock[300];
 
 	plan(NOKEY_CHECKS + RESERVED_CHECKS + GONE_CHECKS + RESTORE_CHECKS + UID_CHECKS +
-	     KEY_CHECKS + ABUSE_CHECKS + SMALL_STACK_CHECKS);
+	     KEY_CHECKS + ABUSE_CHECKS + SMALL_STACK_CHECKS + IDENTITY_CHECKS);
 	img_pages = IMAGE_SIZE / SRC_PAGE;
 	img_zero_pages = image_setup(dir, image_path, sizeof(image_path),
 				     IMAGE_SIZE, IMAGE_SEED, &ref);
@@ -1207,6 +1231,7 @@ int main(void)
 	test_protocol_abuse();
 	test_server_gone_read();
 	test_small_signal_stack();
+	test_identity();
 
 	pc_source_destroy(ref);
 	unlink(image_path);

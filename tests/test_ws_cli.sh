@@ -11,7 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_init ws
 trap 'rm -rf "$tmp"' EXIT
 
-echo "1..16"
+echo "1..19"
 
 run mkimage "$tmp/a.img" 16M
 run mkimage --seed 2 "$tmp/b.img" 16M
@@ -60,6 +60,27 @@ sys.exit(not (d["verified"] and d["mismatched_pages"] == 0 and
 	check "restore_${m}_from_a_server_sends_the_replay_order_byte_exact" $?
 done
 
+# Without --image the identity is the one the server proved: a recording
+# of its image replays (every page checked against the server's digest),
+# one of another image is refused before anything is restored.
+sock=$tmp/ws-id.sock
+"$cli" serve --image "$tmp/a.img" --listen "unix:$sock" --once >"$tmp/serve.out" 2>&1 &
+spid=$!
+for _ in $(seq 100); do [[ -S $sock ]] && break; sleep 0.05; done
+run restore --source "unix:$sock" --workload ws --seed 4 --replay-ws "$tmp/m.ws"
+wait $spid
+((rc == 0)) && grep -Eq '[1-9][0-9]* replayed' "$out" && grep -q "server's, proved" "$out" &&
+	grep -q 'every page matched' "$out"
+check "restore_from_a_server_without_image_replays_by_the_servers_identity" $?
+"$cli" serve --image "$tmp/b.img" --listen "unix:$sock" --once >"$tmp/serve.out" 2>&1 &
+spid=$!
+for _ in $(seq 100); do [[ -S $sock ]] && break; sleep 0.05; done
+run restore --source "unix:$sock" --workload ws --seed 4 --replay-ws "$tmp/m.ws"
+kill $spid 2>/dev/null
+wait $spid 2>/dev/null
+((rc == 1)) && grep -q 'another image' "$err" && ! grep -q '^restored' "$out"
+check "restore_from_a_server_of_another_image_refuses_the_recording" $?
+
 run restore --image "$tmp/b.img" --workload ws --replay-ws "$tmp/r1.ws"
 ((rc == 1)) && grep -q 'another image' "$err"
 check "replay_of_another_images_recording_is_refused" $?
@@ -107,8 +128,28 @@ import json, sys
 d = json.loads(open(sys.argv[1]).readline())
 sys.exit(not (d["status"] == "complete" and d["pages_by_origin"]["replay"] > 0))' "$tmp/fc.out"
 	check "fc_handler_replays_a_working_set_into_a_vm" $? "$tmp/fc.out" "$tmp/fc.err"
+	# From a server, without --image: the identity its server proves.
+	"$cli" serve --image "$tmp/a.img" --listen "unix:$tmp/fcs.sock" >"$tmp/serve.out" 2>&1 &
+	spid=$!
+	for _ in $(seq 100); do [[ -S $tmp/fcs.sock ]] && break; sleep 0.05; done
+	"$cli" fc-handler --sock "$sock" --source "unix:$tmp/fcs.sock" --replay-ws "$tmp/m.ws" \
+		--once --json >"$tmp/fc.out" 2>"$tmp/fc.err" &
+	hpid=$!
+	for _ in $(seq 200); do [[ -S $sock ]] && break; sleep 0.05; done
+	timeout -k 5 90 "$client_bin" --sock "$sock" --image "$tmp/a.img" --threads 2 \
+		>"$tmp/c.out" 2>"$tmp/c.err"
+	crc=$?
+	wait $hpid
+	kill $spid 2>/dev/null
+	wait $spid 2>/dev/null
+	((crc == 0)) && python3 -c '
+import json, sys
+d = json.loads(open(sys.argv[1]).readline())
+sys.exit(not (d["status"] == "complete" and d["pages_by_origin"]["replay"] > 0))' "$tmp/fc.out"
+	check "fc_handler_from_a_server_replays_by_the_servers_identity" $? "$tmp/fc.out" "$tmp/fc.err"
 else
 	skip "fc_handler_replays_a_working_set_into_a_vm" "no fc_client next to the CLI"
+	skip "fc_handler_from_a_server_replays_by_the_servers_identity" "no fc_client next to the CLI"
 fi
 timeout 20 "$cli" fc-handler --sock "$tmp/fc2.sock" --image "$tmp/b.img" --replay-ws "$tmp/m.ws" \
 	>"$out" 2>"$err"

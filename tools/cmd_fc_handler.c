@@ -136,7 +136,9 @@ static void usage(FILE *f)
 		"  --readers N     handler threads per VM (1..64, default 2)\n"
 		"  --replay-ws FILE  install a working-set recording's pages first, in\n"
 		"                  order, into every VM (docs/working-set.md; with\n"
-		"                  --image, whose recording it must be)\n"
+		"                  --image, whose recording it must be, or a postcopy\n"
+		"                  server's --source: a VM whose server has another\n"
+		"                  image is refused)\n"
 		"  --json          one JSON line per VM on stdout when it is released\n"
 		"                  (else a text line on stderr)\n"
 		"  -h, --help      this text\n"
@@ -252,8 +254,8 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		complain(CMD, "--push-connections goes with --source tcp:// or unix:");
 		return EXIT_USAGE;
 	}
-	if (o->replay_path && !o->image) {
-		complain(CMD, "--replay-ws goes with --image: a recording names its image by the digest of its contents");
+	if (o->replay_path && !o->image && (!o->source || o->http)) {
+		complain(CMD, "--replay-ws goes with --image or a postcopy server's --source: a recording names its image by the digest of its contents");
 		return EXIT_USAGE;
 	}
 	if (strlen(o->sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
@@ -510,7 +512,13 @@ static void serve_vm(struct vm *v)
 	ret = pc_region_start(r);
 	bool replay_failed = false;
 	if (ret == 0 && o->replay) {
-		ret = pc_region_replay(r, o->replay, &o->image_id, why, sizeof(why));
+		/* Without --image, the identity this VM's server proved: a
+		 * recording of another image is this VM's error. */
+		struct pc_image_id id = o->image_id;
+		if (!o->image && (ret = pc_image_id_of(net, &id)) < 0)
+			snprintf(why, sizeof(why), "the server's image identity: %s", strerror(-ret));
+		else
+			ret = pc_region_replay(r, o->replay, &id, why, sizeof(why));
 		replay_failed = ret < 0;
 	}
 	if (ret == 0 && o->fill)
@@ -664,11 +672,12 @@ int cmd_fc_handler(int argc, char **argv)
 	if (ret != EXIT_OK)
 		return ret;
 	if (o.replay_path) {
-		/* Checked whole, and against the image, before serving. */
+		/* Checked whole, and against the image, before serving; with
+		 * a server, against the image each VM's server proves. */
 		char why[256];
 		pc_source *f;
-		ret = pc_source_file(o.image, &f);
-		if (ret == 0) {
+		ret = o.image ? pc_source_file(o.image, &f) : 0;
+		if (ret == 0 && o.image) {
 			ret = pc_image_id_of(f, &o.image_id);
 			pc_source_destroy(f);
 		}
@@ -677,7 +686,8 @@ int cmd_fc_handler(int argc, char **argv)
 			return EXIT_FAIL;
 		}
 		ret = pc_ws_load(o.replay_path, &o.replay, why, sizeof(why));
-		if (ret == 0 && (ret = pc_ws_check_image(o.replay, &o.image_id, why, sizeof(why))) < 0)
+		if (ret == 0 && o.image &&
+		    (ret = pc_ws_check_image(o.replay, &o.image_id, why, sizeof(why))) < 0)
 			pc_ws_destroy(o.replay);
 		if (ret < 0) {
 			complain(CMD, "--replay-ws %s: %s", o.replay_path, why);

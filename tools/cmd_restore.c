@@ -108,7 +108,9 @@ static void usage(FILE *f)
 		"                        fill then starts when the vCPUs are done\n"
 		"  --replay-ws FILE      install a recording's pages first, in order,\n"
 		"                        ahead of the vCPUs; refused if it was recorded\n"
-		"                        on another image (both need --image)\n"
+		"                        on another image (both need --image, or a\n"
+		"                        postcopy server's --source, whose identity\n"
+		"                        the server proves)\n"
 		"  -d, --delay US        injected latency per fetch, microseconds\n"
 		"  -w, --window N        pages fetched per fault, aligned around it\n"
 		"                        (default 1; a prefetch window; not hugetlb);\n"
@@ -328,8 +330,8 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		complain("restore", "--seed and --ws-* go with --workload ws");
 		return EXIT_USAGE;
 	}
-	if ((o->record_ws || o->replay_ws) && !o->image) {
-		complain("restore", "--record-ws and --replay-ws need --image: a recording names its image by the digest of its contents");
+	if ((o->record_ws || o->replay_ws) && !o->image && (!o->source || o->http)) {
+		complain("restore", "--record-ws and --replay-ws need --image, or a postcopy server's --source: a recording names its image by the digest of its contents");
 		return EXIT_USAGE;
 	}
 	if (o->window > 1 && o->backend == PC_BACKEND_HUGETLB) {
@@ -434,6 +436,22 @@ static int image_identity(const char *path, struct pc_image_id *id, double *secs
 	return ret;
 }
 
+/* The recording to replay, loaded and checked whole against @id before
+ * anything is registered. */
+static int load_replay(const struct restore_opts *o, const struct pc_image_id *id,
+		       pc_ws **out)
+{
+	char why[256];
+	int ret = pc_ws_load(o->replay_ws, out, why, sizeof(why));
+	if (ret == 0 && (ret = pc_ws_check_image(*out, id, why, sizeof(why))) < 0) {
+		pc_ws_destroy(*out);
+		*out = NULL;
+	}
+	if (ret < 0)
+		complain("restore", "--replay-ws %s: %s", o->replay_ws, why);
+	return ret;
+}
+
 static int run(const struct restore_opts *o)
 {
 	pc_source *src;
@@ -443,18 +461,12 @@ static int run(const struct restore_opts *o)
 	double id_secs = 0;
 	pc_ws *replay = NULL, *rec = NULL;
 	char why[256];
-	if ((o->record_ws || o->replay_ws) && image_identity(o->image, &id, &id_secs) < 0)
+	/* The image's identity from its file; without one (a postcopy
+	 * server's --source), the one the server proved, once connected. */
+	bool ws = o->record_ws || o->replay_ws;
+	if (ws && o->image && (image_identity(o->image, &id, &id_secs) < 0 ||
+			       (o->replay_ws && load_replay(o, &id, &replay) < 0)))
 		return EXIT_FAIL;
-	if (o->replay_ws) {
-		/* Checked whole before anything is registered. */
-		ret = pc_ws_load(o->replay_ws, &replay, why, sizeof(why));
-		if (ret == 0 && (ret = pc_ws_check_image(replay, &id, why, sizeof(why))) < 0)
-			pc_ws_destroy(replay);
-		if (ret < 0) {
-			complain("restore", "--replay-ws %s: %s", o->replay_ws, why);
-			return EXIT_FAIL;
-		}
-	}
 	if (o->http) {
 		/* One connection per fetching thread: the vCPUs' (through
 		 * the fetchers in exit mode, the handler in wait mode) and the
@@ -477,6 +489,11 @@ static int run(const struct restore_opts *o)
 		else
 			complain("restore", "%s: %s", o->image, strerror(-ret));
 		pc_ws_destroy(replay);
+		return EXIT_FAIL;
+	}
+	if (ws && !o->image && (pc_image_id_of(src, &id) < 0 ||
+				(o->replay_ws && load_replay(o, &id, &replay) < 0))) {
+		pc_source_destroy(src);
 		return EXIT_FAIL;
 	}
 	uint64_t size = pc_source_size(src);
@@ -708,7 +725,8 @@ static int run(const struct restore_opts *o)
 			       (unsigned long long)o->ws.seed, 100 * res.ws_next_share);
 		printf("\n");
 		if (o->record_ws || o->replay_ws)
-			printf("identity   taken in %.3f s (reading the image once)\n", id_secs);
+			printf(o->image ? "identity   taken in %.3f s (reading the image once)\n" :
+					  "identity   the server's, proved at connect (%.3f s)\n", id_secs);
 		if (o->record_ws && status == EXIT_OK)
 			printf("recorded   %llu pages to %s\n", (unsigned long long)recorded,
 			       o->record_ws);

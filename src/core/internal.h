@@ -57,6 +57,10 @@ struct pc_source {
 	 * takes an order to stream @n 4 KiB pages in, first; NULL for the
 	 * others.  0 or a negative errno; a hint, nothing depends on it. */
 	int (*follow)(void *ctx, const uint64_t *pages, uint64_t n);
+	/* A source that knows its contents' identity without reading them
+	 * (the network source: its server proved it) says it here; NULL
+	 * for the others, which pc_image_id_of() reads whole. */
+	int (*identity)(void *ctx, struct pc_image_id *out);
 };
 
 /* One request's worth of injected latency.  Async-signal-safe. */

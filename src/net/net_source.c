@@ -92,6 +92,17 @@ int pc_net_get_stats(pc_source *src, struct pc_net_stats *out)
 	return 0;
 }
 
+/* pc_source.identity: what the server proved in the handshake, and every
+ * run's checksum is bound to. */
+static int net_identity(void *ctx, struct pc_image_id *out)
+{
+	const struct net_source *ns = ctx;
+	_Static_assert(PC_IMAGE_DIGEST_LEN == PROTO_ID_LEN, "one digest");
+	out->size = ns->image.size;
+	memcpy(out->digest, ns->image.digest, PROTO_ID_LEN);
+	return 0;
+}
+
 static const struct pc_source_ops net_ops = {
 	.fetch = net_fetch,
 	.fetch_many = net_fetch_many,
@@ -169,6 +180,7 @@ int pc_source_net(const struct pc_net_opts *o, pc_source **out, char *why,
 	if (ret < 0)
 		goto err;
 	(*out)->follow = ns_push_order;
+	(*out)->identity = net_identity;
 	return 0;
 err:
 	net_destroy(ns);
