@@ -14,9 +14,11 @@
  * Connections: a pool of curl easy handles, each keeping its connection
  * alive between requests; a fetch takes one (or makes one), so every
  * thread fetching at once has its own connection, and gives it back.  The
- * filler's reads (PC_FETCH_PREFETCH) go through the fill lane instead: a
- * thread with several range requests in flight ahead of the filler, on
- * connections of its own, so that demand fetches never wait behind them.
+ * filler's reads go through the fill lane instead (http_lane.c): a thread
+ * with several range requests in flight ahead of the filler, on
+ * connections of its own, so that demand fetches never wait behind them;
+ * the runs of a wait-mode batch or of a replay's batch go out several at
+ * a time (http_batch.c).
  * An object that starts with the packed magic is a packed image, read by
  * packed.c through the same checked range requests.
  */
@@ -31,122 +33,9 @@
 
 #include <curl/curl.h>
 
+#include "http_int.h"
 #include "http_parse.h"
-#include "internal.h"
 #include "sources_int.h"
-
-#define HTTP_DEFAULT_TIMEOUT_MS 10000u
-#define HTTP_DEFAULT_CONNECT_MS 5000u
-#define HTTP_DEFAULT_CONNS 64u
-#define HTTP_MAX_CONNS 256u
-#define HTTP_ERR_LEN 512
-#define HTTP_BODY_KEEP 512 /* bytes of an error answer kept for its reason */
-/* The filler's read-ahead (see "the fill lane" below): this many range
- * requests of this size in flight at once, each on a connection of its
- * own; a slot's buffer also holds the largest run the filler asks for. */
-#define HTTP_FILL_CONNS 4u
-#define HTTP_FILL_CHUNK (1u << 20)
-#define HTTP_FILL_SLOT_BYTES PC_MAX_RUN_BYTES
-/* libcurl's receive buffer for those (its default is 16 KiB): fewer,
- * larger reads from the socket. */
-#define HTTP_FILL_RECV_BUF (256L << 10)
-/* A run the filler waits for lies in the slot that holds its start and at
- * most HTTP_FILL_SLOT_BYTES / HTTP_FILL_CHUNK after it: the lane must be
- * able to hold them all at once, or the reader waits for ever. */
-_Static_assert((HTTP_FILL_CONNS - 1) * (uint64_t)HTTP_FILL_CHUNK >= HTTP_FILL_SLOT_BYTES,
-	       "a run the filler waits for must fit the lane's slots");
-_Static_assert(HTTP_FILL_CHUNK <= HTTP_FILL_SLOT_BYTES, "a range must fit a slot");
-/* A batch of demand runs (a wait-mode handler's) goes out this many at a
- * time. */
-#define HTTP_BATCH_CONNS 4u
-
-struct conn {
-	struct conn *next;
-	CURL *h;
-	/* libcurl's own account of a failure (a certificate that does not
-	 * verify, and why), more than curl_easy_strerror() says. */
-	char err[CURL_ERROR_SIZE];
-};
-
-struct http_source;
-struct batch_group;
-
-/* One request and what its answer has shown so far. */
-struct xfer {
-	const struct http_source *hs;
-	bool probe;	   /* the open's request: learns size and ETag */
-	char *dst;
-	uint64_t off, len, got;
-	long status;
-	char reason[64];
-	bool have_range;
-	uint64_t cr_first, cr_last, cr_total;
-	char etag[256];
-	char last_modified[64];
-	char body[HTTP_BODY_KEEP];
-	size_t body_len;
-	int bad;	   /* why the write callback refused, or 0 */
-	char bad_msg[160];
-};
-
-/* One range of the read-ahead.  FREE -> BUSY (the lane thread requests
- * it) -> READY or FAILED (its answer, checked) -> FREE (the reader is
- * done with it).  A BUSY slot nobody wants any more is marked stale: the
- * lane thread aborts it. */
-enum slot_state { SLOT_FREE, SLOT_BUSY, SLOT_READY, SLOT_FAILED };
-
-struct fill_slot {
-	struct conn *c;
-	char *buf;		/* HTTP_FILL_SLOT_BYTES */
-	uint64_t off, len;
-	enum slot_state state;
-	bool stale;
-	bool added;		/* in the multi handle: the lane thread's */
-	struct xfer x;
-	int err;
-	char msg[HTTP_ERR_LEN];
-};
-
-struct fill_lane {
-	pthread_mutex_t use;	/* one reader at a time */
-	pthread_mutex_t lock;	/* everything below but the multi handle */
-	pthread_cond_t done;	/* a slot was answered */
-	CURLM *multi;		/* the lane thread's */
-	pthread_t thread;
-	bool started, failed, stop;
-	struct fill_slot slot[HTTP_FILL_CONNS];
-	bool valid;		/* a stream runs, from the reader's last miss */
-	uint64_t next;		/* where its next range starts */
-	uint64_t want_end;	/* the reader waits for bytes up to here */
-	unsigned depth;		/* ranges to keep requested ahead */
-};
-
-struct http_source {
-	char *url;
-	char *url_shown; /* without the query: a presigned URL's is a secret */
-	char *userpwd;	 /* S3: "KEY:SECRET" */
-	char *sigv4;	 /* S3: "aws:amz:REGION:s3" */
-	char *ca_file;	 /* https: the CAs to trust, NULL for the system's */
-	struct curl_slist *headers; /* If-Match, x-amz-security-token */
-	unsigned timeout_ms, connect_timeout_ms, max_conns;
-	uint64_t size;
-	bool packed;	 /* the object is a packed image */
-	char etag[256];	 /* pinned; "" when the server gave no strong one */
-	char last_modified[64];
-
-	pthread_mutex_t lock; /* the pool and the error below */
-	pthread_cond_t freed;
-	struct conn *idle;
-	unsigned nconns;
-	char err[HTTP_ERR_LEN];
-	bool err_fatal;
-
-	struct batch_group *groups; /* idle, under lock: for demand batches */
-	struct fill_lane lane; /* the filler's read-ahead */
-
-	_Atomic uint64_t requests, bytes_received, connections;
-	_Atomic uint64_t transient_errors, fatal_errors;
-};
 
 /* ---- reading an answer ------------------------------------------------ */
 
@@ -277,7 +166,7 @@ static int curl_errno(CURLcode c)
 }
 
 /* Set @owner's handle up for @x's range (@range gets "A-B"). */
-static void range_start(struct http_source *hs, struct conn *owner,
+void http_range_start(struct http_source *hs, struct conn *owner,
 			struct xfer *x, char range[64])
 {
 	CURL *h = owner->h;
@@ -295,7 +184,7 @@ static void range_start(struct http_source *hs, struct conn *owner,
  * negative errno with the reason in @msg.  The same for a request alone
  * and for one of several in flight.
  */
-static int range_finish(struct http_source *hs, struct conn *owner,
+int http_range_finish(struct http_source *hs, struct conn *owner,
 			struct xfer *x, CURLcode c, const char *range,
 			char *msg, size_t msg_len)
 {
@@ -346,9 +235,9 @@ static int range_get(struct http_source *hs, struct conn *owner, struct xfer *x,
 		     char *msg, size_t msg_len)
 {
 	char range[64];
-	range_start(hs, owner, x, range);
+	http_range_start(hs, owner, x, range);
 	CURLcode c = curl_easy_perform(owner->h);
-	return range_finish(hs, owner, x, c, range, msg, msg_len);
+	return http_range_finish(hs, owner, x, c, range, msg, msg_len);
 }
 
 /* ---- the pool --------------------------------------------------------- */
@@ -382,7 +271,7 @@ static CURL *handle_new(struct http_source *hs)
 	return h;
 }
 
-static struct conn *conn_new(struct http_source *hs)
+struct conn *http_conn_new(struct http_source *hs)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 	if (c && !(c->h = handle_new(hs))) {
@@ -396,7 +285,7 @@ static struct conn *conn_new(struct http_source *hs)
 	return c;
 }
 
-static void conn_free(struct conn *c)
+void http_conn_free(struct conn *c)
 {
 	if (c) {
 		curl_easy_cleanup(c->h);
@@ -419,7 +308,7 @@ static struct conn *conn_get(struct http_source *hs)
 	hs->nconns++;
 	pthread_mutex_unlock(&hs->lock);
 
-	if (!(c = conn_new(hs))) {
+	if (!(c = http_conn_new(hs))) {
 		pthread_mutex_lock(&hs->lock);
 		hs->nconns--;
 		pthread_cond_signal(&hs->freed);
@@ -438,7 +327,7 @@ static void conn_put(struct http_source *hs, struct conn *c)
 }
 
 /* Remember why a request failed: the latest, or the first fatal one. */
-static void note_error(struct http_source *hs, int err, const char *msg)
+void http_note_error(struct http_source *hs, int err, const char *msg)
 {
 	bool transient = fetch_error_transient(err);
 	atomic_fetch_add_explicit(transient ? &hs->transient_errors :
@@ -454,7 +343,7 @@ static void note_error(struct http_source *hs, int err, const char *msg)
 
 /* ---- the source's operations ------------------------------------------- */
 
-static int request(struct http_source *hs, struct xfer *x, char *msg,
+int http_request(struct http_source *hs, struct xfer *x, char *msg,
 		   size_t msg_len)
 {
 	struct conn *c = conn_get(hs);
@@ -474,451 +363,9 @@ static int http_fetch(void *ctx, uint64_t first, uint64_t npages, void *dst)
 			  .off = first * PC_SOURCE_PAGE_SIZE,
 			  .len = npages * PC_SOURCE_PAGE_SIZE };
 	char msg[HTTP_ERR_LEN];
-	int ret = request(hs, &x, msg, sizeof(msg));
+	int ret = http_request(hs, &x, msg, sizeof(msg));
 	if (ret < 0)
-		note_error(hs, ret, msg);
-	return ret;
-}
-
-/* ---- the fill lane ------------------------------------------------------ *
- *
- * The filler asks for one run at a time (64 KiB to 2 MiB) and installs it
- * before it asks for the next; measured, that one thread was busy all the
- * time, receiving then installing, and the connection idle while it
- * installed.  So its reads go ahead of it: a thread of the source's own
- * keeps up to HTTP_FILL_CONNS range requests of HTTP_FILL_CHUNK in flight
- * with curl_multi, on connections of their own (demand fetches never wait
- * behind them, in the pool or on a connection), while the filler copies
- * what has arrived.  Each range is a request like any other, checked the
- * same way (range_finish()); a failed one is the error of the read that
- * needs it, and is asked again only when read again.
- *
- * The stream starts where a read misses it, with just that run (a filler
- * that jumps after a guest at random wastes nothing), and the number of
- * ranges kept ahead doubles with every read that continues it.
- */
-
-static uint64_t slot_end(const struct fill_slot *s)
-{
-	return s->off + s->len;
-}
-
-/* Lane lock held: slot @s is of no use any more. */
-static void slot_drop(struct fill_slot *s)
-{
-	if (s->state == SLOT_BUSY)
-		s->stale = true;
-	else
-		s->state = SLOT_FREE;
-}
-
-/* Lane lock held: the next range to ask for into a free slot, if any. */
-static struct fill_slot *lane_pick(struct http_source *hs)
-{
-	struct fill_lane *l = &hs->lane;
-	unsigned ahead = 0;
-	struct fill_slot *free_slot = NULL;
-	if (!l->valid || l->stop || l->next >= hs->size)
-		return NULL;
-	for (unsigned i = 0; i < HTTP_FILL_CONNS; i++) {
-		struct fill_slot *s = &l->slot[i];
-		if (s->state == SLOT_FREE)
-			free_slot = free_slot ? free_slot : s;
-		else if (!s->stale)
-			ahead++;
-	}
-	if (!free_slot || (l->next >= l->want_end && ahead >= l->depth))
-		return NULL;
-	uint64_t len = HTTP_FILL_CHUNK;
-	if (l->depth == 1 && l->next < l->want_end) /* just the run asked for */
-		len = l->want_end - l->next;
-	if (len > hs->size - l->next)
-		len = hs->size - l->next;
-	free_slot->off = l->next;
-	free_slot->len = len;
-	free_slot->state = SLOT_BUSY;
-	free_slot->stale = false;
-	l->next += len;
-	return free_slot;
-}
-
-/* The lane thread: a slot's answer is in. */
-static void lane_answered(struct http_source *hs, struct fill_slot *s,
-			  CURLcode c)
-{
-	struct fill_lane *l = &hs->lane;
-	char range[64], msg[HTTP_ERR_LEN] = "";
-	snprintf(range, sizeof(range), "%" PRIu64 "-%" PRIu64, s->off,
-		 slot_end(s) - 1);
-	curl_multi_remove_handle(l->multi, s->c->h);
-	s->added = false;
-	int ret = range_finish(hs, s->c, &s->x, c, range, msg, sizeof(msg));
-	pthread_mutex_lock(&l->lock);
-	if (s->stale) {
-		s->state = SLOT_FREE;
-	} else {
-		s->state = ret < 0 ? SLOT_FAILED : SLOT_READY;
-		s->err = ret;
-		snprintf(s->msg, sizeof(s->msg), "%s", msg);
-	}
-	pthread_cond_broadcast(&l->done);
-	pthread_mutex_unlock(&l->lock);
-}
-
-static void *lane_main(void *arg)
-{
-	struct http_source *hs = arg;
-	struct fill_lane *l = &hs->lane;
-	for (;;) {
-		pthread_mutex_lock(&l->lock);
-		if (l->stop) {
-			pthread_mutex_unlock(&l->lock);
-			break;
-		}
-		/* Abort what nobody wants, then ask for what is wanted. */
-		for (unsigned i = 0; i < HTTP_FILL_CONNS; i++) {
-			struct fill_slot *s = &l->slot[i];
-			if (s->added && s->stale) {
-				curl_multi_remove_handle(l->multi, s->c->h);
-				s->added = false;
-				s->state = SLOT_FREE;
-			}
-		}
-		struct fill_slot *s;
-		while ((s = lane_pick(hs))) {
-			s->x = (struct xfer){ .hs = hs, .dst = s->buf, .off = s->off,
-					      .len = s->len };
-			char range[64];
-			range_start(hs, s->c, &s->x, range);
-			if (curl_multi_add_handle(l->multi, s->c->h) != CURLM_OK) {
-				s->state = SLOT_FAILED;
-				s->err = -ENOMEM;
-				snprintf(s->msg, sizeof(s->msg), "GET %s bytes=%s: libcurl could not start it",
-					 hs->url_shown, range);
-				pthread_cond_broadcast(&l->done);
-				continue;
-			}
-			s->added = true;
-		}
-		pthread_mutex_unlock(&l->lock);
-
-		int running = 0;
-		curl_multi_perform(l->multi, &running);
-		CURLMsg *m;
-		int queued;
-		while ((m = curl_multi_info_read(l->multi, &queued))) {
-			if (m->msg != CURLMSG_DONE)
-				continue;
-			for (unsigned i = 0; i < HTTP_FILL_CONNS; i++)
-				if (l->slot[i].added && l->slot[i].c->h == m->easy_handle) {
-					lane_answered(hs, &l->slot[i], m->data.result);
-					break;
-				}
-		}
-		/* Until a socket is ready or a reader wakes us. */
-		curl_multi_poll(l->multi, NULL, 0, 1000, NULL);
-	}
-	return NULL;
-}
-
-/* Under the use lock: the lane's connections, buffers and thread. */
-static int lane_start(struct http_source *hs)
-{
-	struct fill_lane *l = &hs->lane;
-	if (l->started)
-		return 0;
-	if (l->failed)
-		return -ENOMEM;
-	l->multi = curl_multi_init();
-	bool ok = l->multi != NULL;
-	for (unsigned i = 0; i < HTTP_FILL_CONNS && ok; i++) {
-		struct fill_slot *s = &l->slot[i];
-		s->c = conn_new(hs);
-		s->buf = malloc(HTTP_FILL_SLOT_BYTES);
-		ok = s->c && s->buf;
-		if (ok)
-			curl_easy_setopt(s->c->h, CURLOPT_BUFFERSIZE, HTTP_FILL_RECV_BUF);
-	}
-	if (ok)
-		curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, (long)HTTP_FILL_CONNS);
-	if (ok && pthread_create(&l->thread, NULL, lane_main, hs) == 0) {
-		l->started = true;
-		return 0;
-	}
-	for (unsigned i = 0; i < HTTP_FILL_CONNS; i++) {
-		conn_free(l->slot[i].c);
-		free(l->slot[i].buf);
-		l->slot[i].c = NULL;
-		l->slot[i].buf = NULL;
-	}
-	curl_multi_cleanup(l->multi);
-	l->multi = NULL;
-	l->failed = true; /* read without it from now on */
-	return -ENOMEM;
-}
-
-static void lane_destroy(struct http_source *hs)
-{
-	struct fill_lane *l = &hs->lane;
-	if (l->started) {
-		pthread_mutex_lock(&l->lock);
-		l->stop = true;
-		pthread_mutex_unlock(&l->lock);
-		curl_multi_wakeup(l->multi);
-		pthread_join(l->thread, NULL);
-		for (unsigned i = 0; i < HTTP_FILL_CONNS; i++) {
-			struct fill_slot *s = &l->slot[i];
-			if (s->added)
-				curl_multi_remove_handle(l->multi, s->c->h);
-			conn_free(s->c);
-			free(s->buf);
-		}
-		curl_multi_cleanup(l->multi);
-	}
-	pthread_cond_destroy(&l->done);
-	pthread_mutex_destroy(&l->lock);
-	pthread_mutex_destroy(&l->use);
-}
-
-/* Lane lock held: the live slot holding byte @pos, or NULL. */
-static struct fill_slot *slot_at(struct fill_lane *l, uint64_t pos)
-{
-	for (unsigned i = 0; i < HTTP_FILL_CONNS; i++) {
-		struct fill_slot *s = &l->slot[i];
-		if (s->state != SLOT_FREE && !s->stale && s->off <= pos &&
-		    pos < slot_end(s))
-			return s;
-	}
-	return NULL;
-}
-
-/*
- * Lane lock held: wait until [@off, @end) has arrived, every byte in a
- * READY slot; 0, or the error of the first range that failed.
- */
-static int lane_wait(struct http_source *hs, uint64_t off, uint64_t end,
-		     char *msg, size_t msg_len)
-{
-	struct fill_lane *l = &hs->lane;
-	for (;;) {
-		uint64_t pos = off;
-		struct fill_slot *s = NULL;
-		while (pos < end && (s = slot_at(l, pos)) && s->state == SLOT_READY)
-			pos = slot_end(s);
-		if (pos >= end)
-			return 0;
-		if (s && s->state == SLOT_FAILED) {
-			snprintf(msg, msg_len, "%s", s->msg);
-			return s->err;
-		}
-		if (!s && pos < l->next) { /* cannot be: no range holds it */
-			snprintf(msg, msg_len, "GET %s: the read-ahead lost byte %" PRIu64,
-				 hs->url_shown, pos);
-			return -EIO;
-		}
-		pthread_cond_wait(&l->done, &l->lock);
-	}
-}
-
-/*
- * A prefetch run through the lane: [@off, @off + @len) into @dst.  What
- * it copies out came in checked answers of the pinned version, like any
- * other fetch.  -EAGAIN-like errors are the pager's to retry.
- */
-static int lane_read(struct http_source *hs, uint64_t off, uint64_t len,
-		     char *dst, char *msg, size_t msg_len)
-{
-	struct fill_lane *l = &hs->lane;
-	uint64_t end = off + len;
-	pthread_mutex_lock(&l->lock);
-	if (l->valid && (off == l->next || slot_at(l, off))) {
-		if (l->depth < HTTP_FILL_CONNS)
-			l->depth *= 2; /* it goes on: read further ahead */
-	} else { /* a miss: the stream starts again here */
-		for (unsigned i = 0; i < HTTP_FILL_CONNS; i++)
-			slot_drop(&l->slot[i]);
-		l->valid = true;
-		l->next = off;
-		l->depth = 1;
-	}
-	/* What lies behind the run is not read again. */
-	for (unsigned i = 0; i < HTTP_FILL_CONNS; i++)
-		if (l->slot[i].state != SLOT_FREE && slot_end(&l->slot[i]) <= off)
-			slot_drop(&l->slot[i]);
-	l->want_end = end;
-	curl_multi_wakeup(l->multi);
-	int ret = lane_wait(hs, off, end, msg, msg_len);
-	if (ret < 0) {
-		/* Read it again from scratch when it is asked again. */
-		for (unsigned i = 0; i < HTTP_FILL_CONNS; i++)
-			slot_drop(&l->slot[i]);
-		l->valid = false;
-		pthread_mutex_unlock(&l->lock);
-		return ret;
-	}
-	pthread_mutex_unlock(&l->lock);
-
-	/* READY slots are the reader's: the lane thread leaves them be. */
-	for (uint64_t pos = off; pos < end;) {
-		pthread_mutex_lock(&l->lock);
-		struct fill_slot *s = slot_at(l, pos);
-		pthread_mutex_unlock(&l->lock);
-		uint64_t upto = slot_end(s) < end ? slot_end(s) : end;
-		memcpy(dst + (pos - off), s->buf + (pos - s->off), upto - pos);
-		pos = upto;
-	}
-
-	pthread_mutex_lock(&l->lock);
-	for (unsigned i = 0; i < HTTP_FILL_CONNS; i++) /* used up: free */
-		if (l->slot[i].state == SLOT_READY && slot_end(&l->slot[i]) <= end)
-			l->slot[i].state = SLOT_FREE;
-	pthread_mutex_unlock(&l->lock);
-	curl_multi_wakeup(l->multi);
-	return 0;
-}
-
-/* A prefetch run: through the lane, or alone when the lane cannot be had
- * or the run does not fit a slot. */
-static int prefetch_run(struct http_source *hs, uint64_t off, uint64_t len,
-			char *dst)
-{
-	struct fill_lane *l = &hs->lane;
-	char msg[HTTP_ERR_LEN];
-	int ret;
-	pthread_mutex_lock(&l->use);
-	if (len <= HTTP_FILL_SLOT_BYTES && lane_start(hs) == 0) {
-		ret = lane_read(hs, off, len, dst, msg, sizeof(msg));
-	} else {
-		struct xfer x = { .hs = hs, .dst = dst, .off = off, .len = len };
-		ret = request(hs, &x, msg, sizeof(msg));
-	}
-	pthread_mutex_unlock(&l->use);
-	if (ret < 0)
-		note_error(hs, ret, msg);
-	return ret;
-}
-
-/* ---- a batch of demand runs ---------------------------------------------
- *
- * A wait-mode handler passes every run of a batch of faults at once: they
- * go out HTTP_BATCH_CONNS at a time with curl_multi, not one round trip
- * after the other.  A multi handle keeps its own connections (libcurl's
- * connection cache is the multi handle's), so a group of handles stays
- * with its multi handle, in a pool of groups of its own.
- */
-
-struct batch_group {
-	struct batch_group *next;
-	CURLM *multi;
-	struct conn *c[HTTP_BATCH_CONNS];
-};
-
-static void group_free(struct batch_group *g)
-{
-	if (!g)
-		return;
-	for (unsigned i = 0; i < HTTP_BATCH_CONNS; i++)
-		conn_free(g->c[i]);
-	curl_multi_cleanup(g->multi);
-	free(g);
-}
-
-/* An idle group, or a new one; NULL when out of memory. */
-static struct batch_group *group_get(struct http_source *hs)
-{
-	pthread_mutex_lock(&hs->lock);
-	struct batch_group *g = hs->groups;
-	if (g)
-		hs->groups = g->next;
-	pthread_mutex_unlock(&hs->lock);
-	if (g)
-		return g;
-	if (!(g = calloc(1, sizeof(*g))) || !(g->multi = curl_multi_init())) {
-		free(g);
-		return NULL;
-	}
-	for (unsigned i = 0; i < HTTP_BATCH_CONNS; i++)
-		if (!(g->c[i] = conn_new(hs))) {
-			group_free(g);
-			return NULL;
-		}
-	curl_multi_setopt(g->multi, CURLMOPT_MAXCONNECTS, (long)HTTP_BATCH_CONNS);
-	return g;
-}
-
-static void group_put(struct http_source *hs, struct batch_group *g)
-{
-	pthread_mutex_lock(&hs->lock);
-	g->next = hs->groups;
-	hs->groups = g;
-	pthread_mutex_unlock(&hs->lock);
-}
-
-/* Runs [0, @n), each a checked range request, several in flight: 0, or
- * the first error (the others then stop). */
-static int batch_fetch(struct http_source *hs, struct batch_group *g,
-		       unsigned n, const uint64_t *first,
-		       const uint64_t *npages, void *const *dst)
-{
-	struct xfer x[HTTP_BATCH_CONNS];
-	char range[HTTP_BATCH_CONNS][64], msg[HTTP_ERR_LEN];
-	bool busy[HTTP_BATCH_CONNS] = { false };
-	unsigned next = 0, running = 0;
-	int ret = 0;
-	for (;;) {
-		for (unsigned i = 0; i < HTTP_BATCH_CONNS && next < n && !ret; i++) {
-			if (busy[i])
-				continue;
-			x[i] = (struct xfer){ .hs = hs, .dst = dst[next],
-					      .off = first[next] * PC_SOURCE_PAGE_SIZE,
-					      .len = npages[next] * PC_SOURCE_PAGE_SIZE };
-			next++;
-			range_start(hs, g->c[i], &x[i], range[i]);
-			if (curl_multi_add_handle(g->multi, g->c[i]->h) != CURLM_OK) {
-				snprintf(msg, sizeof(msg), "GET %s bytes=%s: libcurl could not start it",
-					 hs->url_shown, range[i]);
-				ret = -ENOMEM;
-				break;
-			}
-			busy[i] = true;
-			running++;
-		}
-		if (!running)
-			break;
-		int still = 0;
-		curl_multi_perform(g->multi, &still);
-		CURLMsg *m;
-		int queued;
-		while ((m = curl_multi_info_read(g->multi, &queued))) {
-			if (m->msg != CURLMSG_DONE)
-				continue;
-			for (unsigned i = 0; i < HTTP_BATCH_CONNS; i++) {
-				if (!busy[i] || g->c[i]->h != m->easy_handle)
-					continue;
-				curl_multi_remove_handle(g->multi, g->c[i]->h);
-				busy[i] = false;
-				running--;
-				char why[HTTP_ERR_LEN];
-				int err = range_finish(hs, g->c[i], &x[i], m->data.result,
-						       range[i], why, sizeof(why));
-				if (err < 0 && !ret) {
-					ret = err;
-					snprintf(msg, sizeof(msg), "%s", why);
-				}
-				break;
-			}
-		}
-		if (ret) { /* the batch fails: the rest need not arrive */
-			for (unsigned i = 0; i < HTTP_BATCH_CONNS; i++)
-				if (busy[i])
-					curl_multi_remove_handle(g->multi, g->c[i]->h);
-			break;
-		}
-		if (running)
-			curl_multi_poll(g->multi, NULL, 0, 1000, NULL);
-	}
-	if (ret < 0)
-		note_error(hs, ret, msg);
+		http_note_error(hs, ret, msg);
 	return ret;
 }
 
@@ -943,14 +390,14 @@ static int http_fetch_many(void *ctx, unsigned n, const uint64_t *first,
 		}
 		lane = (hi - lo) * PC_SOURCE_PAGE_SIZE <= HTTP_FILL_SLOT_BYTES;
 	}
-	if (!lane && n > 1 && (g = group_get(hs))) {
-		ret = batch_fetch(hs, g, n, first, npages, dst);
-		group_put(hs, g);
+	if (!lane && n > 1 && (g = http_group_get(hs))) {
+		ret = http_batch_fetch(hs, g, n, first, npages, dst);
+		http_group_put(hs, g);
 		return ret;
 	}
 	for (unsigned i = 0; i < n && ret == 0; i++) {
 		if (lane)
-			ret = prefetch_run(hs, first[i] * PC_SOURCE_PAGE_SIZE,
+			ret = http_prefetch_run(hs, first[i] * PC_SOURCE_PAGE_SIZE,
 					   npages[i] * PC_SOURCE_PAGE_SIZE, dst[i]);
 		else
 			ret = http_fetch(ctx, first[i], npages[i], dst[i]);
@@ -961,16 +408,16 @@ static int http_fetch_many(void *ctx, unsigned n, const uint64_t *first,
 static void http_destroy(void *ctx)
 {
 	struct http_source *hs = ctx;
-	lane_destroy(hs); /* first: its thread uses the rest */
+	http_lane_destroy(hs); /* first: its thread uses the rest */
 	while (hs->groups) {
 		struct batch_group *g = hs->groups;
 		hs->groups = g->next;
-		group_free(g);
+		http_group_free(g);
 	}
 	while (hs->idle) {
 		struct conn *c = hs->idle;
 		hs->idle = c->next;
-		conn_free(c);
+		http_conn_free(c);
 	}
 	curl_slist_free_all(hs->headers);
 	free(hs->url);
@@ -1002,9 +449,9 @@ static int http_blob_read(void *ctx, uint64_t off, uint64_t len, void *dst)
 	struct http_source *hs = ctx;
 	struct xfer x = { .hs = hs, .dst = dst, .off = off, .len = len };
 	char msg[HTTP_ERR_LEN];
-	int ret = request(hs, &x, msg, sizeof(msg));
+	int ret = http_request(hs, &x, msg, sizeof(msg));
 	if (ret < 0)
-		note_error(hs, ret, msg);
+		http_note_error(hs, ret, msg);
 	return ret;
 }
 
@@ -1075,7 +522,7 @@ static int pin_object(struct http_source *hs, char *why, size_t why_len)
 		 * the whole object.  A smaller object answers less. */
 		x = (struct xfer){ .hs = hs, .probe = true, .dst = probe,
 				   .off = 0, .len = sizeof(probe) };
-		ret = request(hs, &x, msg, sizeof(msg));
+		ret = http_request(hs, &x, msg, sizeof(msg));
 		if (ret == 0 || !fetch_error_transient(ret) ||
 		    now_ns() + backoff >= deadline)
 			break;
