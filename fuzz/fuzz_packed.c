@@ -21,10 +21,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 #include <zstd.h>
 
+#include "fuzz_memfd.h"
 #include "packed_format.h"
 #include "postcopy.h"
 #include "sources_int.h"
@@ -116,23 +116,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 
-	int fd = memfd_create("fuzz_packed", MFD_CLOEXEC);
-	if (fd < 0) {
-		free(img);
-		return 0;
-	}
-	size_t put = 0;
-	while (put < len) {
-		ssize_t w = write(fd, img + put, len - put);
-		if (w <= 0)
-			break;
-		put += (size_t)w;
-	}
-	free(img);
 	char path[64];
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	int fd = fuzz_memfd("fuzz_packed", img, len, path);
+	free(img);
+	if (fd < 0)
+		return 0;
 	pc_source *src = NULL;
-	int ret = put == len ? pc_source_file(path, &src) : -EIO;
+	int ret = pc_source_file(path, &src);
 	close(fd);
 	if (ret > 0)
 		abort();

@@ -18,10 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "fuzz_memfd.h"
 #include "postcopy.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -95,25 +95,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint64_t sum = XXH3_64bits(b, len - 8);
 		memcpy(b + len - 8, &sum, 8); /* little-endian hosts */
 	}
-	int fd = memfd_create("fuzz_ws", MFD_CLOEXEC);
-	if (fd < 0) {
-		free(b);
-		return 0;
-	}
-	size_t put = 0;
-	while (put < len) {
-		ssize_t w = write(fd, b + put, len - put);
-		if (w <= 0)
-			break;
-		put += (size_t)w;
-	}
-	free(b);
 	char path[64], why[256] = "";
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	int fd = fuzz_memfd("fuzz_ws", b, len, path);
+	free(b);
+	if (fd < 0)
+		return 0;
 	pc_ws *ws = NULL;
-	int ret = put == len ? pc_ws_load(path, &ws, why, sizeof(why)) : -EIO;
+	int ret = pc_ws_load(path, &ws, why, sizeof(why));
 	close(fd);
-	if (ret > 0 || (ret < 0 && put == len && !why[0]))
+	if (ret > 0 || (ret < 0 && !why[0]))
 		abort();
 	if (ret < 0)
 		return 0;
