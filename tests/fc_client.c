@@ -148,10 +148,12 @@ static _Atomic bool ballooned;
  * through their walk until the balloon is done: otherwise, together, they
  * may fault in every page before the sequential thread reaches the
  * balloon's range, and the handler, complete, would see no REMOVE at all.
+ * With 2 MiB pages half a walk covers every page (a scattered walk of
+ * 1024 touches reaches all four): they wait before their first.
  */
 static void touch_gated(uint64_t p, uint64_t *done, uint64_t total)
 {
-	if (opt.balloon && ++*done == total / 2)
+	if (opt.balloon && ++*done == (opt.huge ? 1 : total / 2))
 		while (!atomic_load(&ballooned))
 			usleep(100);
 	touch(p);
