@@ -135,6 +135,28 @@ test)
 	# triple-faulted is a skip with the reason below (test_kvm --tcg-svm
 	# does the same); any other failure, and a hang, still fails.
 	tcg_shutdown="the guest triple-faulted (SHUTDOWN), although its IDT, GDT, stack and page tables are in memslot 0, which has no userfault bitmap: taken for the TCG SVM fault seen under kvm.tdp_mmu=0 (which ended the same two ways), not proven (4 of 960 looped runs of -k -v 2 -u MISSING failed, 2 of them so; test_kvm's two-vCPU exit-path case once too, on 6.12-exit)"
+	# two_vcpu_run NAME SKIP SHUTDOWN CMD...: one @@RUN block for a
+	# selftest: a skip with SKIP's reason when it is set; else CMD, whose
+	# failure is a skip with tcg_shutdown's reason when its output matches
+	# SHUTDOWN (the guest triple-faulted), any other failure a failure.
+	two_vcpu_run() {
+		tv_name=$1 tv_skip=$2 tv_shutdown=$3
+		shift 3
+		echo "@@RUN $tv_name"
+		if [ -n "$tv_skip" ]; then
+			echo "# SKIP $tv_skip"
+			status=4
+		else
+			"$@" >/tmp/kst 2>&1
+			status=$?
+			sed 's/^/# /' /tmp/kst
+			if [ $status -ne 0 ] && grep -q "$tv_shutdown" /tmp/kst; then
+				echo "# SKIP $tcg_shutdown"
+				status=4
+			fi
+		fi
+		echo "@@RUN-END $status"
+	}
 	if [ -n "$variant_skip" ]; then
 		echo "1..1"
 		echo "ok 1 - $pc_label test_kvm # SKIP $variant_skip"
@@ -161,44 +183,20 @@ test)
 		echo "@@KSFT userfault_test"
 		/bin/userfault_test -T shared_gfns_toggle_stress 2>&1
 		echo "@@KSFT-END $?"
-		echo "@@RUN userfault_test userfault.shared_gfns_toggle_stress"
-		if [ -n "$variant_skip" ]; then
-			echo "# SKIP not run with kvm.tdp_mmu=0: its two vCPUs meet the same TCG fault there (a hang whose VMCB held the L1 host's RIP after VMRUN, CR0 and CR3 as the guest's)"
-			status=4
-		else
-			/bin/userfault_test -t shared_gfns_toggle_stress >/tmp/uft 2>&1
-			status=$?
-			sed 's/^/# /' /tmp/uft
-			if [ $status -ne 0 ] && grep -q "exit reason 8," /tmp/uft; then
-				echo "# SKIP $tcg_shutdown"
-				status=4
-			fi
-		fi
-		echo "@@RUN-END $status"
+		uf_skip=
+		[ -n "$variant_skip" ] && uf_skip="not run with kvm.tdp_mmu=0: its two vCPUs meet the same TCG fault there (a hang whose VMCB held the L1 host's RIP after VMRUN, CR0 and CR3 as the guest's)"
+		two_vcpu_run "userfault_test userfault.shared_gfns_toggle_stress" "$uf_skip" \
+			"exit reason 8," /bin/userfault_test -t shared_gfns_toggle_stress
 	fi
 	# -k: the vCPUs page their memory in themselves, by writing it, through
 	# a MISSING-mode userfaultfd, or a MINOR-mode one over shmem and over
 	# hugetlbfs (whose 512 bits a vCPU clears at once).
-	# A run whose guest triple-faulted is a skip with tcg_shutdown's
-	# reason (above), any other failure a failure.
 	if [ -x /bin/demand_paging_test ]; then
 		for args in "-k -b 16M" "-k -v 2 -b 8M -u MISSING" \
 			    "-k -v 2 -b 8M -s shmem -u MINOR" \
 			    "-k -b 8M -s shared_hugetlb -u MINOR"; do
-			echo "@@RUN demand_paging_test $args"
-			if [ -n "$variant_skip" ]; then
-				echo "# SKIP $variant_skip"
-				status=4
-			else
-				/bin/demand_paging_test $args >/tmp/dpt 2>&1
-				status=$?
-				sed 's/^/# /' /tmp/dpt
-				if [ $status -ne 0 ] && grep -q "exit_reason=SHUTDOWN" /tmp/dpt; then
-					echo "# SKIP $tcg_shutdown"
-					status=4
-				fi
-			fi
-			echo "@@RUN-END $status"
+			two_vcpu_run "demand_paging_test $args" "$variant_skip" \
+				"exit_reason=SHUTDOWN" /bin/demand_paging_test $args
 		done
 	fi
 	dmesg_verdict
