@@ -4,11 +4,14 @@
  * place that knows how each kind takes contents (region_memory in
  * internal.h).
  *
- *   shared   own memfd (shmem, hugetlb) registered MINOR: the contents go
- *            into the page cache through the unregistered alias (pwrite,
- *            or memcpy where the alias is mapped), zero pages are made by
- *            fallocate, and nothing is mapped until memory_map()'s
- *            CONTINUE;
+ *   shared   own memfd (shmem, hugetlb) registered MISSING and MINOR:
+ *            shmem takes its contents and zeros as anon does, by COPY and
+ *            ZEROPAGE, which allocate the page-cache page, fill and map
+ *            it in one call under no inode lock (pwrite into the memfd
+ *            holds the inode's lock: two installing threads ran no faster
+ *            than one); where the page cache is already allocated (hugetlb,
+ *            prealloc) the contents go into it through the unregistered
+ *            alias by memcpy, and memory_map()'s CONTINUE maps them;
  *   anon     own anonymous memory registered MISSING: COPY and ZEROPAGE
  *            put and map at once;
  *   adopted  another process's memory, reached only through its
@@ -27,22 +30,6 @@
 
 #include "internal.h"
 
-static int pwrite_all(int fd, const char *data, uint64_t len, uint64_t off)
-{
-	while (len) {
-		ssize_t put = pwrite(fd, data, len, (off_t)off);
-		if (put < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		data += put;
-		off += (uint64_t)put;
-		len -= (uint64_t)put;
-	}
-	return 0;
-}
-
 char *memory_direct(const struct pc_region *r, uint64_t first)
 {
 	if (!r->mem.shared || !r->mem.write_direct ||
@@ -51,22 +38,25 @@ char *memory_direct(const struct pc_region *r, uint64_t first)
 	return r->mem.alias + first * r->page_size;
 }
 
+/* Whether putting contents maps them (anon and adopted memory, and shmem
+ * whose page cache is allocated as it is put), or memory_map() does. */
+static bool maps_as_put(const struct pc_region *r)
+{
+	return !r->mem.write_direct;
+}
+
 int memory_put_data(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		    const char *from, uint64_t *mapped)
 {
 	struct pc_region *r = ic->r;
 	*mapped = 0;
-	if (!r->mem.shared)
+	if (maps_as_put(r))
 		return region_uffd_copy(r, first, n, from, ic->wake, ic->retry, mapped);
-	if (r->mem.write_direct) { /* the alias is mapped, or cheap to fault */
-		memcpy(r->mem.alias + first * r->page_size, from, n * r->page_size);
-		return 0;
-	}
-	/* pwrite(): no page faults on the alias. */
-	return pwrite_all(r->mem.memfd, from, n * r->page_size, first * r->page_size);
+	memcpy(r->mem.alias + first * r->page_size, from, n * r->page_size);
+	return 0;
 }
 
-/* Zero pages mapped into anonymous memory: UFFDIO_ZEROPAGE, except for
+/* Zero pages put and mapped at once: UFFDIO_ZEROPAGE, except for
  * 2 MiB pages (an adopted hugetlb region), which it does not support:
  * copied from a zero buffer instead (.bss, never written: no memory). */
 static int zero_anon(const struct install_ctx *ic, uint64_t first, uint64_t n,
@@ -91,11 +81,11 @@ int memory_put_zeros(const struct install_ctx *ic, uint64_t first, uint64_t n,
 {
 	struct pc_region *r = ic->r;
 	*mapped = 0;
-	if (!r->mem.shared)
+	if (maps_as_put(r))
 		return zero_anon(ic, first, n, exist_ok, mapped);
 	/* A page-cache page is needed for CONTINUE; fallocate makes a
-	 * zeroed one.  prealloc made them all already, still zero: no
-	 * syscall (and no inode lock) on the fault path then. */
+	 * zeroed one (hugetlb).  prealloc made them all already, still
+	 * zero: no syscall (and no inode lock) on the fault path then. */
 	if (!r->opts.prealloc &&
 	    fallocate(r->mem.memfd, FALLOC_FL_KEEP_SIZE,
 		      (off_t)(first * r->page_size),
@@ -108,7 +98,7 @@ int memory_map(const struct install_ctx *ic, uint64_t first, uint64_t n,
 	       bool exist_ok, uint64_t *mapped)
 {
 	*mapped = 0;
-	if (!ic->r->mem.shared)
+	if (maps_as_put(ic->r))
 		return 0; /* mapped as they were put */
 	return region_uffd_continue(ic->r, first, n, ic->wake, exist_ok, mapped);
 }
