@@ -15,8 +15,10 @@
  * https:// endpoint).  A URL that is made must not let the names move the
  * request elsewhere: on AWS the host is BUCKET.s3.REGION.amazonaws.com of
  * host-name bytes only, under an endpoint the bucket is one path segment
- * of such bytes (not "." or ".."), and what follows the endpoint has no
- * byte a URL would take as a delimiter or a blank.
+ * of such bytes (not "." or ".."), what follows the endpoint has no
+ * byte a URL would take as a delimiter or a blank, and the key no "." or
+ * ".." segment.  The credentials input is also read as a config file: a
+ * region found must be the value of a "region" line.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -106,6 +108,17 @@ static void fuzz_creds(const char *in, size_t len)
 		abort();
 	}
 	aws_creds_free(&c);
+	/* The same text as a config file: a region found is a line's value. */
+	f = fmemopen(copy, flen, "r");
+	if (f) {
+		char *region = NULL;
+		ret = aws_config_region(f, profile, &region);
+		fclose(f);
+		if (ret == 0 ? !region || !has_line(copy, flen, "region", region) :
+			       (ret != -ENOENT && ret != -ENOMEM) || region)
+			abort();
+		free(region);
+	}
 	free(copy);
 }
 
@@ -118,6 +131,19 @@ static bool host_byte(char c)
 static bool path_byte(char c)
 {
 	return host_byte(c) || c == '~' || c == '/' || c == '%';
+}
+
+/* Path @p has a "." or ".." segment, which a URL resolves away. */
+static bool dot_segment(const char *p)
+{
+	for (const char *seg = p;; seg++) {
+		size_t n = strcspn(seg, "/");
+		if ((n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+			return true;
+		seg += n;
+		if (!*seg)
+			return false;
+	}
 }
 
 static void check_url(const char *url, const char *endpoint, size_t el)
@@ -146,6 +172,8 @@ static void check_url(const char *url, const char *endpoint, size_t el)
 			if (!host_byte(*p))
 				abort();
 	}
+	if (dot_segment(p + 1))
+		abort();
 	for (; *p; p++)
 		if (!path_byte(*p))
 			abort();

@@ -8,7 +8,8 @@ access key id.  A request whose signature does not match, whose credential
 names an unknown key, or whose x-amz-content-sha256 is not the body's hash
 gets S3's 403 with <Code>SignatureDoesNotMatch</Code> (or
 InvalidAccessKeyId) and never reaches the server.  Prints the port it
-listens on, then serves until killed.  Standard library only (hmac,
+listens on, then serves until killed; on stderr, a line "region R" per
+signed request.  Standard library only (hmac,
 hashlib); test-side only."""
 import hashlib
 import hmac
@@ -41,6 +42,8 @@ def check(method, target, headers, body):
     if len(cred) != 5 or cred[4] != "aws4_request":
         return ("AuthorizationHeaderMalformed", "bad Credential")
     akid, date, region, service = cred[:4]
+    # The test reads which region signed each request here.
+    print("region", region, file=sys.stderr, flush=True)
     if akid not in SECRETS:
         return ("InvalidAccessKeyId", "unknown access key id")
     payload = headers.get("x-amz-content-sha256", "")

@@ -13,7 +13,10 @@
 # error saying which variables to set.  Without the variables, the shared
 # credentials file is read (~/.aws/credentials, AWS_SHARED_CREDENTIALS_FILE,
 # AWS_PROFILE): its default and named profiles restore byte for byte, the
-# variables win over it, and a profile it lacks is an error naming it.
+# variables win over it, and a profile it lacks is an error naming it.  The
+# region comes from the config file (AWS_CONFIG_FILE, "[profile NAME]")
+# when no --s3-region or AWS_REGION names one; a key with a '.' or '..'
+# segment is refused.
 # Every restore goes through tests/sigv4_proxy.py, which checks each
 # request's V4 signature as S3 does before it forwards it to s3rver (3.7.1
 # checks the access key but not the signature), so a wrong secret is
@@ -38,6 +41,7 @@ trap cleanup EXIT
 checks=(
 	s3_without_credentials_fails_saying_which_variables
 	s3_names_that_would_leave_the_host_are_refused
+	s3_keys_with_dot_segments_are_refused
 	s3_sigv4_restore_exit_mode_matches_every_byte
 	s3_sigv4_restore_wait_mode_matches_every_byte
 	s3_sigv4_restore_with_session_token_matches_every_byte
@@ -48,6 +52,7 @@ checks=(
 	s3_credentials_file_aws_profile_picks_its_section
 	s3_credentials_variables_win_over_the_file
 	s3_wrong_secret_is_refused_by_the_server
+	s3_region_from_the_config_file_signs_and_the_variable_wins
 )
 echo "1..${#checks[@]}"
 img=$tmp/img
@@ -81,6 +86,17 @@ AWS_ACCESS_KEY_ID=A AWS_SECRET_ACCESS_KEY=B AWS_REGION='x.evil.example/' \
 rc=$?
 ((rc == 1)) && grep -q "S3 region" "$err" || ok=1
 check s3_names_that_would_leave_the_host_are_refused $ok
+
+# A key whose '.' or '..' segment a URL would resolve (to another object,
+# under an endpoint to another bucket's) is refused before any request.
+ok=0
+for key in 'a/../../other/img' './img' 'img/..'; do
+	timeout 60 "$cli" restore --source "s3://bucket/$key" --s3-endpoint http://127.0.0.1:9 \
+		--image "$img" >"$out" 2>"$err"
+	rc=$?
+	((rc == 2)) && grep -q "'\.\.' segments" "$err" || ok=1
+done
+check s3_keys_with_dot_segments_are_refused $ok
 
 # A shared credentials file: the default profile has a key s3rver does not
 # know, so using it where another was asked for fails visibly.
@@ -151,7 +167,7 @@ done
 [[ -n $up ]] || skip_rest "s3rver did not start or refused the upload: $(head -c 200 "$tmp/s3rver.log")"
 # Every restore goes through the signature-checking proxy.
 pport=$tmp/proxy.port
-python3 "$(dirname "${BASH_SOURCE[0]}")/sigv4_proxy.py" "$port" S3RVER:S3RVER >"$pport" 2>"$tmp/proxy.err" &
+python3 "$(dirname "${BASH_SOURCE[0]}")/sigv4_proxy.py" "$port" S3RVER:S3RVER >"$pport" 2>>"$tmp/proxy.err" &
 proxy_pid=$!
 for ((i = 0; i < 50; i++)); do
 	grep -q '^[0-9]' "$pport" 2>/dev/null && break
@@ -208,4 +224,31 @@ check s3_credentials_variables_win_over_the_file $?
 s3 exit S3RVER wrong-secret img
 ((rc == 1)) && grep -q "403 Forbidden: SignatureDoesNotMatch" "$err"
 check s3_wrong_secret_is_refused_by_the_server $?
+
+# No --s3-region and no AWS_REGION: the profile's region in the config
+# file signs (the proxy says which region each request carried); then
+# AWS_REGION wins over the file.
+cat >"$tmp/config" <<'EOF'
+[default]
+region = us-west-2
+[profile pc]
+region = eu-west-3
+EOF
+ok=0
+s3region() {
+	: >"$tmp/proxy.err"
+	env -u AWS_SESSION_TOKEN -u AWS_REGION -u AWS_DEFAULT_REGION -u AWS_PROFILE \
+		AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER \
+		AWS_CONFIG_FILE="$tmp/config" "$@" \
+		timeout -k 5 120 "$cli" restore --source s3://pcbucket/img \
+		--s3-endpoint "$endpoint" --image "$img" --vcpus 2 --json >"$out" 2>"$err"
+	rc=$?
+	((rc == 0)) && json_check 'd["verified"] and d["mismatched_pages"] == 0' &&
+		grep -aq "^region " "$tmp/proxy.err"
+}
+s3region AWS_PROFILE=pc && ! grep -a "^region " "$tmp/proxy.err" | grep -vq "eu-west-3$" || ok=1
+s3region AWS_PROFILE=pc AWS_REGION=ap-south-1 &&
+	! grep -a "^region " "$tmp/proxy.err" | grep -vq "ap-south-1$" || ok=1
+s3region && ! grep -a "^region " "$tmp/proxy.err" | grep -vq "us-west-2$" || ok=1
+check s3_region_from_the_config_file_signs_and_the_variable_wins $ok
 exit $((failed > 0))

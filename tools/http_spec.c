@@ -24,33 +24,50 @@ static const char *env(const char *name)
 	return v && *v ? v : NULL;
 }
 
+static const char *aws_profile(void)
+{
+	return env("AWS_PROFILE") ? env("AWS_PROFILE") : "default";
+}
+
+/* The AWS CLI's file $@var, else ~/@name, opened into *@f, its path in
+ * @path: 0; -ENOENT when the default one is not there; another negative
+ * errno with the reason in @why. */
+static int open_aws_file(const char *var, const char *name, FILE **f,
+			 char *path, size_t path_len, char *why, size_t why_len)
+{
+	const char *file = env(var), *home = env("HOME");
+	if (!file && !home)
+		return -ENOENT;
+	snprintf(path, path_len, "%s%s%s", file ? file : home, file ? "" : "/",
+		 file ? "" : name);
+	*f = fopen(path, "re");
+	if (*f)
+		return 0;
+	int err = errno;
+	if (err == ENOENT && !file)
+		return -ENOENT;
+	snprintf(why, why_len, "%s: %s", path, strerror(err));
+	return -err;
+}
+
 /*
  * The keys of profile $AWS_PROFILE (else "default") in the shared
  * credentials file, $AWS_SHARED_CREDENTIALS_FILE or else
- * ~/.aws/credentials, read as the AWS CLI reads it: [NAME] sections of
- * "key = value" lines, # and ; comments.  0 with both keys; -ENOENT when
- * there is no such file (the caller's message then names the variables);
- * another negative errno with the reason in @why.
+ * ~/.aws/credentials.  0 with both keys; -ENOENT when there is no such
+ * file (the caller's message then names the variables); another negative
+ * errno with the reason in @why.
  */
 static int read_shared_credentials(struct aws_creds *c, char *why, size_t why_len)
 {
-	const char *file = env("AWS_SHARED_CREDENTIALS_FILE"), *home = env("HOME");
-	const char *profile = env("AWS_PROFILE") ? env("AWS_PROFILE") : "default";
+	const char *profile = aws_profile();
 	char path[4096];
-	if (!file && !home)
-		return -ENOENT;
-	snprintf(path, sizeof(path), "%s%s", file ? file : home,
-		 file ? "" : "/.aws/credentials");
-	FILE *f = fopen(path, "re");
-	if (!f) {
-		int err = errno;
-		if (err == ENOENT && !file)
-			return -ENOENT;
-		snprintf(why, why_len, "%s: %s", path, strerror(err));
-		return -err;
-	}
+	FILE *f;
+	int ret = open_aws_file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials",
+				&f, path, sizeof(path), why, why_len);
+	if (ret < 0)
+		return ret;
 	bool found = false;
-	int ret = aws_creds_parse(f, profile, c, &found);
+	ret = aws_creds_parse(f, profile, c, &found);
 	fclose(f);
 	if (ret < 0 && ret != -EINVAL) {
 		snprintf(why, why_len, "%s: %s", path, strerror(-ret));
@@ -61,6 +78,36 @@ static int read_shared_credentials(struct aws_creds *c, char *why, size_t why_le
 	snprintf(why, why_len, found ? "%s: profile [%s] has no aws_access_key_id and aws_secret_access_key" :
 				       "%s: no profile [%s] (AWS_PROFILE)", path, profile);
 	return -EINVAL;
+}
+
+/*
+ * The signing region, as the AWS CLI finds it: $AWS_REGION,
+ * $AWS_DEFAULT_REGION, the profile's "region" in the config file
+ * ($AWS_CONFIG_FILE, else ~/.aws/config), else us-east-1; into *@owned
+ * when read from the file.  0, or a negative errno with the reason in @why.
+ */
+static int find_region(const char **region, char **owned, char *why, size_t why_len)
+{
+	char path[4096];
+	FILE *f;
+	*owned = NULL;
+	*region = env("AWS_REGION") ? env("AWS_REGION") : env("AWS_DEFAULT_REGION");
+	if (*region)
+		return 0;
+	int ret = open_aws_file("AWS_CONFIG_FILE", ".aws/config", &f, path,
+				sizeof(path), why, why_len);
+	if (ret == 0) {
+		ret = aws_config_region(f, aws_profile(), owned);
+		fclose(f);
+		if (ret == -ENOMEM) {
+			snprintf(why, why_len, "%s: %s", path, strerror(-ret));
+			return ret;
+		}
+	} else if (ret != -ENOENT) {
+		return ret;
+	}
+	*region = *owned ? *owned : "us-east-1";
+	return 0;
 }
 
 bool http_flags_ok(const char *cmd, const struct http_spec *h)
@@ -96,6 +143,11 @@ bool http_flags_ok(const char *cmd, const struct http_spec *h)
 				 h->source);
 			return false;
 		}
+		if (!s3_key_ok(slash + 1)) {
+			complain(cmd, "--source %s: an object key without '.' or '..' segments (a URL would resolve them to another object)",
+				 h->source);
+			return false;
+		}
 	}
 	if (h->s3_region && !s3_region_ok(h->s3_region)) {
 		complain(cmd, "--s3-region %s: letters, digits, '-' and '_' only", h->s3_region);
@@ -119,19 +171,18 @@ int open_http_source(const struct http_spec *h, unsigned connections,
 		.max_connections = connections,
 		.ca_file = h->ca_file,
 	};
-	char *url = NULL;
+	char *url = NULL, *region_file = NULL;
 	struct aws_creds file = { 0 };
 	int ret;
 
 	if (!strncmp(h->source, "s3://", 5)) {
-		const char *region = h->s3_region ? h->s3_region :
-				     env("AWS_REGION") ? env("AWS_REGION") :
-				     env("AWS_DEFAULT_REGION") ? env("AWS_DEFAULT_REGION") :
-								 "us-east-1";
+		const char *region = h->s3_region;
+		if (!region && (ret = find_region(&region, &region_file, why, why_len)) < 0)
+			goto out;
 		/* The names first: no secret is read for a URL that is refused. */
 		ret = s3_url(h->source, h->s3_endpoint, region, &url, why, why_len);
 		if (ret < 0)
-			return ret;
+			goto out;
 		ho.url = url;
 		ho.access_key = env("AWS_ACCESS_KEY_ID");
 		ho.secret_key = env("AWS_SECRET_ACCESS_KEY");
@@ -140,10 +191,8 @@ int open_http_source(const struct http_spec *h, unsigned connections,
 		/* As the AWS CLI: the variables, else the shared file. */
 		if (!ho.access_key && !ho.secret_key) {
 			ret = read_shared_credentials(&file, why, why_len);
-			if (ret < 0 && ret != -ENOENT) {
-				free(url);
-				return ret;
-			}
+			if (ret < 0 && ret != -ENOENT)
+				goto out;
 			ho.access_key = file.access_key;
 			ho.secret_key = file.secret_key;
 			ho.session_token = file.session_token;
@@ -151,14 +200,16 @@ int open_http_source(const struct http_spec *h, unsigned connections,
 		if (!ho.access_key || !ho.secret_key) {
 			snprintf(why, why_len, "%s: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials), or a [default] profile (or AWS_PROFILE's) in ~/.aws/credentials (or AWS_SHARED_CREDENTIALS_FILE); a presigned URL goes as https://",
 				 h->source);
-			free(url);
-			return -EINVAL;
+			ret = -EINVAL;
+			goto out;
 		}
 	}
 	ret = pc_source_http(&ho, src, why, why_len);
-	aws_creds_free(&file); /* the source keeps copies */
 	if (ret < 0 && !why[0])
 		snprintf(why, why_len, "%s: %s", h->source, strerror(-ret));
+out:
+	aws_creds_free(&file); /* the source keeps copies */
+	free(region_file);
 	free(url);
 	return ret;
 }

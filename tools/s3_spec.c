@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * s3_spec.c - the text behind `--source s3://BUCKET/KEY` (http_spec.c):
- * the object's URL, and the keys of a profile in a shared credentials
- * file.  Apart from the environment and the network, so that a fuzzer
+ * the object's URL, and a profile's keys in the shared credentials file
+ * and its region in the config file.  Apart from the environment and the network, so that a fuzzer
  * (fuzz/fuzz_s3.c) drives them with bytes.
  */
 #include <errno.h>
@@ -56,16 +56,24 @@ static char *trim(char *s)
 	return s;
 }
 
-int aws_creds_parse(FILE *f, const char *profile, struct aws_creds *c,
-		    bool *found)
+/*
+ * Calls @take(@arg, KEY, VALUE) for every "KEY = VALUE" line of section
+ * [@section] in @f, read as the AWS CLI reads its files: blanks around
+ * names and values, # and ; comments.  *@found: the section was there.
+ * 0, or what @take returned first that was not 0.
+ */
+static int ini_section(FILE *f, const char *section,
+		       int (*take)(void *arg, const char *k, const char *v),
+		       void *arg, bool *found)
 {
 	/* Lines of any length: fgets() into a fixed buffer would read the
 	 * rest of a long one (a comment, say) as a line of its own. */
 	char *line = NULL;
 	size_t cap = 0;
-	bool in = false, oom = false;
+	bool in = false;
+	int ret = 0;
 	*found = false;
-	while (getline(&line, &cap, f) >= 0) {
+	while (ret == 0 && getline(&line, &cap, f) >= 0) {
 		char *s = trim(line);
 		if (*s == '#' || *s == ';' || !*s)
 			continue;
@@ -73,7 +81,7 @@ int aws_creds_parse(FILE *f, const char *profile, struct aws_creds *c,
 			char *end = strchr(s, ']');
 			if (end)
 				*end = '\0';
-			in = end && !strcmp(trim(s + 1), profile);
+			in = end && !strcmp(trim(s + 1), section);
 			*found |= in;
 			continue;
 		}
@@ -81,26 +89,69 @@ int aws_creds_parse(FILE *f, const char *profile, struct aws_creds *c,
 		if (!in || !eq)
 			continue;
 		*eq = '\0';
-		char *k = trim(s), *v = trim(eq + 1), **slot = NULL;
-		if (!strcmp(k, "aws_access_key_id"))
-			slot = &c->access_key;
-		else if (!strcmp(k, "aws_secret_access_key"))
-			slot = &c->secret_key;
-		else if (!strcmp(k, "aws_session_token"))
-			slot = &c->session_token;
-		if (slot && *v) {
-			free(*slot);
-			*slot = strdup(v);
-			oom |= !*slot;
-		}
+		char *v = trim(eq + 1);
+		if (*v)
+			ret = take(arg, trim(s), v);
 	}
-	if (line) /* it held secrets */
+	if (line) /* it may have held secrets */
 		memset(line, 0, cap);
 	free(line);
-	if (c->access_key && c->secret_key && !oom)
+	return ret;
+}
+
+/* *@slot = a copy of @v; -ENOMEM. */
+static int set_copy(char **slot, const char *v)
+{
+	free(*slot);
+	*slot = strdup(v);
+	return *slot ? 0 : -ENOMEM;
+}
+
+static int take_creds(void *arg, const char *k, const char *v)
+{
+	struct aws_creds *c = arg;
+	if (!strcmp(k, "aws_access_key_id"))
+		return set_copy(&c->access_key, v);
+	if (!strcmp(k, "aws_secret_access_key"))
+		return set_copy(&c->secret_key, v);
+	if (!strcmp(k, "aws_session_token"))
+		return set_copy(&c->session_token, v);
+	return 0;
+}
+
+int aws_creds_parse(FILE *f, const char *profile, struct aws_creds *c,
+		    bool *found)
+{
+	int ret = ini_section(f, profile, take_creds, c, found);
+	if (ret == 0 && c->access_key && c->secret_key)
 		return 0;
 	aws_creds_free(c);
-	return oom ? -ENOMEM : -EINVAL;
+	return ret < 0 ? ret : -EINVAL;
+}
+
+static int take_region(void *arg, const char *k, const char *v)
+{
+	return strcmp(k, "region") ? 0 : set_copy(arg, v);
+}
+
+int aws_config_region(FILE *f, const char *profile, char **region)
+{
+	char section[512];
+	bool found;
+	*region = NULL;
+	/* The config file names its profiles "profile NAME", but the
+	 * default one "default". */
+	if (snprintf(section, sizeof(section), "%s%s",
+		     strcmp(profile, "default") ? "profile " : "", profile) >=
+	    (int)sizeof(section))
+		return -ENOENT;
+	int ret = ini_section(f, section, take_region, region, &found);
+	if (ret < 0) {
+		free(*region);
+		*region = NULL;
+		return ret;
+	}
+	return *region ? 0 : -ENOENT;
 }
 
 static bool alnum(char c)
@@ -135,6 +186,23 @@ bool s3_region_ok(const char *r)
 	return true;
 }
 
+/* An object key a URL names as it is: not empty, and no "." or ".."
+ * segment, which the URL's path would resolve (RFC 3986), naming another
+ * object, or under an endpoint another bucket's. */
+bool s3_key_ok(const char *k)
+{
+	if (!*k)
+		return false;
+	for (const char *seg = k;;) {
+		size_t n = strcspn(seg, "/");
+		if ((n == 1 && seg[0] == '.') || (n == 2 && !strncmp(seg, "..", 2)))
+			return false;
+		if (!seg[n])
+			return true;
+		seg += n + 1;
+	}
+}
+
 int s3_url(const char *source, const char *endpoint, const char *region,
 	   char **url, char *why, size_t why_len)
 {
@@ -147,6 +215,11 @@ int s3_url(const char *source, const char *endpoint, const char *region,
 	if (!s3_region_ok(region)) {
 		snprintf(why, why_len, "S3 region '%s': letters, digits, '-' and '_' only",
 			 region);
+		return -EINVAL;
+	}
+	if (!s3_key_ok(slash + 1)) {
+		snprintf(why, why_len, "%s: an object key, not empty and without '.' or '..' segments (a URL would resolve them to another object)",
+			 source);
 		return -EINVAL;
 	}
 	char *key = escape_key(slash + 1);

@@ -224,12 +224,19 @@ void aws_creds_free(struct aws_creds *c);
  * there), -ENOMEM; @c is then empty. */
 int aws_creds_parse(FILE *f, const char *profile, struct aws_creds *c,
 		    bool *found);
-/* Bucket name @b (@n bytes) and region @r may go into a URL. */
+/* Profile @profile's region in config file @f ([default] or [profile
+ * NAME] sections, read as aws_creds_parse() reads): 0 with *@region
+ * (malloc'ed), -ENOENT without, -ENOMEM. */
+int aws_config_region(FILE *f, const char *profile, char **region);
+/* Bucket name @b (@n bytes), region @r and object key @k may go into a
+ * URL. */
 bool s3_bucket_ok(const char *b, size_t n);
 bool s3_region_ok(const char *r);
+bool s3_key_ok(const char *k);
 /* The https URL (or under @endpoint, path style) of s3://BUCKET/KEY
  * @source, which http_flags_ok() passed, into *@url (malloc'ed): 0, or
- * -EINVAL (a bucket or region s3_bucket_ok() or s3_region_ok() refuses)
+ * -EINVAL (a bucket, region or key that s3_bucket_ok(), s3_region_ok() or
+ * s3_key_ok() refuses)
  * or -ENOMEM with the reason in @why. */
 int s3_url(const char *source, const char *endpoint, const char *region,
 	   char **url, char *why, size_t why_len);
