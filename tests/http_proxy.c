@@ -14,13 +14,16 @@
  *   reset     the client connection is reset (RST) before any answer
  *   503, 429  that status, empty body, the connection kept
  *   stall     no answer for STALL_MS (default 3000), then the close
+ *   delay     the request goes on after STALL_MS (a network's latency)
  *   truncate  the upstream's headers and half its body, then the close
  *   badrange  the Range asked of the upstream is shifted by one page, so
  *             the answer (honest about what it holds) is not what the
  *             client asked for
  *   replace   after request AFTER, FROM is renamed onto TO (the object
  *             is replaced between two requests)
- * Runs until killed.  Requests are GETs without bodies, answers carry a
+ * Each time more requests than ever before are in flight at once (read
+ * and not yet answered), a line "peak N" goes to stderr.  Runs until
+ * killed.  Requests are GETs without bodies, answers carry a
  * Content-Length (nginx's do): that is all this proxy understands.
  */
 #include <errno.h>
@@ -39,14 +42,14 @@
 
 #define HEAD_MAX 16384
 
-enum mode { PASS, RESET, S503, S429, STALL, TRUNCATE, BADRANGE, REPLACE };
+enum mode { PASS, RESET, S503, S429, STALL, TRUNCATE, BADRANGE, REPLACE, DELAY };
 
 struct proxy {
 	int upstream_port;
 	enum mode mode;
 	unsigned every, max, stall_ms, after;
 	const char *from, *to;
-	_Atomic unsigned requests, faults;
+	_Atomic unsigned requests, faults, in_flight, peak;
 };
 
 struct conn {
@@ -173,6 +176,39 @@ static bool fault_now(struct proxy *p, unsigned k)
 	return !p->max || f < p->max;
 }
 
+/* Request @k (its head in @head, @len bytes): faulted or forwarded; -1
+ * ends the connection. */
+static int forward(struct conn *c, char *head, size_t len, unsigned k)
+{
+	struct proxy *p = c->p;
+	if (p->mode == REPLACE && k == p->after + 1 && rename(p->from, p->to) < 0)
+		perror("http_proxy: rename");
+	bool fault = fault_now(p, k);
+	if (fault && p->mode == RESET) {
+		reset_close(c->client);
+		c->client = -1;
+		return -1;
+	}
+	if (fault && (p->mode == S503 || p->mode == S429)) {
+		const char *a = p->mode == S503 ?
+			"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 0\r\n\r\n" :
+			"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nRetry-After: 0\r\n\r\n";
+		return write_all(c->client, a, strlen(a));
+	}
+	if (fault && (p->mode == STALL || p->mode == DELAY))
+		usleep(p->stall_ms * 1000u);
+	if (fault && p->mode == STALL)
+		return -1;
+	if (fault && p->mode == BADRANGE)
+		shift_range(head, &len);
+	if (c->up < 0 && (c->up = connect_up(p->upstream_port)) < 0)
+		return -1;
+	if (write_all(c->up, head, len) < 0 ||
+	    forward_answer(c, fault && p->mode == TRUNCATE) < 0)
+		return -1;
+	return 0;
+}
+
 static void *conn_main(void *arg)
 {
 	struct conn *c = arg;
@@ -187,33 +223,15 @@ static void *conn_main(void *arg)
 		size_t len = (size_t)hl;
 		head[len] = '\0';
 		unsigned k = atomic_fetch_add(&p->requests, 1) + 1;
-		if (p->mode == REPLACE && k == p->after + 1 && rename(p->from, p->to) < 0)
-			perror("http_proxy: rename");
-		bool fault = fault_now(p, k);
-		if (fault && p->mode == RESET) {
-			reset_close(c->client);
-			c->client = -1;
-			break;
-		}
-		if (fault && (p->mode == S503 || p->mode == S429)) {
-			const char *a = p->mode == S503 ?
-				"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 0\r\n\r\n" :
-				"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nRetry-After: 0\r\n\r\n";
-			if (write_all(c->client, a, strlen(a)) < 0)
+		unsigned now = atomic_fetch_add(&p->in_flight, 1) + 1;
+		for (unsigned was = atomic_load(&p->peak); now > was;)
+			if (atomic_compare_exchange_weak(&p->peak, &was, now)) {
+				fprintf(stderr, "peak %u\n", now);
 				break;
-			have = 0;
-			continue;
-		}
-		if (fault && p->mode == STALL) {
-			usleep(p->stall_ms * 1000u);
-			break;
-		}
-		if (fault && p->mode == BADRANGE)
-			shift_range(head, &len);
-		if (c->up < 0 && (c->up = connect_up(p->upstream_port)) < 0)
-			break;
-		if (write_all(c->up, head, len) < 0 ||
-		    forward_answer(c, fault && p->mode == TRUNCATE) < 0)
+			}
+		int ret = forward(c, head, len, k);
+		atomic_fetch_sub(&p->in_flight, 1);
+		if (ret < 0)
 			break;
 		have = 0; /* GETs have no bodies, and nothing is pipelined */
 	}
@@ -228,7 +246,7 @@ static void *conn_main(void *arg)
 static int parse_mode(const char *s, enum mode *m)
 {
 	static const char *names[] = { "pass", "reset", "503", "429", "stall",
-				       "truncate", "badrange", "replace" };
+				       "truncate", "badrange", "replace", "delay" };
 	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (!strcmp(s, names[i])) {
 			*m = (enum mode)i;
@@ -242,7 +260,7 @@ int main(int argc, char **argv)
 	struct proxy p = { .every = 5, .stall_ms = 3000 };
 	if (argc < 3 || parse_mode(argv[2], &p.mode) < 0 ||
 	    (p.mode == REPLACE && argc != 6)) {
-		fprintf(stderr, "usage: %s UPSTREAM_PORT pass|reset|503|429|stall|truncate|badrange [EVERY [MAX [STALL_MS]]]\n"
+		fprintf(stderr, "usage: %s UPSTREAM_PORT pass|reset|503|429|stall|delay|truncate|badrange [EVERY [MAX [STALL_MS]]]\n"
 			"       %s UPSTREAM_PORT replace AFTER FROM TO\n", argv[0], argv[0]);
 		return 2;
 	}

@@ -62,6 +62,7 @@ checks=(
 	packed_image_over_http_exit_mode_matches_the_raw_image
 	packed_image_over_http_wait_mode_matches_the_raw_image
 	packed_image_over_http_survives_truncated_bodies_byte_exact
+	packed_image_over_http_reads_several_chunks_at_once
 	https_exit_mode_with_the_servers_ca_matches_every_byte
 	https_wait_mode_with_the_servers_ca_matches_every_byte
 	https_without_the_servers_ca_fails_at_once_saying_why
@@ -320,10 +321,21 @@ if "$cli" pack --chunk 256K "$img" "$tmp/www/img.pk" >"$out" 2>"$err"; then
 	restore_ok exit "${purl%/img}/img.pk" --http-timeout 1000 &&
 		json_check 'd["http"]["transient_errors"] > 0 and d["http"]["fatal_errors"] == 0'
 	check packed_image_over_http_survives_truncated_bodies_byte_exact $?
+	# Every request 20 ms late, as over a slow network: the chunks a
+	# fetch needs go out together, several in flight (the proxy reports
+	# the most it saw at once).  Chunk by chunk, one vCPU and the filler
+	# had at most two in flight.
+	with_proxy delay 1 0 20
+	restore_ok wait "${purl%/img}/img.pk" --vcpus 1 --workload ws
+	peak=$(grep -a '^peak ' "$tmp/proxy.err" | tail -n 1 | cut -d' ' -f2)
+	echo "# packed over a 20 ms proxy: at most ${peak:-0} requests in flight"
+	((rc == 0 && ${peak:-0} >= 4))
+	check packed_image_over_http_reads_several_chunks_at_once $?
 else
 	check packed_image_over_http_exit_mode_matches_the_raw_image 1
 	skip packed_image_over_http_wait_mode_matches_the_raw_image "pack failed"
 	skip packed_image_over_http_survives_truncated_bodies_byte_exact "pack failed"
+	skip packed_image_over_http_reads_several_chunks_at_once "pack failed"
 fi
 # https, checked against the CA given, never skipped past: a certificate
 # that does not verify is fatal (not retried for the open's 10 s).

@@ -62,30 +62,38 @@ void http_group_put(struct http_source *hs, struct batch_group *g)
 	pthread_mutex_unlock(&hs->lock);
 }
 
-/* Runs [0, @n), each a checked range request, several in flight: 0, or
- * the first error (the others then stop). */
+/* Ranges [0, @n) of @unit bytes each ([@at[i], @at[i] + @count[i]) units),
+ * each a checked range request, several in flight: 0, or the first error.
+ * Without @rets the others then stop; with it every range is tried (but
+ * those whose @rets[i] is not 0 on entry) and @rets[i] gets its result. */
 int http_batch_fetch(struct http_source *hs, struct batch_group *g,
-		       unsigned n, const uint64_t *first,
-		       const uint64_t *npages, void *const *dst)
+		     unsigned n, uint64_t unit, const uint64_t *at,
+		     const uint64_t *count, void *const *dst, int *rets)
 {
 	struct xfer x[HTTP_BATCH_CONNS];
 	char range[HTTP_BATCH_CONNS][64], msg[HTTP_ERR_LEN];
 	bool busy[HTTP_BATCH_CONNS] = { false };
-	unsigned next = 0, running = 0;
+	unsigned next = 0, running = 0, item[HTTP_BATCH_CONNS];
 	int ret = 0;
 	for (;;) {
-		for (unsigned i = 0; i < HTTP_BATCH_CONNS && next < n && !ret; i++) {
+		for (unsigned i = 0; i < HTTP_BATCH_CONNS && next < n && (!ret || rets); i++) {
 			if (busy[i])
 				continue;
+			while (rets && next < n && rets[next])
+				next++;
+			if (next == n)
+				break;
 			x[i] = (struct xfer){ .hs = hs, .dst = dst[next],
-					      .off = first[next] * PC_SOURCE_PAGE_SIZE,
-					      .len = npages[next] * PC_SOURCE_PAGE_SIZE };
-			next++;
+					      .off = at[next] * unit,
+					      .len = count[next] * unit };
+			item[i] = next++;
 			http_range_start(hs, g->c[i], &x[i], range[i]);
 			if (curl_multi_add_handle(g->multi, g->c[i]->h) != CURLM_OK) {
 				snprintf(msg, sizeof(msg), "GET %s bytes=%s: libcurl could not start it",
 					 hs->url_shown, range[i]);
 				ret = -ENOMEM;
+				if (rets)
+					rets[item[i]] = ret;
 				break;
 			}
 			busy[i] = true;
@@ -109,6 +117,8 @@ int http_batch_fetch(struct http_source *hs, struct batch_group *g,
 				char why[HTTP_ERR_LEN];
 				int err = http_range_finish(hs, g->c[i], &x[i], m->data.result,
 						       range[i], why, sizeof(why));
+				if (rets)
+					rets[item[i]] = err;
 				if (err < 0 && !ret) {
 					ret = err;
 					snprintf(msg, sizeof(msg), "%s", why);
@@ -116,7 +126,7 @@ int http_batch_fetch(struct http_source *hs, struct batch_group *g,
 				break;
 			}
 		}
-		if (ret) { /* the batch fails: the rest need not arrive */
+		if (ret && !rets) { /* the batch fails: the rest need not arrive */
 			for (unsigned i = 0; i < HTTP_BATCH_CONNS; i++)
 				if (busy[i])
 					curl_multi_remove_handle(g->multi, g->c[i]->h);

@@ -156,12 +156,14 @@ int http_prefetch_run(struct http_source *hs, uint64_t off, uint64_t len, char *
 void http_lane_destroy(struct http_source *hs);
 
 /* http_batch.c: a group of connections on a multi handle, from the
- * source's pool of groups (NULL when none can be made), and @n demand
- * runs on it, HTTP_BATCH_CONNS in flight. */
+ * source's pool of groups (NULL when none can be made), and @n ranges
+ * (demand runs, a packed image's chunks) on it, HTTP_BATCH_CONNS in
+ * flight. */
 struct batch_group *http_group_get(struct http_source *hs);
 void http_group_put(struct http_source *hs, struct batch_group *g);
 void http_group_free(struct batch_group *g);
 int http_batch_fetch(struct http_source *hs, struct batch_group *g, unsigned n,
-		const uint64_t *first, const uint64_t *npages, void *const *dst);
+		     uint64_t unit, const uint64_t *at, const uint64_t *count,
+		     void *const *dst, int *rets);
 
 #endif

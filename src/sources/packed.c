@@ -8,7 +8,8 @@
  * and the digests are trusted only because the index hashed to the
  * identity in the header.  A fault fetches and decompresses its whole
  * chunk and keeps it in a small cache, so the chunk's other pages cost a
- * copy, not another request.
+ * copy, not another request; the chunks a fetch of several runs needs are
+ * read together (several requests in flight where the reader can).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -25,7 +26,7 @@
 #include "packed_format.h"
 #include "sources_int.h"
 
-#define CACHE_SLOTS 8 /* decompressed chunks kept (8 MiB at 1 MiB chunks) */
+#define CACHE_SLOTS 16 /* decompressed chunks kept (16 MiB at 1 MiB chunks) */
 
 struct cached {
 	uint64_t chunk; /* UINT64_MAX: empty */
@@ -76,105 +77,246 @@ void pack_identity(const struct pack_header *h, const struct pack_entry *index,
 	crypto_generichash_final(&st, out, PACK_IDENTITY_LEN);
 }
 
-/* Read, decompress and check chunk @c into @raw (chunk_len bytes). */
-static int load_chunk(struct packed *pk, uint64_t c, char *raw)
-{
-	const struct pack_entry *e = &pk->index[c];
-	uint64_t len = chunk_len(pk, c);
-	uint64_t at = pk->h.data_offset + e->offset;
-	int ret;
+/* Chunks loaded together by one call, and their raw bytes at most: a
+ * batch of runs that spans more goes in rounds. */
+#define LOAD_MAX 16
+#define LOAD_MAX_BYTES (16u << 20)
+/* Chunks a prefetch (the filler's) loads beyond its runs: its next steps
+ * find them cached, and the reads of several steps overlap. */
+#define READ_AHEAD 3
 
-	if (e->kind == PACK_RAW) {
-		ret = pk->blob.read(pk->blob_ctx, at, len, raw);
+/* Chunks one fetch call loaded, kept until its copies are done. */
+struct loaded {
+	unsigned n;
+	uint64_t chunk[LOAD_MAX];
+	char *raw[LOAD_MAX];
+};
+
+/* Read chunks @chunk[0..@k) together (the blob's read_many: several
+ * requests in flight), then decompress and check each into @raw[i]
+ * (chunk_len bytes); @rets[i]: chunk i's result.  Every read is finished,
+ * also after one failed, so that a retry needs only the ones that did:
+ * a batch that failed as a whole would fail again as a whole wherever one
+ * request in a few fails.  0, or the first error. */
+static int load_chunks(struct packed *pk, unsigned k, const uint64_t *chunk,
+		       char *const *raw, int *rets)
+{
+	uint64_t off[LOAD_MAX], len[LOAD_MAX];
+	void *to[LOAD_MAX];
+	char *comp[LOAD_MAX] = { NULL };
+	int ret = 0;
+	for (unsigned i = 0; i < k; i++) {
+		const struct pack_entry *e = &pk->index[chunk[i]];
+		off[i] = pk->h.data_offset + e->offset;
+		len[i] = e->kind == PACK_RAW ? chunk_len(pk, chunk[i]) : e->csize;
+		to[i] = e->kind == PACK_RAW ? raw[i] : (comp[i] = malloc(e->csize));
+		rets[i] = to[i] ? 0 : -ENOMEM;
+	}
+	if (pk->blob.read_many && k > 1) {
+		pk->blob.read_many(pk->blob_ctx, k, off, len, to, rets);
 	} else {
-		char *comp = malloc(e->csize);
-		if (!comp)
-			return -ENOMEM;
-		ret = pk->blob.read(pk->blob_ctx, at, e->csize, comp);
-		if (ret == 0) {
-			size_t got = ZSTD_decompress(raw, len, comp, e->csize);
+		for (unsigned i = 0; i < k; i++)
+			if (rets[i] == 0)
+				rets[i] = pk->blob.read(pk->blob_ctx, off[i], len[i], to[i]);
+	}
+	for (unsigned i = 0; i < k; i++) {
+		uint64_t c = chunk[i], n = chunk_len(pk, c);
+		if (rets[i] == 0 && comp[i]) {
+			size_t got = ZSTD_decompress(raw[i], n, comp[i], len[i]);
 			/* A bad frame was checked at pack time, so it is
 			 * damage (or a reader that returned other bytes). */
-			if (ZSTD_isError(got) || got != len)
-				ret = -EBADMSG;
+			if (ZSTD_isError(got) || got != n)
+				rets[i] = -EBADMSG;
 		}
-		free(comp);
+		uint8_t d[PACK_DIGEST_LEN];
+		if (rets[i] == 0) {
+			pack_chunk_digest(c, pk->h.image_size, raw[i], n, d);
+			if (sodium_memcmp(d, pk->index[c].digest, sizeof(d)))
+				rets[i] = -EBADMSG;
+		}
+		if (!ret)
+			ret = rets[i];
+		free(comp[i]);
 	}
-	if (ret < 0)
-		return ret;
-	uint8_t d[PACK_DIGEST_LEN];
-	pack_chunk_digest(c, pk->h.image_size, raw, len, d);
-	return sodium_memcmp(d, e->digest, sizeof(d)) ? -EBADMSG : 0;
+	return ret;
 }
 
-/* Copy [@within, @within + @n) of chunk @c to @dst, through the cache. */
-static int copy_from_chunk(struct packed *pk, uint64_t c, uint64_t within,
-			   uint64_t n, char *dst)
+/* Copy [@within, @within + @n) of chunk @c to @dst from what this call
+ * loaded or the cache: false when neither has it. */
+static bool copy_held(struct packed *pk, const struct loaded *ld, uint64_t c,
+		      uint64_t within, uint64_t n, char *dst)
 {
-	if (pk->index[c].kind == PACK_ZERO) {
-		memset(dst, 0, n);
-		return 0;
-	}
+	for (unsigned i = 0; i < ld->n; i++)
+		if (ld->chunk[i] == c) {
+			memcpy(dst, ld->raw[i] + within, n);
+			return true;
+		}
+	bool hit = false;
 	pthread_mutex_lock(&pk->lock);
-	for (int i = 0; i < CACHE_SLOTS; i++)
+	for (int i = 0; i < CACHE_SLOTS && !hit; i++)
 		if (pk->cache[i].chunk == c) {
 			pk->cache[i].used = ++pk->tick;
 			memcpy(dst, pk->cache[i].data + within, n);
-			pthread_mutex_unlock(&pk->lock);
-			return 0;
+			hit = true;
 		}
 	pthread_mutex_unlock(&pk->lock);
+	return hit;
+}
 
-	/* Not under the lock: other chunks go on meanwhile.  Two threads
-	 * missing the same chunk both load it; the second copy is dropped. */
-	char *raw = malloc(pk->h.chunk_size);
-	if (!raw)
-		return -ENOMEM;
-	int ret = load_chunk(pk, c, raw);
-	if (ret < 0) {
-		free(raw);
-		return ret;
-	}
-	memcpy(dst, raw + within, n);
+/* This call's chunks into the cache (least recently used out), or freed.
+ * Two threads that loaded the same chunk: the second copy is dropped. */
+static void keep_loaded(struct packed *pk, struct loaded *ld)
+{
 	pthread_mutex_lock(&pk->lock);
-	struct cached *victim = &pk->cache[0];
-	for (int i = 0; i < CACHE_SLOTS; i++) {
-		if (pk->cache[i].chunk == c) {
-			victim = NULL;
-			break;
+	for (unsigned j = 0; j < ld->n; j++) {
+		struct cached *victim = &pk->cache[0];
+		for (int i = 0; i < CACHE_SLOTS && victim; i++) {
+			if (pk->cache[i].chunk == ld->chunk[j])
+				victim = NULL;
+			else if (pk->cache[i].used < victim->used)
+				victim = &pk->cache[i];
 		}
-		if (pk->cache[i].used < victim->used)
-			victim = &pk->cache[i];
-	}
-	if (victim) {
-		free(victim->data);
-		*victim = (struct cached){ .chunk = c, .used = ++pk->tick, .data = raw };
-		raw = NULL;
+		if (victim) {
+			free(victim->data);
+			*victim = (struct cached){ .chunk = ld->chunk[j],
+						   .used = ++pk->tick,
+						   .data = ld->raw[j] };
+			ld->raw[j] = NULL;
+		}
 	}
 	pthread_mutex_unlock(&pk->lock);
-	free(raw);
+	for (unsigned j = 0; j < ld->n; j++)
+		free(ld->raw[j]);
+	ld->n = 0;
+}
+
+/* Whether the cache holds chunk @c. */
+static bool cached(struct packed *pk, uint64_t c)
+{
+	bool hit = false;
+	pthread_mutex_lock(&pk->lock);
+	for (int i = 0; i < CACHE_SLOTS && !hit; i++)
+		hit = pk->cache[i].chunk == c;
+	pthread_mutex_unlock(&pk->lock);
+	return hit;
+}
+
+/* The pieces of runs [@run, @n) from byte @at of run @run, in order: the
+ * chunks they need that nobody holds (the first piece's in any case: it
+ * is not zero), loaded together into @ld (empty on entry), up to LOAD_MAX
+ * of them or LOAD_MAX_BYTES of raw bytes.  After a failure @ld holds the
+ * chunks that did load. */
+static int load_ahead(struct packed *pk, struct loaded *ld, unsigned run,
+		      uint64_t at, unsigned n, const uint64_t *first,
+		      const uint64_t *npages, bool prefetch)
+{
+	uint64_t bytes = 0;
+	unsigned need = 0; /* chunks of the runs; the rest read ahead */
+	int ret = -ENOMEM;
+	/* After the runs, a prefetch's read-ahead: one more "run". */
+	for (unsigned r = run; r < n + prefetch && ld->n < LOAD_MAX; r++, at = 0) {
+		uint64_t off, end;
+		if (r < n) {
+			off = first[r] * PC_SOURCE_PAGE_SIZE + at;
+			end = (first[r] + npages[r]) * PC_SOURCE_PAGE_SIZE;
+		} else {
+			uint64_t next = (first[n - 1] + npages[n - 1]) * PC_SOURCE_PAGE_SIZE;
+			off = (next + pk->h.chunk_size - 1) / pk->h.chunk_size * pk->h.chunk_size;
+			end = off + READ_AHEAD * pk->h.chunk_size;
+			if (end > pk->h.image_size)
+				end = pk->h.image_size;
+		}
+		for (; off < end && ld->n < LOAD_MAX;
+		     off = (off / pk->h.chunk_size + 1) * pk->h.chunk_size) {
+			uint64_t c = off / pk->h.chunk_size;
+			/* The first is loaded even if the cache got it since:
+			 * it may be gone again when the copy looks. */
+			bool have = pk->index[c].kind == PACK_ZERO ||
+				    (ld->n && cached(pk, c));
+			for (unsigned i = 0; i < ld->n && !have; i++)
+				have = ld->chunk[i] == c;
+			if (have)
+				continue;
+			if (ld->n && bytes + chunk_len(pk, c) > LOAD_MAX_BYTES)
+				goto full;
+			if (!(ld->raw[ld->n] = malloc(pk->h.chunk_size)))
+				goto drop;
+			ld->chunk[ld->n++] = c;
+			bytes += chunk_len(pk, c);
+			need += r < n;
+		}
+	}
+full:
+	if (!ld->n)
+		return 0;
+	int rets[LOAD_MAX];
+	if (load_chunks(pk, ld->n, ld->chunk, ld->raw, rets) == 0)
+		return 0;
+	/* Only the good ones stay, for the caller to keep; a chunk read
+	 * ahead that failed fails nothing. */
+	unsigned kept = 0;
+	ret = 0;
+	for (unsigned i = 0; i < ld->n; i++) {
+		if (rets[i]) {
+			if (i < need && !ret)
+				ret = rets[i];
+			free(ld->raw[i]);
+			continue;
+		}
+		ld->chunk[kept] = ld->chunk[i];
+		ld->raw[kept++] = ld->raw[i];
+	}
+	ld->n = kept;
+	return ret;
+drop: /* nothing of them is loaded */
+	for (unsigned i = 0; i < ld->n; i++)
+		free(ld->raw[i]);
+	ld->n = 0;
+	return ret;
+}
+
+/* Runs [0, @n): each chunk they need fetched once, several at a time. */
+static int packed_fetch_many(void *ctx, unsigned n, const uint64_t *first,
+			     const uint64_t *npages, void *const *dst,
+			     unsigned flags)
+{
+	struct packed *pk = ctx;
+	struct loaded ld = { 0 };
+	for (unsigned r = 0; r < n; r++) {
+		uint64_t off = first[r] * PC_SOURCE_PAGE_SIZE;
+		uint64_t len = npages[r] * PC_SOURCE_PAGE_SIZE;
+		char *to = dst[r];
+		while (len) {
+			uint64_t c = off / pk->h.chunk_size, within = off % pk->h.chunk_size;
+			uint64_t k = chunk_len(pk, c) - within;
+			if (k > len)
+				k = len;
+			if (pk->index[c].kind == PACK_ZERO) {
+				memset(to, 0, k);
+			} else if (!copy_held(pk, &ld, c, within, k, to)) {
+				/* The next chunks nobody holds, this one first. */
+				keep_loaded(pk, &ld);
+				int ret = load_ahead(pk, &ld, r, off - first[r] * PC_SOURCE_PAGE_SIZE,
+						     n, first, npages,
+						     flags & PC_FETCH_PREFETCH);
+				if (ret < 0) {
+					keep_loaded(pk, &ld); /* a retry needs fewer */
+					return ret;
+				}
+				continue; /* this piece again: now held */
+			}
+			to += k;
+			off += k;
+			len -= k;
+		}
+	}
+	keep_loaded(pk, &ld);
 	return 0;
 }
 
 static int packed_fetch(void *ctx, uint64_t first, uint64_t npages, void *dst)
 {
-	struct packed *pk = ctx;
-	uint64_t off = first * PC_SOURCE_PAGE_SIZE;
-	uint64_t len = npages * PC_SOURCE_PAGE_SIZE;
-	char *to = dst;
-	while (len) {
-		uint64_t c = off / pk->h.chunk_size, within = off % pk->h.chunk_size;
-		uint64_t n = chunk_len(pk, c) - within;
-		if (n > len)
-			n = len;
-		int ret = copy_from_chunk(pk, c, within, n, to);
-		if (ret < 0)
-			return ret;
-		to += n;
-		off += n;
-		len -= n;
-	}
-	return 0;
+	return packed_fetch_many(ctx, 1, &first, &npages, &dst, 0);
 }
 
 /* A lookup in the index: async-signal-safe. */
@@ -199,6 +341,7 @@ static void packed_destroy(void *ctx)
 
 static const struct pc_source_ops packed_ops = {
 	.fetch = packed_fetch,
+	.fetch_many = packed_fetch_many,
 	.is_zero = packed_is_zero,
 	.destroy = packed_destroy,
 	/* zstd and the cache allocate and lock; chunks are checked after

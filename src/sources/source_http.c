@@ -391,7 +391,8 @@ static int http_fetch_many(void *ctx, unsigned n, const uint64_t *first,
 		lane = (hi - lo) * PC_SOURCE_PAGE_SIZE <= HTTP_FILL_SLOT_BYTES;
 	}
 	if (!lane && n > 1 && (g = http_group_get(hs))) {
-		ret = http_batch_fetch(hs, g, n, first, npages, dst);
+		ret = http_batch_fetch(hs, g, n, PC_SOURCE_PAGE_SIZE, first, npages, dst,
+				       NULL);
 		http_group_put(hs, g);
 		return ret;
 	}
@@ -453,6 +454,23 @@ static int http_blob_read(void *ctx, uint64_t off, uint64_t len, void *dst)
 	if (ret < 0)
 		http_note_error(hs, ret, msg);
 	return ret;
+}
+
+/* A packed image's chunks: several range requests in flight, each
+ * finished (blob_ops.read_many). */
+static void http_blob_read_many(void *ctx, unsigned n, const uint64_t *off,
+				const uint64_t *len, void *const *dst, int *rets)
+{
+	struct http_source *hs = ctx;
+	struct batch_group *g = n > 1 ? http_group_get(hs) : NULL;
+	if (g) {
+		http_batch_fetch(hs, g, n, 1, off, len, dst, rets);
+		http_group_put(hs, g);
+		return;
+	}
+	for (unsigned i = 0; i < n; i++)
+		if (rets[i] == 0)
+			rets[i] = http_blob_read(ctx, off[i], len[i], dst[i]);
 }
 
 /* The HTTP source under @src (raw or packed), or NULL. */
@@ -621,6 +639,7 @@ int pc_source_http(const struct pc_http_opts *o, pc_source **out, char *why,
 		ret = pin_object(hs, why, why_len);
 	if (ret == 0 && hs->packed) {
 		static const struct blob_ops blob = { .read = http_blob_read,
+						      .read_many = http_blob_read_many,
 						      .destroy = http_destroy };
 		return packed_open(&blob, hs, hs->size, out, why, why_len);
 	}

@@ -20,6 +20,11 @@
  * negative errno (transient ones as for pc_source_ops.fetch). */
 struct blob_ops {
 	int (*read)(void *ctx, uint64_t off, uint64_t len, void *dst);
+	/* Optional: @n reads at once, several in flight, each finished
+	 * also after another failed; @rets[i] (0 on entry: to do) gets
+	 * read i's result. */
+	void (*read_many)(void *ctx, unsigned n, const uint64_t *off,
+			  const uint64_t *len, void *const *dst, int *rets);
 	void (*destroy)(void *ctx);
 };
 
