@@ -390,10 +390,22 @@ static int http_fetch_many(void *ctx, unsigned n, const uint64_t *first,
 		}
 		lane = (hi - lo) * PC_SOURCE_PAGE_SIZE <= HTTP_FILL_SLOT_BYTES;
 	}
-	if (!lane && n > 1 && (g = http_group_get(hs))) {
+	if (!lane && n > 1 && n <= PC_MAX_BATCH && (g = http_group_get(hs))) {
+		/* Every run is tried, and one that failed for a while is
+		 * asked again alone: failing the batch for it would have the
+		 * pager retry all of them, and where one request in a few
+		 * fails a batch of several would never get through whole. */
+		int rets[PC_MAX_BATCH] = { 0 };
 		ret = http_batch_fetch(hs, g, n, PC_SOURCE_PAGE_SIZE, first, npages, dst,
-				       NULL);
+				       rets);
 		http_group_put(hs, g);
+		for (unsigned i = 0; i < n && ret < 0; i++)
+			if (rets[i] < 0 && !fetch_error_transient(rets[i]))
+				return rets[i];
+		ret = 0;
+		for (unsigned i = 0; i < n && ret == 0; i++)
+			if (rets[i] < 0)
+				ret = http_fetch(ctx, first[i], npages[i], dst[i]);
 		return ret;
 	}
 	for (unsigned i = 0; i < n && ret == 0; i++) {
