@@ -17,6 +17,10 @@
 #                 pc.runreps times (default 1), each run between @@RUN and
 #                 @@RUN-END lines and killed after pc.runtimeout seconds
 #                 (default 120): for chasing an intermittent failure
+#   pc.hangidle=N (with pc.job=test) once test_kvm has printed nothing
+#                 for N seconds (default 60), the "# hang:" dump of its
+#                 threads (hang_dump below)
+#   pc.tkargs=ARGS more arguments for test_kvm, joined by commas
 #   pc.job=bench  postcopy kvm-bench --json for each line of /bench.list,
 #                 pc.reps times, each result on a line starting with @@JSON
 /bin/busybox --install -s /bin
@@ -26,7 +30,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 
-pc_job= pc_label=nested pc_expect= pc_bitmap= pc_reps= pc_run= pc_runreps=1 pc_runtimeout=120
+pc_job= pc_label=nested pc_expect= pc_bitmap= pc_reps= pc_run= pc_runreps=1 pc_runtimeout=120 pc_hangidle=60 pc_tkargs=
 for word in $(cat /proc/cmdline); do
 	case $word in
 	pc.job=*) pc_job=${word#*=} ;;
@@ -37,6 +41,8 @@ for word in $(cat /proc/cmdline); do
 	pc.run=*) pc_run=$(echo "${word#*=}" | tr , ' ') ;;
 	pc.runreps=*) pc_runreps=${word#*=} ;;
 	pc.runtimeout=*) pc_runtimeout=${word#*=} ;;
+	pc.hangidle=*) pc_hangidle=${word#*=} ;;
+	pc.tkargs=*) pc_tkargs=$(echo "${word#*=}" | tr , ' ') ;;
 	esac
 done
 
@@ -60,6 +66,58 @@ dmesg_verdict() {
 	echo "@@DMESG"
 	dmesg | grep -E -A12 "$pattern" | head -80 | sed 's/^/# /'
 	echo "@@DMESG-END $(dmesg | grep -c -E "$pattern")"
+}
+
+# hang_dump SECONDS: what each thread of test_kvm is doing, as "# hang:"
+# lines (nested.sh passes them through): its state, the CPU and guest
+# time it took (sampled twice, 3 s apart: a vCPU spinning in KVM_RUN
+# gains guest or system time, a sleeper none), where it sleeps (wchan),
+# its system call and arguments (ioctl 16 with KVM_RUN 0xae80, futex 202)
+# and its kernel stack.  One look tells a lost wakeup in our threads (all
+# of them in futex or the userfaultfd's read) from a vCPU that never
+# comes back from KVM_RUN.  The first line comes at once, so that a
+# watcher outside (a QEMU monitor) can look at the CPUs before the dump
+# disturbs them.
+hang_dump() {
+	echo "# hang: test_kvm printed nothing for $1 s; its threads (tid comm state utime stime guest_time, in ticks):"
+	sleep 3
+	for round in 1 2; do
+		for pid in $(pidof test_kvm); do
+			for t in /proc/$pid/task/*; do
+				# The fields after "(comm) ": 3 state, 14 utime, 15 stime, 43 guest_time.
+				set -- $(sed 's/.*) //' $t/stat)
+				echo "# hang: $round ${t##*/} $(cat $t/comm) $1 ${12} ${13} ${41}"
+			done
+		done
+		[ $round = 1 ] && sleep 3
+	done
+	for pid in $(pidof test_kvm); do
+		for t in /proc/$pid/task/*; do
+			echo "# hang: task ${t##*/} wchan $(cat $t/wchan 2>/dev/null) syscall $(cat $t/syscall 2>/dev/null)"
+			sed 's/^/# hang:   /' $t/stack 2>/dev/null
+		done
+	done
+	# Where VMRUN is, to compare with a stuck CPU's RIP (QEMU's monitor).
+	grep -w -e __svm_vcpu_run -e svm_vcpu_enter_exit /proc/kallsyms | sed 's/^/# hang: symbol /'
+	echo "# hang: the kernel log's last lines:"
+	dmesg | tail -20 | sed 's/^/# hang:   /'
+}
+# hang_watch FILE SECONDS: one hang_dump when FILE has not grown for
+# SECONDS (test_kvm prints a line at least every few seconds; its own
+# watchdog ends it after 180 s in all).
+hang_watch() {
+	hw_last=-1 hw_still=0
+	while sleep 5; do
+		hw_size=$(wc -c <"$1")
+		if [ "$hw_size" != "$hw_last" ]; then
+			hw_last=$hw_size hw_still=0
+			continue
+		fi
+		hw_still=$((hw_still + 5))
+		[ $hw_still -ge "$2" ] || continue
+		hang_dump "$2"
+		return
+	done
 }
 
 # pc.run: one case, many times (nested.sh's $KVM_RUN_ONLY), whatever the
@@ -162,9 +220,17 @@ test)
 		echo "ok 1 - $pc_label test_kvm # SKIP $variant_skip"
 		rc=0
 	else
-		/bin/test_kvm --tcg-svm --label "$pc_label" ${pc_expect:+--expect-exit $pc_expect} \
-			${pc_bitmap:+--expect-bitmap $pc_bitmap}
-		rc=$?
+		# Its output also goes to a file, which hang_watch watches.
+		: >/tmp/tk
+		hang_watch /tmp/tk "$pc_hangidle" &
+		watch=$!
+		t0=$(cut -d. -f1 /proc/uptime)
+		{ /bin/test_kvm --tcg-svm --label "$pc_label" ${pc_expect:+--expect-exit $pc_expect} \
+			${pc_bitmap:+--expect-bitmap $pc_bitmap} $pc_tkargs; echo $? >/tmp/tk.rc; } 2>&1 |
+			tee -a /tmp/tk
+		rc=$(cat /tmp/tk.rc)
+		kill $watch 2>/dev/null
+		echo "# $pc_label test_kvm took $(($(cut -d. -f1 /proc/uptime) - t0)) s"
 	fi
 	# Huge pages for the selftests' hugetlb cases (test_kvm gives back
 	# the ones it took).
