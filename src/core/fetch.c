@@ -199,9 +199,14 @@ int source_fetch(const struct install_ctx *ic, unsigned k,
 	uint64_t pages = 0;
 	for (unsigned i = 0; i < k; i++)
 		pages += n[i];
-	atomic_fetch_add_explicit(&ic->slot->fetches, k, memory_order_relaxed);
+	source_count(ic, k, pages);
+	return 0;
+}
+
+void source_count(const struct install_ctx *ic, unsigned fetches, uint64_t pages)
+{
+	atomic_fetch_add_explicit(&ic->slot->fetches, fetches, memory_order_relaxed);
 	atomic_fetch_add_explicit(&ic->slot->bytes_fetched,
 				  pages * PC_SOURCE_PAGE_SIZE,
 				  memory_order_relaxed);
-	return 0;
 }

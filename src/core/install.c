@@ -246,6 +246,12 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 	bool requested = from != NULL;
 	int ret = 0;
 
+	/* A source whose pages lie in memory hands them over as they are:
+	 * the kernel's copy reads them, and nothing is fetched. */
+	uint64_t per = r->page_size / PC_SOURCE_PAGE_SIZE;
+	bool viewed = !from && r->src->view && memory_takes_views(r) &&
+		      (from = r->src->view(r->src->ctx, first * per, n * per));
+
 	if (r->mem.adopted && !from) { /* fetch first: nothing slow under the lock */
 		ret = ic->scratch ? fetch_runs(ic, 1, &first, &n, ic->scratch) : -EINVAL;
 		if (ret < 0) {
@@ -272,9 +278,18 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 				source_delay(r->src);
 				requested = true;
 			}
+			if (viewed) /* counted as the fetch it replaces */
+				source_count(ic, 1, (q - p) * per);
 			ret = place_data(ic, p, q - p,
 					 from ? from + (p - first) * r->page_size :
 						NULL, &mapped);
+			if (ret == -EFAULT && viewed) {
+				/* The file shrank under its mapping: the
+				 * fetch reads what is left, or says why. */
+				uint64_t more;
+				ret = fetch_and_put(ic, p + mapped, q - p - mapped, &more);
+				mapped += more;
+			}
 		}
 		if (mapped) /* memory that maps as it is put (not shared) */
 			mapped_end = p + mapped;

@@ -61,6 +61,11 @@ struct pc_source {
 	 * (the network source: its server proved it) says it here; NULL
 	 * for the others, which pc_image_id_of() reads whole. */
 	int (*identity)(void *ctx, struct pc_image_id *out);
+	/* A source whose pages lie in memory as they are (a mapped image
+	 * file) gives their address here, for an install that copies them
+	 * in with the kernel (memory_takes_views()): no bounce buffer, one
+	 * copy instead of two.  NULL for the others.  Async-signal-safe. */
+	const void *(*view)(void *ctx, uint64_t first, uint64_t npages);
 };
 
 /* One request's worth of injected latency.  Async-signal-safe. */
@@ -372,6 +377,10 @@ struct install_ctx;
 /* Where a PC_SOURCE_DIRECT source may fetch pages from @first on
  * straight into the memory, or NULL (a bounce buffer is needed). */
 char *memory_direct(const struct pc_region *r, uint64_t first);
+/* Whether memory_put_data() copies with the kernel (COPY), so that it may
+ * read a source's view (pc_source.view): a file truncated under it then
+ * fails the copy with EFAULT instead of faulting this process. */
+bool memory_takes_views(const struct pc_region *r);
 /* Put the contents of @n pages from @from (mapped at once unless shared). */
 int memory_put_data(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		    const char *from, uint64_t *mapped);
@@ -415,6 +424,8 @@ struct fetch_job;
  */
 int source_fetch(const struct install_ctx *ic, unsigned k,
 		 const uint64_t *first, const uint64_t *n, void *const *dst);
+/* Count @fetches source requests of @pages source pages in ic->slot. */
+void source_count(const struct install_ctx *ic, unsigned fetches, uint64_t pages);
 /* True when a fetch error may go away if asked again. */
 bool fetch_error_transient(int err);
 int fetchers_start(struct pc_region *r);

@@ -45,6 +45,11 @@ static bool maps_as_put(const struct pc_region *r)
 	return !r->mem.write_direct;
 }
 
+bool memory_takes_views(const struct pc_region *r)
+{
+	return maps_as_put(r);
+}
+
 int memory_put_data(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		    const char *from, uint64_t *mapped)
 {

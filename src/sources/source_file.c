@@ -3,13 +3,17 @@
  * source_file.c - a raw snapshot image.  Validated when opened (a short or
  * unreadable file is an error before any region is registered).  Holes
  * found with SEEK_DATA/SEEK_HOLE at open are zero pages, so a sparse image
- * restores its zero pages without reading them.  A file that starts with
+ * restores its zero pages without reading them.  The file is also mapped:
+ * where the install copies with the kernel (COPY), it reads the pages
+ * there (pc_source.view), once, instead of pread() into a bounce buffer
+ * and a second copy out of it.  A file that starts with
  * the packed magic is a packed image (packed.c), read through the same
  * pread().
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,6 +22,7 @@
 
 struct image_file {
 	int fd;
+	const char *map; /* the whole file, read-only, or NULL */
 	uint64_t npages;
 	uint64_t *zero_bits; /* one bit per page: inside a hole */
 };
@@ -26,6 +31,17 @@ static bool file_is_zero(void *ctx, uint64_t page)
 {
 	const struct image_file *img = ctx;
 	return bitmap_test(img->zero_bits, page);
+}
+
+/* The pages where the file is mapped: an install copies from there with
+ * the kernel, which reads the page cache once (pread, then the install's
+ * copy, read it twice). */
+static const void *file_view(void *ctx, uint64_t first, uint64_t npages)
+{
+	const struct image_file *img = ctx;
+	if (!img->map || first > img->npages || npages > img->npages - first)
+		return NULL;
+	return img->map + first * PC_SOURCE_PAGE_SIZE;
 }
 
 /* pread is async-signal-safe. */
@@ -95,6 +111,8 @@ static int open_packed(int fd, uint64_t size, pc_source **out)
 static void file_destroy(void *ctx)
 {
 	struct image_file *img = ctx;
+	if (img->map)
+		munmap((void *)img->map, img->npages * PC_SOURCE_PAGE_SIZE);
 	close(img->fd);
 	free(img->zero_bits);
 	free(img);
@@ -183,11 +201,17 @@ int pc_source_file(const char *path, pc_source **out)
 	}
 	find_holes(img->fd, size, img->zero_bits);
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	/* Without a mapping (a file system that cannot), pread() alone. */
+	void *map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+	img->map = map == MAP_FAILED ? NULL : map;
 
 	ret = pc_source_custom(&ops, img, size, out);
-	if (ret < 0)
+	if (ret < 0) {
 		file_destroy(img);
-	return ret;
+		return ret;
+	}
+	(*out)->view = file_view;
+	return 0;
 
 err_close:
 	close(fd);
