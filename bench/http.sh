@@ -14,8 +14,8 @@
 #   file      the same restore from the local file (the pager's ceiling)
 #   rtt       one 4 KiB range GET on a kept-alive connection: the p50 of
 #             2000 in one curl invocation
-#   demand    `restore --no-fill` of a 64 MiB image, 1 vCPU: every page a
-#             demand fault (p50 per access, exit and wait mode)
+#   demand    `restore --no-fill -w 1` of a 64 MiB image, 1 vCPU: every
+#             page a demand fault (p50 per access, exit and wait mode)
 # and prints one line per round with the ratios.
 #
 # usage: bench/http.sh POSTCOPY_CLI [SIZE [REPS]]
@@ -76,8 +76,8 @@ for ((r = 1; r <= reps; r++)); do
 	file_s=$("$cli" restore --image "$tmp/www/big" --vcpus 1 --json --no-memory-check | json 'd["seconds"]')
 	rtt=$(curl -s -r 8192-12287 -w '%{time_total}\n' "${rtt_args[@]}" | sort -n |
 		awk '{a[NR] = $1} END {printf "%.1f", a[int(NR / 2)] * 1e6}')
-	ex=$("$cli" restore --source "$url/small" --vcpus 1 --no-fill -m exit --json | json 'd["latency_us"]["p50"]')
-	wa=$("$cli" restore --source "$url/small" --vcpus 1 --no-fill -m wait --json | json 'd["latency_us"]["p50"]')
+	ex=$("$cli" restore --source "$url/small" --vcpus 1 --no-fill -w 1 -m exit --json | json 'd["latency_us"]["p50"]')
+	wa=$("$cli" restore --source "$url/small" --vcpus 1 --no-fill -w 1 -m wait --json | json 'd["latency_us"]["p50"]')
 	printf '%-5s %9.3f %9.3f %9.3f %7.2f %7.2f %8.1f %8.1f %8.1f %6.2f %6.2f %8s %8s\n' "$r" "$curl_s" \
 		"$fill_s" "$file_s" "$(calc "$curl_s / $fill_s")" \
 		"$(calc "$curl_s / $file_s")" "$rtt" "$ex" "$wa" \

@@ -138,13 +138,14 @@ else
 fi
 
 # ---- a source that dies mid-restore: a clear failure, never a hang ---------
-# The image shrinks to one page while a slow restore (2 ms per request, no
-# filler) runs; the pages past the new end cannot be read any more.
+# The image shrinks to one page while a slow restore (2 ms per request, one
+# page each, no filler) runs; the pages past the new end cannot be read any
+# more.
 shrink_during_restore() { # MODE
 	# A failed mkimage must fail both checks below: no status they accept.
 	"$cli" mkimage "$tmp/shrink.img" 16M >/dev/null 2>&1 || { rc=99; return; }
 	timeout -k 5 60 "$cli" restore --image "$tmp/shrink.img" -m "$1" \
-		--vcpus 2 --no-fill -d 2000 --json >"$out" 2>"$err" &
+		--vcpus 2 --no-fill -w 1 -d 2000 --json >"$out" 2>"$err" &
 	local pid=$! i
 	# Cut the image only once the restore has it open (a slow start,
 	# under a sanitizer, would otherwise restore the cut image).

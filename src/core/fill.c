@@ -22,9 +22,9 @@
 #include "internal.h"
 
 /* Pages claimed, fetched and installed at a time while faults wait for
- * pages in flight (64 KiB of 4 KiB pages): the longest a demand fault then
- * waits behind the filler; and the most, once none did for a while. */
-#define FILL_STEP_BYTES (64u << 10)
+ * pages in flight (PC_FILL_STEP_BYTES, 64 KiB of 4 KiB pages): the longest
+ * a demand fault then waits behind the filler; and the most, once none
+ * did for a while. */
 #define FILL_STEP_MAX_BYTES PC_MAX_RUN_BYTES
 /* The most while faults come but none waits for the filler (a guest at a
  * stride, at random): the longest one that lands on the filler's pages
@@ -129,7 +129,7 @@ static int fill_step(const struct install_ctx *ic, uint64_t p, uint64_t step,
 static void *fill_main(void *arg)
 {
 	struct pc_region *r = arg;
-	uint64_t small = FILL_STEP_BYTES / r->page_size;
+	uint64_t small = PC_FILL_STEP_BYTES / r->page_size;
 	uint64_t big = FILL_STEP_MAX_BYTES / r->page_size;
 	if (!small)
 		small = 1;
@@ -285,9 +285,12 @@ int pc_region_start_fill(pc_region *r)
 		return -EINVAL; /* not started */
 	if (r->feed.filler_started)
 		return -EBUSY;
+	atomic_store_explicit(&r->feed.filling, true, memory_order_relaxed);
 	int ret = pthread_create(&r->feed.filler, NULL, fill_main, r);
-	if (ret)
+	if (ret) {
+		atomic_store_explicit(&r->feed.filling, false, memory_order_relaxed);
 		return -ret;
+	}
 	r->feed.filler_started = true;
 	return 0;
 }

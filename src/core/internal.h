@@ -36,6 +36,10 @@
 #define PC_MAX_REGIONS 64
 /* Largest run one fault or fill step installs: 2 MiB of 4 KiB pages. */
 #define PC_MAX_RUN_BYTES (2ul << 20)
+/* The background filler's short step (fill.c), the longest a demand fault
+ * waits behind it; while it runs, also the least an adaptive window
+ * brings (install.c). */
+#define PC_FILL_STEP_BYTES (64u << 10)
 /* Bounce buffers (thread.c): one per thread slot and a pool for
  * unattached threads, all mapped at create; virtual memory, touched only
  * as used. */
@@ -211,6 +215,8 @@ struct region_feeders {
 	int stop_fd; /* eventfd: tells handler threads and filler to quit */
 	pthread_t filler;
 	bool filler_started;
+	/* Set once the filler runs, for the fault path (claim_readahead()). */
+	_Atomic bool filling;
 	/* The filler waits while @replaying. */
 	struct ws_replay *replay;
 	_Atomic bool replaying;
