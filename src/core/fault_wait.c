@@ -160,20 +160,23 @@ static void fail(struct pc_region *r, int err, uint64_t page)
 
 /*
  * Fetch the data of runs [0, count) with one pipelined source request and
- * install them.  On failure every run from there on goes back to missing.
+ * install them; or, where the source gives views of its pages, install
+ * each straight from there.  On failure every run from there on goes back
+ * to missing.
  */
 static int fetch_and_install(struct pc_region *r, struct claimed *c,
 			     unsigned count, char *buf)
 {
-	struct install_ctx ic = { .r = r, .wake = true, .handler = true };
+	struct install_ctx ic = { .r = r, .wake = true, .handler = true, .scratch = buf };
 	uint64_t first[MSG_BATCH] = { 0 }, n[MSG_BATCH] = { 0 };
 	for (unsigned i = 0; i < count; i++) {
 		first[i] = c[i].first;
 		n[i] = c[i].n;
 	}
 	ic.slot = c[0].slot;
-	int ret = fetch_runs(&ic, count, first, n, buf);
-	char *data = buf;
+	bool views = install_views(r);
+	int ret = views ? 0 : fetch_runs(&ic, count, first, n, buf);
+	char *data = views ? NULL : buf;
 	for (unsigned i = 0; i < count; i++) {
 		if (ret == 0) {
 			ic.slot = c[i].slot;
@@ -189,7 +192,8 @@ static int fetch_and_install(struct pc_region *r, struct claimed *c,
 		} else {
 			release_pages(r, c[i].first, c[i].n);
 		}
-		data += c[i].n * r->page_size;
+		if (data)
+			data += c[i].n * r->page_size;
 	}
 	return ret;
 }

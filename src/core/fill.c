@@ -101,28 +101,30 @@ static void let_readers_read(struct pc_region *r)
 	sleep_ns(200000);
 }
 
-/* Claim a step at @p, fetch its data pages in one request, install. */
+/* Claim a step at @p, fetch its data pages in one request (unless the
+ * install copies them from the source's view), install. */
 static int fill_step(const struct install_ctx *ic, uint64_t p, uint64_t step,
-		     char *buf, uint64_t *next)
+		     uint64_t *next)
 {
 	struct pc_region *r = ic->r;
 	uint64_t first, n;
+	char *data = install_views(r) ? NULL : ic->scratch;
 
 	*next = p + 1;
 	if (!page_try_claim(r, p))
 		return 0; /* a fault got there first */
 	uint64_t hi = r->npages - p < step ? r->npages : p + step;
 	claim_around(r, p, p, hi, &first, &n);
-	int ret = fetch_runs(ic, 1, &first, &n, buf);
+	int ret = data ? fetch_runs(ic, 1, &first, &n, data) : 0;
 	if (ret < 0) {
 		/* Give the pages back so that nobody waits on them forever. */
 		release_pages(r, first, n);
 		return ret;
 	}
 	*next = first + n;
-	ret = install_run(ic, first, n, buf, ORIGIN_FILL);
+	ret = install_run(ic, first, n, data, ORIGIN_FILL);
 	if (ret == -EAGAIN)
-		ret = install_again(ic, first, n, buf, ORIGIN_FILL, let_readers_read);
+		ret = install_again(ic, first, n, data, ORIGIN_FILL, let_readers_read);
 	return ret;
 }
 
@@ -143,6 +145,7 @@ static void *fill_main(void *arg)
 		.slot = &r->slots[r->nslots - 1],
 		.wake = r->opts.mode == PC_MODE_WAIT,
 		.prefetch = true,
+		.scratch = buf,
 	};
 	uint64_t cursor = 0, seen_fault = 0;
 
@@ -177,7 +180,7 @@ static void *fill_main(void *arg)
 			idle(r, 20);
 			continue;
 		}
-		int ret = fill_step(&ic, p, step, buf, &cursor);
+		int ret = fill_step(&ic, p, step, &cursor);
 		if (ret < 0) {
 			region_set_error(r, ret, "filler: fetching page %llu: %s",
 					 (unsigned long long)p, strerror(-ret));

@@ -232,6 +232,11 @@ static void settle_installed(const struct install_ctx *ic, uint64_t first,
 		region_complete(r);
 }
 
+bool install_views(const struct pc_region *r)
+{
+	return r->src->view && memory_takes_views(r);
+}
+
 int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		const void *prefetched, enum origin origin)
 {
@@ -249,7 +254,7 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 	/* A source whose pages lie in memory hands them over as they are:
 	 * the kernel's copy reads them, and nothing is fetched. */
 	uint64_t per = r->page_size / PC_SOURCE_PAGE_SIZE;
-	bool viewed = !from && r->src->view && memory_takes_views(r) &&
+	bool viewed = !from && install_views(r) &&
 		      (from = r->src->view(r->src->ctx, first * per, n * per));
 
 	if (r->mem.adopted && !from) { /* fetch first: nothing slow under the lock */

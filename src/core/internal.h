@@ -458,14 +458,19 @@ int fetch_runs(const struct install_ctx *ic, unsigned count,
 	       const uint64_t *first, const uint64_t *n, char *dst);
 /*
  * Install claimed pages [first, first+n) and publish them.  Data comes
- * from @prefetched (n pages, already fetched) or, when NULL, from one
- * source request.  On failure the pages go back to MISSING, except for
+ * from @prefetched (n pages, already fetched) or, when NULL, from the
+ * source's view of them (install_views()) or one source request, into
+ * ic->scratch where a bounce is needed.  On failure the pages go back to MISSING, except for
  * -EAGAIN in an adopted region (an event of the owner's is queued): then
  * they stay claimed, and the caller must call again with ic->retry once
  * the event is read (install_again()).
  */
 int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		const void *prefetched, enum origin origin);
+/* Whether install_run() without @prefetched copies the pages in straight
+ * from where the source keeps them (a mapped image into memory that
+ * takes views): then a caller with several runs fetches none first. */
+bool install_views(const struct pc_region *r);
 /* install_run() after it returned -EAGAIN, until it does not: @wait_event
  * lets the event be read in between. */
 int install_again(const struct install_ctx *ic, uint64_t first, uint64_t n,
