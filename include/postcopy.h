@@ -417,10 +417,12 @@ struct pc_remote_range {
  *             PC_WINDOW_AUTO, as readahead does: per faulting thread, a
  *             fault on the page right after its previous fault's window
  *             doubles the window (1, 2, 4, ... up to 512 pages or 2 MiB),
- *             any other fault takes one page, or 64 KiB once
- *             pc_region_start_fill() has started the filler (every page
- *             comes then anyway: a fault's wakeups cost more than the
- *             copy); the window runs forward from the faulting page.
+ *             any other fault takes one page.  Once pages come in the
+ *             background (pc_region_start_fill(), pc_net_start_push()),
+ *             every page comes anyway and a fault's wakeups and round
+ *             trip cost more than the copy: any other fault then takes
+ *             64 KiB, and the window grows to 256 KiB only.  The window
+ *             runs forward from the faulting page.
  * max_threads threads that may be attached with pc_thread_attach()
  *             (default 64).
  * prealloc    shared backends: allocate every page-cache page and map the

@@ -276,17 +276,18 @@ run restore --source "${purl%/img}/odd" --image "$tmp/odd.orig" --vcpus 1
 ((rc == 1)) && grep -q "object changed" "$err" && ! grep -q "pages differ" "$err"
 check fill_lane_object_replaced_with_ranges_in_flight_fails_saying_it_changed $?
 cp "$tmp/odd.orig" "$odd"
-# A wait-mode handler's batch of faults, 4 vCPUs: its runs go out several
-# at a time; a batch with a broken answer is asked again, byte-exact.
+# A wait-mode handler's batch of faults, 4 vCPUs, a page each: its runs go
+# out several at a time; a batch with a broken answer is asked again,
+# byte-exact.
 with_proxy truncate 3 8
-run restore --source "${purl%/img}/odd" --image "$odd" -m wait --vcpus 4 --no-fill --json --http-timeout 1000
+run restore --source "${purl%/img}/odd" --image "$odd" -m wait --vcpus 4 --no-fill -w 1 --json --http-timeout 1000
 ((rc == 0)) && json_check 'd["verified"] and d["mismatched_pages"] == 0 and d["http"]["transient_errors"] > 0 and d["http"]["fatal_errors"] == 0'
 check wait_mode_batches_in_flight_survive_truncated_bodies_byte_exact $?
 # Every third answer broken, without end: a batch whose one run failed
 # asks that run again alone rather than failing whole (a batch of four
 # would then almost never get through, and the fault would be lost).
 with_proxy truncate 3
-run restore --source "${purl%/img}/odd" --image "$odd" -m wait --vcpus 4 --no-fill --json --http-timeout 1000
+run restore --source "${purl%/img}/odd" --image "$odd" -m wait --vcpus 4 --no-fill -w 1 --json --http-timeout 1000
 ((rc == 0)) && json_check 'd["verified"] and d["mismatched_pages"] == 0 and d["http"]["transient_errors"] > 0 and d["http"]["fatal_errors"] == 0'
 check wait_mode_batches_get_through_when_every_third_answer_breaks $?
 

@@ -296,7 +296,7 @@ server_dies_during() { # CMD ARGS...
 }
 for mode in exit wait; do
 	server_dies_during restore --source "unix:$tmp/die.sock" -m "$mode" \
-		--vcpus 2 --no-fill -d 2000 --net-timeout 2 --json
+		--vcpus 2 --no-fill -w 1 -d 2000 --net-timeout 2 --json
 	((rc == 1)) && grep -q "page [0-9]*.*Host is down" "$err" && json_check "$gone"
 	check "restore_${mode}_mode_server_dies_exits_1_with_reason_and_json" $?
 done

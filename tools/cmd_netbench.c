@@ -49,6 +49,7 @@ struct nb_opts {
 	unsigned max_vcpus;
 	unsigned load_vcpus;
 	unsigned samples;
+	unsigned window; /* the migrations under load's, as restore's -w */
 };
 
 /* ---- a temporary image and an in-process server ---- */
@@ -405,7 +406,7 @@ static const char *order_name(enum access_order o)
 	return o == ORDER_SEQ ? "seq" : o == ORDER_RANDOM ? "random" : "stride";
 }
 
-static int migrate_under_load(const char *addr, pc_source *truth,
+static int migrate_under_load(const char *addr, pc_source *truth, unsigned window,
 			      struct load_point *lp)
 {
 	pc_source *src;
@@ -413,7 +414,7 @@ static int migrate_under_load(const char *addr, pc_source *truth,
 	if (ret < 0)
 		return ret;
 	struct pc_region_opts ro = { .size = pc_source_size(src), .mode = lp->mode,
-				     .max_threads = lp->vcpus };
+				     .max_threads = lp->vcpus, .window = window };
 	pc_region *r;
 	if ((ret = start_region("netbench", &ro, src, &r)) < 0)
 		return ret;
@@ -459,7 +460,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: postcopy netbench [-s SIZE] [--unix] [-v MAX_VCPUS] [--load-vcpus N]\n"
-		"                         [--load-only] [--json]\n"
+		"                         [--load-only] [-w N|auto] [--json]\n"
 		"\n"
 		"Post-copy over loopback against raw baselines measured in the same run:\n"
 		"the 4 KiB request/response round trip and the minor-fault cost,\n"
@@ -477,6 +478,8 @@ static void usage(FILE *f)
 		"  -n N          demand-latency samples (default 2000)\n"
 		"  --load-vcpus N  most vCPUs of the migrations under load (default 8)\n"
 		"  --load-only   only the baselines and the migrations under load\n"
+		"  -w N|auto     the migrations' fault window, as restore's -w\n"
+		"                (default auto, as restore's)\n"
 		"  --json        one JSON object\n"
 		"  -h, --help    this text\n"
 		"\n"
@@ -495,9 +498,16 @@ static int parse(int argc, char **argv, struct nb_opts *o)
 	};
 	int c;
 	*o = (struct nb_opts){ .size = 1ull << 30, .max_vcpus = 32, .load_vcpus = 8,
-			       .samples = 2000 };
-	while ((c = getopt_long(argc, argv, "s:v:n:h", longopts, NULL)) != -1) {
+			       .samples = 2000, .window = PC_WINDOW_AUTO };
+	while ((c = getopt_long(argc, argv, "s:v:n:w:h", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'w':
+			if (!strcmp(optarg, "auto"))
+				o->window = PC_WINDOW_AUTO;
+			else if (parse_uint(optarg, 1, 512, &o->window) < 0)
+				return complain("netbench", "bad -w '%s' (1..512 or auto)", optarg),
+				       EXIT_USAGE;
+			break;
 		case 's':
 			if (parse_size(optarg, &o->size) < 0 || !o->size ||
 			    o->size % (2u << 20)) {
@@ -586,7 +596,7 @@ int cmd_netbench(int argc, char **argv)
 				*lp = (struct load_point){ .mode = m ? PC_MODE_WAIT : PC_MODE_EXIT,
 							   .vcpus = v, .order = ord,
 							   .seconds = -1 };
-				failed |= migrate_under_load(addr, truth, lp) < 0;
+				failed |= migrate_under_load(addr, truth, o.window, lp) < 0;
 			}
 	pc_source_destroy(truth);
 
@@ -649,11 +659,19 @@ int cmd_netbench(int argc, char **argv)
 			json_object_array_add(ul, m);
 		}
 		json_object_object_add(j, "under_load", ul);
+		json_object_object_add(j, "under_load_window",
+				       o.window == PC_WINDOW_AUTO ? json_object_new_string("auto") :
+								    json_object_new_int((int)o.window));
 		printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY));
 		json_object_put(j);
 	} else {
-		printf("netbench: %s loopback, %.0f MiB image, server in-process\n",
-		       o.unix_socket ? "Unix socket" : "TCP", (double)o.size / (1 << 20));
+		char win[16];
+		if (o.window == PC_WINDOW_AUTO)
+			snprintf(win, sizeof(win), "auto");
+		else
+			snprintf(win, sizeof(win), "%u", o.window);
+		printf("netbench: %s loopback, %.0f MiB image, server in-process, window %s under load\n",
+		       o.unix_socket ? "Unix socket" : "TCP", (double)o.size / (1 << 20), win);
 		printf("raw        4 KiB round trip p50 %.1f us, p99 %.1f us; minor fault %.2f us\n",
 		       rtt50, hist_percentile(rtt, 990) / 1e3, minor);
 		if (!o.load_only) {

@@ -116,10 +116,10 @@ static void usage(FILE *f)
 		"  -w, --window N|auto   pages fetched per fault, aligned around it\n"
 		"                        (1..512; not hugetlb); auto: per vCPU,\n"
 		"                        doubling up to 2 MiB while it reads\n"
-		"                        sequentially, else 64 KiB while the fill\n"
-		"                        runs and one page when it does not.  Default\n"
-		"                        auto, 1 from a postcopy server (its push\n"
-		"                        follows the vCPUs) and on hugetlb\n"
+		"                        sequentially (to 256 KiB while the fill or a\n"
+		"                        server's push runs), else 64 KiB while they\n"
+		"                        run and one page with --no-fill.  Default\n"
+		"                        auto (1 on hugetlb)\n"
 		"  --no-fill             no background filler: only touched pages load\n"
 		"  --timeout S           give up if not complete after S seconds\n"
 		"                        (default 600)\n"
@@ -342,13 +342,11 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		complain("restore", "hugetlb resolves one 2 MiB page per fault: --window does not apply");
 		return EXIT_USAGE;
 	}
-	/* Measured (BENCHMARKS.md, "A fault's window while the fill runs"):
-	 * auto brings the whole restore in sooner in every workload; a
-	 * server's push already streams ahead of the vCPUs, where a window
-	 * only asks for pages twice. */
+	/* Measured (BENCHMARKS.md, "A fault's window while pages come in the
+	 * background"): auto brings the whole restore in sooner, from a file,
+	 * over HTTP and from a server. */
 	if (!o->window)
-		o->window = (o->source && !o->http) || o->backend == PC_BACKEND_HUGETLB ?
-				    1 : PC_WINDOW_AUTO;
+		o->window = o->backend == PC_BACKEND_HUGETLB ? 1 : PC_WINDOW_AUTO;
 	if (o->source && !o->http && !address_ok("restore", "--source", o->source,
 				     o->key_path != NULL, o->insecure))
 		return EXIT_USAGE;

@@ -26,10 +26,6 @@
  * a demand fault then waits behind the filler; and the most, once none
  * did for a while. */
 #define FILL_STEP_MAX_BYTES PC_MAX_RUN_BYTES
-/* The most while faults come but none waits for the filler (a guest at a
- * stride, at random): the longest one that lands on the filler's pages
- * may wait behind it, the size of a push frame. */
-#define FILL_STEP_BUSY_BYTES (256u << 10)
 
 /* First missing page at or after @from, wrapping; npages if none.  The
  * present bits are read a word of 64 pages at a time: once most of the
@@ -137,7 +133,9 @@ static void *fill_main(void *arg)
 		small = 1;
 	if (big < small)
 		big = small;
-	uint64_t busy = FILL_STEP_BUSY_BYTES / r->page_size;
+	/* While faults come but none waits for the filler (a guest at a
+	 * stride, at random). */
+	uint64_t busy = PC_BUSY_RUN_BYTES / r->page_size;
 	uint64_t step = small, faults = 0, waits = 0;
 	char *buf = malloc(big * r->page_size);
 	struct install_ctx ic = {
@@ -282,18 +280,21 @@ int pc_region_offer(pc_region *r, uint64_t first, uint64_t npages,
 	return err;
 }
 
+void fed_in_background(struct pc_region *r)
+{
+	atomic_store_explicit(&r->feed.background, true, memory_order_relaxed);
+}
+
 int pc_region_start_fill(pc_region *r)
 {
 	if (!r->mem.nslices)
 		return -EINVAL; /* not started */
 	if (r->feed.filler_started)
 		return -EBUSY;
-	atomic_store_explicit(&r->feed.filling, true, memory_order_relaxed);
 	int ret = pthread_create(&r->feed.filler, NULL, fill_main, r);
-	if (ret) {
-		atomic_store_explicit(&r->feed.filling, false, memory_order_relaxed);
+	if (ret)
 		return -ret;
-	}
 	r->feed.filler_started = true;
+	fed_in_background(r);
 	return 0;
 }

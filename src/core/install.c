@@ -366,12 +366,15 @@ static int resolve_present(const struct install_ctx *ic, uint64_t p)
  * PC_WINDOW_AUTO: a fault that lands right after one of the slot's streams'
  * last window reads sequentially, so that stream's window doubles, up to
  * 2 MiB; any other fault starts a stream in place of the oldest.  A new
- * stream is one page, or the filler's short step while the filler runs:
- * every page comes then anyway, the wakeups a fault costs are what is
- * scarce (two per fault in wait mode), and copying 64 KiB instead of 4
- * costs less than the fifteen faults it saves a guest at random or at a
- * stride; a fault already waits that long when it lands on the filler's
- * step.  The window runs forward from @p (claimed already).  The state is
+ * stream is one page, or the filler's short step while pages come in the
+ * background (the filler, a server's push): every page comes then
+ * anyway, and what a fault costs is its wakeups (two in wait mode) and
+ * round trip, which 64 KiB costs hardly more than 4 KiB: a guest at
+ * random or at a stride takes up to sixteen times fewer; a fault already
+ * waits that long when it lands on the filler's step.  And it grows to
+ * PC_BUSY_RUN_BYTES only, what the filler and the push bring at a time
+ * then: more, and the faults that land on its pages in flight (a vCPU
+ * walking right behind another) wait for milliseconds.  The window runs forward from @p (claimed already).  The state is
  * the slot's, relaxed: a guess, never a correctness matter.
  */
 static void claim_readahead(const struct install_ctx *ic, uint64_t p,
@@ -380,9 +383,11 @@ static void claim_readahead(const struct install_ctx *ic, uint64_t p,
 	struct pc_region *r = ic->r;
 	struct thread_slot *t = ic->slot;
 	uint64_t max = PC_MAX_RUN_BYTES / r->page_size, w = 1;
-	if (atomic_load_explicit(&r->feed.filling, memory_order_relaxed) &&
-	    PC_FILL_STEP_BYTES > r->page_size)
+	if (atomic_load_explicit(&r->feed.background, memory_order_relaxed) &&
+	    PC_FILL_STEP_BYTES > r->page_size) {
 		w = PC_FILL_STEP_BYTES / r->page_size;
+		max = PC_BUSY_RUN_BYTES / r->page_size;
+	}
 	unsigned k = RA_STREAMS;
 	for (unsigned i = 0; i < RA_STREAMS && k == RA_STREAMS; i++)
 		if (atomic_load_explicit(&t->ra_next[i], memory_order_relaxed) == p + 1)

@@ -37,9 +37,14 @@
 /* Largest run one fault or fill step installs: 2 MiB of 4 KiB pages. */
 #define PC_MAX_RUN_BYTES (2ul << 20)
 /* The background filler's short step (fill.c), the longest a demand fault
- * waits behind it; while it runs, also the least an adaptive window
- * brings (install.c). */
+ * waits behind it; while pages come in the background, also the least an
+ * adaptive window brings (install.c). */
 #define PC_FILL_STEP_BYTES (64u << 10)
+/* The most one run brings while demand faults come and pages come in the
+ * background too: the filler's step then, and the most an adaptive window
+ * grows to (install.c); a server's push frame is as large.  The longest a
+ * fault that lands on such pages in flight waits behind them. */
+#define PC_BUSY_RUN_BYTES (256u << 10)
 /* Bounce buffers (thread.c): one per thread slot and a pool for
  * unattached threads, all mapped at create; virtual memory, touched only
  * as used. */
@@ -215,12 +220,17 @@ struct region_feeders {
 	int stop_fd; /* eventfd: tells handler threads and filler to quit */
 	pthread_t filler;
 	bool filler_started;
-	/* Set once the filler runs, for the fault path (claim_readahead()). */
-	_Atomic bool filling;
+	/* Set once pages come in the background (fed_in_background()). */
+	_Atomic bool background;
 	/* The filler waits while @replaying. */
 	struct ws_replay *replay;
 	_Atomic bool replaying;
 };
+
+/* From now on every page comes in the background, by the filler or a
+ * source's push: a fault's adaptive window starts at PC_FILL_STEP_BYTES
+ * (claim_readahead()). */
+void fed_in_background(struct pc_region *r);
 
 /* Sources that are not async-signal-safe: an exit-mode faulting thread
  * hands its fetch to these threads and installs the page itself

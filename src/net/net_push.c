@@ -214,6 +214,7 @@ int pc_net_start_push(pc_source *src, pc_region *r)
 		}
 		ns->push_lanes++;
 	}
+	fed_in_background(r);
 	return 0;
 }
 
