@@ -149,10 +149,8 @@ static int parse(int argc, char **argv, struct bench_opts *o)
 				return bad_arg("bench", "delay kind", optarg);
 			break;
 		case 'w':
-			if (!strcmp(optarg, "auto"))
-				o->window = PC_WINDOW_AUTO;
-			else if (parse_uint(optarg, 1, 512, &o->window) < 0)
-				return bad_arg("bench", "window (1..512)", optarg);
+			if (parse_window(optarg, &o->window) < 0)
+				return bad_arg("bench", "window (1..512 or auto)", optarg);
 			break;
 		case 'P':
 			if (!strcmp(optarg, "seq"))
@@ -459,10 +457,7 @@ static void print_text(const struct bench_opts *o, uint64_t size,
 {
 	char how[96];
 	char win[16];
-	if (o->window == PC_WINDOW_AUTO)
-		snprintf(win, sizeof(win), "auto");
-	else
-		snprintf(win, sizeof(win), "%u", o->window);
+	window_str(o->window, win, sizeof(win));
 	printf("backend %s, mode %s, %u vCPUs x %llu KiB%s, %s access, window %s, "
 	       "delay %u us (%s), %s page cache\n",
 	       backend_str(o->m.backend), delivery(o, how, sizeof(how)), o->m.vcpus,

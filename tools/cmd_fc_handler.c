@@ -217,9 +217,7 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		case 'j': o->json = true; break;
 		case 'R': o->replay_path = optarg; break;
 		case 'w':
-			if (!strcmp(optarg, "auto"))
-				o->window = PC_WINDOW_AUTO;
-			else if (parse_uint(optarg, 1, 512, &o->window) < 0)
+			if (parse_window(optarg, &o->window) < 0)
 				return bad_arg(CMD, "--window (1..512 or auto)", optarg);
 			break;
 		case 'r':

@@ -502,9 +502,7 @@ static int parse(int argc, char **argv, struct nb_opts *o)
 	while ((c = getopt_long(argc, argv, "s:v:n:w:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'w':
-			if (!strcmp(optarg, "auto"))
-				o->window = PC_WINDOW_AUTO;
-			else if (parse_uint(optarg, 1, 512, &o->window) < 0)
+			if (parse_window(optarg, &o->window) < 0)
 				return complain("netbench", "bad -w '%s' (1..512 or auto)", optarg),
 				       EXIT_USAGE;
 			break;
@@ -666,12 +664,9 @@ int cmd_netbench(int argc, char **argv)
 		json_object_put(j);
 	} else {
 		char win[16];
-		if (o.window == PC_WINDOW_AUTO)
-			snprintf(win, sizeof(win), "auto");
-		else
-			snprintf(win, sizeof(win), "%u", o.window);
 		printf("netbench: %s loopback, %.0f MiB image, server in-process, window %s under load\n",
-		       o.unix_socket ? "Unix socket" : "TCP", (double)o.size / (1 << 20), win);
+		       o.unix_socket ? "Unix socket" : "TCP", (double)o.size / (1 << 20),
+		       window_str(o.window, win, sizeof(win)));
 		printf("raw        4 KiB round trip p50 %.1f us, p99 %.1f us; minor fault %.2f us\n",
 		       rtt50, hist_percentile(rtt, 990) / 1e3, minor);
 		if (!o.load_only) {

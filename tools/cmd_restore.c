@@ -234,10 +234,8 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 			o->fill = false;
 			break;
 		case 'w':
-			if (!strcmp(optarg, "auto"))
-				o->window = PC_WINDOW_AUTO;
-			else if (parse_uint(optarg, 1, 512, &o->window) < 0) {
-				complain("restore", "--window must be 1..512, not '%s'", optarg);
+			if (parse_window(optarg, &o->window) < 0) {
+				complain("restore", "--window must be 1..512 or auto, not '%s'", optarg);
 				return EXIT_USAGE;
 			}
 			break;

@@ -25,6 +25,11 @@ enum {
 int parse_size(const char *s, uint64_t *out);
 /* Parse an unsigned integer in [min, max].  0 on success. */
 int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
+/* Parse a fault window: "auto" (PC_WINDOW_AUTO) or 1..512 pages.  0 on
+ * success. */
+int parse_window(const char *s, unsigned *out);
+/* A window as the commands print it: "auto" or the page count. */
+const char *window_str(unsigned window, char *buf, size_t len);
 /* "postcopy CMD: bad WHAT 'ARG' (see --help)"; returns EXIT_USAGE. */
 int bad_arg(const char *cmd, const char *what, const char *arg);
 

@@ -61,6 +61,24 @@ int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 	return 0;
 }
 
+int parse_window(const char *s, unsigned *out)
+{
+	if (s && !strcmp(s, "auto")) {
+		*out = PC_WINDOW_AUTO;
+		return 0;
+	}
+	return parse_uint(s, 1, 512, out);
+}
+
+const char *window_str(unsigned window, char *buf, size_t len)
+{
+	if (window == PC_WINDOW_AUTO)
+		snprintf(buf, len, "auto");
+	else
+		snprintf(buf, len, "%u", window);
+	return buf;
+}
+
 int parse_seed(const char *s, uint64_t *out)
 {
 	char *end;
