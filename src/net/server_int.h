@@ -153,9 +153,10 @@ int srv_queue_refuse(struct conn *c, uint32_t code, const char *reason);
 void srv_refuse(struct pc_server *s, struct conn *c, uint32_t code,
 		const char *reason);
 /* Pages [first, first + n) as DATA and ZERO frames, each page checked
- * against its digest: 0, -ENOMEM, -EIO or -ESTALE, nothing queued then. */
+ * against its digest if @check: 0, -ENOMEM, -EIO or -ESTALE, nothing
+ * queued then. */
 int srv_queue_pages(struct pc_server *s, struct conn *c, uint64_t first,
-		    uint32_t n, uint32_t tag);
+		    uint32_t n, uint32_t tag, bool check);
 int srv_queue_zeromap(struct pc_server *s, struct conn *c);
 
 /* server_session.c: sessions, demand requests and the streams they move. */

@@ -86,7 +86,7 @@ void srv_refuse(struct pc_server *s, struct conn *c, uint32_t code,
  * failure nothing of it stays queued (no unwritten bytes go out).
  * -ESTALE when a page read does not match its digest. */
 int srv_queue_pages(struct pc_server *s, struct conn *c, uint64_t first,
-		    uint32_t n, uint32_t tag)
+		    uint32_t n, uint32_t tag, bool check)
 {
 	if (c->out_off == c->out_len)
 		c->out_off = c->out_len = 0;
@@ -111,7 +111,7 @@ int srv_queue_pages(struct pc_server *s, struct conn *c, uint64_t first,
 				c->out_len = undo;
 				return got < 0 ? -errno : -EIO;
 			}
-			for (uint64_t i = p; i < q; i++)
+			for (uint64_t i = p; check && i < q; i++)
 				if (proto_page_digest(data + (i - p) * PROTO_PAGE_SIZE, i) !=
 				    s->digests[i]) {
 					atomic_store(&s->stale, true);

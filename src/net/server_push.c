@@ -184,18 +184,20 @@ static int push_run_uncopied(struct pc_server *s, struct conn *c, uint64_t first
 }
 
 /* A push frame's pages @first..+@n: without a key, zero runs queued (they
- * carry no pages) and data runs sent uncopied; with one, all queued. */
+ * carry no pages) and data runs sent uncopied; with one, all queued (read
+ * and authenticated).  Neither checks the pages' digests here, the
+ * destination does (above), as a demand answer's check does here. */
 static int push_pages(struct pc_server *s, struct conn *c, uint64_t first,
 		      uint32_t n)
 {
 	if (c->mac.on)
-		return srv_queue_pages(s, c, first, n, 0);
+		return srv_queue_pages(s, c, first, n, 0, false);
 	for (uint64_t p = first; p < first + n;) {
 		bool zero = bitmap_test(s->zero_bits, p);
 		uint64_t q = p + 1;
 		while (q < first + n && bitmap_test(s->zero_bits, q) == zero)
 			q++;
-		int ret = zero ? srv_queue_pages(s, c, p, (uint32_t)(q - p), 0) :
+		int ret = zero ? srv_queue_pages(s, c, p, (uint32_t)(q - p), 0, false) :
 				 push_run_uncopied(s, c, p, (uint32_t)(q - p));
 		if (ret < 0)
 			return ret;

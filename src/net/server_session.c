@@ -129,7 +129,7 @@ void srv_on_request(struct pc_server *s, struct conn *c, uint32_t tag,
 	if (ret < 0 || c->hello.role != ROLE_DEMAND)
 		return srv_refuse(s, c, REFUSE_BAD_FRAME, "malformed REQUEST");
 	size_t queued = c->out_len - c->out_off;
-	ret = srv_queue_pages(s, c, rq.first, rq.npages, tag);
+	ret = srv_queue_pages(s, c, rq.first, rq.npages, tag, true);
 	if (ret == 0)
 		s->out_total += c->out_len - c->out_off - queued;
 	if (ret == -ENOMEM)
