@@ -14,8 +14,10 @@
  * retry) gets at least 64 KiB so that the restore can start at all; it is
  * idle afterwards.
  *
- * Pins, for a 64 MiB restore in exit mode and in wait mode (separately),
- * with the push running and 2 vCPU threads touching pages in random order:
+ * Pins, for a 64 MiB restore in exit mode and in wait mode (separately;
+ * one page per fault, and the adaptive window whose 64 KiB demand runs
+ * while the push runs a cut can break half way), with the push running and
+ * 2 vCPU threads touching pages in random order:
  * the region completes and EVERY byte matches the image; at least 100
  * connections were cut during it; the source reconnected and saw no
  * checksum failure; no page was installed twice (demand + prefetch + fill
@@ -368,10 +370,10 @@ static int wait_progress(pc_region *r, double stall_s, double cap_s,
 }
 
 static void run(const char *server_addr, bool keyed, enum pc_mode mode,
-		enum pc_backend backend, uint64_t seed)
+		enum pc_backend backend, unsigned window, uint64_t seed)
 {
 	struct pc_region_opts ro = { .backend = backend, .mode = mode,
-				     .max_threads = VCPUS };
+				     .max_threads = VCPUS, .window = window };
 	struct pc_net_opts no = { .key = keyed ? KEY : NULL,
 				  .key_len = keyed ? sizeof(KEY) : 0,
 				  .insecure = !keyed, .timeout_ms = NET_TIMEOUT_MS };
@@ -387,8 +389,9 @@ static void run(const char *server_addr, bool keyed, enum pc_mode mode,
 	int ret;
 
 	tap_watchdog(240);
-	snprintf(name, sizeof(name), "%s%s_mode_%s", keyed ? "" : "insecure_",
-		 mode_name(mode), backend_name(backend));
+	snprintf(name, sizeof(name), "%s%s_mode_%s%s", keyed ? "" : "insecure_",
+		 mode_name(mode), backend_name(backend),
+		 window == PC_WINDOW_AUTO ? "_auto_window" : "");
 	proxy_start(&px, server_addr, seed);
 	no.address = px.addr;
 	ret = pc_source_net(&no, &src, why, sizeof(why));
@@ -510,8 +513,11 @@ int main(void)
 	     img_zero_pages);
 
 	srv_start(&v, true);
-	run(pc_server_address(v.s), true, PC_MODE_EXIT, PC_BACKEND_SHMEM, 1001);
-	run(pc_server_address(v.s), true, PC_MODE_WAIT, PC_BACKEND_ANON, 2002);
+	/* One page per fault, and the adaptive window restore uses by
+	 * default: while the push runs, 64 KiB demand runs that a cut can
+	 * break half way. */
+	run(pc_server_address(v.s), true, PC_MODE_EXIT, PC_BACKEND_SHMEM, 1, 1001);
+	run(pc_server_address(v.s), true, PC_MODE_WAIT, PC_BACKEND_ANON, PC_WINDOW_AUTO, 2002);
 	srv_stop(&v);
 	/* A cut frame is a closed connection, not a malformed frame.  (A cut
 	 * in a handshake counts as refused: "abandoned the handshake".) */
@@ -522,7 +528,7 @@ int main(void)
 	 * middle of one must give the server EPIPE or a reset, never a
 	 * SIGPIPE that ends this process (which does not ignore it). */
 	srv_start(&v, false);
-	run(pc_server_address(v.s), false, PC_MODE_EXIT, PC_BACKEND_SHMEM, 3003);
+	run(pc_server_address(v.s), false, PC_MODE_EXIT, PC_BACKEND_SHMEM, PC_WINDOW_AUTO, 3003);
 	srv_stop(&v);
 	if (!ok(v.run_ret == 0 && v.st.bad_frames == 0,
 		"insecure_server_saw_no_malformed_frame_despite_cuts"))
