@@ -721,9 +721,10 @@ struct pc_ws_info {
  * before pc_region_start(); it takes the region's fault hook
  * (pc_region_set_fault_hook(), -EBUSY when one is set).  @image names the
  * image (pc_image_id_of()).  A region that replays records only what the
- * replay did not bring in time.  Pages the filler brings before the guest
- * touches them take no fault: start the filler late (after the guest has
- * booted) to record the whole working set.  The recorder belongs to the
+ * replay did not bring in time.  Pages the filler or a fault's window
+ * brings before the guest touches them take no fault: start the filler
+ * late (after the guest has booted) and use a window of 1 to record the
+ * whole working set.  The recorder belongs to the
  * caller: pc_ws_save() it while the region lives (typically once the
  * guest is up, or after pc_region_wait()), pc_ws_destroy() it after
  * pc_region_destroy().

@@ -106,7 +106,8 @@ static void usage(FILE *f)
 		"  --ws-base N           ws: the base set the runs are drawn around (0)\n"
 		"  --record-ws FILE      record the pages demand faults fetched, in\n"
 		"                        first-touch order (docs/working-set.md); the\n"
-		"                        fill then starts when the vCPUs are done\n"
+		"                        fill then starts when the vCPUs are done, and\n"
+		"                        -w is 1 unless given\n"
 		"  --replay-ws FILE      install a recording's pages first, in order,\n"
 		"                        ahead of the vCPUs; refused if it was recorded\n"
 		"                        on another image (both need --image, or a\n"
@@ -119,7 +120,7 @@ static void usage(FILE *f)
 		"                        sequentially (to 256 KiB while the fill or a\n"
 		"                        server's push runs), else 64 KiB while they\n"
 		"                        run and one page with --no-fill.  Default\n"
-		"                        auto (1 on hugetlb)\n"
+		"                        auto (1 on hugetlb and with --record-ws)\n"
 		"  --no-fill             no background filler: only touched pages load\n"
 		"  --timeout S           give up if not complete after S seconds\n"
 		"                        (default 600)\n"
@@ -342,9 +343,12 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 	}
 	/* Measured (BENCHMARKS.md, "A fault's window while pages come in the
 	 * background"): auto brings the whole restore in sooner, from a file,
-	 * over HTTP and from a server. */
+	 * over HTTP and from a server.  Not while recording: a page a window
+	 * brings before the guest touches it takes no fault and would be
+	 * missing from the recording (as with the filler, started late). */
 	if (!o->window)
-		o->window = o->backend == PC_BACKEND_HUGETLB ? 1 : PC_WINDOW_AUTO;
+		o->window = o->backend == PC_BACKEND_HUGETLB || o->record_ws ? 1 :
+											 PC_WINDOW_AUTO;
 	if (o->source && !o->http && !address_ok("restore", "--source", o->source,
 				     o->key_path != NULL, o->insecure))
 		return EXIT_USAGE;

@@ -175,6 +175,8 @@ static int fetch_and_install(struct pc_region *r, struct claimed *c,
 	}
 	ic.slot = c[0].slot;
 	bool views = install_views(r);
+	if (views)
+		views_charge(&ic, count, first, n);
 	int ret = views ? 0 : fetch_runs(&ic, count, first, n, buf);
 	char *data = views ? NULL : buf;
 	for (unsigned i = 0; i < count; i++) {

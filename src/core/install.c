@@ -237,6 +237,18 @@ bool install_views(const struct pc_region *r)
 	return r->src->view && memory_takes_views(r);
 }
 
+void views_charge(struct install_ctx *ic, unsigned count, const uint64_t *first,
+		  const uint64_t *n)
+{
+	for (unsigned i = 0; i < count; i++)
+		for (uint64_t p = first[i]; p < first[i] + n[i]; p++)
+			if (!page_is_zero(ic->r, p)) {
+				source_delay(ic->r->src);
+				ic->charged = true;
+				return;
+			}
+}
+
 int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		const void *prefetched, enum origin origin)
 {
@@ -248,7 +260,7 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 	 * part way, what is mapped is present, and only the rest goes back
 	 * to missing. */
 	uint64_t mapped_end = first, zeros_mapped = 0;
-	bool requested = from != NULL;
+	bool requested = from != NULL || ic->charged;
 	int ret = 0;
 
 	/* A source whose pages lie in memory hands them over as they are:

@@ -119,10 +119,15 @@ static int replay_batch(struct ws_replay *rp, const struct install_ctx *ic,
 		first[runs] = claimed[i];
 		n[runs++] = 1;
 	}
-	int ret = 0;
-	/* fetch_runs() pipelines up to PC_MAX_BATCH runs per source call. */
-	ret = fetch_runs(ic, runs, first, n, buf);
-	char *data = buf;
+	/* fetch_runs() pipelines up to PC_MAX_BATCH runs per source call;
+	 * a mapped image needs none: each run is copied in from its view. */
+	struct install_ctx batch = *ic; /* this batch's: charged or not */
+	bool views = install_views(r);
+	if (views)
+		views_charge(&batch, runs, first, n);
+	ic = &batch;
+	int ret = views ? 0 : fetch_runs(ic, runs, first, n, buf);
+	char *data = views ? NULL : buf;
 	for (unsigned i = 0; i < runs; i++) {
 		if (ret == 0) {
 			ret = install_run(ic, first[i], n[i], data, ORIGIN_REPLAY);
@@ -132,7 +137,8 @@ static int replay_batch(struct ws_replay *rp, const struct install_ctx *ic,
 		} else {
 			release_pages(r, first[i], n[i]);
 		}
-		data += n[i] * r->page_size;
+		if (data)
+			data += n[i] * r->page_size;
 	}
 	return ret < 0 ? ret : (int)nc;
 }
@@ -148,6 +154,7 @@ static void *replay_main(void *arg)
 		.prefetch = true,
 	};
 	char *buf = malloc(PC_MAX_RUN_BYTES);
+	ic.scratch = buf; /* a view that fails falls back to a fetch */
 	if (!buf) {
 		region_set_error(r, -ENOMEM, "replaying the working set: out of memory");
 		region_fail(r, -ENOMEM);
