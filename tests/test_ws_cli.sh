@@ -11,7 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_init ws
 trap 'rm -rf "$tmp"' EXIT
 
-echo "1..19"
+echo "1..20"
 
 run mkimage "$tmp/a.img" 16M
 run mkimage --seed 2 "$tmp/b.img" 16M
@@ -26,6 +26,15 @@ check "restore_records_a_working_set" $ok_rec
 run ws show "$tmp/r1.ws"
 ((rc == 0)) && grep -q '^pages      [1-9]' "$out" && grep -q 'first touches over time' "$out"
 check "ws_show_prints_pages_and_histogram" $?
+
+# A recording holds every page the workload touched: by default it faults
+# one page at a time (a window's other pages would take no fault and be
+# missing from it).
+run restore --image "$tmp/a.img" --workload ws --seed 5 --record-ws "$tmp/r5.ws" --json
+touched=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["workload_pages"])' "$out" 2>/dev/null)
+recorded=$("$cli" ws show "$tmp/r5.ws" | awk '$1 == "pages" { print $2 }')
+((rc == 0)) && [[ -n $touched && $recorded == "$touched" ]]
+check "restore_records_every_page_the_workload_touched" $?
 
 run ws merge "$tmp/r1.ws" "$tmp/r2.ws" "$tmp/r3.ws" -o "$tmp/m.ws" -k 2
 ((rc == 0)) && grep -q 'at least 2 of 3' "$out"
