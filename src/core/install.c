@@ -386,8 +386,9 @@ static int resolve_present(const struct install_ctx *ic, uint64_t p)
  * waits that long when it lands on the filler's step.  And it grows to
  * PC_BUSY_RUN_BYTES only, what the filler and the push bring at a time
  * then: more, and the faults that land on its pages in flight (a vCPU
- * walking right behind another) wait for milliseconds.  The window runs forward from @p (claimed already).  The state is
- * the slot's, relaxed: a guess, never a correctness matter.
+ * walking right behind another) wait for milliseconds.  The window runs
+ * forward from @p (claimed already).  The state is the slot's, relaxed: a
+ * guess, never a correctness matter.
  */
 static void claim_readahead(const struct install_ctx *ic, uint64_t p,
 			    uint64_t *first, uint64_t *n)

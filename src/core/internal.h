@@ -229,7 +229,7 @@ struct region_feeders {
 
 /* From now on every page comes in the background, by the filler or a
  * source's push: a fault's adaptive window starts at PC_FILL_STEP_BYTES
- * (claim_readahead()). */
+ * and grows to PC_BUSY_RUN_BYTES (claim_readahead()). */
 void fed_in_background(struct pc_region *r);
 
 /* Sources that are not async-signal-safe: an exit-mode faulting thread
@@ -472,10 +472,10 @@ int fetch_runs(const struct install_ctx *ic, unsigned count,
  * Install claimed pages [first, first+n) and publish them.  Data comes
  * from @prefetched (n pages, already fetched) or, when NULL, from the
  * source's view of them (install_views()) or one source request, into
- * ic->scratch where a bounce is needed.  On failure the pages go back to MISSING, except for
- * -EAGAIN in an adopted region (an event of the owner's is queued): then
- * they stay claimed, and the caller must call again with ic->retry once
- * the event is read (install_again()).
+ * ic->scratch where a bounce is needed.  On failure the pages go back to
+ * MISSING, except for -EAGAIN in an adopted region (an event of the
+ * owner's is queued): then they stay claimed, and the caller must call
+ * again with ic->retry once the event is read (install_again()).
  */
 int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		const void *prefetched, enum origin origin);

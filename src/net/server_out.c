@@ -84,7 +84,7 @@ void srv_refuse(struct pc_server *s, struct conn *c, uint32_t code,
 
 /* Queue pages [first, first + n) as DATA and ZERO frames tagged @tag; on
  * failure nothing of it stays queued (no unwritten bytes go out).
- * -ESTALE when a page read does not match its digest. */
+ * -ESTALE when @check and a page read does not match its digest. */
 int srv_queue_pages(struct pc_server *s, struct conn *c, uint64_t first,
 		    uint32_t n, uint32_t tag, bool check)
 {
