@@ -347,8 +347,8 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 	 * brings before the guest touches it takes no fault and would be
 	 * missing from the recording (as with the filler, started late). */
 	if (!o->window)
-		o->window = o->backend == PC_BACKEND_HUGETLB || o->record_ws ? 1 :
-											 PC_WINDOW_AUTO;
+		o->window = o->backend == PC_BACKEND_HUGETLB || o->record_ws ?
+				    1 : PC_WINDOW_AUTO;
 	if (o->source && !o->http && !address_ok("restore", "--source", o->source,
 				     o->key_path != NULL, o->insecure))
 		return EXIT_USAGE;
