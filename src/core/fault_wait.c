@@ -174,11 +174,8 @@ static int fetch_and_install(struct pc_region *r, struct claimed *c,
 		n[i] = c[i].n;
 	}
 	ic.slot = c[0].slot;
-	bool views = install_views(r);
-	if (views)
-		views_charge(&ic, count, first, n);
-	int ret = views ? 0 : fetch_runs(&ic, count, first, n, buf);
-	char *data = views ? NULL : buf;
+	char *data;
+	int ret = fetch_batch(&ic, count, first, n, buf, &data);
 	for (unsigned i = 0; i < count; i++) {
 		if (ret == 0) {
 			ic.slot = c[i].slot;

@@ -237,16 +237,23 @@ bool install_views(const struct pc_region *r)
 	return r->src->view && memory_takes_views(r);
 }
 
-void views_charge(struct install_ctx *ic, unsigned count, const uint64_t *first,
-		  const uint64_t *n)
+int fetch_batch(struct install_ctx *ic, unsigned count, const uint64_t *first,
+		const uint64_t *n, char *buf, char **data)
 {
-	for (unsigned i = 0; i < count; i++)
+	struct pc_region *r = ic->r;
+	if (!install_views(r)) {
+		*data = buf;
+		return fetch_runs(ic, count, first, n, buf);
+	}
+	*data = NULL;
+	for (unsigned i = 0; r->src->delay_us && i < count; i++)
 		for (uint64_t p = first[i]; p < first[i] + n[i]; p++)
-			if (!page_is_zero(ic->r, p)) {
-				source_delay(ic->r->src);
+			if (!page_is_zero(r, p)) { /* a request only for data */
+				source_delay(r->src);
 				ic->charged = true;
-				return;
+				return 0;
 			}
+	return 0;
 }
 
 int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,

@@ -429,7 +429,7 @@ struct install_ctx {
 	bool retry;	    /* install_run again after -EAGAIN: pages it put
 			     * in place the first time are there (EEXIST) */
 	bool charged;	    /* the request's injected latency is paid
-			     * (views_charge()): install_run() pays none */
+			     * (fetch_batch()): install_run() pays none */
 };
 
 /* ---- fetch.c: every call into a source ---- */
@@ -481,13 +481,16 @@ int install_run(const struct install_ctx *ic, uint64_t first, uint64_t n,
 		const void *prefetched, enum origin origin);
 /* Whether install_run() without @prefetched copies the pages in straight
  * from where the source keeps them (a mapped image into memory that
- * takes views): then a caller with several runs fetches none first. */
+ * takes views). */
 bool install_views(const struct pc_region *r);
-/* Runs installed from views one after another stand for the one
- * pipelined request fetch_runs() would have made of them: pay its
- * injected latency once (if any run holds data) and set ic->charged. */
-void views_charge(struct install_ctx *ic, unsigned count, const uint64_t *first,
-		  const uint64_t *n);
+/*
+ * Before runs [0, count) are installed one after another: their data into
+ * @buf with one pipelined request (fetch_runs()), *@data = @buf; or, where
+ * install_run() copies from views, nothing fetched, *@data = NULL, and the
+ * one request's injected latency paid here once (ic->charged).
+ */
+int fetch_batch(struct install_ctx *ic, unsigned count, const uint64_t *first,
+		const uint64_t *n, char *buf, char **data);
 /* install_run() after it returned -EAGAIN, until it does not: @wait_event
  * lets the event be read in between. */
 int install_again(const struct install_ctx *ic, uint64_t first, uint64_t n,

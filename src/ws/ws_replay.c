@@ -119,15 +119,11 @@ static int replay_batch(struct ws_replay *rp, const struct install_ctx *ic,
 		first[runs] = claimed[i];
 		n[runs++] = 1;
 	}
-	/* fetch_runs() pipelines up to PC_MAX_BATCH runs per source call;
-	 * a mapped image needs none: each run is copied in from its view. */
-	struct install_ctx batch = *ic; /* this batch's: charged or not */
-	bool views = install_views(r);
-	if (views)
-		views_charge(&batch, runs, first, n);
+	/* One pipelined request for them all (or none: views). */
+	struct install_ctx batch = *ic; /* charged for this batch only */
+	char *data;
+	int ret = fetch_batch(&batch, runs, first, n, buf, &data);
 	ic = &batch;
-	int ret = views ? 0 : fetch_runs(ic, runs, first, n, buf);
-	char *data = views ? NULL : buf;
 	for (unsigned i = 0; i < runs; i++) {
 		if (ret == 0) {
 			ret = install_run(ic, first[i], n[i], data, ORIGIN_REPLAY);

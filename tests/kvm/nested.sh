@@ -357,32 +357,32 @@ while ((i < ${#specs[@]})); do
 	# emulation's faults (below) come about once in a few boots of the
 	# whole suite, and a rerun that hit another one failed CI once.
 	for try in 1 2 3; do
-	rerun=
-	if ! boot "$label" "$kernel" "$initrd" "$expect" "$bitmap" "$log" "$args"; then
-		rerun="the boot ended without a result (infrastructure failure?)"
-	elif ! grep -q '^@@END 0' "$log" && grep -q 'KVM_EXIT_INTERNAL_ERROR, suberror 1' "$log"; then
-		# An emulation failure: seen about once in 20 two-vCPU runs on
-		# Debian's 6.12 under TCG, an instruction fetch just past the code
-		# slot.  The guest's code lives in plain memory postcopy never
-		# touches, and no value it reads steers its control flow, so the
-		# RIP went astray in the emulation.
-		rerun="a vCPU's RIP went astray in the nested emulation (KVM_EXIT_INTERNAL_ERROR, emulation)"
-		grep -h 'KVM_EXIT_INTERNAL_ERROR' "$log" | head -2 | sed 's/^/#   /'
-	elif grep -q '^Bail out! watchdog' "$log"; then
-		# A test that hung inside the VM (its own watchdog), in a
-		# two-vCPU case; passes on rerun and never hangs on the host.
-		# Caught with init.sh's thread dump and QEMU's monitor (3 of
-		# ~600 two-vCPU runs on 6.12-patched): one vCPU thread spinning
-		# in KVM_RUN (guest time growing), the pager idle or finished,
-		# and that vCPU's VMCB holding the L1 host's own state (the
-		# TCG SVM fault of init.sh's tdp0 note).  The first log is
-		# kept and its last case named.
-		rerun="a test hung in the nested VM after \"$(grep -v '^# hang:' "$log" | grep -B1 '^Bail out! watchdog' | head -1 | cut -c1-120)\""
-	fi
-	# A loop counts every run as it came.
-	[[ -n $rerun && -z $run_only && $try -lt 3 ]] || break
-	echo "# $label: $rerun, rerunning; this try's log kept in $log.$try"
-	mv "$log" "$log.$try"
+		rerun=
+		if ! boot "$label" "$kernel" "$initrd" "$expect" "$bitmap" "$log" "$args"; then
+			rerun="the boot ended without a result (infrastructure failure?)"
+		elif ! grep -q '^@@END 0' "$log" && grep -q 'KVM_EXIT_INTERNAL_ERROR, suberror 1' "$log"; then
+			# An emulation failure: seen about once in 20 two-vCPU runs on
+			# Debian's 6.12 under TCG, an instruction fetch just past the code
+			# slot.  The guest's code lives in plain memory postcopy never
+			# touches, and no value it reads steers its control flow, so the
+			# RIP went astray in the emulation.
+			rerun="a vCPU's RIP went astray in the nested emulation (KVM_EXIT_INTERNAL_ERROR, emulation)"
+			grep -h 'KVM_EXIT_INTERNAL_ERROR' "$log" | head -2 | sed 's/^/#   /'
+		elif grep -q '^Bail out! watchdog' "$log"; then
+			# A test that hung inside the VM (its own watchdog), in a
+			# two-vCPU case; passes on rerun and never hangs on the host.
+			# Caught with init.sh's thread dump and QEMU's monitor (3 of
+			# ~600 two-vCPU runs on 6.12-patched): one vCPU thread spinning
+			# in KVM_RUN (guest time growing), the pager idle or finished,
+			# and that vCPU's VMCB holding the L1 host's own state (the
+			# TCG SVM fault of init.sh's tdp0 note).  The first log is
+			# kept and its last case named.
+			rerun="a test hung in the nested VM after \"$(grep -v '^# hang:' "$log" | grep -B1 '^Bail out! watchdog' | head -1 | cut -c1-120)\""
+		fi
+		# A loop counts every run as it came.
+		[[ -n $rerun && -z $run_only && $try -lt 3 ]] || break
+		echo "# $label: $rerun, rerunning; this try's log kept in $log.$try"
+		mv "$log" "$log.$try"
 	done
 	echo "# $label: boot and $job took $(($(date +%s) - t0)) s; console log $log"
 	if ! grep -q '^@@END' "$log"; then
