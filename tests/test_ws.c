@@ -161,8 +161,21 @@ static void *racer_main(void *arg)
 	return NULL;
 }
 
-/* A list of NBIG pages in a scrambled order, saved for the replays. */
-static void make_big_list(const struct pc_image_id *id, const char *path)
+static uint64_t big_page(uint64_t i)
+{
+	return (i * 104729 + 5) % PAGES;
+}
+
+/* Pages 100 and 105 (a hole of 4 between them), 130 and 131 (24 past). */
+static uint64_t holed_page(uint64_t i)
+{
+	static const uint64_t p[] = { 131, 100, 130, 105 };
+	return p[i];
+}
+
+/* A list of @n pages, page(0..n-1) in that order, saved for the replays. */
+static void make_list(const struct pc_image_id *id, const char *path,
+		      uint64_t (*page)(uint64_t), uint64_t n)
 {
 	/* Merging one loaded file gives a list to write: build it as a
 	 * recording of a region no test installs into would be slower. */
@@ -170,16 +183,14 @@ static void make_big_list(const struct pc_image_id *id, const char *path)
 	pc_region *r = new_region(PC_MODE_EXIT, &cs, 0);
 	pc_ws *rec;
 	if (pc_ws_record(r, id, &rec) || pc_region_start(r))
-		bail_out("recorder for the big list");
+		bail_out("recorder for the list %s", path);
 	char *mem = pc_region_addr(r);
 	pc_thread_attach(r, 1);
-	for (uint64_t i = 0; i < NBIG; i++) {
-		uint64_t p = (i * 104729 + 5) % PAGES;
-		(void)touch_read(mem + p * SRC_PAGE, p);
-	}
+	for (uint64_t i = 0; i < n; i++)
+		(void)touch_read(mem + page(i) * SRC_PAGE, page(i));
 	pc_thread_detach(r);
 	if (pc_ws_save(rec, path))
-		bail_out("saving the big list");
+		bail_out("saving the list %s", path);
 	pc_region_start_fill(r);
 	pc_region_wait(r, 30000);
 	pc_region_destroy(r);
@@ -272,6 +283,70 @@ static void replay_case(enum pc_mode mode, const struct pc_image_id *id,
 	counting_free(&cs);
 }
 
+/* A hole of a few pages between two listed pages comes with the replay's
+ * batch (nothing faults there after), a wider one does not. */
+static void replay_bridges_small_holes(enum pc_mode mode, const struct pc_image_id *id,
+				       const char *path)
+{
+	pc_ws *ws;
+	char why[256] = "";
+	if (pc_ws_load(path, &ws, why, sizeof(why)))
+		bail_out("load %s: %s", path, why);
+	pc_source *ref;
+	if (pc_source_pattern(SIZE, SEED, &ref))
+		bail_out("reference source");
+	uint64_t *want = touch_want_reads(ref, PAGES);
+	struct counting_src cs;
+	pc_region *r = new_region(mode, &cs, 0);
+	int ret = pc_region_start(r);
+	if (ret == 0)
+		ret = pc_region_replay(r, ws, id, why, sizeof(why));
+	struct pc_stats *st = NULL;
+	for (int i = 0; ret == 0 && i < 3000; i++) { /* until the replay ran out */
+		free(st);
+		pc_region_stats(r, &st);
+		if (st->pages_replay >= 8)
+			break;
+		sleep_ms(1);
+	}
+	free(st);
+	sleep_ms(20); /* anything more it would bring */
+	pc_region_stats(r, &st);
+	uint64_t replayed = st ? st->pages_replay : 0;
+	free(st);
+	/* The hole's pages take no fault; a page of the wide one does. */
+	char *mem = pc_region_addr(r);
+	uint64_t bad = 0;
+	pc_thread_attach(r, 0);
+	for (uint64_t p = 101; p < 105; p++)
+		bad += touch_read(mem + p * SRC_PAGE, p) != want[p];
+	pc_region_stats(r, &st);
+	uint64_t hole_faults = st ? st->thread[0].faults : 1;
+	free(st);
+	bad += touch_read(mem + 110 * SRC_PAGE, 110) != want[110];
+	pc_region_stats(r, &st);
+	uint64_t wide_faults = st ? st->thread[0].faults : 0;
+	free(st);
+	pc_thread_detach(r);
+	if (ret == 0)
+		ret = pc_region_start_fill(r);
+	if (ret == 0)
+		ret = pc_region_wait(r, 60000);
+	char cwhy[512];
+	bool once = counting_check(&cs, ref, SRC_PAGE, ret == 0, cwhy, sizeof(cwhy));
+	bad += ret == 0 ? verify_mem(mem, SIZE, ref, NULL, NULL) : PAGES;
+	ok(ret == 0 && once && bad == 0 && replayed == 8 && hole_faults == 0 && wide_faults == 1,
+	   "%s_replay_brings_a_small_hole_between_listed_pages (%d %s; %s; %" PRIu64
+	   " bad; replayed %" PRIu64 " of 4 listed + 4 in the hole; faults %" PRIu64
+	   " in the hole, %" PRIu64 " with the wide one's page)",
+	   mode_name(mode), ret, why, cwhy, bad, replayed, hole_faults, wide_faults);
+	pc_region_destroy(r);
+	free(want);
+	pc_source_destroy(ref);
+	pc_ws_destroy(ws);
+	counting_free(&cs);
+}
+
 /* ---- (e) files that must be refused ---- */
 
 static size_t slurp(const char *path, uint8_t **b)
@@ -346,25 +421,29 @@ static void corrupt_files(const char *path)
 int main(void)
 {
 	static const enum pc_mode modes[] = { PC_MODE_EXIT, PC_MODE_WAIT };
-	plan(4 * 2 + 7);
+	plan(5 * 2 + 7);
 	tap_watchdog(240);
 	if (!mkdtemp(dir))
 		bail_out("mkdtemp");
 	struct pc_image_id id;
 	id_of_pattern(SIZE, SEED, &id);
-	char rec[300], big[300];
+	char rec[300], big[300], holed[300];
 	snprintf(rec, sizeof(rec), "%s/rec.ws", dir);
 	snprintf(big, sizeof(big), "%s/big.ws", dir);
-	make_big_list(&id, big);
+	snprintf(holed, sizeof(holed), "%s/holed.ws", dir);
+	make_list(&id, big, big_page, NBIG);
+	make_list(&id, holed, holed_page, 4);
 	for (unsigned m = 0; m < 2; m++) {
 		record_round_trip(modes[m], &id, rec);
 		other_image_refused(modes[m], rec);
 		replay_case(modes[m], &id, rec, false);
 		replay_case(modes[m], &id, big, true);
+		replay_bridges_small_holes(modes[m], &id, holed);
 	}
 	corrupt_files(rec);
 	unlink(rec);
 	unlink(big);
+	unlink(holed);
 	char bad[300];
 	snprintf(bad, sizeof(bad), "%s/bad.ws", dir);
 	unlink(bad);

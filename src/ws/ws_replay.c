@@ -36,6 +36,11 @@
  * only touches memory (one lane would let it catch up and wait on every
  * batch). */
 #define REPLAY_LANES 4u
+/* Holes of up to this many pages between listed pages of a batch are
+ * brought with them: a working set is clustered, and the next run of the
+ * same guest touches pages near the ones this recording saw (they cost
+ * the batch's request nothing more than their bytes). */
+#define REPLAY_BRIDGE 16u
 #define NOT_LISTED UINT32_MAX
 
 struct ws_replay {
@@ -110,11 +115,24 @@ static int replay_batch(struct ws_replay *rp, const struct install_ctx *ic,
 		return 0;
 	qsort(claimed, nc, sizeof(claimed[0]), by_page);
 	uint64_t first[REPLAY_BATCH], n[REPLAY_BATCH];
+	uint64_t room = PC_MAX_RUN_BYTES / r->page_size - nc, bridged = 0;
 	unsigned runs = 0;
 	for (uint64_t i = 0; i < nc; i++) {
-		if (runs && first[runs - 1] + n[runs - 1] == claimed[i]) {
-			n[runs - 1]++;
-			continue;
+		if (runs) {
+			/* A hole of a few pages between two listed ones is
+			 * brought too, as far as it can be claimed. */
+			uint64_t end = first[runs - 1] + n[runs - 1];
+			if (claimed[i] - end <= REPLAY_BRIDGE && claimed[i] - end <= room)
+				while (end < claimed[i] && page_try_claim(r, end)) {
+					n[runs - 1]++;
+					end++;
+					room--;
+					bridged++;
+				}
+			if (end == claimed[i]) {
+				n[runs - 1]++;
+				continue;
+			}
 		}
 		first[runs] = claimed[i];
 		n[runs++] = 1;
@@ -136,7 +154,7 @@ static int replay_batch(struct ws_replay *rp, const struct install_ctx *ic,
 		if (data)
 			data += n[i] * r->page_size;
 	}
-	return ret < 0 ? ret : (int)nc;
+	return ret < 0 ? ret : (int)(nc + bridged);
 }
 
 static void *replay_main(void *arg)
