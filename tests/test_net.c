@@ -45,6 +45,7 @@
 #include "proto.h"
 #include "tap.h"
 #include "net_helpers.h"
+#include "raw_peer.h"
 
 #define IMAGE_SIZE (16 * MIB)
 #define IMAGE_SEED 777
@@ -365,88 +366,12 @@ static void test_unix_uid(void)
 /* raw sockets                                                         */
 /* ------------------------------------------------------------------ */
 
-static int raw_connect(const char *addr)
-{
-	struct sockaddr_in sin = loopback_sockaddr(addr);
-	int fd;
-
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)))
-		bail_out("connect %s: %s", addr, strerror(errno));
-	return fd;
-}
-
-static void send_bytes(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return; /* the server may already have closed */
-		p += n;
-		len -= (size_t)n;
-	}
-}
-
-static void send_frame(int fd, uint16_t type, uint32_t tag,
-		       const void *payload, size_t len)
-{
-	uint8_t hdr[PROTO_HDR_LEN];
-
-	proto_put_hdr(hdr, type, (uint32_t)len, tag);
-	send_bytes(fd, hdr, sizeof(hdr));
-	if (len)
-		send_bytes(fd, payload, len);
-}
-
-/* Exactly @len bytes within 5 s: 1, 0 on EOF, -1 on error or timeout. */
-static int recv_bytes(int fd, void *buf, size_t len)
-{
-	char *p = buf;
-
-	while (len) {
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		ssize_t n;
-
-		if (poll(&pfd, 1, 5000) <= 0)
-			return -1;
-		n = recv(fd, p, len, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n == 0)
-			return 0;
-		if (n < 0)
-			return errno == ECONNRESET ? 0 : -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 1;
-}
-
-/* One frame (payload up to @max bytes): 1, 0 on EOF, -1 otherwise. */
-static int recv_frame(int fd, struct frame_hdr *h, uint8_t *payload,
-		      size_t max)
-{
-	uint8_t hdr[PROTO_HDR_LEN];
-	int ret = recv_bytes(fd, hdr, sizeof(hdr));
-
-	if (ret <= 0)
-		return ret;
-	if (proto_get_hdr(hdr, (uint32_t)max, h) < 0)
-		return -1;
-	return h->len ? recv_bytes(fd, payload, h->len) : 1;
-}
-
 /* The server closed the connection: EOF (or a reset) within 5 s. */
 static bool closed_by_server(int fd)
 {
 	char c;
 
-	return recv_bytes(fd, &c, 1) == 0;
+	return raw_recv(fd, &c, 1) == 0;
 }
 
 /*
@@ -459,7 +384,7 @@ static bool expect_refuse(int fd, uint32_t code, char *reason,
 	static uint8_t buf[PROTO_MAX_PAYLOAD];
 	struct frame_hdr h;
 	struct refuse rf;
-	int ret = recv_frame(fd, &h, buf, sizeof(buf));
+	int ret = raw_recv_frame(fd, &h, buf, sizeof(buf));
 
 	if (ret <= 0) {
 		snprintf(why, why_len, "%s instead of REFUSE",
@@ -509,8 +434,8 @@ static bool raw_hello(int fd, const struct hello *hl, struct challenge *c)
 	uint8_t buf[256];
 	struct frame_hdr h;
 
-	send_frame(fd, FRAME_HELLO, 0, buf, proto_put_hello(buf, hl));
-	return recv_frame(fd, &h, buf, sizeof(buf)) == 1 &&
+	raw_send_frame(fd, FRAME_HELLO, 0, buf, proto_put_hello(buf, hl));
+	return raw_recv_frame(fd, &h, buf, sizeof(buf)) == 1 &&
 	       h.type == FRAME_CHALLENGE && !proto_get_challenge(buf, h.len, c);
 }
 
@@ -531,13 +456,13 @@ static bool raw_handshake_insecure(int fd, uint64_t *page_count)
 
 	if (!raw_hello(fd, &hl, &c))
 		return false;
-	send_frame(fd, FRAME_AUTH, 0, buf, proto_put_auth(buf, &a));
-	if (recv_frame(fd, &h, buf, sizeof(buf)) != 1 || h.type != FRAME_READY)
+	raw_send_frame(fd, FRAME_AUTH, 0, buf, proto_put_auth(buf, &a));
+	if (raw_recv_frame(fd, &h, buf, sizeof(buf)) != 1 || h.type != FRAME_READY)
 		return false;
 	while (covered < c.image.page_count) {
 		struct zeromap zm;
 
-		if (recv_frame(fd, &h, buf, sizeof(buf)) != 1 ||
+		if (raw_recv_frame(fd, &h, buf, sizeof(buf)) != 1 ||
 		    h.type != FRAME_ZEROMAP ||
 		    proto_get_zeromap(buf, h.len, c.image.page_count, &zm) ||
 		    zm.first != covered)
@@ -556,7 +481,7 @@ static void send_request(int fd, uint64_t first, uint32_t npages,
 			      .priority = PRIO_DEMAND };
 	uint8_t buf[16];
 
-	send_frame(fd, FRAME_REQUEST, tag, buf, proto_put_request(buf, &rq));
+	raw_send_frame(fd, FRAME_REQUEST, tag, buf, proto_put_request(buf, &rq));
 }
 
 /* ---- keys ---- */
@@ -625,7 +550,7 @@ static void test_keys(void)
 					 "the server's proof does not verify with the key");
 			proto_client_proof(WRONG_KEY, sizeof(WRONG_KEY), &hl,
 					   &c, a.proof);
-			send_frame(fd, FRAME_AUTH, 0, buf,
+			raw_send_frame(fd, FRAME_AUTH, 0, buf,
 				   proto_put_auth(buf, &a));
 			if (!m[0])
 				expect_refuse(fd, REFUSE_AUTH, reason,
@@ -801,7 +726,7 @@ static void test_protocol_abuse(void)
 	{
 		struct hello hl = make_hello(PROTO_VERSION + 1, ROLE_DEMAND);
 
-		send_frame(fd, FRAME_HELLO, 0, buf, proto_put_hello(buf, &hl));
+		raw_send_frame(fd, FRAME_HELLO, 0, buf, proto_put_hello(buf, &hl));
 	}
 	why[0] = reason[0] = 0;
 	ret = expect_refuse(fd, REFUSE_VERSION, reason, sizeof(reason), why,
@@ -821,7 +746,7 @@ static void test_protocol_abuse(void)
 
 		proto_put_hdr(buf, FRAME_HELLO, (uint32_t)n, 0);
 		buf[0] ^= 0x5a;
-		send_bytes(fd, buf, PROTO_HDR_LEN + n);
+		raw_send(fd, buf, PROTO_HDR_LEN + n);
 	}
 	why[0] = 0;
 	ret = expect_refuse(fd, REFUSE_BAD_FRAME, NULL, 0, why, sizeof(why));
@@ -832,7 +757,7 @@ static void test_protocol_abuse(void)
 	/* a length far beyond what a destination may send */
 	fd = raw_connect(v.addr);
 	proto_put_hdr(buf, FRAME_HELLO, 1u << 30, 0);
-	send_bytes(fd, buf, PROTO_HDR_LEN);
+	raw_send(fd, buf, PROTO_HDR_LEN);
 	why[0] = 0;
 	ret = expect_refuse(fd, REFUSE_BAD_FRAME, NULL, 0, why, sizeof(why));
 	close(fd);
@@ -862,7 +787,7 @@ static void test_protocol_abuse(void)
 
 		pc_source_read(ref, last, 1, want);
 		send_request(fd, last, 1, 77);
-		if (recv_frame(fd, &h, buf, sizeof(buf)) != 1 || h.tag != 77 ||
+		if (raw_recv_frame(fd, &h, buf, sizeof(buf)) != 1 || h.tag != 77 ||
 		    proto_get_data_run(buf, h.len, h.type, img_pages, &run) ||
 		    run.first != last || run.npages != 1)
 			snprintf(why, sizeof(why), "no DATA/ZERO answer for the last page");

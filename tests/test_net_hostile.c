@@ -25,6 +25,7 @@
 #include "proto.h"
 #include "tap.h"
 #include "net_helpers.h"
+#include "raw_peer.h"
 
 #define IMAGE_SIZE (16 * MIB)
 #define IMAGE_SEED 97
@@ -83,19 +84,6 @@ static void pair_close(struct pair *pr)
 	pr->c = pr->s = -1;
 }
 
-static bool write_all(int fd, const void *p, size_t n)
-{
-	const char *b = p;
-	while (n) {
-		ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
-		if (w <= 0)
-			return false;
-		b += w;
-		n -= (size_t)w;
-	}
-	return true;
-}
-
 /* What a stranger on the path says instead of the server. */
 static void forge_answer(struct pair *pr)
 {
@@ -117,7 +105,7 @@ static void forge_answer(struct pair *pr)
 		n = proto_put_challenge(f + PROTO_HDR_LEN, &c);
 		proto_put_hdr(f, FRAME_CHALLENGE, (uint32_t)n, 0);
 	}
-	write_all(pr->c, f, PROTO_HDR_LEN + n);
+	raw_send(pr->c, f, PROTO_HDR_LEN + n);
 }
 
 static void proxy_accept(struct proxy *px)
@@ -154,7 +142,7 @@ static void from_client(struct pair *pr)
 	if (pr->s >= 0) {
 		pr->c2s += (uint64_t)n;
 		if ((pr->step.act == CUT_CLIENT_AT && pr->c2s > pr->step.at) ||
-		    !write_all(pr->s, buf, (size_t)n))
+		    !raw_send(pr->s, buf, (size_t)n))
 			pair_close(pr);
 		return;
 	}
@@ -177,11 +165,11 @@ static void from_server(struct pair *pr)
 	if (pr->step.act == FLIP_AT && at >= pr->s2c && at < pr->s2c + (uint64_t)n)
 		buf[at - pr->s2c] ^= 0x01;
 	if (pr->step.act == CUT_AT && pr->s2c + (uint64_t)n >= at) {
-		write_all(pr->c, buf, at - pr->s2c);
+		raw_send(pr->c, buf, at - pr->s2c);
 		return pair_close(pr);
 	}
 	pr->s2c += (uint64_t)n;
-	if (!write_all(pr->c, buf, (size_t)n))
+	if (!raw_send(pr->c, buf, (size_t)n))
 		pair_close(pr);
 }
 
@@ -692,16 +680,16 @@ static void test_queue_cap(void)
 			bail_out("connect");
 		size_t n = proto_put_hello(f + PROTO_HDR_LEN, &h);
 		proto_put_hdr(f, FRAME_HELLO, (uint32_t)n, 0);
-		write_all(fds[i], f, PROTO_HDR_LEN + n);
+		raw_send(fds[i], f, PROTO_HDR_LEN + n);
 		n = proto_put_auth(f + PROTO_HDR_LEN, &a);
 		proto_put_hdr(f, FRAME_AUTH, (uint32_t)n, 0);
-		write_all(fds[i], f, PROTO_HDR_LEN + n);
+		raw_send(fds[i], f, PROTO_HDR_LEN + n);
 		for (int k = 0; k < ASKS; k++) {
 			struct request rq = { .first = (uint64_t)k * PROTO_MAX_RUN % img_pages,
 					      .npages = PROTO_MAX_RUN };
 			n = proto_put_request(f + PROTO_HDR_LEN, &rq);
 			proto_put_hdr(f, FRAME_REQUEST, (uint32_t)n, (uint32_t)k + 1);
-			write_all(fds[i], f, PROTO_HDR_LEN + n);
+			raw_send(fds[i], f, PROTO_HDR_LEN + n);
 		}
 	}
 	sleep_ms(1000);
@@ -718,8 +706,8 @@ static void test_queue_cap(void)
 }
 
 /* A raw insecure peer of session @session in @role: HELLO and AUTH sent
- * blind (the server ignores an insecure proof), CHALLENGE and READY read.
- * Returns the socket. */
+ * blind (the server ignores an insecure proof); CHALLENGE and READY are
+ * the caller's to read.  Returns the socket. */
 static int raw_peer(const struct sockaddr_in *in, uint32_t role, uint64_t session,
 		    uint32_t flags)
 {
@@ -727,40 +715,10 @@ static int raw_peer(const struct sockaddr_in *in, uint32_t role, uint64_t sessio
 	struct hello h = { .version = PROTO_VERSION, .role = role,
 			   .session = session, .flags = flags };
 	struct auth a = { { 0 } };
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (const struct sockaddr *)in, sizeof(*in)))
-		bail_out("connect");
-	size_t n = proto_put_hello(f + PROTO_HDR_LEN, &h);
-	proto_put_hdr(f, FRAME_HELLO, (uint32_t)n, 0);
-	write_all(fd, f, PROTO_HDR_LEN + n);
-	n = proto_put_auth(f + PROTO_HDR_LEN, &a);
-	proto_put_hdr(f, FRAME_AUTH, (uint32_t)n, 0);
-	write_all(fd, f, PROTO_HDR_LEN + n);
-	struct timeval tv = { .tv_sec = 5 };
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	int fd = raw_connect_to(in);
+	raw_send_frame(fd, FRAME_HELLO, 0, f, proto_put_hello(f, &h));
+	raw_send_frame(fd, FRAME_AUTH, 0, f, proto_put_auth(f, &a));
 	return fd;
-}
-
-/* The next frame on @fd: header into @h, payload (at most @cap bytes kept)
- * into @p.  False on a short read. */
-static bool raw_frame(int fd, struct frame_hdr *h, uint8_t *p, size_t cap)
-{
-	uint8_t hdr[PROTO_HDR_LEN];
-	if (recv(fd, hdr, sizeof(hdr), MSG_WAITALL) != (ssize_t)sizeof(hdr) ||
-	    proto_get_hdr(hdr, PROTO_MAX_PAYLOAD, h))
-		return false;
-	for (uint32_t got = 0; got < h->len;) {
-		uint8_t sink[4096];
-		uint8_t *to = got < cap ? p + got : sink;
-		size_t want = got < cap ? cap - got : sizeof(sink);
-		if (want > h->len - got)
-			want = h->len - got;
-		ssize_t r = recv(fd, to, want, 0);
-		if (r <= 0)
-			return false;
-		got += (uint32_t)r;
-	}
-	return true;
 }
 
 static void send_order(int fd, const struct order_run *runs, unsigned n,
@@ -771,7 +729,7 @@ static void send_order(int fd, const struct order_run *runs, unsigned n,
 	if (len_override)
 		len = len_override;
 	proto_put_hdr(f, FRAME_PUSH_ORDER, (uint32_t)len, 0);
-	write_all(fd, f, PROTO_HDR_LEN + len);
+	raw_send(fd, f, PROTO_HDR_LEN + len);
 }
 
 /* Page count of a non-zero run of @n pages at or after @from. */
@@ -814,12 +772,12 @@ static void test_push_order(void)
 	uint8_t f[64];
 	size_t n = proto_put_request(f + PROTO_HDR_LEN, &rq);
 	proto_put_hdr(f, FRAME_REQUEST, (uint32_t)n, 9);
-	write_all(dfd, f, PROTO_HDR_LEN + n);
-	while ((good = raw_frame(dfd, &h, p, sizeof(p))) && h.tag != 9)
+	raw_send(dfd, f, PROTO_HDR_LEN + n);
+	while ((good = raw_frame_head(dfd, &h, p, sizeof(p))) && h.tag != 9)
 		;
 	int pfd = raw_peer(&in, ROLE_PUSH, 77, HELLO_RESUME);
 	unsigned seen = 0;
-	while (good && seen < 3 && raw_frame(pfd, &h, p, sizeof(p))) {
+	while (good && seen < 3 && raw_frame_head(pfd, &h, p, sizeof(p))) {
 		struct data_run run;
 		if (h.type == FRAME_CHALLENGE || h.type == FRAME_READY)
 			continue;
@@ -841,7 +799,7 @@ static void test_push_order(void)
 	for (int i = 0; i < 2; i++) {
 		int fd = raw_peer(&in, ROLE_DEMAND, 78 + (uint64_t)i, 0);
 		send_order(fd, &outside, 1, i ? PROTO_ORDER_RUN_LEN + 1 : 0);
-		while (raw_frame(fd, &h, p, sizeof(p)))
+		while (raw_frame_head(fd, &h, p, sizeof(p)))
 			if (h.type == FRAME_REFUSE && h.len >= 4) {
 				codes[i] = (uint32_t)p[0] | (uint32_t)p[1] << 8;
 				break;
