@@ -96,7 +96,7 @@ static void let_readers_read(struct pc_region *r)
 
 /* Claim the next batch from *cursor, fetch it in one request, install it.
  * Returns pages installed or a negative errno. */
-static int replay_batch(struct ws_replay *rp, const struct install_ctx *ic,
+static int replay_batch(struct ws_replay *rp, const struct install_ctx *lane,
 			char *buf)
 {
 	struct pc_region *r = rp->r;
@@ -138,15 +138,14 @@ static int replay_batch(struct ws_replay *rp, const struct install_ctx *ic,
 		n[runs++] = 1;
 	}
 	/* One pipelined request for them all (or none: views). */
-	struct install_ctx batch = *ic; /* charged for this batch only */
+	struct install_ctx ic = *lane; /* charged for this batch only */
 	char *data;
-	int ret = fetch_batch(&batch, runs, first, n, buf, &data);
-	ic = &batch;
+	int ret = fetch_batch(&ic, runs, first, n, buf, &data);
 	for (unsigned i = 0; i < runs; i++) {
 		if (ret == 0) {
-			ret = install_run(ic, first[i], n[i], data, ORIGIN_REPLAY);
+			ret = install_run(&ic, first[i], n[i], data, ORIGIN_REPLAY);
 			if (ret == -EAGAIN)
-				ret = install_again(ic, first[i], n[i], data, ORIGIN_REPLAY,
+				ret = install_again(&ic, first[i], n[i], data, ORIGIN_REPLAY,
 						    let_readers_read);
 		} else {
 			release_pages(r, first[i], n[i]);
