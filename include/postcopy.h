@@ -442,6 +442,11 @@ struct pc_remote_range {
  * no_fetch_retry  fail on the first error, transient or not.
  * fetchers    threads that fetch for exit-mode faults when the source is
  *             not async-signal-safe (default 1, at most 64).
+ * fillers     threads of pc_region_start_fill() (default 2 where the
+ *             machine has two CPUs or more, else 1; at most 8): one
+ *             fetches the next step from the source while another installs
+ *             the step before, so the source is read in order, one request
+ *             at a time, and installs run side by side.
  * uffd, remote, nremote, page_size  PC_BACKEND_ADOPTED only (zero
  *             otherwise): the userfaultfd (the region owns it from
  *             pc_region_create() on, also on failure, and closes it; it is
@@ -483,7 +488,9 @@ struct pc_region_opts {
 	const struct pc_remote_range *remote;
 	unsigned nremote;
 	uint64_t page_size;
-	uint64_t reserved[8]; /* zero */
+	unsigned fillers;
+	unsigned reserved32; /* zero */
+	uint64_t reserved[7]; /* zero */
 };
 
 /*

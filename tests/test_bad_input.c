@@ -109,9 +109,16 @@ static void region_create_errors(void)
 			    four, -EINVAL,
 			    "wait_mode_more_uffds_than_pages_is_einval");
 	expect_create_fails(&(struct pc_region_opts){
-				    .size = four, .reserved[7] = 1 },
+				    .size = four, .reserved[6] = 1 },
 			    four, -EINVAL,
 			    "region_nonzero_reserved_option_is_einval");
+	expect_create_fails(&(struct pc_region_opts){
+				    .size = four, .reserved32 = 1 },
+			    four, -EINVAL,
+			    "region_nonzero_reserved32_option_is_einval");
+	expect_create_fails(&(struct pc_region_opts){
+				    .size = four, .fillers = 9 },
+			    four, -EINVAL, "region_more_than_8_fillers_is_einval");
 }
 
 static void region_create_why_handling(void)
@@ -303,7 +310,7 @@ static void wait_times_out(enum pc_mode mode)
 
 int main(void)
 {
-	plan(28);
+	plan(30);
 	tap_watchdog(60);
 	region_create_errors();
 	region_create_why_handling();

@@ -97,47 +97,76 @@ static void let_readers_read(struct pc_region *r)
 	sleep_ns(200000);
 }
 
-/* Claim a step at @p, fetch its data pages in one request (unless the
- * install copies them from the source's view), install. */
-static int fill_step(const struct install_ctx *ic, uint64_t p, uint64_t step,
-		     uint64_t *next)
+/* Under the fill lock: the next step's size, from what the guest did
+ * since the last step; the cursor follows its newest fault. */
+static uint64_t pace_step(struct pc_region *r)
 {
-	struct pc_region *r = ic->r;
-	uint64_t first, n;
-	char *data = install_views(r) ? NULL : ic->scratch;
-
-	*next = p + 1;
-	if (!page_try_claim(r, p))
-		return 0; /* a fault got there first */
-	uint64_t hi = r->npages - p < step ? r->npages : p + step;
-	claim_around(r, p, p, hi, &first, &n);
-	int ret = data ? fetch_runs(ic, 1, &first, &n, data) : 0;
-	if (ret < 0) {
-		/* Give the pages back so that nobody waits on them forever. */
-		release_pages(r, first, n);
-		return ret;
-	}
-	*next = first + n;
-	ret = install_run(ic, first, n, data, ORIGIN_FILL);
-	if (ret == -EAGAIN)
-		ret = install_again(ic, first, n, data, ORIGIN_FILL, let_readers_read);
-	return ret;
-}
-
-static void *fill_main(void *arg)
-{
-	struct pc_region *r = arg;
+	struct fill_pace *pc = &r->feed.pace;
 	uint64_t small = PC_FILL_STEP_BYTES / r->page_size;
 	uint64_t big = FILL_STEP_MAX_BYTES / r->page_size;
+	/* While faults come but none waits for the filler (a guest at a
+	 * stride, at random). */
+	uint64_t busy = PC_BUSY_RUN_BYTES / r->page_size;
 	if (!small)
 		small = 1;
 	if (big < small)
 		big = small;
-	/* While faults come but none waits for the filler (a guest at a
-	 * stride, at random). */
-	uint64_t busy = PC_BUSY_RUN_BYTES / r->page_size;
-	uint64_t step = small, faults = 0, waits = 0;
-	char *buf = malloc(big * r->page_size);
+	if (busy < small)
+		busy = small;
+	struct guest_activity now = guest_activity(r);
+	if (now.latest != pc->seen_fault) { /* follow the guest */
+		pc->seen_fault = now.latest;
+		pc->cursor = now.latest % r->npages;
+	}
+	bool busy_now = now.faults != pc->faults;
+	if (!pc->step || now.waits != pc->waits) /* a fault waited: short steps */
+		pc->step = small;
+	else if (pc->step < (busy_now ? busy : big)) /* longer */
+		pc->step *= 2;
+	else if (busy_now) /* faults elsewhere: no longer than busy */
+		pc->step = busy;
+	pc->faults = now.faults;
+	pc->waits = now.waits;
+	return pc->step;
+}
+
+/* Under the fill lock: claim the next step, and fetch its data pages in
+ * one request (unless the install copies them from the source's view).
+ * 1 when every page is claimed already, else 0 (*@n 0: a fault got
+ * there first) or a negative errno. */
+static int take_step(const struct install_ctx *ic, char *data, uint64_t *first,
+		     uint64_t *n)
+{
+	struct pc_region *r = ic->r;
+	struct fill_pace *pc = &r->feed.pace;
+	uint64_t step = pace_step(r);
+	uint64_t p = next_missing(r, pc->cursor);
+	*n = 0;
+	if (p == r->npages)
+		return 1;
+	pc->cursor = p + 1;
+	if (!page_try_claim(r, p))
+		return 0;
+	uint64_t hi = r->npages - p < step ? r->npages : p + step;
+	claim_around(r, p, p, hi, first, n);
+	int ret = data ? fetch_runs(ic, 1, first, n, data) : 0;
+	if (ret < 0) {
+		/* Give the pages back so that nobody waits on them forever. */
+		release_pages(r, *first, *n);
+		return ret;
+	}
+	pc->cursor = *first + *n;
+	return 0;
+}
+
+/* A filler thread: steps one after another, the fetch of each under the
+ * fill lock (the source sees one read at a time, in order), its install
+ * outside it, beside the other threads' installs. */
+static void *fill_main(void *arg)
+{
+	struct pc_region *r = arg;
+	char *buf = malloc(FILL_STEP_MAX_BYTES > r->page_size ? FILL_STEP_MAX_BYTES :
+								 r->page_size);
 	struct install_ctx ic = {
 		.r = r,
 		.slot = &r->slots[r->nslots - 1],
@@ -145,43 +174,36 @@ static void *fill_main(void *arg)
 		.prefetch = true,
 		.scratch = buf,
 	};
-	uint64_t cursor = 0, seen_fault = 0;
+	char *data = install_views(r) ? NULL : buf;
 
 	if (!buf) {
 		region_set_error(r, -ENOMEM, "filler: out of memory");
 		region_fail(r, -ENOMEM);
-		return NULL;
 	}
-	while (!atomic_load(&r->stopping) && atomic_load(&r->done) == 0) {
+	while (buf && !atomic_load(&r->stopping) && atomic_load(&r->done) == 0) {
 		if (atomic_load_explicit(&r->feed.replaying, memory_order_acquire)) {
 			idle(r, 1); /* a working-set replay goes first */
 			continue;
 		}
-		struct guest_activity now = guest_activity(r);
-		if (now.latest != seen_fault) { /* follow the guest */
-			seen_fault = now.latest;
-			cursor = now.latest % r->npages;
-		}
-		bool busy_now = now.faults != faults;
-		if (now.waits != waits) /* a fault waited: short steps */
-			step = small;
-		else if (step < (busy_now ? busy : big)) /* longer */
-			step *= 2;
-		else if (busy_now) /* faults elsewhere: no longer than busy */
-			step = busy > small ? busy : small;
-		faults = now.faults;
-		waits = now.waits;
-		uint64_t p = next_missing(r, cursor);
-		if (p == r->npages) {
+		uint64_t first = 0, n = 0;
+		pthread_mutex_lock(&r->feed.fill_lock);
+		int ret = take_step(&ic, data, &first, &n);
+		pthread_mutex_unlock(&r->feed.fill_lock);
+		if (ret == 1) {
 			/* All claimed, the last ones in flight: completion
 			 * writes stop_fd, so a long nap costs nothing. */
 			idle(r, 20);
 			continue;
 		}
-		int ret = fill_step(&ic, p, step, &cursor);
+		if (ret == 0 && n) {
+			ret = install_run(&ic, first, n, data, ORIGIN_FILL);
+			if (ret == -EAGAIN)
+				ret = install_again(&ic, first, n, data, ORIGIN_FILL,
+						    let_readers_read);
+		}
 		if (ret < 0) {
 			region_set_error(r, ret, "filler: fetching page %llu: %s",
-					 (unsigned long long)p, strerror(-ret));
+					 (unsigned long long)first, strerror(-ret));
 			region_fail(r, ret);
 			break;
 		}
@@ -291,9 +313,14 @@ int pc_region_start_fill(pc_region *r)
 		return -EINVAL; /* not started */
 	if (r->feed.filler_started)
 		return -EBUSY;
-	int ret = pthread_create(&r->feed.filler, NULL, fill_main, r);
-	if (ret)
-		return -ret;
+	for (unsigned i = 0; i < r->opts.fillers; i++) {
+		int ret = pthread_create(&r->feed.fillers[i], NULL, fill_main, r);
+		if (ret && !i)
+			return -ret;
+		if (ret)
+			break; /* those running do it all */
+		r->feed.nfillers++;
+	}
 	r->feed.filler_started = true;
 	fed_in_background(r);
 	return 0;

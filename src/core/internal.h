@@ -45,6 +45,8 @@
  * grows to (install.c); a server's push frame is as large.  The longest a
  * fault that lands on such pages in flight waits behind them. */
 #define PC_BUSY_RUN_BYTES (256u << 10)
+/* Threads the filler may run (opts.fillers). */
+#define PC_MAX_FILLERS 8u
 /* Bounce buffers (thread.c): one per thread slot and a pool for
  * unattached threads, all mapped at create; virtual memory, touched only
  * as used. */
@@ -218,8 +220,18 @@ struct region_feeders {
 	pthread_t *handlers;
 	unsigned nhandlers;
 	int stop_fd; /* eventfd: tells handler threads and filler to quit */
-	pthread_t filler;
+	/* The filler's threads (opts.fillers), and where they are: the
+	 * pace is theirs to share under @fill_lock, which each holds from
+	 * choosing its next step until that step's data is fetched, so the
+	 * source is read in the filler's order, one read at a time, while
+	 * the installs overlap. */
+	pthread_t fillers[PC_MAX_FILLERS];
+	unsigned nfillers;
 	bool filler_started;
+	pthread_mutex_t fill_lock;
+	struct fill_pace {
+		uint64_t cursor, seen_fault, step, faults, waits;
+	} pace;
 	/* Set once pages come in the background (fed_in_background()). */
 	_Atomic bool background;
 	/* The filler waits while @replaying. */

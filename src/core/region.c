@@ -201,13 +201,18 @@ static int check_opts(struct pc_region_opts *o, const pc_source *src,
 		o->window = 1; /* a huge page is window enough */
 	if (!o->fetch_retry_ms)
 		o->fetch_retry_ms = PC_DEFAULT_FETCH_RETRY_MS;
+	if (!o->fillers) /* more installs than CPUs only queue */
+		o->fillers = sysconf(_SC_NPROCESSORS_ONLN) > 1 ? 2 : 1;
+	if (o->fillers > PC_MAX_FILLERS)
+		return why(buf, len, -EINVAL, "%u fillers: at most %u", o->fillers,
+			   PC_MAX_FILLERS);
 	if (!o->fetchers)
 		o->fetchers = 1;
 	if (o->fetchers > 64)
 		return why(buf, len, -EINVAL, "%u fetchers: at most 64",
 			   o->fetchers);
 	for (size_t i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]); i++)
-		if (o->reserved[i])
+		if (o->reserved[i] || o->reserved32)
 			return why(buf, len, -EINVAL,
 				   "reserved option fields must be zero (built against a newer postcopy.h?)");
 	if (!o->max_threads)
@@ -529,6 +534,7 @@ int pc_region_create(const struct pc_region_opts *opts, pc_source *src,
 	r->src = src;
 	r->mem.memfd = -1;
 	r->feed.stop_fd = -1;
+	pthread_mutex_init(&r->feed.fill_lock, NULL);
 	r->opts = *opts;
 	r->mem.adopted = opts->backend == PC_BACKEND_ADOPTED;
 	r->mem.adopted_fd = adopted_fd;
@@ -853,8 +859,8 @@ void pc_region_destroy(pc_region *r)
 	atomic_store(&r->stopping, true);
 	if (r->feed.stop_fd >= 0)
 		signal_stop(r);
-	if (r->feed.filler_started)
-		pthread_join(r->feed.filler, NULL);
+	for (unsigned i = 0; i < r->feed.nfillers; i++)
+		pthread_join(r->feed.fillers[i], NULL);
 	replay_stop(r);
 	wait_mode_stop(r);
 	registry_remove(r); /* waits for the threads inside to leave */
@@ -879,6 +885,7 @@ void pc_region_destroy(pc_region *r)
 	if (r->mem.removed)
 		pthread_rwlock_destroy(&r->mem.remove_lock);
 	free(r->mem.removed);
+	pthread_mutex_destroy(&r->feed.fill_lock);
 	free(r->chunk_present);
 	free(r->present_bits);
 	free(r->slots);
