@@ -13,6 +13,11 @@
  * memory, vCPUs at a stride or at random, seldom waits for the filler),
  * up to 2 MiB when none comes.  A guest reading in order runs into the
  * filler's pages and keeps the steps short.
+ *
+ * It runs on opts.fillers threads: one installing a step takes a CPU
+ * (allocating and filling the pages), so while it does, another claims
+ * and fetches the next.  The fetches stay one at a time and in order,
+ * under the fill lock, as a source reading ahead expects them.
  */
 #include <errno.h>
 #include <poll.h>
