@@ -538,8 +538,8 @@ int pc_region_fd(const pc_region *r);
 int pc_region_start(pc_region *r);
 
 /*
- * Start the background filler: a thread that installs pages nobody asked
- * for, continuing sequentially after the most recent demand fault, then
+ * Start the background filler: opts.fillers threads that install pages
+ * nobody asked for, continuing sequentially after the most recent demand fault, then
  * the rest.  It claims pages like a fault does (no page is fetched twice)
  * in steps of 64 KiB while demand faults find pages in flight (one huge
  * page for hugetlb), so such a fault that lands on a page the filler holds
