@@ -7,10 +7,10 @@
 #
 # Pins: a restore from nginx completes and matches the image byte for byte
 # in exit mode (fetcher threads) and wait mode; so does one read mostly by
-# the fill lane's ranges in flight (an image of no multiple of their size,
-# a guest at random, truncated answers), and a wait-mode batch of faults
-# sent several at a time through truncated answers; the object replaced
-# with the lane's ranges in flight fails saying it changed; with resets, 503s, 429s,
+# the fill's stream of ranges in flight (an image of no multiple of their
+# size, a guest at random, truncated answers), and a wait-mode batch of
+# faults sent several at a time through truncated answers; the object
+# replaced with the stream's ranges in flight fails saying it changed; with resets, 503s, 429s,
 # truncated bodies, a wrong Content-Range or a stalled answer on some
 # requests it still completes byte-exact, having retried (transient
 # errors > 0); 404 and 403 fail at once with the server's status in the
@@ -45,6 +45,7 @@ checks=(
 	exit_mode_survives_truncated_bodies_byte_exact
 	exit_mode_refuses_wrong_content_range_and_retries_byte_exact
 	exit_mode_survives_stalled_answers_byte_exact
+	fill_stream_survives_stalled_ranges_byte_exact
 	wait_mode_survives_connection_resets_byte_exact
 	wait_mode_survives_truncated_bodies_byte_exact
 	wait_mode_refuses_wrong_content_range_and_retries_byte_exact
@@ -52,10 +53,10 @@ checks=(
 	forbidden_object_403_fails_at_once_with_the_status
 	exit_mode_object_replaced_mid_restore_fails_saying_it_changed
 	wait_mode_object_replaced_mid_restore_fails_saying_it_changed
-	fill_lane_odd_sized_image_matches_every_byte
-	fill_lane_following_a_random_guest_matches_every_byte
-	fill_lane_survives_truncated_bodies_byte_exact
-	fill_lane_object_replaced_with_ranges_in_flight_fails_saying_it_changed
+	fill_stream_odd_sized_image_matches_every_byte
+	fill_stream_following_a_random_guest_matches_every_byte
+	fill_stream_survives_truncated_bodies_byte_exact
+	fill_stream_object_replaced_with_ranges_in_flight_fails_saying_it_changed
 	wait_mode_batches_in_flight_survive_truncated_bodies_byte_exact
 	wait_mode_batches_get_through_when_every_third_answer_breaks
 	replay_over_http_batches_its_runs_byte_exact
@@ -218,8 +219,17 @@ faulty exit exit_mode_survives_503_byte_exact 503 3 8
 faulty exit exit_mode_survives_429_byte_exact 429 3 8
 faulty exit exit_mode_survives_truncated_bodies_byte_exact truncate 3 8
 faulty exit exit_mode_refuses_wrong_content_range_and_retries_byte_exact badrange 3 8
-# Two stalls, each a request timeout (1 s) before the retry.
-faulty exit exit_mode_survives_stalled_answers_byte_exact stall 3 2 3000
+# Two stalls, each a request timeout (1 s) before the retry: on demand
+# requests only (--no-fill), which a vCPU waits for.  Then the same during
+# the fill's stream, whose stalled ranges the vCPUs or the filler bring.
+with_proxy stall 3 2 3000
+restore_ok exit "$purl" --http-timeout 1000 --no-fill &&
+	json_check 'd["http"]["transient_errors"] > 0 and d["http"]["fatal_errors"] == 0'
+check exit_mode_survives_stalled_answers_byte_exact $?
+with_proxy stall 2 2 3000
+restore_ok exit "$purl" --http-timeout 1000 --vcpus 1 &&
+	json_check 'd["http"]["fatal_errors"] == 0'
+check fill_stream_survives_stalled_ranges_byte_exact $?
 faulty wait wait_mode_survives_connection_resets_byte_exact reset 3 8
 faulty wait wait_mode_survives_truncated_bodies_byte_exact truncate 3 8
 faulty wait wait_mode_refuses_wrong_content_range_and_retries_byte_exact badrange 3 8
@@ -248,25 +258,26 @@ for mode in exit wait; do
 done
 cp "$tmp/orig" "$img"
 
-# The fill lane: ranges of 1 MiB, several in flight ahead of the filler,
-# on an image whose size is no multiple of them (the last is short), with
-# one vCPU so that the filler reads most of it; the lane's 4 connections
-# were used (and the pool's).  Then a guest at random, which the filler
-# follows: the lane's stream starts again at every jump, dropping what it
-# had in flight.
+# The fill's stream: ranges of 1 MiB, several in flight, each page
+# installed as it arrives, on an image whose size is no multiple of them
+# (the last is short), with one vCPU so that the stream brings most of
+# it; its 4 connections were used (and the pool's).  Then a guest at
+# random, which the stream follows.  Cut answers: the first ends the
+# stream with what it brought installed, and the filler's threads fetch
+# the rest, retrying.
 odd=$tmp/www/odd
 "$cli" mkimage --seed 3 "$odd" 9268K >/dev/null
 run restore --source "$base/odd" --image "$odd" --vcpus 1 --json
 ((rc == 0)) && json_check 'd["verified"] and d["mismatched_pages"] == 0 and d["stats"]["pages_fill"] > 0 and d["http"]["connections"] >= 5'
-check fill_lane_odd_sized_image_matches_every_byte $?
+check fill_stream_odd_sized_image_matches_every_byte $?
 run restore --source "$base/odd" --image "$odd" --vcpus 2 --workload random --json
 ((rc == 0)) && json_check 'd["verified"] and d["mismatched_pages"] == 0 and d["stats"]["pages_fill"] > 0'
-check fill_lane_following_a_random_guest_matches_every_byte $?
+check fill_stream_following_a_random_guest_matches_every_byte $?
 with_proxy truncate 3 8
 run restore --source "${purl%/img}/odd" --image "$odd" --vcpus 1 --json --http-timeout 1000
 ((rc == 0)) && json_check 'd["verified"] and d["mismatched_pages"] == 0 and d["http"]["transient_errors"] > 0 and d["http"]["fatal_errors"] == 0'
-check fill_lane_survives_truncated_bodies_byte_exact $?
-# Replaced after 6 requests, when the lane has several in flight: those
+check fill_stream_survives_truncated_bodies_byte_exact $?
+# Replaced after 6 requests, when the stream has several in flight: those
 # answered before are of the pinned version, the rest fail If-Match.
 "$cli" mkimage --seed 9 "$tmp/www/new" 9268K >/dev/null
 touch -d '2001-01-01' "$tmp/www/new"
@@ -274,7 +285,7 @@ cp "$odd" "$tmp/odd.orig"
 with_proxy replace 6 "$tmp/www/new" "$odd"
 run restore --source "${purl%/img}/odd" --image "$tmp/odd.orig" --vcpus 1
 ((rc == 1)) && grep -q "object changed" "$err" && ! grep -q "pages differ" "$err"
-check fill_lane_object_replaced_with_ranges_in_flight_fails_saying_it_changed $?
+check fill_stream_object_replaced_with_ranges_in_flight_fails_saying_it_changed $?
 cp "$tmp/odd.orig" "$odd"
 # A wait-mode handler's batch of faults, 4 vCPUs, a page each: its runs go
 # out several at a time; a batch with a broken answer is asked again,
@@ -292,7 +303,7 @@ run restore --source "${purl%/img}/odd" --image "$odd" -m wait --vcpus 4 --no-fi
 check wait_mode_batches_get_through_when_every_third_answer_breaks $?
 
 # A working-set replay's batches (sorted runs spread over the image) go
-# out as batches, not through the fill lane; the recording is the file
+# out as batches, several in flight; the recording is the file
 # restore's own.
 run restore --image "$img" --workload ws --seed 2 --record-ws "$tmp/h.ws"
 restore_ok exit "$base/img" --workload ws --seed 3 --replay-ws "$tmp/h.ws" &&

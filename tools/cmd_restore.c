@@ -768,9 +768,10 @@ static int run(const struct restore_opts *o)
 	workload_result_free(&res);
 	if (stuck) {
 		/* Not exit(): the parked threads and their region are left
-		 * behind on purpose, and leak checkers would say so.  The push
-		 * receiver is no vCPU: join it. */
-		if (o->source && !o->http)
+		 * behind on purpose, and leak checkers would say so.  A
+		 * source's own threads (the push receiver, the HTTP stream)
+		 * are no vCPUs: join them. */
+		if (o->source)
 			pc_source_stop(src, false);
 		fflush(stdout);
 		_exit(status);

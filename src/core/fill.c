@@ -312,12 +312,8 @@ void fed_in_background(struct pc_region *r)
 	atomic_store_explicit(&r->feed.background, true, memory_order_relaxed);
 }
 
-int pc_region_start_fill(pc_region *r)
+static int start_fillers(struct pc_region *r)
 {
-	if (!r->mem.nslices)
-		return -EINVAL; /* not started */
-	if (r->feed.filler_started)
-		return -EBUSY;
 	for (unsigned i = 0; i < r->opts.fillers; i++) {
 		int ret = pthread_create(&r->feed.fillers[i], NULL, fill_main, r);
 		if (ret && !i)
@@ -325,6 +321,45 @@ int pc_region_start_fill(pc_region *r)
 		if (ret)
 			break; /* those running do it all */
 		r->feed.nfillers++;
+	}
+	return 0;
+}
+
+uint64_t fill_next_missing(struct pc_region *r, uint64_t from)
+{
+	return next_missing(r, from % r->npages);
+}
+
+uint64_t fill_latest_fault(struct pc_region *r)
+{
+	return guest_activity(r).latest;
+}
+
+void fill_rest(struct pc_region *r)
+{
+	if (atomic_load(&r->stopping) || pc_region_complete(r))
+		return;
+	int ret = start_fillers(r);
+	if (ret < 0) {
+		region_set_error(r, ret, "starting the filler: %s", strerror(-ret));
+		region_fail(r, ret);
+	}
+}
+
+int pc_region_start_fill(pc_region *r)
+{
+	if (!r->mem.nslices)
+		return -EINVAL; /* not started */
+	if (r->feed.filler_started)
+		return -EBUSY;
+	/* A source that streams installs as its data arrives, and hands
+	 * what it did not bring to the filler's threads as it ends. */
+	bool streams = r->src->stream && r->page_size == PC_SOURCE_PAGE_SIZE &&
+		       r->src->stream(r->src->ctx, r) == 0;
+	if (!streams) {
+		int ret = start_fillers(r);
+		if (ret < 0)
+			return ret;
 	}
 	r->feed.filler_started = true;
 	fed_in_background(r);

@@ -77,6 +77,13 @@ struct pc_source {
 	 * in with the kernel (memory_takes_views()): no bounce buffer, one
 	 * copy instead of two.  NULL for the others.  Async-signal-safe. */
 	const void *(*view)(void *ctx, uint64_t first, uint64_t npages);
+	/* A source that streams the whole image into a region by itself,
+	 * installing pages as they arrive (the HTTP source: ranges in
+	 * flight, each page installed from the transfer's own buffer),
+	 * starts that here in place of the filler's threads, and calls
+	 * fill_rest() as it ends.  0, or a negative errno (the filler's
+	 * threads then start instead).  NULL for the others. */
+	int (*stream)(void *ctx, struct pc_region *r);
 };
 
 /* One request's worth of injected latency.  Async-signal-safe. */
@@ -238,6 +245,15 @@ struct region_feeders {
 	struct ws_replay *replay;
 	_Atomic bool replaying;
 };
+
+/* A source's stream (pc_source.stream) ended: the filler's threads
+ * bring whatever it did not, unless the region is done or stopping. */
+void fill_rest(struct pc_region *r);
+/* The first missing page at or after @from (wrapping), npages if none;
+ * and the page + 1 of the guest's newest demand fault (0: none yet):
+ * where a source's stream goes next. */
+uint64_t fill_next_missing(struct pc_region *r, uint64_t from);
+uint64_t fill_latest_fault(struct pc_region *r);
 
 /* From now on every page comes in the background, by the filler or a
  * source's push: a fault's adaptive window starts at PC_FILL_STEP_BYTES

@@ -2,8 +2,8 @@
 /*
  * http_int.h - what the files of the HTTP source share (private):
  * source_http.c (answers, the pool of connections, the operations,
- * opening), http_lane.c (the filler's read-ahead) and http_batch.c (a
- * wait-mode batch of demand runs, several in flight).
+ * opening), http_stream.c (the fill: the image streamed into the region)
+ * and http_batch.c (a wait-mode batch of demand runs, several in flight).
  */
 #ifndef PC_HTTP_INT_H
 #define PC_HTTP_INT_H
@@ -22,21 +22,13 @@
 #define HTTP_MAX_CONNS 256u
 #define HTTP_ERR_LEN 512
 #define HTTP_BODY_KEEP 512 /* bytes of an error answer kept for its reason */
-/* The filler's read-ahead (see "the fill lane" below): this many range
- * requests of this size in flight at once, each on a connection of its
- * own; a slot's buffer also holds the largest run the filler asks for. */
-#define HTTP_FILL_CONNS 4u
-#define HTTP_FILL_CHUNK (1u << 20)
-#define HTTP_FILL_SLOT_BYTES PC_MAX_RUN_BYTES
+/* The fill's stream (http_stream.c): this many range requests of this
+ * size in flight at once, each on a connection of its own. */
+#define HTTP_STREAM_CONNS 4u
+#define HTTP_STREAM_CHUNK (1u << 20)
 /* libcurl's receive buffer for those (its default is 16 KiB): fewer,
- * larger reads from the socket. */
-#define HTTP_FILL_RECV_BUF (256L << 10)
-/* A run the filler waits for lies in the slot that holds its start and at
- * most HTTP_FILL_SLOT_BYTES / HTTP_FILL_CHUNK after it: the lane must be
- * able to hold them all at once, or the reader waits for ever. */
-_Static_assert((HTTP_FILL_CONNS - 1) * (uint64_t)HTTP_FILL_CHUNK >= HTTP_FILL_SLOT_BYTES,
-	       "a run the filler waits for must fit the lane's slots");
-_Static_assert(HTTP_FILL_CHUNK <= HTTP_FILL_SLOT_BYTES, "a range must fit a slot");
+ * larger reads from the socket, and more whole pages per write call. */
+#define HTTP_STREAM_RECV_BUF (256L << 10)
 /* A batch of demand runs (a wait-mode handler's) goes out this many at a
  * time. */
 #define HTTP_BATCH_CONNS 4u
@@ -50,6 +42,7 @@ struct conn {
 };
 
 struct http_source;
+struct http_stream;
 struct batch_group;
 
 /* One request and what its answer has shown so far. */
@@ -68,38 +61,10 @@ struct xfer {
 	size_t body_len;
 	int bad;	   /* why the write callback refused, or 0 */
 	char bad_msg[160];
-};
-
-/* One range of the read-ahead.  FREE -> BUSY (the lane thread requests
- * it) -> READY or FAILED (its answer, checked) -> FREE (the reader is
- * done with it).  A BUSY slot nobody wants any more is marked stale: the
- * lane thread aborts it. */
-enum slot_state { SLOT_FREE, SLOT_BUSY, SLOT_READY, SLOT_FAILED };
-
-struct fill_slot {
-	struct conn *c;
-	char *buf;		/* HTTP_FILL_SLOT_BYTES */
-	uint64_t off, len;
-	enum slot_state state;
-	bool stale;
-	bool added;		/* in the multi handle: the lane thread's */
-	struct xfer x;
-	int err;
-	char msg[HTTP_ERR_LEN];
-};
-
-struct fill_lane {
-	pthread_mutex_t use;	/* one reader at a time */
-	pthread_mutex_t lock;	/* everything below but the multi handle */
-	pthread_cond_t done;	/* a slot was answered */
-	CURLM *multi;		/* the lane thread's */
-	pthread_t thread;
-	bool started, failed, stop;
-	struct fill_slot slot[HTTP_FILL_CONNS];
-	bool valid;		/* a stream runs, from the reader's last miss */
-	uint64_t next;		/* where its next range starts */
-	uint64_t want_end;	/* the reader waits for bytes up to here */
-	unsigned depth;		/* ranges to keep requested ahead */
+	/* Where the body goes instead of @dst, once checked: 0 or a
+	 * negative errno (the transfer ends with it). */
+	int (*sink)(struct xfer *x, const char *data, size_t n);
+	void *sink_arg;
 };
 
 struct http_source {
@@ -123,7 +88,7 @@ struct http_source {
 	bool err_fatal;
 
 	struct batch_group *groups; /* idle, under lock: for demand batches */
-	struct fill_lane lane; /* the filler's read-ahead */
+	struct http_stream *stream; /* the region's fill, until it ends */
 
 	_Atomic uint64_t requests, bytes_received, connections;
 	_Atomic uint64_t transient_errors, fatal_errors;
@@ -150,10 +115,10 @@ void http_conn_free(struct conn *c);
 /* Keep @msg as the source's latest failure. */
 void http_note_error(struct http_source *hs, int err, const char *msg);
 
-/* http_lane.c: a prefetch run through the fill lane (or alone when it
- * cannot be had); the lane's end, at the source's. */
-int http_prefetch_run(struct http_source *hs, uint64_t off, uint64_t len, char *dst);
-void http_lane_destroy(struct http_source *hs);
+/* http_stream.c: pc_source.stream, the image streamed into @r, and its
+ * end (at the region's destroy, through pc_source_stop()). */
+int http_stream_start(void *ctx, struct pc_region *r);
+void http_stream_stop(struct http_source *hs);
 
 /* http_batch.c: a group of connections on a multi handle, from the
  * source's pool of groups (NULL when none can be made), and @n ranges

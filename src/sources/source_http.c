@@ -9,14 +9,15 @@
  * equal to the request and the pinned ETag, and never writes past the
  * request; the fetch then checks the length.  The source is not DIRECT,
  * so even the bytes of an answer that fails half-way stay in the pager's
- * private buffer.
+ * private buffer (the stream installs such bytes: they passed the same
+ * checks, and only the rest is missing).
  *
  * Connections: a pool of curl easy handles, each keeping its connection
  * alive between requests; a fetch takes one (or makes one), so every
  * thread fetching at once has its own connection, and gives it back.  The
- * filler's reads go through the fill lane instead (http_lane.c): a thread
- * with several range requests in flight ahead of the filler, on
- * connections of its own, so that demand fetches never wait behind them;
+ * fill is a stream of the source's instead (http_stream.c): a thread with
+ * several range requests in flight on connections of its own, so that
+ * demand fetches never wait behind them, installing pages as they arrive;
  * the runs of a wait-mode batch or of a replay's batch go out several at
  * a time (http_batch.c).
  * An object that starts with the packed magic is a packed image, read by
@@ -117,7 +118,13 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 		return 0;
 	if (n > x->len - x->got)
 		return refuse(x, -EIO, "more than the %" PRIu64 " bytes asked for", x->len);
-	memcpy(x->dst + x->got, data, n);
+	if (x->sink) {
+		int ret = x->sink(x, data, n);
+		if (ret < 0)
+			return refuse(x, ret, "installing its pages: %s", strerror(-ret));
+	} else {
+		memcpy(x->dst + x->got, data, n);
+	}
 	x->got += n;
 	return n;
 }
@@ -376,21 +383,8 @@ static int http_fetch_many(void *ctx, unsigned n, const uint64_t *first,
 	struct http_source *hs = ctx;
 	int ret = 0;
 	struct batch_group *g = NULL;
-	/* The fill lane reads ahead in address order: it serves prefetches
-	 * within one slot's span (a filler step and its sub-runs).  Runs
-	 * spread wider (a working-set replay's batch, sorted) go out as a
-	 * batch, as demand runs do, so the replay's lanes keep several
-	 * requests in flight instead of meeting in the one fill lane. */
-	bool lane = false;
-	if ((flags & PC_FETCH_PREFETCH) && n) {
-		uint64_t lo = first[0], hi = first[0] + npages[0];
-		for (unsigned i = 1; i < n; i++) {
-			lo = first[i] < lo ? first[i] : lo;
-			hi = first[i] + npages[i] > hi ? first[i] + npages[i] : hi;
-		}
-		lane = (hi - lo) * PC_SOURCE_PAGE_SIZE <= HTTP_FILL_SLOT_BYTES;
-	}
-	if (!lane && n > 1 && n <= PC_MAX_BATCH && (g = http_group_get(hs))) {
+	(void)flags;
+	if (n > 1 && n <= PC_MAX_BATCH && (g = http_group_get(hs))) {
 		/* Every run is tried, and one that failed for a while is
 		 * asked again alone: failing the batch for it would have the
 		 * pager retry all of them, and where one request in a few
@@ -408,20 +402,15 @@ static int http_fetch_many(void *ctx, unsigned n, const uint64_t *first,
 				ret = http_fetch(ctx, first[i], npages[i], dst[i]);
 		return ret;
 	}
-	for (unsigned i = 0; i < n && ret == 0; i++) {
-		if (lane)
-			ret = http_prefetch_run(hs, first[i] * PC_SOURCE_PAGE_SIZE,
-					   npages[i] * PC_SOURCE_PAGE_SIZE, dst[i]);
-		else
-			ret = http_fetch(ctx, first[i], npages[i], dst[i]);
-	}
+	for (unsigned i = 0; i < n && ret == 0; i++)
+		ret = http_fetch(ctx, first[i], npages[i], dst[i]);
 	return ret;
 }
 
 static void http_destroy(void *ctx)
 {
 	struct http_source *hs = ctx;
-	http_lane_destroy(hs); /* first: its thread uses the rest */
+	http_stream_stop(hs); /* first: its thread uses the rest */
 	while (hs->groups) {
 		struct batch_group *g = hs->groups;
 		hs->groups = g->next;
@@ -447,9 +436,17 @@ static void http_destroy(void *ctx)
 	curl_global_cleanup();
 }
 
+/* The region's end: its stream installs into it, and stops first. */
+static void http_stop(void *ctx, bool complete)
+{
+	(void)complete;
+	http_stream_stop(ctx);
+}
+
 static const struct pc_source_ops http_ops = {
 	.fetch = http_fetch,
 	.fetch_many = http_fetch_many,
+	.stop = http_stop,
 	.destroy = http_destroy,
 	/* libcurl allocates and locks; an answer is checked as it arrives,
 	 * so neither async-signal-safe nor DIRECT. */
@@ -620,9 +617,6 @@ int pc_source_http(const struct pc_http_opts *o, pc_source **out, char *why,
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&hs->lock, NULL);
-	pthread_mutex_init(&hs->lane.use, NULL);
-	pthread_mutex_init(&hs->lane.lock, NULL);
-	pthread_cond_init(&hs->lane.done, NULL);
 	pthread_cond_init(&hs->freed, NULL);
 	hs->timeout_ms = o->timeout_ms ? o->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
 	hs->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms :
@@ -657,6 +651,10 @@ int pc_source_http(const struct pc_http_opts *o, pc_source **out, char *why,
 	}
 	if (ret == 0)
 		ret = pc_source_custom(&http_ops, hs, hs->size, out);
+	if (ret == 0) {
+		(*out)->stream = http_stream_start;
+		return 0;
+	}
 	if (ret < 0) {
 		if (why && why_len && !why[0])
 			set_why(why, why_len, "%s: %s", hs->url_shown ? hs->url_shown : o->url,
