@@ -198,6 +198,20 @@ static void make_list(const struct pc_image_id *id, const char *path,
 	counting_free(&cs);
 }
 
+/* The rest by the filler, then every fetch count (*@once: each page
+ * fetched once, else why in @why) and every byte: the pages that differ
+ * (all when the region did not complete; *@ret then says why). */
+static uint64_t fill_and_verify(pc_region *r, struct counting_src *cs, pc_source *ref,
+				int *ret, bool *once, char *why, size_t why_len)
+{
+	if (*ret == 0)
+		*ret = pc_region_start_fill(r);
+	if (*ret == 0)
+		*ret = pc_region_wait(r, 60000);
+	*once = counting_check(cs, ref, SRC_PAGE, *ret == 0, why, why_len);
+	return *ret == 0 ? verify_mem(pc_region_addr(r), SIZE, ref, NULL, NULL) : PAGES;
+}
+
 /* (c), (d): replay, fill, then every byte and every fetch count. */
 static void replay_case(enum pc_mode mode, const struct pc_image_id *id,
 			const char *path, bool race)
@@ -258,13 +272,9 @@ static void replay_case(enum pc_mode mode, const struct pc_image_id *id,
 	}
 	uint64_t replayed = st ? st->pages_replay : 0;
 	free(st);
-	if (ret == 0)
-		ret = pc_region_start_fill(r);
-	if (ret == 0)
-		ret = pc_region_wait(r, 60000);
 	char cwhy[512];
-	bool once = counting_check(&cs, ref, SRC_PAGE, ret == 0, cwhy, sizeof(cwhy));
-	uint64_t bad = ret == 0 ? verify_mem(pc_region_addr(r), SIZE, ref, NULL, NULL) : PAGES;
+	bool once;
+	uint64_t bad = fill_and_verify(r, &cs, ref, &ret, &once, cwhy, sizeof(cwhy));
 	pc_region_stats(r, &st);
 	bool sums = st && st->pages_demand + st->pages_prefetch + st->pages_fill +
 				  st->pages_replay == PAGES;
@@ -328,13 +338,9 @@ static void replay_bridges_small_holes(enum pc_mode mode, const struct pc_image_
 	uint64_t wide_faults = st ? st->thread[0].faults : 0;
 	free(st);
 	pc_thread_detach(r);
-	if (ret == 0)
-		ret = pc_region_start_fill(r);
-	if (ret == 0)
-		ret = pc_region_wait(r, 60000);
 	char cwhy[512];
-	bool once = counting_check(&cs, ref, SRC_PAGE, ret == 0, cwhy, sizeof(cwhy));
-	bad += ret == 0 ? verify_mem(mem, SIZE, ref, NULL, NULL) : PAGES;
+	bool once;
+	bad += fill_and_verify(r, &cs, ref, &ret, &once, cwhy, sizeof(cwhy));
 	ok(ret == 0 && once && bad == 0 && replayed == 8 && hole_faults == 0 && wide_faults == 1,
 	   "%s_replay_brings_a_small_hole_between_listed_pages (%d %s; %s; %" PRIu64
 	   " bad; replayed %" PRIu64 " of 4 listed + 4 in the hole; faults %" PRIu64
