@@ -10,16 +10,20 @@
  * that into the page by UFFDIO_COPY, with a wakeup between the threads
  * for every range.  On two cores, where nginx needs one of them, those
  * copies and wakeups were what the restore waited for.  Here the write
- * callback offers whole pages from libcurl's buffer to the region (a
- * partial page waits in a 4 KiB carry), and only UFFDIO_COPY copies them.
+ * callback installs whole pages from libcurl's buffer (a page split
+ * between two calls waits in a 4 KiB carry), and only UFFDIO_COPY copies
+ * them.
  *
- * An answer is checked before its first byte is used (status, Content-
- * Range, the pinned ETag: on_body()), so what is installed is the pinned
- * object's; an answer cut short leaves its first part installed, bytes as
- * good as those of an answer that came whole.  The stream goes on after the guest's newest demand fault, as
- * the filler does, skips what is present or in flight, and ends when no
- * page is missing, or at its first failed range: then the filler's threads
- * (fill_rest()) bring the rest, with their retries and their errors.
+ * A range's missing pages are claimed when it is asked for, as the filler
+ * claims its step, so a vCPU that faults on one waits for it rather than
+ * fetching it again.  An answer is checked before its first byte is used
+ * (status, Content-Range, the pinned ETag: on_body()), so what is
+ * installed is the pinned object's; an answer cut short leaves its first
+ * part installed, bytes as good as those of one that came whole, and gives
+ * the rest back.  The stream goes on after the guest's newest demand
+ * fault, as the filler does, and ends when no page is missing, or after
+ * its first failed range: the filler's threads (fill_rest()) then bring
+ * the rest, with their retries and their errors.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -29,13 +33,26 @@
 
 #include "http_int.h"
 
-/* One range in flight, and the start of a page whose rest is to come. */
+/* Pages of one range: at most OFFER_MAX, a bit each. */
+#define STREAM_PAGES (HTTP_STREAM_CHUNK / PC_SOURCE_PAGE_SIZE)
+_Static_assert(STREAM_PAGES <= OFFER_MAX && STREAM_PAGES % 64 == 0,
+	       "a range's pages must fit an offer's bitmap");
+
+/*
+ * One range in flight.  Its missing pages are claimed when it is asked
+ * for, as the filler claims a step: a vCPU that faults on one waits for
+ * it to arrive instead of fetching it again.  Each claimed page is then
+ * installed as it arrives, or given back when the answer ends without
+ * it (@settled: the pages from @first done either way).
+ */
 struct stream_slot {
 	struct http_stream *st;
 	struct conn *c;
 	struct xfer x;
 	bool busy;
-	size_t carry_len;
+	uint64_t first, npages, settled;
+	uint64_t claimed[STREAM_PAGES / 64];
+	size_t carry_len; /* the start of a page whose rest is to come */
 	char carry[PC_SOURCE_PAGE_SIZE];
 };
 
@@ -51,13 +68,28 @@ struct http_stream {
 	struct stream_slot slot[HTTP_STREAM_CONNS];
 };
 
-/* The write callback's pages: whole ones offered from @data as it lies in
- * libcurl's buffer, the last partial one kept for the next call. */
+/* The range's pages @from..@to (from its first) that it claimed:
+ * installed from @data, or given back (NULL).  Then settled. */
+static int settle(struct stream_slot *s, uint64_t from, uint64_t to, const char *data)
+{
+	uint64_t sub[STREAM_PAGES / 64] = { 0 };
+	for (uint64_t i = from; i < to; i++)
+		if (bitmap_test(s->claimed, i))
+			bitmap_set(sub, i - from);
+	s->settled = to;
+	if (!data) {
+		offer_release(s->st->r, s->first + from, to - from, sub);
+		return 0;
+	}
+	return offer_install(s->st->r, s->first + from, to - from, sub, data);
+}
+
+/* The write callback's pages: whole ones installed from @data as it lies
+ * in libcurl's buffer, the last partial one kept for the next call. */
 static int stream_take(struct xfer *x, const char *data, size_t n)
 {
 	struct stream_slot *s = x->sink_arg;
-	struct pc_region *r = s->st->r;
-	uint64_t pos = x->off + x->got;
+	uint64_t at = (x->got - s->carry_len) / PC_SOURCE_PAGE_SIZE; /* page of the range */
 	if (s->carry_len) {
 		size_t k = PC_SOURCE_PAGE_SIZE - s->carry_len;
 		if (k > n)
@@ -66,17 +98,17 @@ static int stream_take(struct xfer *x, const char *data, size_t n)
 		s->carry_len += k;
 		data += k;
 		n -= k;
-		pos += k;
 		if (s->carry_len < PC_SOURCE_PAGE_SIZE)
 			return 0;
 		s->carry_len = 0;
-		int ret = pc_region_offer(r, pos / PC_SOURCE_PAGE_SIZE - 1, 1, s->carry);
+		int ret = settle(s, at, at + 1, s->carry);
 		if (ret < 0)
 			return ret;
+		at++;
 	}
 	size_t whole = n / PC_SOURCE_PAGE_SIZE;
 	if (whole) {
-		int ret = pc_region_offer(r, pos / PC_SOURCE_PAGE_SIZE, whole, data);
+		int ret = settle(s, at, at + whole, data);
 		if (ret < 0)
 			return ret;
 	}
@@ -85,22 +117,10 @@ static int stream_take(struct xfer *x, const char *data, size_t n)
 	return 0;
 }
 
-/* Whether page @p lies in a range in flight. */
-static const struct stream_slot *in_flight(const struct http_stream *st, uint64_t p)
-{
-	uint64_t at = p * PC_SOURCE_PAGE_SIZE;
-	for (unsigned i = 0; i < HTTP_STREAM_CONNS; i++) {
-		const struct stream_slot *s = &st->slot[i];
-		if (s->busy && s->x.off <= at && at < s->x.off + s->x.len)
-			return s;
-	}
-	return NULL;
-}
-
-/* The next range to ask for: from after the guest's newest fault if it
- * faulted since, else on from the last; past ranges in flight.  False when
- * no page is missing outside them. */
-static bool stream_pick(struct http_stream *st, uint64_t *first, uint64_t *n)
+/* The next range to ask for, from after the guest's newest fault if it
+ * faulted since, else on from the last, its missing pages claimed.  False
+ * when no page is missing. */
+static bool stream_pick(struct http_stream *st, struct stream_slot *s)
 {
 	struct pc_region *r = st->r;
 	uint64_t npages = pc_region_size(r) / PC_SOURCE_PAGE_SIZE;
@@ -109,51 +129,58 @@ static bool stream_pick(struct http_stream *st, uint64_t *first, uint64_t *n)
 		st->seen_fault = latest;
 		st->next = latest;
 	}
-	uint64_t p = fill_next_missing(r, st->next);
-	/* At most one pass over the ranges in flight, each skipped once. */
-	for (unsigned k = 0; p < npages && k <= HTTP_STREAM_CONNS; k++) {
-		const struct stream_slot *s = in_flight(st, p);
-		if (!s)
-			break;
-		p = fill_next_missing(r, (s->x.off + s->x.len) / PC_SOURCE_PAGE_SIZE);
+	for (;;) { /* until a range with a page to claim, or none */
+		uint64_t p = fill_next_missing(r, st->next);
+		if (p >= npages)
+			return false;
+		uint64_t n = npages - p < STREAM_PAGES ? npages - p : STREAM_PAGES;
+		st->next = p + n;
+		if (offer_claim(r, p, n, s->claimed) < 0)
+			return false;
+		while (n && !bitmap_test(s->claimed, n - 1))
+			n--; /* no bytes for what it need not bring */
+		if (n) {
+			s->first = p;
+			s->npages = n;
+			s->settled = 0;
+			return true;
+		}
 	}
-	if (p >= npages || in_flight(st, p))
-		return false;
-	uint64_t chunk = HTTP_STREAM_CHUNK / PC_SOURCE_PAGE_SIZE;
-	*first = p;
-	*n = npages - p < chunk ? npages - p : chunk;
-	st->next = p + *n;
-	return true;
 }
 
-static bool stream_start_range(struct http_stream *st, struct stream_slot *s)
+static void stream_start_range(struct http_stream *st, struct stream_slot *s)
 {
-	uint64_t first, n;
-	if (!stream_pick(st, &first, &n))
-		return false;
-	s->x = (struct xfer){ .hs = st->hs, .off = first * PC_SOURCE_PAGE_SIZE,
-			      .len = n * PC_SOURCE_PAGE_SIZE, .sink = stream_take,
+	if (!stream_pick(st, s))
+		return;
+	s->x = (struct xfer){ .hs = st->hs, .off = s->first * PC_SOURCE_PAGE_SIZE,
+			      .len = s->npages * PC_SOURCE_PAGE_SIZE, .sink = stream_take,
 			      .sink_arg = s };
 	s->carry_len = 0;
 	char range[64];
 	http_range_start(st->hs, s->c, &s->x, range);
 	if (curl_multi_add_handle(st->multi, s->c->h) != CURLM_OK) {
+		settle(s, 0, s->npages, NULL);
 		st->failed = -ENOMEM;
-		return false;
+		return;
 	}
 	s->busy = true;
-	return true;
 }
 
-static void stream_answered(struct http_stream *st, struct stream_slot *s, CURLcode c)
+/* A range's transfer ended (@c), or is abandoned (@abandon): what did not
+ * arrive goes back to missing. */
+static void stream_end_range(struct http_stream *st, struct stream_slot *s, CURLcode c,
+			     bool abandon)
 {
+	curl_multi_remove_handle(st->multi, s->c->h);
+	s->busy = false;
+	settle(s, s->settled, s->npages, NULL);
+	if (abandon)
+		return;
+	/* What arrived before a failure is installed and stays: it was
+	 * checked.  The rest of the range is the filler's. */
 	char range[64], msg[HTTP_ERR_LEN];
 	snprintf(range, sizeof(range), "%" PRIu64 "-%" PRIu64, s->x.off,
 		 s->x.off + s->x.len - 1);
-	curl_multi_remove_handle(st->multi, s->c->h);
-	s->busy = false;
-	/* What arrived before a failure is installed and stays: it was
-	 * checked.  The rest of the range is the filler's. */
 	int ret = http_range_finish(st->hs, s->c, &s->x, c, range, msg, sizeof(msg));
 	if (ret < 0) {
 		http_note_error(st->hs, ret, msg);
@@ -184,24 +211,26 @@ static void *stream_main(void *arg)
 		curl_multi_perform(st->multi, &running);
 		CURLMsg *m;
 		int queued;
+		bool ended = false;
 		while ((m = curl_multi_info_read(st->multi, &queued))) {
 			if (m->msg != CURLMSG_DONE)
 				continue;
 			for (unsigned i = 0; i < HTTP_STREAM_CONNS; i++)
 				if (st->slot[i].busy && st->slot[i].c->h == m->easy_handle) {
-					stream_answered(st, &st->slot[i], m->data.result);
+					stream_end_range(st, &st->slot[i], m->data.result, false);
+					ended = true;
 					break;
 				}
 		}
 		if (atomic_load(&st->stop)) { /* abandon what is in flight */
 			for (unsigned i = 0; i < HTTP_STREAM_CONNS; i++)
-				if (st->slot[i].busy) {
-					curl_multi_remove_handle(st->multi, st->slot[i].c->h);
-					st->slot[i].busy = false;
-				}
+				if (st->slot[i].busy)
+					stream_end_range(st, &st->slot[i], CURLE_OK, true);
 			break;
 		}
-		curl_multi_poll(st->multi, NULL, 0, wait && !busy ? 1 : 100, NULL);
+		/* A range that ended frees its slot for the next at once. */
+		if (!ended)
+			curl_multi_poll(st->multi, NULL, 0, wait && !busy ? 1 : 100, NULL);
 	}
 	if (!atomic_load(&st->stop))
 		fill_rest(st->r);
