@@ -116,6 +116,7 @@ struct vm {
 	uint64_t size;
 	char *tables; /* slot 2, with paging on: the guest's page tables */
 	size_t tables_pages, tables_used;
+	struct kvm_cpuid2 *cpuid; /* with paging on: what the vCPUs get */
 	unsigned long *userfault_bitmap; /* KVM_PATH_BITMAP: a bit per 4 KiB page */
 };
 
@@ -181,6 +182,7 @@ static void vm_destroy(struct vm *vm)
 		munmap(vm->code, CODE_SLOT_SIZE);
 	if (vm->tables && vm->tables != MAP_FAILED)
 		munmap(vm->tables, vm->tables_pages * PC_SOURCE_PAGE_SIZE);
+	free(vm->cpuid);
 	free(vm->userfault_bitmap);
 }
 
@@ -248,6 +250,25 @@ static int map_range(struct vm *vm, uint64_t gpa, uint64_t size)
 	return 0;
 }
 
+/* The CPUID entries KVM supports, for KVM_SET_CPUID2. */
+static int supported_cpuid(struct vm *vm)
+{
+	for (uint32_t n = 64; n <= 1024; n *= 2) {
+		vm->cpuid = calloc(1, sizeof(*vm->cpuid) + n * sizeof(vm->cpuid->entries[0]));
+		if (!vm->cpuid)
+			return -ENOMEM;
+		vm->cpuid->nent = n;
+		if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, vm->cpuid) == 0)
+			return 0;
+		int e = errno;
+		free(vm->cpuid);
+		vm->cpuid = NULL;
+		if (e != E2BIG)
+			return -e;
+	}
+	return -E2BIG;
+}
+
 /*
  * Paging on: long mode's 4-level paging with 4 KiB pages, the tables in
  * slot 2 (plain memory, never under userfault), identity-mapping the code
@@ -272,7 +293,12 @@ static int map_guest(struct vm *vm)
 			  PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (vm->tables == MAP_FAILED)
 		return -errno;
-	int ret = map_range(vm, 0, CODE_SLOT_SIZE);
+	/* Long mode's bits in KVM_SET_SREGS want a vCPU whose CPUID has PAE
+	 * and LM: Debian's 6.12 fails it with EINVAL on a vCPU with no CPUID
+	 * (6.1 and kvm-pvm took it).  The vCPUs get what KVM supports. */
+	int ret = supported_cpuid(vm);
+	if (ret == 0)
+		ret = map_range(vm, 0, CODE_SLOT_SIZE);
 	if (ret == 0)
 		ret = map_range(vm, KVM_GUEST_MEM_GPA, vm->size);
 	if (ret == 0)
@@ -367,6 +393,9 @@ static int vcpu_create(struct vcpu *v, struct vm *vm, unsigned id,
 	if (v->run == MAP_FAILED)
 		goto err;
 
+	step = "KVM_SET_CPUID2";
+	if (vm->cpuid && ioctl(v->fd, KVM_SET_CPUID2, vm->cpuid) < 0)
+		goto err;
 	struct kvm_sregs sregs;
 	step = "KVM_GET_SREGS";
 	if (ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0)
