@@ -27,7 +27,18 @@
  *     bits still set fails it);
  *   - KVM's own access to a missing page (an emulated `rep outsb` from
  *     guest memory): served on the wait and bitmap paths, a clear error on
- *     the exit path (KVM then reads through a SIGBUS-mode userfaultfd).
+ *     the exit path (KVM then reads through a SIGBUS-mode userfaultfd);
+ *   - "guest paging on": some of the cases above once more with the guest's
+ *     paging on (32-bit paging, 4 KiB pages, its page tables in a memslot
+ *     of their own, never under userfault; tools/vmm/kvm.c's map_guest()).
+ *     Under shadow paging (kvm_amd.npt=0) KVM then walks the guest's page
+ *     tables and prefetches through its PTEs, FNAME(prefetch_gpte)(), which
+ *     must not map a gfn whose userfault bit is set, as with paging off
+ *     direct_pte_prefetch_many() must not: the hugetlb case clearing a bit
+ *     per 4 KiB page catches either (tests/kvm/mutants/).  With
+ *     --only-paging-1vcpu WHY only the one-vCPU ones run (and the probe's
+ *     checks), the rest is one SKIP line with WHY: for kvm.tdp_mmu=0 under
+ *     QEMU's TCG, which corrupts two-vCPU guests there (tests/kvm/init.sh).
  * Every case checks every byte against the source (with the guest's own
  * writes), the sum of what each vCPU read, that no page was fetched twice,
  * the stats, and the KVM exits the path implies.
@@ -61,13 +72,22 @@ struct kcase {
 	bool vmm_reader; /* a VMM thread reads guest memory during the run */
 	bool kvm_reads;	 /* vCPU 0 first has KVM read its first page */
 	bool bitmap_4k;	 /* bitmap path: a bit cleared per 4 KiB page KVM exits on */
+	bool paging;	 /* the guest's paging on (kvm_guest_opts.paging) */
 };
+
+/* --only-paging-1vcpu: only the one-vCPU cases with paging on run. */
+static const char *only_paging_1vcpu;
+
+static bool selected(const struct kcase *c)
+{
+	return !only_paging_1vcpu || (c->paging && c->vcpus == 1);
+}
 
 static void case_name(const struct kcase *c, char *buf, size_t len)
 {
-	snprintf(buf, len, "%s %s %u vcpu%s %s%s%s%s%s", label,
+	snprintf(buf, len, "%s %s %u vcpu%s %s%s%s%s%s%s", label,
 		 kvm_path_str(c->path), c->vcpus, c->vcpus == 1 ? "" : "s",
-		 backend_name(c->backend),
+		 backend_name(c->backend), c->paging ? " guest paging on" : "",
 		 c->path == KVM_PATH_WAIT ? (c->one_uffd ? " one uffd" : " uffd per vcpu") : "",
 		 c->vmm_reader ? " with a VMM thread reading" : "",
 		 c->kvm_reads ? " with KVM reading a missing page" : "",
@@ -161,7 +181,7 @@ static void run_case(const struct kcase *c)
 	struct kvm_guest_opts go = { .mem = pc_region_addr(r), .size = size,
 				     .vcpus = c->vcpus, .path = c->path,
 				     .region = r, .kvm_reads = c->kvm_reads,
-				     .bitmap_4k = c->bitmap_4k };
+				     .bitmap_4k = c->bitmap_4k, .paging = c->paging };
 	int ret = kvm_run_guest(&go, &res);
 	if (ret == -EIO && strstr(res.error, "pager failed"))
 		bail_out("%s: %s", name, res.error); /* vCPUs stuck for good */
@@ -443,8 +463,9 @@ static unsigned count_checks(const struct kcase *cases, size_t n,
 {
 	unsigned sum = 0;
 	for (size_t i = 0; i < n; i++)
-		sum += why_not(&cases[i], path_missing, huge_missing) ? 1 :
-		       checks_per_case(&cases[i]);
+		if (selected(&cases[i]))
+			sum += why_not(&cases[i], path_missing, huge_missing) ? 1 :
+			       checks_per_case(&cases[i]);
 	return sum;
 }
 
@@ -453,6 +474,8 @@ static void run_cases(const struct kcase *cases, size_t n,
 {
 	for (size_t i = 0; i < n; i++) {
 		const char *why = why_not(&cases[i], path_missing, huge_missing);
+		if (!selected(&cases[i]))
+			continue;
 		if (why)
 			skip_case(&cases[i], why);
 		else
@@ -467,6 +490,7 @@ int main(int argc, char **argv)
 		{ "expect-exit", required_argument, NULL, 'e' },
 		{ "expect-bitmap", required_argument, NULL, 'b' },
 		{ "tcg-svm", no_argument, NULL, 't' },
+		{ "only-paging-1vcpu", required_argument, NULL, 'o' },
 		{ 0 }
 	};
 	int expect_exit = -1, expect_bitmap = -1, opt;
@@ -475,13 +499,15 @@ int main(int argc, char **argv)
 			label = optarg;
 		else if (opt == 't')
 			tcg_svm = true;
+		else if (opt == 'o')
+			only_paging_1vcpu = optarg;
 		else if (opt == 'e' && (expect_exit = parse_yes_no(optarg)) >= 0)
 			continue;
 		else if (opt == 'b' && (expect_bitmap = parse_yes_no(optarg)) >= 0)
 			continue;
 		else {
 			fprintf(stderr, "usage: test_kvm [--label NAME] [--expect-exit yes|no] "
-				"[--expect-bitmap yes|no] [--tcg-svm]\n");
+				"[--expect-bitmap yes|no] [--tcg-svm] [--only-paging-1vcpu WHY]\n");
 			return 2;
 		}
 	}
@@ -494,25 +520,46 @@ int main(int argc, char **argv)
 
 	const uint64_t small = 2 * MIB; /* 512 faults per vCPU: the nested VM pays ~0.1 ms each */
 	const struct kcase wait_cases[] = {
-		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 1, small, false, 1, false, false, false },
-		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 2, small, false, 1, false, false, false },
-		{ KVM_PATH_WAIT, PC_BACKEND_ANON, 2, small, true, 2, false, false, false },
-		{ KVM_PATH_WAIT, PC_BACKEND_HUGETLB, 1, 4 * MIB, false, 1, false, false, false },
-		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 2, small, true, 1, true, false, false },
-		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 1, small, false, 1, false, true, false },
+		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 1, small, false, 1, false, false, false, false },
+		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 2, small, false, 1, false, false, false, false },
+		{ KVM_PATH_WAIT, PC_BACKEND_ANON, 2, small, true, 2, false, false, false, false },
+		{ KVM_PATH_WAIT, PC_BACKEND_HUGETLB, 1, 4 * MIB, false, 1, false, false, false, false },
+		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 2, small, true, 1, true, false, false, false },
+		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 1, small, false, 1, false, true, false, false },
 	};
 	const struct kcase exit_cases[] = {
-		{ KVM_PATH_EXIT, PC_BACKEND_SHMEM, 1, small, false, 1, false, false, false },
-		{ KVM_PATH_EXIT, PC_BACKEND_ANON, 2, small, false, 1, false, false, false },
-		{ KVM_PATH_EXIT, PC_BACKEND_SHMEM, 2, small, false, 1, true, false, false },
+		{ KVM_PATH_EXIT, PC_BACKEND_SHMEM, 1, small, false, 1, false, false, false, false },
+		{ KVM_PATH_EXIT, PC_BACKEND_ANON, 2, small, false, 1, false, false, false, false },
+		{ KVM_PATH_EXIT, PC_BACKEND_SHMEM, 2, small, false, 1, true, false, false, false },
 	};
 	const struct kcase bitmap_cases[] = {
-		{ KVM_PATH_BITMAP, PC_BACKEND_SHMEM, 1, small, false, 1, false, false, false },
-		{ KVM_PATH_BITMAP, PC_BACKEND_ANON, 2, small, false, 1, false, false, false },
-		{ KVM_PATH_BITMAP, PC_BACKEND_HUGETLB, 1, 4 * MIB, false, 1, false, false, false },
-		{ KVM_PATH_BITMAP, PC_BACKEND_HUGETLB, 1, 4 * MIB, false, 1, false, false, true },
-		{ KVM_PATH_BITMAP, PC_BACKEND_SHMEM, 2, small, false, 1, true, false, false },
-		{ KVM_PATH_BITMAP, PC_BACKEND_SHMEM, 1, small, false, 1, false, true, false },
+		{ KVM_PATH_BITMAP, PC_BACKEND_SHMEM, 1, small, false, 1, false, false, false, false },
+		{ KVM_PATH_BITMAP, PC_BACKEND_ANON, 2, small, false, 1, false, false, false, false },
+		{ KVM_PATH_BITMAP, PC_BACKEND_HUGETLB, 1, 4 * MIB, false, 1, false, false, false, false },
+		{ KVM_PATH_BITMAP, PC_BACKEND_HUGETLB, 1, 4 * MIB, false, 1, false, false, true, false },
+		{ KVM_PATH_BITMAP, PC_BACKEND_SHMEM, 2, small, false, 1, true, false, false, false },
+		{ KVM_PATH_BITMAP, PC_BACKEND_SHMEM, 1, small, false, 1, false, true, false, false },
+	};
+	/* Paging on: a subset, every path once with one vCPU and once with
+	 * two (shared page tables), hugetlb, and KVM's own read (its emulator
+	 * then walks the guest's page tables); the bitmap path's hugetlb case
+	 * clearing a bit per 4 KiB page is the one that catches a prefetch
+	 * through the guest's PTEs of a gfn whose bit is set. */
+	const struct kcase wait_paging[] = {
+		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 1, small, false, 1, false, false, false, true },
+		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 2, small, false, 1, false, false, false, true },
+		{ KVM_PATH_WAIT, PC_BACKEND_HUGETLB, 1, 4 * MIB, false, 1, false, false, false, true },
+		{ KVM_PATH_WAIT, PC_BACKEND_SHMEM, 1, small, false, 1, false, true, false, true },
+	};
+	const struct kcase exit_paging[] = {
+		{ KVM_PATH_EXIT, PC_BACKEND_SHMEM, 1, small, false, 1, false, false, false, true },
+		{ KVM_PATH_EXIT, PC_BACKEND_ANON, 2, small, false, 1, false, false, false, true },
+	};
+	const struct kcase bitmap_paging[] = {
+		{ KVM_PATH_BITMAP, PC_BACKEND_SHMEM, 1, small, false, 1, false, false, false, true },
+		{ KVM_PATH_BITMAP, PC_BACKEND_ANON, 2, small, false, 1, false, false, false, true },
+		{ KVM_PATH_BITMAP, PC_BACKEND_HUGETLB, 1, 4 * MIB, false, 1, false, false, true, true },
+		{ KVM_PATH_BITMAP, PC_BACKEND_SHMEM, 1, small, false, 1, false, true, false, true },
 	};
 	/* What this kernel and machine have decides what runs, and so the plan. */
 	int probe = kvm_probe_exit_path(why, sizeof(why));
@@ -523,11 +570,17 @@ int main(int argc, char **argv)
 				"this kernel has no KVM userfault bitmap (KVM_CAP_USERFAULT)";
 	struct hugepages hp;
 	const char *no_huge = hugepages_reserve(&hp, 2) ? NULL : hp.why;
-	plan(1 + (expect_bitmap >= 0) + 2 + REFAULT_CHECKS +
-	     (no_exit ? 1 : REFAULT_CHECKS) + (no_bitmap ? 1 : REFAULT_CHECKS) +
+	/* The checks outside the case tables; with --only-paging-1vcpu one
+	 * SKIP line instead. */
+	unsigned others = only_paging_1vcpu ? 1 : 2 + REFAULT_CHECKS +
+			  (no_exit ? 1 : REFAULT_CHECKS) + (no_bitmap ? 1 : REFAULT_CHECKS);
+	plan(1 + (expect_bitmap >= 0) + others +
 	     count_checks(wait_cases, NCASES(wait_cases), NULL, no_huge) +
 	     count_checks(exit_cases, NCASES(exit_cases), no_exit, no_huge) +
-	     count_checks(bitmap_cases, NCASES(bitmap_cases), no_bitmap, no_huge));
+	     count_checks(bitmap_cases, NCASES(bitmap_cases), no_bitmap, no_huge) +
+	     count_checks(wait_paging, NCASES(wait_paging), NULL, no_huge) +
+	     count_checks(exit_paging, NCASES(exit_paging), no_exit, no_huge) +
+	     count_checks(bitmap_paging, NCASES(bitmap_paging), no_bitmap, no_huge));
 	bool fault_info = kvm_has_memory_fault_info();
 	diag("%s exit-path probe: %d (%s); KVM_CAP_MEMORY_FAULT_INFO: %s; "
 	     "userfault bitmap: %s", label, probe, why, fault_info ? "yes" : "no",
@@ -555,7 +608,14 @@ int main(int argc, char **argv)
 	run_cases(wait_cases, NCASES(wait_cases), NULL, no_huge);
 	run_cases(exit_cases, NCASES(exit_cases), no_exit, no_huge);
 	run_cases(bitmap_cases, NCASES(bitmap_cases), no_bitmap, no_huge);
+	run_cases(wait_paging, NCASES(wait_paging), NULL, no_huge);
+	run_cases(exit_paging, NCASES(exit_paging), no_exit, no_huge);
+	run_cases(bitmap_paging, NCASES(bitmap_paging), no_bitmap, no_huge);
 	hugepages_restore(&hp);
+	if (only_paging_1vcpu) {
+		skip(only_paging_1vcpu, "%s test_kvm cases with paging off or two vCPUs", label);
+		return done();
+	}
 	refault_or_skip(KVM_PATH_WAIT, NULL);
 	refault_or_skip(KVM_PATH_EXIT, no_exit);
 	refault_or_skip(KVM_PATH_BITMAP, no_bitmap);

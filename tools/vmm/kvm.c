@@ -84,6 +84,21 @@ _Static_assert(sizeof(unsigned long) == 8, "the bitmap's words are 64 bits");
 
 #define CODE_SLOT_SIZE (64u << 10)
 #define CODE_GPA 0x1000u
+/* With paging on: slot 2, the guest's page tables (map_guest()), between
+ * the code slot and slot 1. */
+#define TABLES_GPA 0x100000ull
+/* 4-level paging: a page table maps 2 MiB, a directory 1 GiB. */
+#define PT_SPAN (2ull << 20)
+#define PTE_PRESENT 0x001ull
+#define PTE_WRITE 0x002ull
+#define PTE_ACCESSED 0x020ull
+#define PTE_DIRTY 0x040ull
+#define PTE_ADDR 0x000ffffffffff000ull
+#define CR0_PE 0x00000001ull
+#define CR0_PG 0x80000000ull
+#define CR4_PAE 0x00000020ull
+#define EFER_LME 0x100ull
+#define EFER_LMA 0x400ull
 /* KVM_SET_TSS_ADDR wants three pages outside every memslot (Intel). */
 #define TSS_GPA 0xfffbd000u
 /* A page reported again this many times in a row after being resolved
@@ -99,6 +114,9 @@ struct vm {
 	char *code; /* slot 0 */
 	char *mem;  /* slot 1 */
 	uint64_t size;
+	char *tables; /* slot 2, with paging on: the guest's page tables */
+	size_t tables_pages, tables_used;
+	struct kvm_cpuid2 *cpuid; /* with paging on: what the vCPUs get */
 	unsigned long *userfault_bitmap; /* KVM_PATH_BITMAP: a bit per 4 KiB page */
 };
 
@@ -162,6 +180,9 @@ static void vm_destroy(struct vm *vm)
 		close(vm->kvm_fd);
 	if (vm->code && vm->code != MAP_FAILED)
 		munmap(vm->code, CODE_SLOT_SIZE);
+	if (vm->tables && vm->tables != MAP_FAILED)
+		munmap(vm->tables, vm->tables_pages * PC_SOURCE_PAGE_SIZE);
+	free(vm->cpuid);
 	free(vm->userfault_bitmap);
 }
 
@@ -201,9 +222,96 @@ static int set_userfault_slot(struct vm *vm, const pc_region *r)
 	return ioctl(vm->fd, SET_USER_MEMORY_REGION2, &region) < 0 ? -errno : 0;
 }
 
-/* With @userfault_region, slot 1 gets a userfault bitmap from its state. */
+/* The table *@entry points to, taken from slot 2 when there is none yet;
+ * NULL when slot 2 is full. */
+static uint64_t *next_table(struct vm *vm, uint64_t *entry)
+{
+	if (!(*entry & PTE_PRESENT)) {
+		if (vm->tables_used == vm->tables_pages)
+			return NULL;
+		*entry = (TABLES_GPA + vm->tables_used++ * PC_SOURCE_PAGE_SIZE) |
+			 PTE_PRESENT | PTE_WRITE | PTE_ACCESSED;
+	}
+	return (uint64_t *)(vm->tables + ((*entry & PTE_ADDR) - TABLES_GPA));
+}
+
+/* Identity-map [gpa, gpa + size) with 4 KiB pages. */
+static int map_range(struct vm *vm, uint64_t gpa, uint64_t size)
+{
+	for (uint64_t va = gpa; va < gpa + size; va += PC_SOURCE_PAGE_SIZE) {
+		uint64_t *table = (uint64_t *)vm->tables; /* the PML4 */
+		for (unsigned shift = 39; shift > 12 && table; shift -= 9)
+			table = next_table(vm, &table[(va >> shift) & 511]);
+		if (!table)
+			return -ENOSPC;
+		table[(va >> 12) & 511] = va | PTE_PRESENT | PTE_WRITE |
+					  PTE_ACCESSED | PTE_DIRTY;
+	}
+	return 0;
+}
+
+/* The CPUID entries KVM supports, for KVM_SET_CPUID2. */
+static int supported_cpuid(struct vm *vm)
+{
+	for (uint32_t n = 64; n <= 1024; n *= 2) {
+		vm->cpuid = calloc(1, sizeof(*vm->cpuid) + n * sizeof(vm->cpuid->entries[0]));
+		if (!vm->cpuid)
+			return -ENOMEM;
+		vm->cpuid->nent = n;
+		if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, vm->cpuid) == 0)
+			return 0;
+		int e = errno;
+		free(vm->cpuid);
+		vm->cpuid = NULL;
+		if (e != E2BIG)
+			return -e;
+	}
+	return -E2BIG;
+}
+
+/*
+ * Paging on: long mode's 4-level paging with 4 KiB pages, the tables in
+ * slot 2 (plain memory, never under userfault), identity-mapping the code
+ * slot and slot 1; the vCPUs run the same 32-bit code in compatibility
+ * mode (vcpu_create()).  Long mode because it is what 64-bit guests run
+ * (KVM's paging64 walker, also the one of nested NPT), and the only paging
+ * the PVM flavour of KVM supports.  4 KiB pages, not 2 MiB ones: the
+ * shadow MMU maps a guest huge page with direct shadow pages and
+ * prefetches those through direct_pte_prefetch_many(), as with paging
+ * off; only 4 KiB guest PTEs take FNAME(prefetch_gpte)().  The entries
+ * come with Accessed (and the PTEs Dirty) set, as a kernel's direct map
+ * has them: FNAME(prefetch_gpte)() skips a gpte without Accessed, so
+ * there would be no prefetch to catch.
+ */
+static int map_guest(struct vm *vm)
+{
+	/* The PML4, the PDPT, a directory per GiB below 4 GiB, a table for
+	 * the code slot and slot 1's (KVM_GUEST_MEM_GPA is 2 MiB aligned). */
+	vm->tables_pages = 2 + 4 + 1 + (vm->size + PT_SPAN - 1) / PT_SPAN;
+	vm->tables_used = 1;
+	vm->tables = mmap(NULL, vm->tables_pages * PC_SOURCE_PAGE_SIZE,
+			  PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (vm->tables == MAP_FAILED)
+		return -errno;
+	/* Long mode's bits in KVM_SET_SREGS want a vCPU whose CPUID has PAE
+	 * and LM: Debian's 6.12 fails it with EINVAL on a vCPU with no CPUID
+	 * (6.1 and kvm-pvm took it).  The vCPUs get what KVM supports. */
+	int ret = supported_cpuid(vm);
+	if (ret == 0)
+		ret = map_range(vm, 0, CODE_SLOT_SIZE);
+	if (ret == 0)
+		ret = map_range(vm, KVM_GUEST_MEM_GPA, vm->size);
+	if (ret == 0)
+		ret = set_slot(vm, 2, TABLES_GPA, vm->tables,
+			       vm->tables_pages * PC_SOURCE_PAGE_SIZE);
+	return ret;
+}
+
+/* With @userfault_region, slot 1 gets a userfault bitmap from its state;
+ * with @paging, slot 2 the page tables. */
 static int vm_create(struct vm *vm, char *mem, uint64_t size,
-		     const pc_region *userfault_region, char *why, size_t why_len)
+		     const pc_region *userfault_region, bool paging,
+		     char *why, size_t why_len)
 {
 	*vm = (struct vm){ .kvm_fd = -1, .fd = -1, .mem = mem, .size = size };
 	if (size == 0 || size % PC_SOURCE_PAGE_SIZE || size > KVM_GUEST_MEM_MAX) {
@@ -250,6 +358,11 @@ static int vm_create(struct vm *vm, char *mem, uint64_t size,
 		errno = -ret;
 		goto err;
 	}
+	step = "the page tables (slot 2)";
+	if (paging && (ret = map_guest(vm)) < 0) {
+		errno = -ret;
+		goto err;
+	}
 	return 0;
 err:
 	ret = -errno;
@@ -258,8 +371,10 @@ err:
 	return ret;
 }
 
-/* Flat 32-bit protected mode, paging off, at CODE_GPA with the slice in
- * the registers kvm_guest.S expects. */
+/* Flat 32-bit code at CODE_GPA with the slice in the registers
+ * kvm_guest.S expects: in protected mode with paging off, or in long
+ * mode's compatibility mode (a code segment with L clear and D set) on the
+ * tables of map_guest().  Virtual = physical either way. */
 static int vcpu_create(struct vcpu *v, struct vm *vm, unsigned id,
 		       uint64_t first_gpa, uint64_t npages, char *why,
 		       size_t why_len)
@@ -278,6 +393,9 @@ static int vcpu_create(struct vcpu *v, struct vm *vm, unsigned id,
 	if (v->run == MAP_FAILED)
 		goto err;
 
+	step = "KVM_SET_CPUID2";
+	if (vm->cpuid && ioctl(v->fd, KVM_SET_CPUID2, vm->cpuid) < 0)
+		goto err;
 	struct kvm_sregs sregs;
 	step = "KVM_GET_SREGS";
 	if (ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0)
@@ -291,10 +409,27 @@ static int vcpu_create(struct vcpu *v, struct vm *vm, unsigned id,
 	seg.type = 3; /* data: read/write, accessed */
 	seg.selector = 2 << 3;
 	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = seg;
-	sregs.cr0 |= 1; /* PE */
+	sregs.cr0 |= CR0_PE;
+	if (vm->tables) {
+		sregs.cr0 |= CR0_PG;
+		sregs.cr3 = TABLES_GPA; /* the PML4 */
+		sregs.cr4 |= CR4_PAE;
+		sregs.efer |= EFER_LME | EFER_LMA;
+	}
 	step = "KVM_SET_SREGS";
 	if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0)
 		goto err;
+	/* A KVM may keep paging off without failing the ioctl (kvm-pvm does
+	 * so for 32-bit paging): a guest said to page must be paging. */
+	step = "KVM_GET_SREGS";
+	if (vm->tables && ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0)
+		goto err;
+	if (vm->tables && (!(sregs.cr0 & CR0_PG) || !(sregs.efer & EFER_LMA))) {
+		snprintf(why, why_len, "vCPU %u: KVM did not take paging on "
+			 "(CR0 %#llx, EFER %#llx after KVM_SET_SREGS)", id,
+			 (unsigned long long)sregs.cr0, (unsigned long long)sregs.efer);
+		return -EOPNOTSUPP;
+	}
 	struct kvm_regs regs = {
 		.rip = CODE_GPA + (v->kvm_reads ? kvm_guest_outs - kvm_guest_code : 0),
 		.rflags = 2,
@@ -525,7 +660,7 @@ int kvm_run_guest(const struct kvm_guest_opts *o, struct kvm_guest_result *res)
 
 	struct vm vm;
 	int ret = vm_create(&vm, o->mem, o->size,
-			    o->path == KVM_PATH_BITMAP ? o->region : NULL,
+			    o->path == KVM_PATH_BITMAP ? o->region : NULL, o->paging,
 			    res->error, sizeof(res->error));
 	if (ret < 0)
 		return ret;
@@ -625,7 +760,8 @@ int kvm_probe_exit_path(char *why, size_t why_len)
 		snprintf(why, why_len, "probe region: %s", pc_region_error(r));
 		goto out_region;
 	}
-	ret = vm_create(&vm, pc_region_addr(r), PC_SOURCE_PAGE_SIZE, NULL, why, why_len);
+	ret = vm_create(&vm, pc_region_addr(r), PC_SOURCE_PAGE_SIZE, NULL, false,
+			why, why_len);
 	if (ret < 0)
 		goto out_region;
 	v.region = r;

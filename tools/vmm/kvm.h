@@ -3,7 +3,8 @@
  * kvm.h - a minimal KVM runner on postcopy memory (tools/vmm/kvm.c).
  *
  * One VM, two memslots: slot 0 holds the guest code (tools/vmm/kvm_guest.S),
- * slot 1 is the memory under test, at KVM_GUEST_MEM_GPA.  V vCPUs each
+ * slot 1 is the memory under test, at KVM_GUEST_MEM_GPA (with paging on, a
+ * third holds the guest's page tables).  V vCPUs each
  * write one word to every 4 KiB page of their slice and read another, as
  * the kernel's demand_paging_test guest does, then report on an I/O port.
  * The memory is either plain (the baseline) or a postcopy region, resolved
@@ -82,6 +83,12 @@ struct kvm_guest_opts {
 	 * mapped a huge page over bits still set (no 4 KiB rule), those pages
 	 * would not exit, and the exits would be fewer than the pages. */
 	bool bitmap_4k;
+	/* The guest runs with paging on (long mode, 4 KiB pages; see kvm.c's
+	 * map_guest()), not in flat protected mode: KVM then walks its page
+	 * tables, and shadow paging prefetches through the guest's PTEs
+	 * (FNAME(prefetch_gpte)()) rather than by guest address
+	 * (direct_pte_prefetch_many()). */
+	bool paging;
 };
 
 struct kvm_guest_result {

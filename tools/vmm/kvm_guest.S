@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * kvm_guest.S - the code the KVM runner's vCPUs execute (src/kvm.c).
+ * kvm_guest.S - the code the KVM runner's vCPUs execute (tools/vmm/kvm.c).
  *
- * The memstress guest of the kernel's demand_paging_test, in 32-bit
- * protected mode with paging off, so guest-virtual = guest-physical and no
- * page tables are needed: the runner sets flat segments and CR0.PE with
- * KVM_SET_SREGS and these registers with KVM_SET_REGS:
+ * The memstress guest of the kernel's demand_paging_test, 32-bit code
+ * with guest-virtual = guest-physical: in protected mode with paging off,
+ * or in long mode's compatibility mode on page tables that identity-map
+ * (kvm.c's map_guest()), so the same bytes run in both.  The runner sets
+ * flat segments, CR0 (and CR3, CR4, EFER) with KVM_SET_SREGS and these
+ * registers with KVM_SET_REGS:
  *
  *   esi  GPA of the first page of this vCPU's slice
  *   ecx  number of 4 KiB pages (>= 1)
@@ -15,7 +17,7 @@
  * For every page: write the page's own GPA to its first word (the write
  * fault memstress takes), then add the word at offset 8 to ebx (so the
  * runner can check the guest saw the source's contents, not zeroes).  At
- * the end the sum goes out on port KVM_GUEST_PORT_DONE (src/kvm.h) and the
+ * the end the sum goes out on port KVM_GUEST_PORT_DONE (tools/vmm/kvm.h) and the
  * vCPU halts.  The bytes are copied into guest memory, so the code only
  * uses relative jumps.
  *
