@@ -21,9 +21,10 @@
  * installed is the pinned object's; an answer cut short leaves its first
  * part installed, bytes as good as those of one that came whole, and gives
  * the rest back.  The stream goes on after the guest's newest demand
- * fault, as the filler does, and ends when no page is missing, or after
- * its first failed range: the filler's threads (fill_rest()) then bring
- * the rest, with their retries and their errors.
+ * fault, as the filler does, and ends when no page is missing; a range
+ * that fails leaves its pages for a later one, until an answer that
+ * cannot succeed or STREAM_RETRIES failures in a row: the filler's threads
+ * (fill_rest()) then bring the rest, with their backoff and their errors.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -33,6 +34,9 @@
 
 #include "http_int.h"
 
+/* Ranges that may fail in a row, each with a transient error, before the
+ * stream leaves the rest to the filler's threads (and their backoff). */
+#define STREAM_RETRIES 4u
 /* Pages of one range: at most OFFER_MAX, a bit each. */
 #define STREAM_PAGES (HTTP_STREAM_CHUNK / PC_SOURCE_PAGE_SIZE)
 _Static_assert(STREAM_PAGES <= OFFER_MAX && STREAM_PAGES % 64 == 0,
@@ -64,7 +68,8 @@ struct http_stream {
 	_Atomic bool stop;
 	uint64_t next;	     /* page where the next range starts */
 	uint64_t seen_fault; /* the newest demand fault followed */
-	int failed;	     /* the first range that failed: the stream ends */
+	unsigned failures;   /* ranges failed in a row, each transiently */
+	int failed;	     /* why the stream ends early, or 0 */
 	struct stream_slot slot[HTTP_STREAM_CONNS];
 };
 
@@ -182,11 +187,16 @@ static void stream_end_range(struct http_stream *st, struct stream_slot *s, CURL
 	snprintf(range, sizeof(range), "%" PRIu64 "-%" PRIu64, s->x.off,
 		 s->x.off + s->x.len - 1);
 	int ret = http_range_finish(st->hs, s->c, &s->x, c, range, msg, sizeof(msg));
-	if (ret < 0) {
-		http_note_error(st->hs, ret, msg);
-		if (!st->failed)
-			st->failed = ret;
+	if (ret == 0) {
+		st->failures = 0;
+		return;
 	}
+	/* A reset or a 503 leaves the range's pages missing, for a later
+	 * range (the stream comes round to them again); an answer that
+	 * cannot succeed, or failures in a row, end it. */
+	http_note_error(st->hs, ret, msg);
+	if (!st->failed && (!fetch_error_transient(ret) || ++st->failures > STREAM_RETRIES))
+		st->failed = ret;
 }
 
 static void *stream_main(void *arg)
