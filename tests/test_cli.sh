@@ -19,7 +19,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_init cli
 trap 'rm -rf "$tmp"' EXIT
 
-echo "1..47"
+echo "1..49"
 
 # Each check below is a command list whose status is the verdict.
 nonempty_err() { [[ -s $err ]]; }
@@ -79,6 +79,23 @@ check "cli_restore_wait_mode_no_fill_random_json_verified" $?
 run restore --image "$tmp/img" --vcpus 2
 ((rc == 0)) && [[ -s $out ]]
 check "cli_restore_text_output_exits_0" $?
+
+# The filler's threads: each count restores every byte; out of range, or
+# with no filler to run, is a usage error.
+ok_fillers=0
+for nf in 1 3 8; do
+	run restore --image "$tmp/img" --vcpus 1 --fillers "$nf" --json
+	((rc == 0)) && json_check 'd.get("verified") is True and d["stats"]["pages_fill"] > 0' &&
+		ok_fillers=$((ok_fillers + 1))
+done
+((ok_fillers == 3))
+check "cli_restore_with_1_3_8_fillers_json_verified" $?
+run restore --image "$tmp/img" --fillers 9
+((rc == 2)) && grep -q -- "--fillers" "$err"
+r1=$?
+run restore --image "$tmp/img" --fillers 2 --no-fill
+((rc == 2 && r1 == 0)) && grep -q -- "--fillers goes without --no-fill" "$err"
+check "cli_restore_bad_fillers_or_fillers_without_fill_exit_2" $?
 
 # restore compares the guest with the image itself, whatever its seed.
 run mkimage --seed 99 "$tmp/img99" 4M

@@ -35,7 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "1..37"
+echo "1..39"
 if [[ ! -x $client_bin ]]; then
 	for i in $(seq 36); do skip "fc_handler_$i" "no fc_client next to the CLI"; done
 	exit 0
@@ -279,6 +279,16 @@ r1=$rc
 run fc-handler --sock "$tmp/x.sock" --source "unix:$tmp/srv.sock" --push-connections 5
 ((r1 == 2 && rc == 2)) && grep -q -- '--push-connections' "$err"
 check "fc_handler_push_connections_needs_a_server_and_1_to_4" $?
+run fc-handler --sock "$tmp/x.sock" --image "$img" --fillers 9
+r1=$rc
+run fc-handler --sock "$tmp/x.sock" --image "$img" --fillers 1 --no-fill
+((r1 == 2 && rc == 2)) && grep -q -- '--fillers goes without --no-fill' "$err"
+check "fc_handler_fillers_1_to_8_and_not_with_no_fill" $?
+start_handler fill1 --image "$img" --fillers 1
+client --threads 4
+((rc == 0)) && wait_lines 1 && last_json "d['status'] == 'complete' and d['present'] == d['pages']"
+check "fc_handler_one_filler_thread_served_every_byte_right" $?
+stop_handler
 start_handler net1 --source "unix:$tmp/srv.sock" --push-connections 1
 client --threads 4 --balloon
 ((rc == 0)) && wait_lines 1 && last_json "d['status'] == 'complete' and d['present'] == d['pages']"

@@ -52,6 +52,7 @@ struct fc_opts {
 	struct http_spec hs; /* then its flags */
 	bool once, fill, kill, json;
 	unsigned window, readers;
+	unsigned fillers; /* --fillers, 0: the library's default */
 	const char *replay_path;
 	pc_ws *replay;		 /* loaded once, replayed into every VM */
 	struct pc_image_id image_id; /* of --image, with --replay-ws */
@@ -125,6 +126,8 @@ static void usage(FILE *f)
 		"                  1 keeps demand faults' tails shortest on busy cores)\n"
 		"  --once          exit after one VM was served and released\n"
 		"  --no-fill       no background filler: only faulted pages are loaded\n"
+		"  --fillers N     the filler's threads per VM (1..8; default 2 where\n"
+		"                  the machine has two CPUs or more, else 1)\n"
 		"  --no-kill       when a VM's pages cannot be had (the memory file\n"
 		"                  became unreadable or shorter), only report it; by\n"
 		"                  default the Firecracker process is killed (SIGKILL),\n"
@@ -179,6 +182,7 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		{ "http-ca", required_argument, NULL, 'C' },
 		{ "once", no_argument, NULL, '1' },
 		{ "no-fill", no_argument, NULL, 'F' },
+		{ "fillers", required_argument, NULL, 'f' },
 		{ "no-kill", no_argument, NULL, 'K' },
 		{ "window", required_argument, NULL, 'w' },
 		{ "readers", required_argument, NULL, 'r' },
@@ -213,6 +217,10 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 			break;
 		case '1': o->once = true; break;
 		case 'F': o->fill = false; break;
+		case 'f':
+			if (parse_uint(optarg, 1, 8, &o->fillers) < 0)
+				return bad_arg(CMD, "--fillers (1..8)", optarg);
+			break;
 		case 'K': o->kill = false; break;
 		case 'j': o->json = true; break;
 		case 'R': o->replay_path = optarg; break;
@@ -248,6 +256,10 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		return EXIT_USAGE;
 	if (o->net_timeout_s && (!o->source || o->http)) {
 		complain(CMD, "--net-timeout goes with --source tcp:// or unix:");
+		return EXIT_USAGE;
+	}
+	if (o->fillers && !o->fill) {
+		complain(CMD, "--fillers goes without --no-fill");
 		return EXIT_USAGE;
 	}
 	if (o->push_connections && (!o->source || o->http)) {
@@ -499,6 +511,7 @@ static void serve_vm(struct vm *v)
 		.size = h.total, .backend = PC_BACKEND_ADOPTED, .mode = PC_MODE_WAIT,
 		.uffd = uffd, .remote = h.r, .nremote = h.n, .page_size = h.page_size,
 		.readers = o->readers, .window = h.page_size == FC_HUGE_2M ? 1 : o->window,
+		.fillers = o->fillers,
 	};
 	uffd = -1; /* the region's from here on, also on failure */
 	/* The region's, once created. */

@@ -27,6 +27,7 @@ struct restore_opts {
 	bool insecure;
 	unsigned net_timeout_s;
 	unsigned push_connections; /* --push-connections, 0: the default */
+	unsigned fillers;	   /* --fillers, 0: the library's default */
 	enum pc_mode mode;
 	enum pc_backend backend;
 	unsigned vcpus;
@@ -122,6 +123,8 @@ static void usage(FILE *f)
 		"                        run and one page with --no-fill.  Default\n"
 		"                        auto (1 on hugetlb and with --record-ws)\n"
 		"  --no-fill             no background filler: only touched pages load\n"
+		"  --fillers N           the filler's threads (1..8; default 2 where the\n"
+		"                        machine has two CPUs or more, else 1)\n"
 		"  --timeout S           give up if not complete after S seconds\n"
 		"                        (default 600)\n"
 		"  --no-memory-check     start even if the image is larger than shmem or\n"
@@ -153,6 +156,7 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		{ "delay", required_argument, NULL, 'd' },
 		{ "window", required_argument, NULL, 'w' },
 		{ "no-fill", no_argument, NULL, 'F' },
+		{ "fillers", required_argument, NULL, 1009 },
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "no-memory-check", no_argument, NULL, 'M' },
 		{ "seed", required_argument, NULL, 1000 },
@@ -286,6 +290,12 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 				return EXIT_USAGE;
 			}
 			break;
+		case 1009:
+			if (parse_uint(optarg, 1, 8, &o->fillers) < 0) {
+				complain("restore", "bad --fillers '%s' (1..8)", optarg);
+				return EXIT_USAGE;
+			}
+			break;
 		case 'E':
 			o->hs.s3_endpoint = optarg;
 			break;
@@ -327,6 +337,10 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 	}
 	if (o->push_connections && (!o->source || o->http)) {
 		complain("restore", "--push-connections goes with --source tcp:// or unix:");
+		return EXIT_USAGE;
+	}
+	if (o->fillers && !o->fill) {
+		complain("restore", "--fillers goes without --no-fill");
 		return EXIT_USAGE;
 	}
 	if (ws_flags && o->order != ORDER_WS) {
@@ -516,6 +530,7 @@ static int run(const struct restore_opts *o)
 		.mode = o->mode,
 		.max_threads = o->vcpus,
 		.window = o->window,
+		.fillers = o->fillers,
 		.no_memory_check = o->no_memory_check,
 		/* Exit mode hands a source that is not async-signal-safe to
 		 * fetcher threads: one per vCPU, so none waits for another's. */
