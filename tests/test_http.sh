@@ -57,6 +57,7 @@ checks=(
 	fill_stream_following_a_random_guest_matches_every_byte
 	fill_stream_survives_truncated_bodies_byte_exact
 	fill_stream_object_replaced_with_ranges_in_flight_fails_saying_it_changed
+	fill_of_a_hugetlb_region_matches_every_byte
 	wait_mode_batches_in_flight_survive_truncated_bodies_byte_exact
 	wait_mode_batches_get_through_when_every_third_answer_breaks
 	replay_over_http_batches_its_runs_byte_exact
@@ -287,6 +288,23 @@ run restore --source "${purl%/img}/odd" --image "$tmp/odd.orig" --vcpus 1
 ((rc == 1)) && grep -q "object changed" "$err" && ! grep -q "pages differ" "$err"
 check fill_stream_object_replaced_with_ranges_in_flight_fails_saying_it_changed $?
 cp "$tmp/odd.orig" "$odd"
+# 2 MiB pages take no stream (it installs 4 KiB pages): the filler's
+# threads fetch one huge page a step, through the pool.
+HP=/sys/kernel/mm/hugepages/hugepages-2048kB
+hp_free=$(cat "$HP/free_hugepages" 2>/dev/null || echo 0)
+if ((hp_free < 8)) && [[ -w $HP/nr_hugepages ]]; then
+	hp_orig=$(cat "$HP/nr_hugepages")
+	echo $((hp_orig + 8 - hp_free)) >"$HP/nr_hugepages" 2>/dev/null
+	hp_free=$(cat "$HP/free_hugepages")
+fi
+if ((hp_free < 8)); then
+	skip fill_of_a_hugetlb_region_matches_every_byte "no 2 MiB huge pages could be reserved ($hp_free free, 8 needed)"
+else
+	run restore --source "$base/img" --image "$img" --backend hugetlb --vcpus 1 --json
+	((rc == 0)) && json_check 'd["verified"] and d["mismatched_pages"] == 0 and d["stats"]["pages_fill"] > 0'
+	check fill_of_a_hugetlb_region_matches_every_byte $?
+fi
+[[ -n ${hp_orig:-} ]] && echo "$hp_orig" >"$HP/nr_hugepages" 2>/dev/null
 # A wait-mode handler's batch of faults, 4 vCPUs, a page each: its runs go
 # out several at a time; a batch with a broken answer is asked again,
 # byte-exact.
