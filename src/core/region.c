@@ -703,6 +703,20 @@ void futex_wake_all(_Atomic uint32_t *word)
  * handler: ioctl, clock_gettime, futex and write only.  A fault still in
  * flight meanwhile sees every page present (region_all_present) and
  * treats an install that fails on the unregistered range as done. */
+/* Completion of an adopted region: an event of the owner's queued before
+ * its range was unregistered (a REMOVE from its madvise()) holds the
+ * owner inside that call until somebody reads it, and the handler threads
+ * are about to stop: read what is queued (the fd is non-blocking; after
+ * UFFDIO_UNREGISTER nothing more comes).  Faults among it were woken by
+ * the unregister. */
+static void drain_owner_events(struct pc_region *r)
+{
+	struct uffd_msg m[16];
+	for (unsigned i = 0; i < r->mem.nslices; i++)
+		while (read(r->mem.slices[i].fd, m, sizeof(m)) > 0)
+			;
+}
+
 void region_complete(struct pc_region *r)
 {
 	for (unsigned i = 0; i < r->mem.nslices; i++)
@@ -712,6 +726,8 @@ void region_complete(struct pc_region *r)
 					       r->mem.slices[i].npages - p, &n);
 			uffd_unregister(r->mem.slices[i].fd, (void *)a, n * r->page_size);
 		}
+	if (r->mem.adopted)
+		drain_owner_events(r);
 	atomic_store(&r->end_ns, now_ns());
 	signal_stop(r);
 	uint32_t running = 0;
