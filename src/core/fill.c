@@ -102,34 +102,42 @@ static void let_readers_read(struct pc_region *r)
 	sleep_ns(200000);
 }
 
+/* The steps' sizes in pages, set before the threads start: the first
+ * and the one after a fault waited (@small), the longest (@big), and the
+ * longest while faults come but none waits for the filler, a guest at a
+ * stride or at random (@busy). */
+static void pace_init(struct pc_region *r)
+{
+	struct fill_pace *pc = &r->feed.pace;
+	pc->small = PC_FILL_STEP_BYTES / r->page_size;
+	if (!pc->small)
+		pc->small = 1;
+	pc->big = FILL_STEP_MAX_BYTES / r->page_size;
+	if (pc->big < pc->small)
+		pc->big = pc->small;
+	pc->busy = PC_BUSY_RUN_BYTES / r->page_size;
+	if (pc->busy < pc->small)
+		pc->busy = pc->small;
+	pc->step = pc->small;
+}
+
 /* Under the fill lock: the next step's size, from what the guest did
  * since the last step; the cursor follows its newest fault. */
 static uint64_t pace_step(struct pc_region *r)
 {
 	struct fill_pace *pc = &r->feed.pace;
-	uint64_t small = PC_FILL_STEP_BYTES / r->page_size;
-	uint64_t big = FILL_STEP_MAX_BYTES / r->page_size;
-	/* While faults come but none waits for the filler (a guest at a
-	 * stride, at random). */
-	uint64_t busy = PC_BUSY_RUN_BYTES / r->page_size;
-	if (!small)
-		small = 1;
-	if (big < small)
-		big = small;
-	if (busy < small)
-		busy = small;
 	struct guest_activity now = guest_activity(r);
 	if (now.latest != pc->seen_fault) { /* follow the guest */
 		pc->seen_fault = now.latest;
 		pc->cursor = now.latest % r->npages;
 	}
 	bool busy_now = now.faults != pc->faults;
-	if (!pc->step || now.waits != pc->waits) /* a fault waited: short steps */
-		pc->step = small;
-	else if (pc->step < (busy_now ? busy : big)) /* longer */
+	if (now.waits != pc->waits) /* a fault waited: short steps */
+		pc->step = pc->small;
+	else if (pc->step < (busy_now ? pc->busy : pc->big)) /* longer */
 		pc->step *= 2;
 	else if (busy_now) /* faults elsewhere: no longer than busy */
-		pc->step = busy;
+		pc->step = pc->busy;
 	pc->faults = now.faults;
 	pc->waits = now.waits;
 	return pc->step;
@@ -314,6 +322,7 @@ void fed_in_background(struct pc_region *r)
 
 static int start_fillers(struct pc_region *r)
 {
+	pace_init(r);
 	for (unsigned i = 0; i < r->opts.fillers; i++) {
 		int ret = pthread_create(&r->feed.fillers[i], NULL, fill_main, r);
 		if (ret && !i)

@@ -238,6 +238,7 @@ struct region_feeders {
 	pthread_mutex_t fill_lock;
 	struct fill_pace {
 		uint64_t cursor, seen_fault, step, faults, waits;
+		uint64_t small, big, busy; /* step sizes (pace_init()) */
 	} pace;
 	/* Set once pages come in the background (fed_in_background()). */
 	_Atomic bool background;

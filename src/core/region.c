@@ -699,10 +699,6 @@ void futex_wake_all(_Atomic uint32_t *word)
 	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
-/* Runs on whichever thread published the last page, maybe in a signal
- * handler: ioctl, clock_gettime, futex and write only.  A fault still in
- * flight meanwhile sees every page present (region_all_present) and
- * treats an install that fails on the unregistered range as done. */
 /* Completion of an adopted region: an event of the owner's queued before
  * its range was unregistered (a REMOVE from its madvise()) holds the
  * owner inside that call until somebody reads it, and the handler threads
@@ -717,6 +713,10 @@ static void drain_owner_events(struct pc_region *r)
 			;
 }
 
+/* Runs on whichever thread published the last page, maybe in a signal
+ * handler: ioctl, read, clock_gettime, futex and write only.  A fault
+ * still in flight meanwhile sees every page present (region_all_present)
+ * and treats an install that fails on the unregistered range as done. */
 void region_complete(struct pc_region *r)
 {
 	for (unsigned i = 0; i < r->mem.nslices; i++)
