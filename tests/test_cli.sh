@@ -94,7 +94,7 @@ run restore --image "$tmp/img" --fillers 9
 ((rc == 2)) && grep -q -- "--fillers" "$err"
 r1=$?
 run restore --image "$tmp/img" --fillers 2 --no-fill
-((rc == 2 && r1 == 0)) && grep -q -- "--fillers goes without --no-fill" "$err"
+((rc == 2 && r1 == 0)) && grep -q -- "--fillers cannot go with --no-fill" "$err"
 check "cli_restore_bad_fillers_or_fillers_without_fill_exit_2" $?
 
 # restore compares the guest with the image itself, whatever its seed.

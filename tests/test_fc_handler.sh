@@ -282,7 +282,7 @@ check "fc_handler_push_connections_needs_a_server_and_1_to_4" $?
 run fc-handler --sock "$tmp/x.sock" --image "$img" --fillers 9
 r1=$rc
 run fc-handler --sock "$tmp/x.sock" --image "$img" --fillers 1 --no-fill
-((r1 == 2 && rc == 2)) && grep -q -- '--fillers goes without --no-fill' "$err"
+((r1 == 2 && rc == 2)) && grep -q -- '--fillers cannot go with --no-fill' "$err"
 check "fc_handler_fillers_1_to_8_and_not_with_no_fill" $?
 start_handler fill1 --image "$img" --fillers 1
 client --threads 4

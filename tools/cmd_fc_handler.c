@@ -259,7 +259,7 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		return EXIT_USAGE;
 	}
 	if (o->fillers && !o->fill) {
-		complain(CMD, "--fillers goes without --no-fill");
+		complain(CMD, "--fillers cannot go with --no-fill");
 		return EXIT_USAGE;
 	}
 	if (o->push_connections && (!o->source || o->http)) {

@@ -340,7 +340,7 @@ static int parse(int argc, char **argv, struct restore_opts *o)
 		return EXIT_USAGE;
 	}
 	if (o->fillers && !o->fill) {
-		complain("restore", "--fillers goes without --no-fill");
+		complain("restore", "--fillers cannot go with --no-fill");
 		return EXIT_USAGE;
 	}
 	if (ws_flags && o->order != ORDER_WS) {
