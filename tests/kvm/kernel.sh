@@ -45,7 +45,11 @@ srcdir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 patches=("$srcdir"/patches/linux-6.12/*.patch)
 config=$srcdir/tests/kvm/kernel.config
 cache_root=${POSTCOPY_KERNEL_CACHE:-/var/cache/postcopy/kernels}
-pkgs=(linux-source-6.12 flex bison libelf-dev bc make gcc xz-utils patch perl rsync python3-ply python3-git)
+# The series' base (patches/README.md): the source package is pinned to it,
+# since a newer point release may not take the patches (6.12.118 does not
+# take 0003's last hunk), and the tests are of the series, not of a rebase.
+base_version=6.12.117-1~deb12u1
+pkgs=(flex bison libelf-dev bc make gcc xz-utils patch perl rsync python3-ply python3-git)
 # The patch that ends the exit-path kernel (0002): the ones after it add the
 # userfault bitmap.  Patches whose name has "selftests" change only
 # tools/testing/selftests.
@@ -57,14 +61,16 @@ missing=()
 for p in "${pkgs[@]}"; do
 	dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
 done
+[[ $(dpkg-query -W -f '${Version}' linux-source-6.12 2>/dev/null) == "$base_version" ]] ||
+	missing+=("linux-source-6.12=$base_version")
 if ((${#missing[@]})); then
 	if [[ $(id -u) != 0 ]]; then
 		say "needs Debian packages ${missing[*]} (as root: apt-get install ${missing[*]})"
 		exit 2
 	fi
 	mkdir -p "$cache_root"
-	{ apt-get install -y -q --no-install-recommends "${missing[@]}" ||
-	  { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; }; } \
+	install=(apt-get install -y -q --no-install-recommends --allow-downgrades "${missing[@]}")
+	{ "${install[@]}" || { apt-get update -q && "${install[@]}"; }; } \
 		>"$cache_root/apt-install.log" 2>&1 ||
 		{ say "could not install ${missing[*]} (see $cache_root/apt-install.log)"; exit 2; }
 fi
