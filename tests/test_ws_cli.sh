@@ -3,15 +3,17 @@
 #
 # test_ws_cli.sh - working sets from the command line: `restore --workload
 # ws --record-ws`, `ws show`, `ws merge`, `restore --replay-ws` (both
-# modes, byte-verified by restore itself), and the refusals: a recording
-# of another image, a truncated one, a corrupt one.
+# modes, byte-verified by restore itself), `fc-handler --replay-ws` and
+# `--record-ws` (a file per VM, exactly the pages it faulted on, then the
+# fill), and the refusals: a recording of another image, a truncated one,
+# a corrupt one, fc-handler's bad --record-ws flags.
 set -u
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_init ws
 trap 'rm -rf "$tmp"' EXIT
 
-echo "1..20"
+echo "1..24"
 
 run mkimage "$tmp/a.img" 16M
 run mkimage --seed 2 "$tmp/b.img" 16M
@@ -156,14 +158,97 @@ import json, sys
 d = json.loads(open(sys.argv[1]).readline())
 sys.exit(not (d["status"] == "complete" and d["pages_by_origin"]["replay"] > 0))' "$tmp/fc.out"
 	check "fc_handler_from_a_server_replays_by_the_servers_identity" $? "$tmp/fc.out" "$tmp/fc.err"
+
+	# fc-handler --record-ws: every VM its own file (%n); it holds exactly
+	# the pages the VM faulted on until the recording ended (fc_client
+	# touches pages 0..63 and waits; the window is 1 while recording);
+	# then the fill starts and the VM is served whole, every byte checked.
+	"$cli" fc-handler --sock "$sock" --image "$tmp/a.img" --record-ws "$tmp/fc%n.ws" \
+		--record-seconds 1 --json >"$tmp/fc.out" 2>"$tmp/fc.err" &
+	hpid=$!
+	for _ in $(seq 200); do [[ -S $sock ]] && break; sleep 0.05; done
+	ok=0
+	for vm in 1 2; do
+		rm -f "$tmp/ready" "$tmp/go"
+		timeout -k 5 90 "$client_bin" --sock "$sock" --image "$tmp/a.img" --threads 2 \
+			--pause-pages 64 --ready "$tmp/ready" --go "$tmp/go" >"$tmp/c.out" 2>"$tmp/c.err" &
+		cpid=$!
+		for _ in $(seq 400); do grep -q "recorded to $tmp/fc$vm.ws" "$tmp/fc.err" && break; sleep 0.05; done
+		touch "$tmp/go"
+		wait $cpid || ok=1
+		"$cli" ws show --list "$tmp/fc$vm.ws" >"$tmp/list$vm" || ok=1
+		# The listed offsets, sorted: pages 0..63 and nothing else.
+		awk '/ thread / { print $1 }' "$tmp/list$vm" | python3 -c '
+import sys
+got = sorted(int(x, 0) for x in sys.stdin.read().split())
+sys.exit(got != [p * 4096 for p in range(64)])' || ok=1
+	done
+	for _ in $(seq 200); do (($(wc -l <"$tmp/fc.out") >= 2)) && break; sleep 0.05; done
+	kill -TERM $hpid 2>/dev/null
+	wait $hpid || ok=1
+	((ok == 0)) && python3 -c '
+import json, sys
+vms = [json.loads(l) for l in open(sys.argv[1])]
+sys.exit(not (len(vms) == 2 and all(
+    d["status"] == "complete" and d["ws_recorded_pages"] == 64 and
+    d["pages_by_origin"]["fill"] > 0 and d["ws_file"].endswith("/fc%d.ws" % (i + 1))
+    for i, d in enumerate(vms))))' "$tmp/fc.out"
+	check "fc_handler_records_each_vms_working_set_then_fills" $? "$tmp/fc.out" "$tmp/fc.err"
+
+	# A recording from fc-handler is one like any other: restore replays it.
+	run restore --image "$tmp/a.img" --workload ws --seed 4 --replay-ws "$tmp/fc1.ws" --json
+	((rc == 0)) && json_check 'd["verified"] is True and d["stats"]["pages_replay"] > 0'
+	check "restore_replays_a_recording_fc_handler_made" $?
+
+	# With --once one file needs no %n; a VM that completes before the
+	# recording's time is saved then, all its pages in it.
+	"$cli" fc-handler --sock "$sock" --image "$tmp/a.img" --record-ws "$tmp/once.ws" \
+		--once --json >"$tmp/fc.out" 2>"$tmp/fc.err" &
+	hpid=$!
+	for _ in $(seq 200); do [[ -S $sock ]] && break; sleep 0.05; done
+	timeout -k 5 90 "$client_bin" --sock "$sock" --image "$tmp/a.img" --threads 2 \
+		>"$tmp/c.out" 2>"$tmp/c.err"
+	crc=$?
+	wait $hpid
+	hrc=$?
+	((crc == 0 && hrc == 0)) && python3 -c '
+import json, sys
+d = json.loads(open(sys.argv[1]).readline())
+sys.exit(not (d["status"] == "complete" and d["ws_recorded_pages"] == d["pages"] and
+              d["pages_by_origin"]["fill"] == 0))' "$tmp/fc.out" &&
+		"$cli" ws show "$tmp/once.ws" | grep -q '(100.00% of the image)'
+	check "fc_handler_once_records_a_vm_that_completes_first" $? "$tmp/fc.out" "$tmp/fc.err"
 else
-	skip "fc_handler_replays_a_working_set_into_a_vm" "no fc_client next to the CLI"
-	skip "fc_handler_from_a_server_replays_by_the_servers_identity" "no fc_client next to the CLI"
+	for t in fc_handler_replays_a_working_set_into_a_vm \
+		fc_handler_from_a_server_replays_by_the_servers_identity \
+		fc_handler_records_each_vms_working_set_then_fills \
+		restore_replays_a_recording_fc_handler_made \
+		fc_handler_once_records_a_vm_that_completes_first; do
+		skip "$t" "no fc_client next to the CLI"
+	done
 fi
 timeout 20 "$cli" fc-handler --sock "$tmp/fc2.sock" --image "$tmp/b.img" --replay-ws "$tmp/m.ws" \
 	>"$out" 2>"$err"
 rc=$?
 ((rc == 1)) && grep -q 'another image' "$err"
 check "fc_handler_refuses_another_images_recording" $?
+
+# --record-ws's refusals, before anything is served: one file for many VMs,
+# an unknown %, --record-seconds alone or out of range, no identity (HTTP).
+ok=0
+for args in "--record-ws $tmp/x.ws" "--record-ws $tmp/x%q.ws --once" \
+	"--record-seconds 5" "--record-ws $tmp/x%n.ws --record-seconds 0"; do
+	# shellcheck disable=SC2086 # the words are the flags
+	timeout 20 "$cli" fc-handler --sock "$tmp/fc3.sock" --image "$tmp/a.img" $args >"$out" 2>"$err"
+	rc=$?
+	((rc == 2)) && [[ ! -e $tmp/fc3.sock ]] || { echo "# $args: $rc"; ok=1; }
+done
+grep -q 'a file of its own' <(timeout 20 "$cli" fc-handler --sock "$tmp/fc3.sock" --image "$tmp/a.img" \
+	--record-ws "$tmp/x.ws" 2>&1) || ok=1
+timeout 20 "$cli" fc-handler --sock "$tmp/fc3.sock" --source http://127.0.0.1:9/x \
+	--record-ws "$tmp/x%n.ws" >"$out" 2>"$err"
+rc=$?
+((rc == 2)) && grep -q 'record-ws goes with --image' "$err" || ok=1
+check "fc_handler_record_ws_refusals_exit_2" $ok
 
 exit $((failed > 0))

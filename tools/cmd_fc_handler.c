@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -53,9 +54,12 @@ struct fc_opts {
 	bool once, fill, kill, json;
 	unsigned window, readers;
 	unsigned fillers; /* --fillers, 0: the library's default */
+	bool window_given;
 	const char *replay_path;
 	pc_ws *replay;		 /* loaded once, replayed into every VM */
-	struct pc_image_id image_id; /* of --image, with --replay-ws */
+	const char *record_path; /* --record-ws, with %n and %p */
+	unsigned record_s;	 /* --record-seconds */
+	struct pc_image_id image_id; /* of --image, with --replay-ws or --record-ws */
 };
 
 /* One Firecracker process. */
@@ -64,9 +68,12 @@ struct vm {
 	pthread_t thread;
 	_Atomic bool finished; /* the thread is done: join it */
 	int conn;
+	unsigned number; /* 1, 2, ... in the order they connected */
 	const struct fc_opts *o;
 	bool served;  /* the handshake was accepted */
 	bool failed;  /* its region failed */
+	int64_t recorded;	 /* pages in its saved recording, or -1 */
+	char ws_file[PATH_MAX];	 /* --record-ws's file for it */
 };
 
 static _Atomic bool stopping;
@@ -144,6 +151,15 @@ static void usage(FILE *f)
 		"                  --image, whose recording it must be, or a postcopy\n"
 		"                  server's --source: a VM whose server has another\n"
 		"                  image is refused)\n"
+		"  --record-ws PATH  record each VM's working set (its demand faults'\n"
+		"                  pages, in first-touch order) for --record-seconds,\n"
+		"                  or until it exits, into PATH, where %%n is the VM's\n"
+		"                  number (1, 2, ... as they connect), %%p its pid and\n"
+		"                  %%%% a %%; without %%n or %%p only with --once.  Its\n"
+		"                  filler starts when the recording is saved, and\n"
+		"                  --window is 1 unless given.  Needs --image or a\n"
+		"                  postcopy server's --source (the image's identity)\n"
+		"  --record-seconds S  how long a VM is recorded (1..3600, default 10)\n"
 		"  --json          one JSON line per VM on stdout when it is released\n"
 		"                  (else a text line on stderr)\n"
 		"  -h, --help      this text\n"
@@ -164,6 +180,57 @@ static void usage(FILE *f)
 		"Exit status: 0 stopped by a signal, or with --once the VM completed or\n"
 		"exited; 1 runtime error (socket, or with --once the VM's region\n"
 		"failed); 2 bad command line.\n");
+}
+
+/*
+ * --record-ws's PATH for VM @number of process @pid: %n and %p replaced,
+ * %% made a %.  0, or -1 if it does not fit in @len or has another %.
+ */
+static int record_file(const char *pattern, unsigned number, pid_t pid,
+		       char *out, size_t len)
+{
+	size_t k = 0;
+	for (const char *c = pattern; *c; c++) {
+		char part[24];
+		const char *add = part;
+		if (*c != '%') {
+			part[0] = *c;
+			part[1] = 0;
+		} else if (c[1] == 'n' || c[1] == 'p') {
+			snprintf(part, sizeof(part), "%lld",
+				 c[1] == 'n' ? (long long)number : (long long)pid);
+			c++;
+		} else if (c[1] == '%') {
+			add = "%";
+			c++;
+		} else {
+			return -1;
+		}
+		size_t n = strlen(add);
+		if (k + n >= len)
+			return -1;
+		memcpy(out + k, add, n);
+		k += n;
+	}
+	out[k] = 0;
+	return 0;
+}
+
+/* Is --record-ws's PATH one every VM can use? */
+static bool record_pattern_ok(const char *pattern, bool once, char *why, size_t len)
+{
+	char one[PATH_MAX], two[PATH_MAX];
+	if (!*pattern || record_file(pattern, 1, 1, one, sizeof(one)) < 0 ||
+	    record_file(pattern, 2, 2, two, sizeof(two)) < 0) {
+		snprintf(why, len, "empty, too long, or a %% other than %%n, %%p or %%%%");
+		return false;
+	}
+	/* Every VM its own file: else the second would replace the first's. */
+	if (!once && !strcmp(one, two)) {
+		snprintf(why, len, "every VM needs a file of its own: put %%n or %%p in it, or give --once");
+		return false;
+	}
+	return true;
 }
 
 static int parse(int argc, char **argv, struct fc_opts *o)
@@ -187,6 +254,8 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		{ "window", required_argument, NULL, 'w' },
 		{ "readers", required_argument, NULL, 'r' },
 		{ "replay-ws", required_argument, NULL, 'R' },
+		{ "record-ws", required_argument, NULL, 'W' },
+		{ "record-seconds", required_argument, NULL, 'D' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -224,9 +293,15 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		case 'K': o->kill = false; break;
 		case 'j': o->json = true; break;
 		case 'R': o->replay_path = optarg; break;
+		case 'W': o->record_path = optarg; break;
+		case 'D':
+			if (parse_uint(optarg, 1, 3600, &o->record_s) < 0)
+				return bad_arg(CMD, "--record-seconds (1..3600)", optarg);
+			break;
 		case 'w':
 			if (parse_window(optarg, &o->window) < 0)
 				return bad_arg(CMD, "--window (1..512 or auto)", optarg);
+			o->window_given = true;
 			break;
 		case 'r':
 			if (parse_uint(optarg, 1, 64, &o->readers) < 0)
@@ -266,9 +341,27 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		complain(CMD, "--push-connections goes with --source tcp:// or unix:");
 		return EXIT_USAGE;
 	}
-	if (o->replay_path && !o->image && (!o->source || o->http)) {
-		complain(CMD, "--replay-ws goes with --image or a postcopy server's --source: a recording names its image by the digest of its contents");
+	if ((o->replay_path || o->record_path) && !o->image && (!o->source || o->http)) {
+		complain(CMD, "--%s goes with --image or a postcopy server's --source: a recording names its image by the digest of its contents",
+			 o->replay_path ? "replay-ws" : "record-ws");
 		return EXIT_USAGE;
+	}
+	if (o->record_s && !o->record_path) {
+		complain(CMD, "--record-seconds goes with --record-ws");
+		return EXIT_USAGE;
+	}
+	if (o->record_path) {
+		char why[160];
+		if (!record_pattern_ok(o->record_path, o->once, why, sizeof(why))) {
+			complain(CMD, "--record-ws '%s': %s", o->record_path, why);
+			return EXIT_USAGE;
+		}
+		if (!o->record_s)
+			o->record_s = 10;
+		/* A window's other pages take no fault, so they would be
+		 * missing from the recording. */
+		if (!o->window_given)
+			o->window = 1;
 	}
 	if (strlen(o->sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
 		complain(CMD, "--sock path too long: '%s'", o->sock);
@@ -438,6 +531,12 @@ static void report(const struct vm *v, pid_t pid, const struct fc_handshake *h,
 			json_object_object_add(j, "pages_removed", json_object_new_int64((int64_t)s->pages_removed));
 			json_object_object_add(j, "blocktime_ms", json_object_new_double(s->blocked_ns / 1e6));
 		}
+		if (v->o->record_path) {
+			json_object_object_add(j, "ws_file", json_object_new_string(v->ws_file));
+			if (v->recorded >= 0)
+				json_object_object_add(j, "ws_recorded_pages",
+						       json_object_new_int64(v->recorded));
+		}
 		json_object_object_add(j, "seconds", json_object_new_double(seconds));
 		pthread_mutex_lock(&out_lock);
 		printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
@@ -477,6 +576,30 @@ static int open_source(const struct fc_opts *o, pc_source **src, char *why,
 			       src, why, len);
 }
 
+/* The filler, or with a postcopy server its push. */
+static int start_fill(pc_source *net, pc_region *r)
+{
+	return net ? pc_net_start_push(net, r) : pc_region_start_fill(r);
+}
+
+/* Write @v's recording to its file and say so; how many pages it holds
+ * is read back from what was written. */
+static void save_recording(struct vm *v, pid_t pid, const pc_ws *rec)
+{
+	int ret = pc_ws_save(rec, v->ws_file);
+	pc_ws *back = NULL;
+	struct pc_ws_info info;
+	if (ret < 0) {
+		logf_("pid %d: --record-ws %s: %s", (int)pid, v->ws_file, strerror(-ret));
+		return;
+	}
+	if (pc_ws_load(v->ws_file, &back, NULL, 0) == 0 && pc_ws_info(back, &info) == 0)
+		v->recorded = (int64_t)info.pages;
+	pc_ws_destroy(back);
+	logf_("pid %d: working set of %lld pages recorded to %s", (int)pid,
+	      (long long)v->recorded, v->ws_file);
+}
+
 static void serve_vm(struct vm *v)
 {
 	const struct fc_opts *o = v->o;
@@ -487,6 +610,7 @@ static void serve_vm(struct vm *v)
 	struct fc_handshake h = { .uffd = -1 };
 	pc_source *src = NULL;
 	pc_region *r = NULL;
+	pc_ws *rec = NULL;
 	int pidfd = -1, uffd = -1;
 
 	if (getsockopt(v->conn, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0)
@@ -521,6 +645,21 @@ static void serve_vm(struct vm *v)
 	src = NULL;
 	if (ret < 0)
 		goto refuse;
+	if (o->record_path) {
+		/* Its image's identity, as for the replay below. */
+		struct pc_image_id id = o->image_id;
+		if (record_file(o->record_path, v->number, cred.pid, v->ws_file,
+				sizeof(v->ws_file)) < 0)
+			ret = -ENAMETOOLONG;
+		else if (!o->image && (ret = pc_image_id_of(net, &id)) < 0)
+			;
+		else
+			ret = pc_ws_record(r, &id, &rec);
+		if (ret < 0) {
+			snprintf(why, sizeof(why), "--record-ws: %s", strerror(-ret));
+			goto refuse;
+		}
+	}
 	double t0 = seconds_now();
 	ret = pc_region_start(r);
 	bool replay_failed = false;
@@ -534,8 +673,10 @@ static void serve_vm(struct vm *v)
 			ret = pc_region_replay(r, o->replay, &id, why, sizeof(why));
 		replay_failed = ret < 0;
 	}
-	if (ret == 0 && o->fill)
-		ret = net ? pc_net_start_push(net, r) : pc_region_start_fill(r);
+	/* While recording, a page the filler brought first would take no
+	 * fault and be missing from the recording: it starts after. */
+	if (ret == 0 && o->fill && !rec)
+		ret = start_fill(net, r);
 	if (ret < 0) {
 		if (!replay_failed)
 			snprintf(why, sizeof(why), "%s", pc_region_error(r));
@@ -545,14 +686,24 @@ static void serve_vm(struct vm *v)
 		goto refuse;
 	}
 	v->served = true;
-	logf_("pid %d: %u region%s, %.1f MiB, %llu-byte pages (%s fields)%s",
+	logf_("pid %d: %u region%s, %.1f MiB, %llu-byte pages (%s fields)%s%s",
 	      (int)cred.pid, h.n, h.n == 1 ? "" : "s", (double)h.total / (1 << 20),
-	      (unsigned long long)h.page_size, h.shape, o->fill ? ", filling" : "");
+	      (unsigned long long)h.page_size, h.shape,
+	      rec ? ", recording its working set" : "",
+	      o->fill ? (rec ? ", then filling" : ", filling") : "");
 
 	const char *status = NULL, *error = NULL;
 	char error_buf[1024];
 	bool killed = false;
+	bool recording = rec != NULL;
 	for (;;) {
+		if (recording && seconds_now() - t0 >= o->record_s) {
+			recording = false;
+			save_recording(v, cred.pid, rec);
+			if (o->fill && (ret = start_fill(net, r)) < 0)
+				logf_("pid %d: starting the fill: %s (its pages come on demand only)",
+				      (int)cred.pid, strerror(-ret));
+		}
 		ret = pc_region_wait(r, 50);
 		if (ret == 0) {
 			status = "complete";
@@ -601,6 +752,9 @@ static void serve_vm(struct vm *v)
 			break;
 		}
 	}
+	/* Ended before its time (complete, exited, stopped): what it has. */
+	if (recording && !v->failed)
+		save_recording(v, cred.pid, rec);
 	if (status)
 		report(v, cred.pid, &h, r, status, error, killed, seconds_now() - t0);
 	pc_region_destroy(r);
@@ -609,6 +763,7 @@ refuse:
 	logf_("pid %d: refused: %s", (int)cred.pid, why);
 	pc_region_destroy(r);
 out:
+	pc_ws_destroy(rec); /* after its region */
 	pc_source_destroy(src);
 	if (uffd >= 0)
 		close(uffd);
@@ -684,9 +839,10 @@ int cmd_fc_handler(int argc, char **argv)
 		return EXIT_OK;
 	if (ret != EXIT_OK)
 		return ret;
-	if (o.replay_path) {
-		/* Checked whole, and against the image, before serving; with
-		 * a server, against the image each VM's server proves. */
+	if (o.replay_path || o.record_path) {
+		/* The image's identity, which a recording names; a replay is
+		 * checked whole, and against it, before serving (with a
+		 * server, against the image each VM's server proves). */
 		char why[256];
 		pc_source *f;
 		ret = o.image ? pc_source_file(o.image, &f) : 0;
@@ -698,8 +854,8 @@ int cmd_fc_handler(int argc, char **argv)
 			complain(CMD, "%s: cannot take its identity: %s", o.image, strerror(-ret));
 			return EXIT_FAIL;
 		}
-		ret = pc_ws_load(o.replay_path, &o.replay, why, sizeof(why));
-		if (ret == 0 && o.image &&
+		ret = o.replay_path ? pc_ws_load(o.replay_path, &o.replay, why, sizeof(why)) : 0;
+		if (ret == 0 && o.replay && o.image &&
 		    (ret = pc_ws_check_image(o.replay, &o.image_id, why, sizeof(why))) < 0)
 			pc_ws_destroy(o.replay);
 		if (ret < 0) {
@@ -730,6 +886,7 @@ int cmd_fc_handler(int argc, char **argv)
 	      o.source ? o.source : o.image, o.fill ? "" : " (no fill)");
 
 	struct vm *list = NULL;
+	unsigned accepted = 0;
 	bool any_failed = false;
 	int status = EXIT_OK;
 	for (;;) {
@@ -763,6 +920,8 @@ int cmd_fc_handler(int argc, char **argv)
 			}
 			v->conn = conn;
 			v->o = &o;
+			v->number = ++accepted;
+			v->recorded = -1;
 			if (pthread_create(&v->thread, NULL, vm_main, v)) {
 				logf_("cannot start a thread: connection closed");
 				close(conn);
