@@ -80,7 +80,7 @@ serve_kill() {
 	serve_pid=
 }
 
-echo "1..41"
+echo "1..43"
 
 img=$tmp/img key=$tmp/key wrong=$tmp/wrong.key open_key=$tmp/open.key
 if ! "$cli" mkimage "$img" 8M >"$out" 2>"$err"; then
@@ -305,5 +305,15 @@ server_dies_during bench --source "unix:$tmp/die.sock" -v 2 -m exit -d 2000 \
 	--net-timeout 2 --json
 ((rc == 1)) && grep -q "Host is down" "$err" && json_check "$gone"
 check "bench_exit_mode_server_dies_exits_1_with_reason_and_json" $?
+
+# netbench's migrations under load, small: every one verified byte for
+# byte, in both modes, with the vCPUs at the nice asked; a nice out of
+# range is a usage error.
+run netbench -s 16M -v 1 --load-only --load-vcpus 2 --load-nice 19 --json
+((rc == 0)) && json_check 'd["under_load_nice"] == 19 and len(d["under_load"]) == 12 and all(p["verified"] for p in d["under_load"]) and {p["mode"] for p in d["under_load"]} == {"exit", "wait"}'
+check "netbench_under_load_verifies_every_migration" $?
+run netbench -s 16M --load-nice 20
+((rc == 2)) && grep -q -- "--load-nice" "$err"
+check "netbench_load_nice_out_of_range_exits_2" $?
 
 exit $((failed != 0))

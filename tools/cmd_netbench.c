@@ -50,6 +50,7 @@ struct nb_opts {
 	unsigned load_vcpus;
 	unsigned samples;
 	unsigned window; /* the migrations under load's, as restore's -w */
+	unsigned load_nice; /* their vCPU threads' nice value */
 };
 
 /* ---- a temporary image and an in-process server ---- */
@@ -407,7 +408,7 @@ static const char *order_name(enum access_order o)
 }
 
 static int migrate_under_load(const char *addr, pc_source *truth, unsigned window,
-			      struct load_point *lp)
+			      unsigned nice, struct load_point *lp)
 {
 	pc_source *src;
 	int ret = net_source(addr, &src);
@@ -424,7 +425,8 @@ static int migrate_under_load(const char *addr, pc_source *truth, unsigned windo
 	}
 	struct workload w = { .mem = pc_region_addr(r), .size = ro.size,
 			      .vcpus = lp->vcpus, .write = true, .read_too = true,
-			      .until_complete = true, .order = lp->order, .region = r };
+			      .until_complete = true, .order = lp->order, .region = r,
+			      .nice = (int)nice };
 	struct workload_result res;
 	ret = workload_run(&w, &res);
 	if (ret == -EIO) {
@@ -460,7 +462,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: postcopy netbench [-s SIZE] [--unix] [-v MAX_VCPUS] [--load-vcpus N]\n"
-		"                         [--load-only] [-w N|auto] [--json]\n"
+		"                         [--load-only] [--load-nice N] [-w N|auto] [--json]\n"
 		"\n"
 		"Post-copy over loopback against raw baselines measured in the same run:\n"
 		"the 4 KiB request/response round trip and the minor-fault cost,\n"
@@ -478,6 +480,9 @@ static void usage(FILE *f)
 		"  -n N          demand-latency samples (default 2000)\n"
 		"  --load-vcpus N  most vCPUs of the migrations under load (default 8)\n"
 		"  --load-only   only the baselines and the migrations under load\n"
+		"  --load-nice N the vCPU threads of the migrations under load run at\n"
+		"                nice N (0..19, default 0): a host where the guest's\n"
+		"                vCPUs leave the pager its cores\n"
 		"  -w N|auto     the migrations' fault window, as restore's -w\n"
 		"                (default auto, as restore's)\n"
 		"  --json        one JSON object\n"
@@ -493,6 +498,7 @@ static int parse(int argc, char **argv, struct nb_opts *o)
 		{ "json", no_argument, NULL, 'j' },
 		{ "load-only", no_argument, NULL, 'L' },
 		{ "load-vcpus", required_argument, NULL, 'l' },
+		{ "load-nice", required_argument, NULL, 'N' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -524,6 +530,10 @@ static int parse(int argc, char **argv, struct nb_opts *o)
 		case 'l':
 			if (parse_uint(optarg, 1, 64, &o->load_vcpus) < 0)
 				return complain("netbench", "bad --load-vcpus '%s'", optarg), EXIT_USAGE;
+			break;
+		case 'N':
+			if (parse_uint(optarg, 0, 19, &o->load_nice) < 0)
+				return complain("netbench", "bad --load-nice '%s' (0..19)", optarg), EXIT_USAGE;
 			break;
 		case 'L': o->load_only = true; break;
 		case 'U': o->unix_socket = true; break;
@@ -594,7 +604,7 @@ int cmd_netbench(int argc, char **argv)
 				*lp = (struct load_point){ .mode = m ? PC_MODE_WAIT : PC_MODE_EXIT,
 							   .vcpus = v, .order = ord,
 							   .seconds = -1 };
-				failed |= migrate_under_load(addr, truth, o.window, lp) < 0;
+				failed |= migrate_under_load(addr, truth, o.window, o.load_nice, lp) < 0;
 			}
 	pc_source_destroy(truth);
 
@@ -657,6 +667,7 @@ int cmd_netbench(int argc, char **argv)
 			json_object_array_add(ul, m);
 		}
 		json_object_object_add(j, "under_load", ul);
+		json_object_object_add(j, "under_load_nice", json_object_new_int((int)o.load_nice));
 		json_object_object_add(j, "under_load_window",
 				       o.window == PC_WINDOW_AUTO ? json_object_new_string("auto") :
 								    json_object_new_int((int)o.window));
@@ -683,6 +694,8 @@ int cmd_netbench(int argc, char **argv)
 		for (unsigned i = 0; i < nc; i++)
 			printf("%5u %15.0f %15.0f %10.2f\n", counts[i], exit_rate[i],
 			       wait_rate[i], exit_rate[i] / wait_rate[i]);
+		if (nl && o.load_nice)
+			printf("under load, vCPU threads at nice %u:\n", o.load_nice);
 		if (nl)
 			printf("under load (every page present; push MiB/s and time against the push alone):\n"
 			       "mode vCPUs pattern    present   x alone   push MiB/s x alone   faults  stall p50/p99/max us   blocked\n");

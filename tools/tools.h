@@ -116,6 +116,9 @@ struct workload {
 	enum access_order order;
 	const struct ws_params *ws; /* ORDER_WS */
 	pc_region *region; /* attach threads to it; NULL for a baseline */
+	/* The vCPU threads' nice value (0: as the caller): netbench's
+	 * --load-nice, a host whose vCPUs leave the pager its cores. */
+	int nice;
 };
 
 struct workload_result {

@@ -11,6 +11,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "gate.h"
 #include "tools.h"
@@ -65,6 +67,10 @@ static void *vcpu_main(void *arg)
 	const struct workload *w = v->w;
 	if (w->region)
 		pc_thread_attach(w->region, v->id);
+	/* Per thread: on Linux a nice value belongs to the thread.  Raising
+	 * one's own cannot be refused. */
+	if (w->nice)
+		(void)setpriority(PRIO_PROCESS, (id_t)gettid(), w->nice);
 	if (!gate_arrive(v->gate)) {
 		gate_leave(v->gate);
 		return NULL;
