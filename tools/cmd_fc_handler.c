@@ -645,16 +645,18 @@ static void serve_vm(struct vm *v)
 	src = NULL;
 	if (ret < 0)
 		goto refuse;
+	/* The image's identity, which a recording names and a replay must
+	 * match: --image's, else the one this VM's server proved (a
+	 * recording of another image is this VM's error). */
+	struct pc_image_id id = o->image_id;
+	if ((o->replay || o->record_path) && !o->image && (ret = pc_image_id_of(net, &id)) < 0) {
+		snprintf(why, sizeof(why), "the server's image identity: %s", strerror(-ret));
+		goto refuse;
+	}
 	if (o->record_path) {
-		/* Its image's identity, as for the replay below. */
-		struct pc_image_id id = o->image_id;
-		if (record_file(o->record_path, v->number, cred.pid, v->ws_file,
-				sizeof(v->ws_file)) < 0)
-			ret = -ENAMETOOLONG;
-		else if (!o->image && (ret = pc_image_id_of(net, &id)) < 0)
-			;
-		else
-			ret = pc_ws_record(r, &id, &rec);
+		ret = record_file(o->record_path, v->number, cred.pid, v->ws_file,
+				  sizeof(v->ws_file)) < 0 ? -ENAMETOOLONG :
+							    pc_ws_record(r, &id, &rec);
 		if (ret < 0) {
 			snprintf(why, sizeof(why), "--record-ws: %s", strerror(-ret));
 			goto refuse;
@@ -664,13 +666,7 @@ static void serve_vm(struct vm *v)
 	ret = pc_region_start(r);
 	bool replay_failed = false;
 	if (ret == 0 && o->replay) {
-		/* Without --image, the identity this VM's server proved: a
-		 * recording of another image is this VM's error. */
-		struct pc_image_id id = o->image_id;
-		if (!o->image && (ret = pc_image_id_of(net, &id)) < 0)
-			snprintf(why, sizeof(why), "the server's image identity: %s", strerror(-ret));
-		else
-			ret = pc_region_replay(r, o->replay, &id, why, sizeof(why));
+		ret = pc_region_replay(r, o->replay, &id, why, sizeof(why));
 		replay_failed = ret < 0;
 	}
 	/* While recording, a page the filler brought first would take no
