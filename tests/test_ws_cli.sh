@@ -13,7 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_init ws
 trap 'rm -rf "$tmp"' EXIT
 
-echo "1..24"
+echo "1..25"
 
 run mkimage "$tmp/a.img" 16M
 run mkimage --seed 2 "$tmp/b.img" 16M
@@ -218,12 +218,34 @@ sys.exit(not (d["status"] == "complete" and d["ws_recorded_pages"] == d["pages"]
               d["pages_by_origin"]["fill"] == 0))' "$tmp/fc.out" &&
 		"$cli" ws show "$tmp/once.ws" | grep -q '(100.00% of the image)'
 	check "fc_handler_once_records_a_vm_that_completes_first" $? "$tmp/fc.out" "$tmp/fc.err"
+
+	# From a server, without --image: the recording names the image the
+	# server proved, so it replays against the file's identity.
+	"$cli" serve --image "$tmp/a.img" --listen "unix:$tmp/fcs.sock" >"$tmp/serve.out" 2>&1 &
+	spid=$!
+	for _ in $(seq 100); do [[ -S $tmp/fcs.sock ]] && break; sleep 0.05; done
+	"$cli" fc-handler --sock "$sock" --source "unix:$tmp/fcs.sock" --record-ws "$tmp/net.ws" \
+		--once --json >"$tmp/fc.out" 2>"$tmp/fc.err" &
+	hpid=$!
+	for _ in $(seq 200); do [[ -S $sock ]] && break; sleep 0.05; done
+	timeout -k 5 90 "$client_bin" --sock "$sock" --image "$tmp/a.img" --threads 2 \
+		>"$tmp/c.out" 2>"$tmp/c.err"
+	crc=$?
+	wait $hpid
+	hrc=$?
+	kill $spid 2>/dev/null
+	wait $spid 2>/dev/null
+	run restore --image "$tmp/a.img" --workload ws --seed 4 --replay-ws "$tmp/net.ws" --json
+	((crc == 0 && hrc == 0 && rc == 0)) &&
+		json_check 'd["verified"] is True and d["stats"]["pages_replay"] > 0'
+	check "fc_handler_from_a_server_records_by_the_servers_identity" $? "$tmp/fc.out" "$tmp/fc.err"
 else
 	for t in fc_handler_replays_a_working_set_into_a_vm \
 		fc_handler_from_a_server_replays_by_the_servers_identity \
 		fc_handler_records_each_vms_working_set_then_fills \
 		restore_replays_a_recording_fc_handler_made \
-		fc_handler_once_records_a_vm_that_completes_first; do
+		fc_handler_once_records_a_vm_that_completes_first \
+		fc_handler_from_a_server_records_by_the_servers_identity; do
 		skip "$t" "no fc_client next to the CLI"
 	done
 fi
