@@ -5,9 +5,14 @@
  * under the inode's lock), or UFFDIO_COPY into a mapping of it registered
  * with userfaultfd (allocate, fill and map in one call, no inode lock).
  * The numbers behind memory.c's choice (BENCHMARKS.md, "shmem pages by
- * UFFDIO_COPY").
+ * UFFDIO_COPY").  Two more modes stand for a push receiver's frame, the
+ * memcpy for recv()'s copy out of the socket: bounce, a copy into a
+ * per-thread buffer and UFFDIO_COPY from it (what the receiver does);
+ * alias, MADV_POPULATE_WRITE of an unregistered second mapping of the
+ * memfd, the copy straight into it and UFFDIO_CONTINUE (the mapping
+ * registered MINOR too), i.e. receiving into the page.
  *
- *   memfd_fill pwrite|copy THREADS [MIB]
+ *   memfd_fill pwrite|copy|bounce|alias THREADS [MIB]
  *
  * THREADS threads (1..16) fill MIB MiB (default 1024) in 256 KiB calls,
  * interleaved; prints one line with the seconds from the first call to
@@ -29,13 +34,19 @@
 
 #define STEP (256u << 10)
 
+enum mode { PWRITE, COPY, BOUNCE, ALIAS };
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
 struct fill {
 	int memfd, uffd;
-	char *map;
+	char *map, *alias;
 	const char *src;
 	uint64_t size;
 	unsigned threads;
-	int copy;
+	enum mode mode;
 };
 
 struct worker {
@@ -55,18 +66,34 @@ static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct fill *f = w->f;
+	char *bounce = f->mode == BOUNCE ? aligned_alloc(4096, STEP) : NULL;
+	if (f->mode == BOUNCE && !bounce)
+		w->err = ENOMEM;
 	for (uint64_t off = (uint64_t)w->id * STEP; off < f->size && !w->err;
 	     off += (uint64_t)STEP * f->threads) {
-		if (f->copy) {
+		if (f->mode == COPY || f->mode == BOUNCE) {
+			if (bounce)
+				memcpy(bounce, f->src, STEP);
 			struct uffdio_copy c = { .dst = (uintptr_t)f->map + off,
-						 .src = (uintptr_t)f->src,
+						 .src = (uintptr_t)(bounce ? bounce : f->src),
 						 .len = STEP };
 			if (ioctl(f->uffd, UFFDIO_COPY, &c) < 0)
+				w->err = errno;
+		} else if (f->mode == ALIAS) {
+			struct uffdio_continue c = {
+				.range = { .start = (uintptr_t)f->map + off, .len = STEP } };
+			if (madvise(f->alias + off, STEP, MADV_POPULATE_WRITE) < 0) {
+				w->err = errno;
+				break;
+			}
+			memcpy(f->alias + off, f->src, STEP);
+			if (ioctl(f->uffd, UFFDIO_CONTINUE, &c) < 0)
 				w->err = errno;
 		} else if (pwrite(f->memfd, f->src, STEP, (off_t)off) != (ssize_t)STEP) {
 			w->err = errno ? errno : EIO;
 		}
 	}
+	free(bounce);
 	return NULL;
 }
 
@@ -78,13 +105,19 @@ static int setup(struct fill *f)
 	f->map = mmap(NULL, f->size, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
 	if (f->map == MAP_FAILED)
 		return -errno;
-	if (!f->copy)
+	if (f->mode == PWRITE)
 		return 0;
+	if (f->mode == ALIAS) {
+		f->alias = mmap(NULL, f->size, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+		if (f->alias == MAP_FAILED)
+			return -errno;
+	}
 	f->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
-	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_api api = { .api = UFFD_API,
+				  .features = f->mode == ALIAS ? UFFD_FEATURE_MINOR_SHMEM : 0 };
 	struct uffdio_register reg = {
 		.range = { .start = (uintptr_t)f->map, .len = f->size },
-		.mode = UFFDIO_REGISTER_MODE_MISSING,
+		.mode = f->mode == ALIAS ? UFFDIO_REGISTER_MODE_MINOR : UFFDIO_REGISTER_MODE_MISSING,
 	};
 	if (f->uffd < 0 || ioctl(f->uffd, UFFDIO_API, &api) < 0 ||
 	    ioctl(f->uffd, UFFDIO_REGISTER, &reg) < 0)
@@ -95,11 +128,16 @@ static int setup(struct fill *f)
 int main(int argc, char **argv)
 {
 	struct fill f = { .size = 1024ull << 20 };
-	if (argc < 3 || argc > 4 || (strcmp(argv[1], "pwrite") && strcmp(argv[1], "copy"))) {
-		fprintf(stderr, "usage: %s pwrite|copy THREADS [MIB]\n", argv[0]);
+	static const char *const modes[] = { "pwrite", "copy", "bounce", "alias" };
+	int m = -1;
+	for (int i = 0; argc >= 2 && i < 4; i++)
+		if (!strcmp(argv[1], modes[i]))
+			m = i;
+	if (argc < 3 || argc > 4 || m < 0) {
+		fprintf(stderr, "usage: %s pwrite|copy|bounce|alias THREADS [MIB]\n", argv[0]);
 		return 2;
 	}
-	f.copy = !strcmp(argv[1], "copy");
+	f.mode = (enum mode)m;
 	f.threads = (unsigned)atoi(argv[2]);
 	if (argc == 4)
 		f.size = strtoull(argv[3], NULL, 10) << 20;
