@@ -122,56 +122,67 @@ done
 # every byte it reads); another image's recording is refused at start.
 client_bin=${POSTCOPY_BUILDDIR:-$(dirname "$cli")}/tests/fc_client
 [[ -x $client_bin ]] || client_bin=$(dirname "$cli")/tests/fc_client
-if [[ -x $client_bin ]]; then
-	sock=$tmp/fc.sock
-	"$cli" fc-handler --sock "$sock" --image "$tmp/a.img" --replay-ws "$tmp/m.ws" --json \
-		>"$tmp/fc.out" 2>"$tmp/fc.err" &
+# start_fc ARGS...: fc-handler on $sock (JSON to fc.out, log to fc.err),
+# hpid set, back once it listens.  start_server: `serve` of a.img on
+# fcs.sock, spid set.  run_client ARGS...: fc_client on $sock, crc set
+# and returned.
+start_fc() {
+	rm -f "$sock"
+	"$cli" fc-handler --sock "$sock" --json "$@" >"$tmp/fc.out" 2>"$tmp/fc.err" &
 	hpid=$!
 	for _ in $(seq 200); do [[ -S $sock ]] && break; sleep 0.05; done
-	timeout -k 5 90 "$client_bin" --sock "$sock" --image "$tmp/a.img" --threads 2 \
-		>"$tmp/c.out" 2>"$tmp/c.err"
-	crc=$?
-	for _ in $(seq 200); do [[ -s $tmp/fc.out ]] && break; sleep 0.05; done
-	kill -TERM $hpid 2>/dev/null
-	wait $hpid
-	((crc == 0)) && python3 -c '
-import json, sys
-d = json.loads(open(sys.argv[1]).readline())
-sys.exit(not (d["status"] == "complete" and d["pages_by_origin"]["replay"] > 0))' "$tmp/fc.out"
-	check "fc_handler_replays_a_working_set_into_a_vm" $? "$tmp/fc.out" "$tmp/fc.err"
-	# From a server, without --image: the identity its server proves.
+}
+start_server() {
 	"$cli" serve --image "$tmp/a.img" --listen "unix:$tmp/fcs.sock" >"$tmp/serve.out" 2>&1 &
 	spid=$!
 	for _ in $(seq 100); do [[ -S $tmp/fcs.sock ]] && break; sleep 0.05; done
-	"$cli" fc-handler --sock "$sock" --source "unix:$tmp/fcs.sock" --replay-ws "$tmp/m.ws" \
-		--once --json >"$tmp/fc.out" 2>"$tmp/fc.err" &
-	hpid=$!
-	for _ in $(seq 200); do [[ -S $sock ]] && break; sleep 0.05; done
-	timeout -k 5 90 "$client_bin" --sock "$sock" --image "$tmp/a.img" --threads 2 \
-		>"$tmp/c.out" 2>"$tmp/c.err"
-	crc=$?
-	wait $hpid
+}
+stop_server() {
 	kill $spid 2>/dev/null
 	wait $spid 2>/dev/null
-	((crc == 0)) && python3 -c '
+}
+run_client() {
+	timeout -k 5 90 "$client_bin" --sock "$sock" --image "$tmp/a.img" --threads 2 "$@" \
+		>"$tmp/c.out" 2>"$tmp/c.err"
+	crc=$?
+	return $crc
+}
+# fc_json PYTHON-EXPR: EXPR holds for vms, the list of fc.out's reports.
+fc_json() {
+	python3 -c "
 import json, sys
-d = json.loads(open(sys.argv[1]).readline())
-sys.exit(not (d["status"] == "complete" and d["pages_by_origin"]["replay"] > 0))' "$tmp/fc.out"
+vms = [json.loads(l) for l in open(sys.argv[1])]
+sys.exit(not ($1))" "$tmp/fc.out"
+}
+replayed='len(vms) == 1 and vms[0]["status"] == "complete" and vms[0]["pages_by_origin"]["replay"] > 0'
+
+if [[ -x $client_bin ]]; then
+	sock=$tmp/fc.sock
+	start_fc --image "$tmp/a.img" --replay-ws "$tmp/m.ws"
+	run_client
+	for _ in $(seq 200); do [[ -s $tmp/fc.out ]] && break; sleep 0.05; done
+	kill -TERM $hpid 2>/dev/null
+	wait $hpid
+	((crc == 0)) && fc_json "$replayed"
+	check "fc_handler_replays_a_working_set_into_a_vm" $? "$tmp/fc.out" "$tmp/fc.err"
+	# From a server, without --image: the identity its server proves.
+	start_server
+	start_fc --source "unix:$tmp/fcs.sock" --replay-ws "$tmp/m.ws" --once
+	run_client
+	wait $hpid
+	stop_server
+	((crc == 0)) && fc_json "$replayed"
 	check "fc_handler_from_a_server_replays_by_the_servers_identity" $? "$tmp/fc.out" "$tmp/fc.err"
 
 	# fc-handler --record-ws: every VM its own file (%n); it holds exactly
 	# the pages the VM faulted on until the recording ended (fc_client
 	# touches pages 0..63 and waits; the window is 1 while recording);
 	# then the fill starts and the VM is served whole, every byte checked.
-	"$cli" fc-handler --sock "$sock" --image "$tmp/a.img" --record-ws "$tmp/fc%n.ws" \
-		--record-seconds 1 --json >"$tmp/fc.out" 2>"$tmp/fc.err" &
-	hpid=$!
-	for _ in $(seq 200); do [[ -S $sock ]] && break; sleep 0.05; done
+	start_fc --image "$tmp/a.img" --record-ws "$tmp/fc%n.ws" --record-seconds 1
 	ok=0
 	for vm in 1 2; do
 		rm -f "$tmp/ready" "$tmp/go"
-		timeout -k 5 90 "$client_bin" --sock "$sock" --image "$tmp/a.img" --threads 2 \
-			--pause-pages 64 --ready "$tmp/ready" --go "$tmp/go" >"$tmp/c.out" 2>"$tmp/c.err" &
+		run_client --pause-pages 64 --ready "$tmp/ready" --go "$tmp/go" &
 		cpid=$!
 		for _ in $(seq 400); do grep -q "recorded to $tmp/fc$vm.ws" "$tmp/fc.err" && break; sleep 0.05; done
 		touch "$tmp/go"
@@ -186,13 +197,10 @@ sys.exit(got != [p * 4096 for p in range(64)])' || ok=1
 	for _ in $(seq 200); do (($(wc -l <"$tmp/fc.out") >= 2)) && break; sleep 0.05; done
 	kill -TERM $hpid 2>/dev/null
 	wait $hpid || ok=1
-	((ok == 0)) && python3 -c '
-import json, sys
-vms = [json.loads(l) for l in open(sys.argv[1])]
-sys.exit(not (len(vms) == 2 and all(
+	((ok == 0)) && fc_json 'len(vms) == 2 and all(
     d["status"] == "complete" and d["ws_recorded_pages"] == 64 and
     d["pages_by_origin"]["fill"] > 0 and d["ws_file"].endswith("/fc%d.ws" % (i + 1))
-    for i, d in enumerate(vms))))' "$tmp/fc.out"
+    for i, d in enumerate(vms))'
 	check "fc_handler_records_each_vms_working_set_then_fills" $? "$tmp/fc.out" "$tmp/fc.err"
 
 	# A recording from fc-handler is one like any other: restore replays it.
@@ -202,39 +210,23 @@ sys.exit(not (len(vms) == 2 and all(
 
 	# With --once one file needs no %n; a VM that completes before the
 	# recording's time is saved then, all its pages in it.
-	"$cli" fc-handler --sock "$sock" --image "$tmp/a.img" --record-ws "$tmp/once.ws" \
-		--once --json >"$tmp/fc.out" 2>"$tmp/fc.err" &
-	hpid=$!
-	for _ in $(seq 200); do [[ -S $sock ]] && break; sleep 0.05; done
-	timeout -k 5 90 "$client_bin" --sock "$sock" --image "$tmp/a.img" --threads 2 \
-		>"$tmp/c.out" 2>"$tmp/c.err"
-	crc=$?
+	start_fc --image "$tmp/a.img" --record-ws "$tmp/once.ws" --once
+	run_client
 	wait $hpid
 	hrc=$?
-	((crc == 0 && hrc == 0)) && python3 -c '
-import json, sys
-d = json.loads(open(sys.argv[1]).readline())
-sys.exit(not (d["status"] == "complete" and d["ws_recorded_pages"] == d["pages"] and
-              d["pages_by_origin"]["fill"] == 0))' "$tmp/fc.out" &&
+	((crc == 0 && hrc == 0)) && fc_json 'vms[0]["status"] == "complete" and
+    vms[0]["ws_recorded_pages"] == vms[0]["pages"] and vms[0]["pages_by_origin"]["fill"] == 0' &&
 		"$cli" ws show "$tmp/once.ws" | grep -q '(100.00% of the image)'
 	check "fc_handler_once_records_a_vm_that_completes_first" $? "$tmp/fc.out" "$tmp/fc.err"
 
 	# From a server, without --image: the recording names the image the
 	# server proved, so it replays against the file's identity.
-	"$cli" serve --image "$tmp/a.img" --listen "unix:$tmp/fcs.sock" >"$tmp/serve.out" 2>&1 &
-	spid=$!
-	for _ in $(seq 100); do [[ -S $tmp/fcs.sock ]] && break; sleep 0.05; done
-	"$cli" fc-handler --sock "$sock" --source "unix:$tmp/fcs.sock" --record-ws "$tmp/net.ws" \
-		--once --json >"$tmp/fc.out" 2>"$tmp/fc.err" &
-	hpid=$!
-	for _ in $(seq 200); do [[ -S $sock ]] && break; sleep 0.05; done
-	timeout -k 5 90 "$client_bin" --sock "$sock" --image "$tmp/a.img" --threads 2 \
-		>"$tmp/c.out" 2>"$tmp/c.err"
-	crc=$?
+	start_server
+	start_fc --source "unix:$tmp/fcs.sock" --record-ws "$tmp/net.ws" --once
+	run_client
 	wait $hpid
 	hrc=$?
-	kill $spid 2>/dev/null
-	wait $spid 2>/dev/null
+	stop_server
 	run restore --image "$tmp/a.img" --workload ws --seed 4 --replay-ws "$tmp/net.ws" --json
 	((crc == 0 && hrc == 0 && rc == 0)) &&
 		json_check 'd["verified"] is True and d["stats"]["pages_replay"] > 0'
