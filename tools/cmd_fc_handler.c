@@ -54,7 +54,6 @@ struct fc_opts {
 	bool once, fill, kill, json;
 	unsigned window, readers;
 	unsigned fillers; /* --fillers, 0: the library's default */
-	bool window_given;
 	const char *replay_path;
 	pc_ws *replay;		 /* loaded once, replayed into every VM */
 	const char *record_path; /* --record-ws, with %n and %p */
@@ -261,7 +260,7 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		{ 0 }
 	};
 	int c;
-	*o = (struct fc_opts){ .fill = true, .kill = true, .window = PC_WINDOW_AUTO, .readers = 2 };
+	*o = (struct fc_opts){ .fill = true, .kill = true, .readers = 2 };
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's': o->sock = optarg; break;
@@ -301,7 +300,6 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		case 'w':
 			if (parse_window(optarg, &o->window) < 0)
 				return bad_arg(CMD, "--window (1..512 or auto)", optarg);
-			o->window_given = true;
 			break;
 		case 'r':
 			if (parse_uint(optarg, 1, 64, &o->readers) < 0)
@@ -358,11 +356,11 @@ static int parse(int argc, char **argv, struct fc_opts *o)
 		}
 		if (!o->record_s)
 			o->record_s = 10;
-		/* A window's other pages take no fault, so they would be
-		 * missing from the recording. */
-		if (!o->window_given)
-			o->window = 1;
 	}
+	/* Not given: auto, but 1 while recording, since a window's other
+	 * pages take no fault and would be missing from the recording. */
+	if (!o->window)
+		o->window = o->record_path ? 1 : PC_WINDOW_AUTO;
 	if (strlen(o->sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
 		complain(CMD, "--sock path too long: '%s'", o->sock);
 		return EXIT_USAGE;
@@ -576,26 +574,16 @@ static int open_source(const struct fc_opts *o, pc_source **src, char *why,
 			       src, why, len);
 }
 
-/* The filler, or with a postcopy server its push. */
-static int start_fill(pc_source *net, pc_region *r)
-{
-	return net ? pc_net_start_push(net, r) : pc_region_start_fill(r);
-}
-
-/* Write @v's recording to its file and say so; how many pages it holds
- * is read back from what was written. */
+/* Write @v's recording to its file and say so. */
 static void save_recording(struct vm *v, pid_t pid, const pc_ws *rec)
 {
-	int ret = pc_ws_save(rec, v->ws_file);
-	pc_ws *back = NULL;
-	struct pc_ws_info info;
+	uint64_t pages;
+	int ret = save_working_set(rec, v->ws_file, &pages);
 	if (ret < 0) {
 		logf_("pid %d: --record-ws %s: %s", (int)pid, v->ws_file, strerror(-ret));
 		return;
 	}
-	if (pc_ws_load(v->ws_file, &back, NULL, 0) == 0 && pc_ws_info(back, &info) == 0)
-		v->recorded = (int64_t)info.pages;
-	pc_ws_destroy(back);
+	v->recorded = (int64_t)pages;
 	logf_("pid %d: working set of %lld pages recorded to %s", (int)pid,
 	      (long long)v->recorded, v->ws_file);
 }
@@ -672,7 +660,7 @@ static void serve_vm(struct vm *v)
 	/* While recording, a page the filler brought first would take no
 	 * fault and be missing from the recording: it starts after. */
 	if (ret == 0 && o->fill && !rec)
-		ret = start_fill(net, r);
+		ret = start_background(net, r);
 	if (ret < 0) {
 		if (!replay_failed)
 			snprintf(why, sizeof(why), "%s", pc_region_error(r));
@@ -696,7 +684,7 @@ static void serve_vm(struct vm *v)
 		if (recording && seconds_now() - t0 >= o->record_s) {
 			recording = false;
 			save_recording(v, cred.pid, rec);
-			if (o->fill && (ret = start_fill(net, r)) < 0)
+			if (o->fill && (ret = start_background(net, r)) < 0)
 				logf_("pid %d: starting the fill: %s (its pages come on demand only)",
 				      (int)cred.pid, strerror(-ret));
 		}

@@ -571,8 +571,7 @@ static int run(const struct restore_opts *o)
 	 * starts when the vCPUs are done. */
 	bool fill_later = o->fill && o->record_ws;
 	if (ret == 0 && o->fill && !fill_later)
-		ret = o->source && !o->http ? pc_net_start_push(src, r) :
-					      pc_region_start_fill(r);
+		ret = start_background(o->source && !o->http ? src : NULL, r);
 	if (ret < 0) {
 		complain("restore", "%s", pc_region_error(r));
 		pc_region_destroy(r);
@@ -603,7 +602,7 @@ static int run(const struct restore_opts *o)
 	bool stuck = false;
 	ret = workload_run(&w, &res);
 	if (ret == 0 && fill_later) {
-		ret = o->source && !o->http ? pc_net_start_push(src, r) : pc_region_start_fill(r);
+		ret = start_background(o->source && !o->http ? src : NULL, r);
 		if (ret < 0)
 			complain("restore", "starting the fill: %s", strerror(-ret));
 	}
@@ -636,18 +635,10 @@ static int run(const struct restore_opts *o)
 
 	uint64_t recorded = 0;
 	if (rec && status == EXIT_OK) {
-		ret = pc_ws_save(rec, o->record_ws);
+		ret = save_working_set(rec, o->record_ws, &recorded);
 		if (ret < 0) {
 			complain("restore", "--record-ws %s: %s", o->record_ws, strerror(-ret));
 			status = EXIT_FAIL;
-		} else {
-			pc_ws *back;
-			if (pc_ws_load(o->record_ws, &back, NULL, 0) == 0) {
-				struct pc_ws_info info;
-				pc_ws_info(back, &info);
-				recorded = info.pages;
-				pc_ws_destroy(back);
-			}
 		}
 	}
 

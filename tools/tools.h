@@ -75,6 +75,12 @@ void complain(const char *cmd, const char *fmt, ...)
 uint64_t ns_now(void);
 double seconds_now(void);
 
+/* Pages in the background for a started region: the filler, or with a
+ * postcopy server's source (@push_src) its push. */
+int start_background(pc_source *push_src, pc_region *r);
+/* pc_ws_save() of a recorder; *@pages is what the written file holds
+ * (read back: a recorder does not count itself), 0 if it cannot be read. */
+int save_working_set(const pc_ws *rec, const char *path, uint64_t *pages);
 /* Create and start a region over @src (owned from here on); says why on
  * failure, and then nothing is left to destroy. */
 int start_region(const char *cmd, const struct pc_region_opts *ro,

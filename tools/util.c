@@ -154,6 +154,25 @@ int memstress_opt(const char *cmd, int c, const char *arg, unsigned max_vcpus,
 	return -1;
 }
 
+int start_background(pc_source *push_src, pc_region *r)
+{
+	return push_src ? pc_net_start_push(push_src, r) : pc_region_start_fill(r);
+}
+
+int save_working_set(const pc_ws *rec, const char *path, uint64_t *pages)
+{
+	pc_ws *back;
+	struct pc_ws_info info;
+	int ret = pc_ws_save(rec, path);
+	*pages = 0;
+	if (ret == 0 && pc_ws_load(path, &back, NULL, 0) == 0) {
+		if (pc_ws_info(back, &info) == 0)
+			*pages = info.pages;
+		pc_ws_destroy(back);
+	}
+	return ret;
+}
+
 int start_region(const char *cmd, const struct pc_region_opts *ro,
 		 pc_source *src, pc_region **out)
 {
